@@ -1,0 +1,1 @@
+//! The CRI v1 schema and its generated prost types.
