@@ -1,0 +1,30 @@
+//! Compiles `runtime/v1/api.proto` with protox (no system protoc) and
+//! generates the prost types from the resulting descriptor set. The encoded
+//! descriptor set is also written to OUT_DIR so the crate can expose it for
+//! reflection (tests, fuzzers).
+
+use std::{env, fs, path::PathBuf};
+
+const PROTO: &str = "runtime/v1/api.proto";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={PROTO}");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR not set")?);
+
+    let mut compiler = protox::Compiler::new(["."])?;
+    // Source info carries the comments, which prost-build turns into docs.
+    compiler.include_source_info(true).include_imports(true);
+    compiler.open_file(PROTO)?;
+
+    fs::write(
+        out_dir.join("file_descriptor_set.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+
+    prost_build::Config::new()
+        .enable_type_names()
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}
