@@ -1,1 +1,10 @@
 //! gRPC over HTTP/2 (the gRPC PROTOCOL-HTTP2 specification).
+//!
+//! The modules here are the protocol's building blocks, each free of I/O:
+//! status codes and `grpc-message` encoding ([`status`]), length-prefixed
+//! message framing ([`codec`]), per-message compression ([`compression`]),
+//! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]).
+
+pub mod status;
+
+pub use status::{Code, Status};
