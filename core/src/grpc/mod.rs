@@ -5,6 +5,8 @@
 //! message framing ([`codec`]), per-message compression ([`compression`]),
 //! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]).
 
+pub mod codec;
 pub mod status;
 
+pub use codec::{DeframeError, Deframer, EncodeError, Message};
 pub use status::{Code, Status};
