@@ -6,7 +6,9 @@
 //! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]).
 
 pub mod codec;
+pub mod compression;
 pub mod status;
 
 pub use codec::{DeframeError, Deframer, EncodeError, Message};
+pub use compression::{Encoding, ACCEPT_ENCODING};
 pub use status::{Code, Status};
