@@ -8,7 +8,9 @@
 pub mod codec;
 pub mod compression;
 pub mod status;
+pub mod timeout;
 
 pub use codec::{DeframeError, Deframer, EncodeError, Message};
 pub use compression::{Encoding, ACCEPT_ENCODING};
 pub use status::{Code, Status};
+pub use timeout::{encode_timeout, parse_timeout, EncodedTimeout, InvalidTimeout};
