@@ -7,10 +7,12 @@
 
 pub mod codec;
 pub mod compression;
+pub mod metadata;
 pub mod status;
 pub mod timeout;
 
 pub use codec::{DeframeError, Deframer, EncodeError, Message};
 pub use compression::{Encoding, ACCEPT_ENCODING};
+pub use metadata::is_grpc_content_type;
 pub use status::{Code, Status};
 pub use timeout::{encode_timeout, parse_timeout, EncodedTimeout, InvalidTimeout};
