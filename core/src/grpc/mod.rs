@@ -1,1 +1,18 @@
 //! gRPC over HTTP/2 (the gRPC PROTOCOL-HTTP2 specification).
+//!
+//! The modules here are the protocol's building blocks, each free of I/O:
+//! status codes and `grpc-message` encoding ([`status`]), length-prefixed
+//! message framing ([`codec`]), per-message compression ([`compression`]),
+//! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]).
+
+pub mod codec;
+pub mod compression;
+pub mod metadata;
+pub mod status;
+pub mod timeout;
+
+pub use codec::{DeframeError, Deframer, EncodeError, Message};
+pub use compression::{Encoding, ACCEPT_ENCODING};
+pub use metadata::is_grpc_content_type;
+pub use status::{Code, Status};
+pub use timeout::{encode_timeout, parse_timeout, EncodedTimeout, InvalidTimeout};
