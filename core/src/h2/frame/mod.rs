@@ -281,3 +281,5 @@ fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+#[cfg(test)]
+mod tests;
