@@ -1,0 +1,104 @@
+//! The 9-byte frame header (RFC 9113 §4.1).
+
+use bytes::{BufMut, BytesMut};
+
+use super::HEADER_LEN;
+
+/// Mask for the 31-bit stream identifier; the top bit is reserved (§4.1) and
+/// ignored on receipt.
+pub(crate) const STREAM_ID_MASK: u32 = 0x7fff_ffff;
+
+/// The largest value the 24-bit length field can hold.
+const LENGTH_MASK: u32 = 0x00ff_ffff;
+
+/// A parsed frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Payload length (24 bits on the wire).
+    pub length: u32,
+    /// Frame type; see [`super::kind`].
+    pub kind: u8,
+    /// Frame flags; see [`super::flags`].
+    pub flags: u8,
+    /// Stream identifier with the reserved bit masked off.
+    pub stream_id: u32,
+}
+
+impl Head {
+    /// Parse a header. Every 9-byte input is a valid header; the reserved bit
+    /// of the stream identifier is dropped.
+    pub fn parse(buf: &[u8; HEADER_LEN]) -> Head {
+        Head {
+            length: u32::from_be_bytes([0, buf[0], buf[1], buf[2]]),
+            kind: buf[3],
+            flags: buf[4],
+            stream_id: u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & STREAM_ID_MASK,
+        }
+    }
+
+    /// Append the 9 header bytes to `dst`. The reserved bit is sent as 0.
+    ///
+    /// `length` must fit in 24 bits (and should not exceed the peer's
+    /// SETTINGS_MAX_FRAME_SIZE); higher bits are dropped rather than
+    /// panicking.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        let len = (self.length & LENGTH_MASK).to_be_bytes();
+        dst.reserve(HEADER_LEN);
+        dst.put_slice(&len[1..]);
+        dst.put_u8(self.kind);
+        dst.put_u8(self.flags);
+        dst.put_u32(self.stream_id & STREAM_ID_MASK);
+    }
+
+    /// Whether `flag` (one of [`super::flags`]) is set.
+    pub fn has_flag(&self, flag: u8) -> bool {
+        self.flags & flag == flag
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_fields() {
+        let h = Head::parse(&[0x01, 0x02, 0x03, 0x04, 0x05, 0x80, 0x00, 0x00, 0x07]);
+        assert_eq!(
+            h,
+            Head {
+                length: 0x010203,
+                kind: 4,
+                flags: 5,
+                stream_id: 7, // reserved bit dropped
+            }
+        );
+    }
+
+    #[test]
+    fn round_trip() {
+        let h = Head {
+            length: 0xff_ffff,
+            kind: 0xfe,
+            flags: 0xab,
+            stream_id: 0x7fff_ffff,
+        };
+        let mut b = BytesMut::new();
+        h.encode(&mut b);
+        assert_eq!(b.len(), HEADER_LEN);
+        let arr: [u8; HEADER_LEN] = b[..].try_into().unwrap();
+        assert_eq!(Head::parse(&arr), h);
+    }
+
+    #[test]
+    fn encode_clears_reserved_bit() {
+        let h = Head {
+            length: 0,
+            kind: 0,
+            flags: 0,
+            stream_id: 0xffff_ffff,
+        };
+        let mut b = BytesMut::new();
+        h.encode(&mut b);
+        assert_eq!(&b[5..], &[0x7f, 0xff, 0xff, 0xff]);
+    }
+}
