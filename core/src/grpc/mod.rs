@@ -3,11 +3,15 @@
 //! The modules here are the protocol's building blocks, each free of I/O:
 //! status codes and `grpc-message` encoding ([`status`]), length-prefixed
 //! message framing ([`codec`]), per-message compression ([`compression`]),
-//! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]).
+//! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]). On top of
+//! them, [`server`] and [`client`] turn one HTTP/2 connection's streams
+//! into calls.
 
+pub mod client;
 pub mod codec;
 pub mod compression;
 pub mod metadata;
+pub mod server;
 pub mod status;
 pub mod timeout;
 

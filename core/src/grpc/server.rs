@@ -1,0 +1,546 @@
+//! The server side of gRPC over one HTTP/2 connection, with no I/O.
+//!
+//! It wraps an [`h2::Connection`](crate::h2::Connection) and speaks in calls
+//! rather than streams: requests are validated (method, content-type, te,
+//! encoding, timeout) and routed by `:path` through the CRI method table;
+//! messages are de-framed and size-checked; deadlines are tracked against
+//! the time the driver passes in. Whatever is wrong with a request is
+//! answered here, so the application only sees calls it can serve.
+//!
+//! The calling order is the connection's: [`Server::recv`], then drain
+//! [`Server::poll_event`], answer with [`Server::respond`] /
+//! [`Server::send_message`] / [`Server::finish`], write out
+//! [`Server::poll_transmit`], and wake at [`Server::poll_timeout`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use crisp_proto::methods::{self, CallKind, MethodDesc};
+
+use super::codec::{self, Deframer};
+use super::compression::{self, Encoding, ACCEPT_ENCODING};
+use super::metadata;
+use super::status::{Code, Status};
+use super::timeout;
+use crate::h2::{self, ConnectionError, ErrorCode, Header};
+
+/// Settings of one gRPC server connection.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub h2: h2::Config,
+    /// Largest request message accepted (after decompression).
+    pub max_recv_message_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            h2: h2::Config::default(),
+            max_recv_message_size: codec::DEFAULT_MAX_RECV_MESSAGE_SIZE,
+        }
+    }
+}
+
+/// A call is named by its HTTP/2 stream id.
+pub type CallId = u32;
+
+/// What the application needs to know about a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    pub id: CallId,
+    pub method: &'static MethodDesc,
+    /// When the call must be over, from `grpc-timeout`.
+    pub deadline: Option<Instant>,
+    /// The request headers (pseudo-headers included), for metadata.
+    pub headers: Vec<Header>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A unary or server-streaming call with its one request message,
+    /// complete: the client has finished sending.
+    Request { call: CallInfo, message: Bytes },
+    /// A client-streaming or bidirectional call started; its messages
+    /// follow as [`Event::Message`], then [`Event::HalfClose`].
+    StreamStarted { call: CallInfo },
+    Message { id: CallId, message: Bytes },
+    /// The client will send no more messages on this call.
+    HalfClose { id: CallId },
+    /// The call is over without the application's answer: the client
+    /// cancelled it (`Cancelled`), its deadline passed (`DeadlineExceeded`,
+    /// already answered), or its request stream was bad (answered). Drop
+    /// any work for it; further commands on it fail.
+    Cancelled { id: CallId, code: Code },
+    /// The client sent GOAWAY.
+    GoAway,
+    /// The connection failed; every call on it is gone.
+    ConnectionError(ConnectionError),
+}
+
+/// A command on a call that is not (or no longer) possible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// No such call: finished, cancelled, or never existed.
+    UnknownCall,
+    /// The response message could not be framed (over 4 GiB).
+    MessageTooLarge,
+}
+
+struct Call {
+    method: &'static MethodDesc,
+    deadline: Option<Instant>,
+    encoding: Encoding,
+    deframer: Deframer,
+    /// Unary kinds: the one request, held until the client half-closes.
+    request: Option<Bytes>,
+    /// Set once the application was told about the call.
+    announced: bool,
+    headers_sent: bool,
+    /// Info held back until a unary request is complete.
+    pending: Option<CallInfo>,
+}
+
+/// A gRPC server connection.
+pub struct Server {
+    conn: h2::Connection,
+    config: ServerConfig,
+    calls: HashMap<CallId, Call, std::hash::BuildHasherDefault<h2::StreamIdHasher>>,
+    /// Deadlines, earliest first; entries of finished calls are skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, CallId)>>,
+    events: std::collections::VecDeque<Event>,
+    buf: BytesMut,
+}
+
+impl Server {
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            conn: h2::Connection::server(config.h2.clone()),
+            config,
+            calls: HashMap::default(),
+            deadlines: BinaryHeap::new(),
+            events: std::collections::VecDeque::new(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The HTTP/2 connection underneath, for its getters.
+    pub fn connection(&self) -> &h2::Connection {
+        &self.conn
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    // ---- Inputs ----
+
+    /// Feed bytes read from the client.
+    pub fn recv(&mut self, data: &[u8], now: Instant) -> Result<(), ConnectionError> {
+        let result = self.conn.recv(data, now);
+        self.pump(now);
+        result
+    }
+
+    /// Expire deadlines and the connection's own timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.conn.handle_timeout(now);
+        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.calls.get(&id).is_some_and(|c| c.deadline == Some(at)) {
+                self.fail_call(id, Status::deadline_exceeded("deadline exceeded"), ErrorCode::CANCEL);
+                self.events.push_back(Event::Cancelled {
+                    id,
+                    code: Code::DeadlineExceeded,
+                });
+            }
+        }
+        self.pump(now);
+    }
+
+    // ---- Commands ----
+
+    /// Answer a unary call: one message and an OK status.
+    pub fn respond<M: prost::Message>(&mut self, id: CallId, message: &M) -> Result<(), CallError> {
+        self.send_message(id, message)?;
+        self.finish(id, &Status::ok())
+    }
+
+    /// Send one response message (server-streaming calls send several).
+    pub fn send_message<M: prost::Message>(&mut self, id: CallId, message: &M) -> Result<(), CallError> {
+        if !self.calls.contains_key(&id) {
+            return Err(CallError::UnknownCall);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.reserve(codec::PREFIX_LEN + message.encoded_len());
+        let framed = codec::encode_message(message, &mut buf);
+        let payload = buf.split().freeze();
+        self.buf = buf;
+        framed.map_err(|_| CallError::MessageTooLarge)?;
+        self.send_framed(id, payload)
+    }
+
+    /// Send a response message already encoded as protobuf bytes.
+    pub fn send_encoded(&mut self, id: CallId, message: &[u8]) -> Result<(), CallError> {
+        if !self.calls.contains_key(&id) {
+            return Err(CallError::UnknownCall);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let framed = codec::encode_payload(false, message, &mut buf);
+        let payload = buf.split().freeze();
+        self.buf = buf;
+        framed.map_err(|_| CallError::MessageTooLarge)?;
+        self.send_framed(id, payload)
+    }
+
+    fn send_framed(&mut self, id: CallId, payload: Bytes) -> Result<(), CallError> {
+        let call = self.calls.get_mut(&id).ok_or(CallError::UnknownCall)?;
+        if !call.headers_sent {
+            call.headers_sent = true;
+            self.conn
+                .send_headers(id, response_headers(), false)
+                .map_err(|_| CallError::UnknownCall)?;
+        }
+        self.conn
+            .send_data(id, payload, false)
+            .map_err(|_| CallError::UnknownCall)
+    }
+
+    /// End a call with `status` (trailers, or a Trailers-Only response when
+    /// nothing was sent yet).
+    pub fn finish(&mut self, id: CallId, status: &Status) -> Result<(), CallError> {
+        let call = self.calls.remove(&id).ok_or(CallError::UnknownCall)?;
+        let trailers = status_headers(status);
+        let sent = if call.headers_sent {
+            self.conn.send_trailers(id, trailers)
+        } else {
+            self.conn.send_headers(id, trailers_only(trailers), true)
+        };
+        // Answered before the client finished sending: refuse the rest.
+        let _ = self.conn.reset_after_send(id, ErrorCode::NO_ERROR);
+        sent.map_err(|_| CallError::UnknownCall)
+    }
+
+    /// Graceful shutdown: GOAWAY; calls in progress may finish.
+    pub fn go_away(&mut self) {
+        self.conn.go_away(ErrorCode::NO_ERROR);
+    }
+
+    // ---- Outputs ----
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.conn.poll_transmit()
+    }
+
+    /// Like `poll_transmit`, appending into the caller's buffer.
+    pub fn transmit_into(&mut self, dst: &mut BytesMut) -> usize {
+        self.conn.transmit_into(dst)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        match (self.conn.poll_timeout(), deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- Turning stream events into call events ----
+
+    fn pump(&mut self, now: Instant) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                h2::Event::Headers {
+                    stream_id,
+                    headers,
+                    end_stream,
+                } => self.on_request(stream_id, headers, end_stream, now),
+                h2::Event::Data {
+                    stream_id,
+                    data,
+                    end_stream,
+                } => self.on_data(stream_id, data, end_stream),
+                h2::Event::Trailers { stream_id, .. } => self.on_end(stream_id),
+                h2::Event::StreamReset { stream_id, .. } => {
+                    if let Some(call) = self.calls.remove(&stream_id) {
+                        if call.announced {
+                            self.events.push_back(Event::Cancelled {
+                                id: stream_id,
+                                code: Code::Cancelled,
+                            });
+                        }
+                    }
+                }
+                h2::Event::GoAway { .. } => self.events.push_back(Event::GoAway),
+                h2::Event::ConnectionError(e) => {
+                    for (id, call) in self.calls.drain() {
+                        if call.announced {
+                            self.events.push_back(Event::Cancelled {
+                                id,
+                                code: Code::Unavailable,
+                            });
+                        }
+                    }
+                    self.events.push_back(Event::ConnectionError(e));
+                }
+                h2::Event::PingAck { .. } => {}
+            }
+        }
+        if self.deadlines.len() > 64 && self.deadlines.len() > 2 * self.calls.len() {
+            let calls = &self.calls;
+            self.deadlines
+                .retain(|Reverse((at, id))| calls.get(id).is_some_and(|c| c.deadline == Some(*at)));
+        }
+    }
+
+    fn on_request(&mut self, id: CallId, headers: Vec<Header>, end_stream: bool, now: Instant) {
+        match self.validate(&headers, now) {
+            Ok((method, encoding, deadline)) => {
+                let info = CallInfo {
+                    id,
+                    method,
+                    deadline,
+                    headers,
+                };
+                let streaming_request =
+                    matches!(method.kind, CallKind::ClientStreaming | CallKind::BidiStreaming);
+                let mut call = Call {
+                    method,
+                    deadline,
+                    encoding,
+                    deframer: Deframer::new(self.config.max_recv_message_size),
+                    request: None,
+                    announced: streaming_request,
+                    headers_sent: false,
+                    pending: None,
+                };
+                if streaming_request {
+                    self.events.push_back(Event::StreamStarted { call: info });
+                } else {
+                    call.pending = Some(info);
+                }
+                if let Some(at) = deadline {
+                    self.deadlines.push(Reverse((at, id)));
+                }
+                self.calls.insert(id, call);
+                if end_stream {
+                    self.on_end(id);
+                }
+            }
+            Err(reject) => {
+                let mut block = vec![
+                    Header::new(Bytes::from_static(b":status"), Bytes::from_static(reject.http_status.as_bytes())),
+                    Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
+                ];
+                if reject.status.code == Code::Unimplemented && reject.accept_encoding {
+                    block.push(Header::from_static("grpc-accept-encoding", ACCEPT_ENCODING));
+                }
+                block.extend(status_headers(&reject.status));
+                let _ = self.conn.send_headers(id, block, true);
+                let _ = self.conn.reset_after_send(id, ErrorCode::NO_ERROR);
+            }
+        }
+    }
+
+    /// Check a request's headers; on success, its method, message encoding
+    /// and deadline.
+    fn validate(
+        &self,
+        headers: &[Header],
+        now: Instant,
+    ) -> Result<(&'static MethodDesc, Encoding, Option<Instant>), Reject> {
+        let mut method = None;
+        let mut path = None;
+        let mut content_type = None;
+        let mut te = None;
+        let mut encoding = None;
+        let mut grpc_timeout = None;
+        for h in headers {
+            match &h.name[..] {
+                b":method" => method = Some(&h.value[..]),
+                b":path" => path = Some(&h.value[..]),
+                b"content-type" => content_type = Some(&h.value[..]),
+                b"te" => te = Some(&h.value[..]),
+                b"grpc-encoding" => encoding = Some(&h.value[..]),
+                b"grpc-timeout" => grpc_timeout = Some(&h.value[..]),
+                _ => {}
+            }
+        }
+        if method != Some(b"POST") {
+            return Err(Reject::http("405", Status::internal("gRPC requires the POST method")));
+        }
+        if !content_type.is_some_and(metadata::is_grpc_content_type) {
+            return Err(Reject::http(
+                "415",
+                Status::internal("content-type must be application/grpc"),
+            ));
+        }
+        if !te.is_some_and(metadata::is_te_trailers) {
+            return Err(Reject::http("400", Status::internal("te: trailers is required")));
+        }
+        let path = path.unwrap_or_default();
+        let Some(desc) = methods::lookup(path) else {
+            return Err(Reject::grpc(Status::unimplemented(format!(
+                "unknown method {}",
+                String::from_utf8_lossy(path)
+            ))));
+        };
+        let encoding = Encoding::from_header(encoding).map_err(|status| Reject {
+            http_status: "200",
+            status,
+            accept_encoding: true,
+        })?;
+        let deadline = match grpc_timeout {
+            None => None,
+            Some(v) => {
+                let d = timeout::parse_timeout(v).map_err(|e| Reject::grpc(e.to_status()))?;
+                Some(now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(u32::MAX.into())))
+            }
+        };
+        Ok((desc, encoding, deadline))
+    }
+
+    fn on_data(&mut self, id: CallId, data: Bytes, end_stream: bool) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.deframer.push(data);
+        loop {
+            let message = match call.deframer.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return self.reject_stream(id, e.to_status()),
+            };
+            let payload = if message.compressed && call.encoding == Encoding::Identity {
+                Err(Status::internal("compressed flag set without a grpc-encoding"))
+            } else {
+                compression::uncompressed_payload(call.encoding, message, self.config.max_recv_message_size)
+            };
+            let payload = match payload {
+                Ok(p) => p,
+                Err(status) => return self.reject_stream(id, status),
+            };
+            if call.announced {
+                self.events.push_back(Event::Message {
+                    id,
+                    message: payload,
+                });
+            } else if call.request.is_some() {
+                let name = call.method.name;
+                return self.reject_stream(
+                    id,
+                    Status::unimplemented(format!("{name} takes exactly one request message")),
+                );
+            } else {
+                call.request = Some(payload);
+            }
+        }
+        if end_stream {
+            self.on_end(id);
+        }
+    }
+
+    /// The client finished sending.
+    fn on_end(&mut self, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = call.deframer.finish() {
+            return self.reject_stream(id, e.to_status());
+        }
+        if call.announced {
+            self.events.push_back(Event::HalfClose { id });
+            return;
+        }
+        let Some(message) = call.request.take() else {
+            let name = call.method.name;
+            return self.reject_stream(
+                id,
+                Status::unimplemented(format!("{name} takes exactly one request message, got none")),
+            );
+        };
+        if let Some(info) = call.pending.take() {
+            call.announced = true;
+            self.events.push_back(Event::Request { call: info, message });
+        }
+    }
+
+    /// The request stream was bad: answer with `status`, tell the
+    /// application if it knew of the call.
+    fn reject_stream(&mut self, id: CallId, status: Status) {
+        let announced = self.calls.get(&id).is_some_and(|c| c.announced);
+        self.fail_call(id, status, ErrorCode::NO_ERROR);
+        if announced {
+            self.events.push_back(Event::Cancelled {
+                id,
+                code: Code::Cancelled,
+            });
+        }
+    }
+
+    fn fail_call(&mut self, id: CallId, status: Status, reset: ErrorCode) {
+        let _ = self.finish(id, &status);
+        let _ = self.conn.reset_after_send(id, reset);
+    }
+}
+
+/// Why a request is refused before it reaches the application.
+struct Reject {
+    http_status: &'static str,
+    status: Status,
+    accept_encoding: bool,
+}
+
+impl Reject {
+    fn http(http_status: &'static str, status: Status) -> Self {
+        Self {
+            http_status,
+            status,
+            accept_encoding: false,
+        }
+    }
+    fn grpc(status: Status) -> Self {
+        Self::http("200", status)
+    }
+}
+
+fn response_headers() -> Vec<Header> {
+    vec![
+        Header::from_static(":status", "200"),
+        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
+    ]
+}
+
+fn trailers_only(status: Vec<Header>) -> Vec<Header> {
+    let mut block = response_headers();
+    block.extend(status);
+    block
+}
+
+fn status_headers(status: &Status) -> Vec<Header> {
+    let mut block = Vec::with_capacity(2);
+    block.push(Header::new(
+        Bytes::from_static(b"grpc-status"),
+        Bytes::from_static(status.code.as_str().as_bytes()),
+    ));
+    if !status.message.is_empty() {
+        block.push(Header::new(
+            Bytes::from_static(b"grpc-message"),
+            status.encoded_message(),
+        ));
+    }
+    block
+}
