@@ -38,7 +38,7 @@ pub enum CallKind {
 }
 
 /// Description of one rpc.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct MethodDesc {
     /// Which rpc.
     pub method: Method,
