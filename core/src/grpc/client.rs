@@ -41,8 +41,14 @@ pub type CallId = u32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The server's response headers (absent for Trailers-Only answers).
-    Headers { id: CallId, headers: Vec<Header> },
-    Message { id: CallId, message: Bytes },
+    Headers {
+        id: CallId,
+        headers: Vec<Header>,
+    },
+    Message {
+        id: CallId,
+        message: Bytes,
+    },
     /// The call is over, with its status (and trailers, when there were).
     Finished {
         id: CallId,
@@ -115,7 +121,11 @@ impl Client {
             self.deadlines.pop();
             if self.calls.get(&id).is_some_and(|c| c.deadline == Some(at)) {
                 let _ = self.conn.reset_stream(id, ErrorCode::CANCEL);
-                self.end(id, Status::deadline_exceeded("deadline exceeded"), Vec::new());
+                self.end(
+                    id,
+                    Status::deadline_exceeded("deadline exceeded"),
+                    Vec::new(),
+                );
             }
         }
         self.pump();
@@ -143,7 +153,10 @@ impl Client {
             Bytes::from_static(b":authority"),
             self.config.authority.clone(),
         ));
-        headers.push(Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC));
+        headers.push(Header::from_static(
+            "content-type",
+            metadata::CONTENT_TYPE_GRPC,
+        ));
         headers.push(Header::from_static("te", "trailers"));
         if let Some(t) = timeout {
             headers.push(Header::new(
@@ -170,7 +183,12 @@ impl Client {
     }
 
     /// Send one request message; `end` half-closes the call after it.
-    pub fn send_message<M: prost::Message>(&mut self, id: CallId, message: &M, end: bool) -> Result<(), UsageError> {
+    pub fn send_message<M: prost::Message>(
+        &mut self,
+        id: CallId,
+        message: &M,
+        end: bool,
+    ) -> Result<(), UsageError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.reserve(codec::PREFIX_LEN + message.encoded_len());
         let framed = codec::encode_message(message, &mut buf);
@@ -181,7 +199,12 @@ impl Client {
     }
 
     /// Send one request message given as encoded protobuf bytes.
-    pub fn send_encoded(&mut self, id: CallId, message: &[u8], end: bool) -> Result<(), UsageError> {
+    pub fn send_encoded(
+        &mut self,
+        id: CallId,
+        message: &[u8],
+        end: bool,
+    ) -> Result<(), UsageError> {
         let mut buf = std::mem::take(&mut self.buf);
         let framed = codec::encode_payload(false, message, &mut buf);
         let payload = buf.split().freeze();
@@ -296,7 +319,9 @@ impl Client {
         for h in &headers {
             match &h.name[..] {
                 b":status" => {
-                    http_status = std::str::from_utf8(&h.value).ok().and_then(|s| s.parse::<u16>().ok())
+                    http_status = std::str::from_utf8(&h.value)
+                        .ok()
+                        .and_then(|s| s.parse::<u16>().ok())
                 }
                 b"content-type" => content_type_ok = metadata::is_grpc_content_type(&h.value),
                 b"grpc-encoding" => match Encoding::from_header(Some(&h.value)) {
@@ -316,7 +341,10 @@ impl Client {
             return self.end(id, status, headers);
         }
         if !content_type_ok {
-            return self.abort(id, Status::unknown("response content-type is not application/grpc"));
+            return self.abort(
+                id,
+                Status::unknown("response content-type is not application/grpc"),
+            );
         }
         call.headers_seen = true;
         self.events.push_back(Event::Headers { id, headers });
@@ -333,13 +361,21 @@ impl Client {
                 Ok(None) => break,
                 Err(e) => return self.abort(id, e.to_status()),
             };
-            match compression::uncompressed_payload(call.encoding, message, self.config.max_recv_message_size) {
+            match compression::uncompressed_payload(
+                call.encoding,
+                message,
+                self.config.max_recv_message_size,
+            ) {
                 Ok(message) => self.events.push_back(Event::Message { id, message }),
                 Err(status) => return self.abort(id, status),
             }
         }
         if end_stream {
-            self.end(id, Status::internal("server ended the stream without trailers"), Vec::new());
+            self.end(
+                id,
+                Status::internal("server ended the stream without trailers"),
+                Vec::new(),
+            );
         }
     }
 
@@ -362,7 +398,12 @@ impl Client {
 
 /// The status carried by trailers (or a Trailers-Only response).
 fn status_from(headers: &[Header]) -> Status {
-    let find = |name: &[u8]| headers.iter().find(|h| &h.name[..] == name).map(|h| &h.value[..]);
+    let find = |name: &[u8]| {
+        headers
+            .iter()
+            .find(|h| &h.name[..] == name)
+            .map(|h| &h.value[..])
+    };
     match find(b"grpc-status") {
         Some(code) => Status::from_header_values(code, find(b"grpc-message")),
         None => Status::internal("response ended without grpc-status"),

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub h2: h2::Config,
     /// Largest request message accepted (after decompression).
     pub max_recv_message_size: usize,
+    /// Maps a `:path` to its method; the CRI table unless a test or another
+    /// service supplies its own.
+    pub router: fn(&[u8]) -> Option<&'static MethodDesc>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +42,7 @@ impl Default for ServerConfig {
         Self {
             h2: h2::Config::default(),
             max_recv_message_size: codec::DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            router: methods::lookup,
         }
     }
 }
@@ -61,18 +65,31 @@ pub struct CallInfo {
 pub enum Event {
     /// A unary or server-streaming call with its one request message,
     /// complete: the client has finished sending.
-    Request { call: CallInfo, message: Bytes },
+    Request {
+        call: CallInfo,
+        message: Bytes,
+    },
     /// A client-streaming or bidirectional call started; its messages
     /// follow as [`Event::Message`], then [`Event::HalfClose`].
-    StreamStarted { call: CallInfo },
-    Message { id: CallId, message: Bytes },
+    StreamStarted {
+        call: CallInfo,
+    },
+    Message {
+        id: CallId,
+        message: Bytes,
+    },
     /// The client will send no more messages on this call.
-    HalfClose { id: CallId },
+    HalfClose {
+        id: CallId,
+    },
     /// The call is over without the application's answer: the client
     /// cancelled it (`Cancelled`), its deadline passed (`DeadlineExceeded`,
     /// already answered), or its request stream was bad (answered). Drop
     /// any work for it; further commands on it fail.
-    Cancelled { id: CallId, code: Code },
+    Cancelled {
+        id: CallId,
+        code: Code,
+    },
     /// The client sent GOAWAY.
     GoAway,
     /// The connection failed; every call on it is gone.
@@ -157,7 +174,11 @@ impl Server {
             }
             self.deadlines.pop();
             if self.calls.get(&id).is_some_and(|c| c.deadline == Some(at)) {
-                self.fail_call(id, Status::deadline_exceeded("deadline exceeded"), ErrorCode::CANCEL);
+                self.fail_call(
+                    id,
+                    Status::deadline_exceeded("deadline exceeded"),
+                    ErrorCode::CANCEL,
+                );
                 self.events.push_back(Event::Cancelled {
                     id,
                     code: Code::DeadlineExceeded,
@@ -176,7 +197,11 @@ impl Server {
     }
 
     /// Send one response message (server-streaming calls send several).
-    pub fn send_message<M: prost::Message>(&mut self, id: CallId, message: &M) -> Result<(), CallError> {
+    pub fn send_message<M: prost::Message>(
+        &mut self,
+        id: CallId,
+        message: &M,
+    ) -> Result<(), CallError> {
         if !self.calls.contains_key(&id) {
             return Err(CallError::UnknownCall);
         }
@@ -315,8 +340,10 @@ impl Server {
                     deadline,
                     headers,
                 };
-                let streaming_request =
-                    matches!(method.kind, CallKind::ClientStreaming | CallKind::BidiStreaming);
+                let streaming_request = matches!(
+                    method.kind,
+                    CallKind::ClientStreaming | CallKind::BidiStreaming
+                );
                 let mut call = Call {
                     method,
                     deadline,
@@ -342,7 +369,10 @@ impl Server {
             }
             Err(reject) => {
                 let mut block = vec![
-                    Header::new(Bytes::from_static(b":status"), Bytes::from_static(reject.http_status.as_bytes())),
+                    Header::new(
+                        Bytes::from_static(b":status"),
+                        Bytes::from_static(reject.http_status.as_bytes()),
+                    ),
                     Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
                 ];
                 if reject.status.code == Code::Unimplemented && reject.accept_encoding {
@@ -380,7 +410,10 @@ impl Server {
             }
         }
         if method != Some(b"POST") {
-            return Err(Reject::http("405", Status::internal("gRPC requires the POST method")));
+            return Err(Reject::http(
+                "405",
+                Status::internal("gRPC requires the POST method"),
+            ));
         }
         if !content_type.is_some_and(metadata::is_grpc_content_type) {
             return Err(Reject::http(
@@ -389,10 +422,13 @@ impl Server {
             ));
         }
         if !te.is_some_and(metadata::is_te_trailers) {
-            return Err(Reject::http("400", Status::internal("te: trailers is required")));
+            return Err(Reject::http(
+                "400",
+                Status::internal("te: trailers is required"),
+            ));
         }
         let path = path.unwrap_or_default();
-        let Some(desc) = methods::lookup(path) else {
+        let Some(desc) = (self.config.router)(path) else {
             return Err(Reject::grpc(Status::unimplemented(format!(
                 "unknown method {}",
                 String::from_utf8_lossy(path)
@@ -407,7 +443,10 @@ impl Server {
             None => None,
             Some(v) => {
                 let d = timeout::parse_timeout(v).map_err(|e| Reject::grpc(e.to_status()))?;
-                Some(now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(u32::MAX.into())))
+                Some(
+                    now.checked_add(d)
+                        .unwrap_or(now + std::time::Duration::from_secs(u32::MAX.into())),
+                )
             }
         };
         Ok((desc, encoding, deadline))
@@ -425,9 +464,15 @@ impl Server {
                 Err(e) => return self.reject_stream(id, e.to_status()),
             };
             let payload = if message.compressed && call.encoding == Encoding::Identity {
-                Err(Status::internal("compressed flag set without a grpc-encoding"))
+                Err(Status::internal(
+                    "compressed flag set without a grpc-encoding",
+                ))
             } else {
-                compression::uncompressed_payload(call.encoding, message, self.config.max_recv_message_size)
+                compression::uncompressed_payload(
+                    call.encoding,
+                    message,
+                    self.config.max_recv_message_size,
+                )
             };
             let payload = match payload {
                 Ok(p) => p,
@@ -469,12 +514,17 @@ impl Server {
             let name = call.method.name;
             return self.reject_stream(
                 id,
-                Status::unimplemented(format!("{name} takes exactly one request message, got none")),
+                Status::unimplemented(format!(
+                    "{name} takes exactly one request message, got none"
+                )),
             );
         };
         if let Some(info) = call.pending.take() {
             call.announced = true;
-            self.events.push_back(Event::Request { call: info, message });
+            self.events.push_back(Event::Request {
+                call: info,
+                message,
+            });
         }
     }
 

@@ -423,7 +423,11 @@ impl Connection {
     // ---- Commands ----
 
     /// Client: open a stream with a request header block.
-    pub fn open_stream(&mut self, headers: Vec<Header>, end_stream: bool) -> Result<u32, UsageError> {
+    pub fn open_stream(
+        &mut self,
+        headers: Vec<Header>,
+        end_stream: bool,
+    ) -> Result<u32, UsageError> {
         if self.role != Role::Client {
             return Err(UsageError::NotClient);
         }
@@ -472,7 +476,12 @@ impl Connection {
     }
 
     /// Queue DATA. It leaves as flow control allows.
-    pub fn send_data(&mut self, stream_id: u32, data: Bytes, end_stream: bool) -> Result<(), UsageError> {
+    pub fn send_data(
+        &mut self,
+        stream_id: u32,
+        data: Bytes,
+        end_stream: bool,
+    ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
         if !stream.headers_queued {
             return Err(UsageError::HeadersNotSent);
@@ -485,7 +494,11 @@ impl Connection {
     }
 
     /// Queue trailers, ending our side of the stream.
-    pub fn send_trailers(&mut self, stream_id: u32, headers: Vec<Header>) -> Result<(), UsageError> {
+    pub fn send_trailers(
+        &mut self,
+        stream_id: u32,
+        headers: Vec<Header>,
+    ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
         if !stream.headers_queued {
             return Err(UsageError::HeadersNotSent);
@@ -736,7 +749,10 @@ impl Connection {
         }
         let stream_increment = stream.recv_window.release(d.flow_len);
         let stream_done = d.end_stream;
-        if d.flow_len == 0 && !d.end_stream && self.empty_frames.exceeded(now, self.config.flood_window) {
+        if d.flow_len == 0
+            && !d.end_stream
+            && self.empty_frames.exceeded(now, self.config.flood_window)
+        {
             return Err(ConnectionError::new(
                 ErrorCode::ENHANCE_YOUR_CALM,
                 "too many empty DATA frames",
@@ -786,7 +802,11 @@ impl Connection {
         Ok(())
     }
 
-    fn on_continuation(&mut self, c: frame::Continuation, now: Instant) -> Result<(), ConnectionError> {
+    fn on_continuation(
+        &mut self,
+        c: frame::Continuation,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
         let Some(partial) = self.partial.as_mut() else {
             return Err(ConnectionError::protocol("CONTINUATION without HEADERS"));
         };
@@ -803,7 +823,12 @@ impl Connection {
         let Some(partial) = self.partial.take() else {
             return Ok(());
         };
-        self.on_header_block(partial.stream_id, partial.block.freeze(), partial.end_stream, now)
+        self.on_header_block(
+            partial.stream_id,
+            partial.block.freeze(),
+            partial.end_stream,
+            now,
+        )
     }
 
     /// A complete header block. It is always decoded first, even when the
@@ -819,7 +844,11 @@ impl Connection {
         headers.clear();
         let status = self
             .decoder
-            .decode(&block, self.config.max_header_list_size as usize, &mut headers)
+            .decode(
+                &block,
+                self.config.max_header_list_size as usize,
+                &mut headers,
+            )
             .map_err(|e| ConnectionError::new(ErrorCode::COMPRESSION_ERROR, e.reason()))?;
         let too_large = matches!(status, HeaderListStatus::TooLarge);
 
@@ -850,13 +879,18 @@ impl Connection {
             let info = match message::check(&headers, kind) {
                 Ok(info) => info,
                 Err(reason) => {
-                    return self.stream_error(StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason), now)
+                    return self
+                        .stream_error(StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason), now)
                 }
             };
             if info.informational {
                 if end_stream {
                     return self.stream_error(
-                        StreamError::new(id, ErrorCode::PROTOCOL_ERROR, "1xx response with END_STREAM"),
+                        StreamError::new(
+                            id,
+                            ErrorCode::PROTOCOL_ERROR,
+                            "1xx response with END_STREAM",
+                        ),
                         now,
                     );
                 }
@@ -865,9 +899,16 @@ impl Connection {
             }
             if kind == BlockKind::Trailers {
                 stream.recv_closed = true;
-                if stream.content_length.is_some_and(|n| n != stream.data_received) {
+                if stream
+                    .content_length
+                    .is_some_and(|n| n != stream.data_received)
+                {
                     return self.stream_error(
-                        StreamError::new(id, ErrorCode::PROTOCOL_ERROR, "DATA shorter than content-length"),
+                        StreamError::new(
+                            id,
+                            ErrorCode::PROTOCOL_ERROR,
+                            "DATA shorter than content-length",
+                        ),
                         now,
                     );
                 }
@@ -881,7 +922,11 @@ impl Connection {
                 stream.recv_closed = end_stream;
                 if end_stream && info.content_length.is_some_and(|n| n != 0) {
                     return self.stream_error(
-                        StreamError::new(id, ErrorCode::PROTOCOL_ERROR, "DATA shorter than content-length"),
+                        StreamError::new(
+                            id,
+                            ErrorCode::PROTOCOL_ERROR,
+                            "DATA shorter than content-length",
+                        ),
                         now,
                     );
                 }
@@ -913,9 +958,9 @@ impl Connection {
             Inactive::Closed(None) => Err(ConnectionError::protocol(
                 "stream id lower than one already used",
             )),
-            Inactive::Idle if self.role == Role::Client || !self.is_remote_id(id) => {
-                Err(ConnectionError::protocol("HEADERS on a stream the peer may not open"))
-            }
+            Inactive::Idle if self.role == Role::Client || !self.is_remote_id(id) => Err(
+                ConnectionError::protocol("HEADERS on a stream the peer may not open"),
+            ),
             Inactive::Idle => self.open_remote_stream(id, headers, end_stream, too_large, now),
         }
     }
@@ -969,12 +1014,17 @@ impl Connection {
         let info = match message::check(&headers, BlockKind::Request) {
             Ok(info) => info,
             Err(reason) => {
-                return self.stream_error(StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason), now)
+                return self
+                    .stream_error(StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason), now)
             }
         };
         if end_stream && info.content_length.is_some_and(|n| n != 0) {
             return self.stream_error(
-                StreamError::new(id, ErrorCode::PROTOCOL_ERROR, "DATA shorter than content-length"),
+                StreamError::new(
+                    id,
+                    ErrorCode::PROTOCOL_ERROR,
+                    "DATA shorter than content-length",
+                ),
                 now,
             );
         }
@@ -1025,11 +1075,16 @@ impl Connection {
             return Ok(());
         }
         if self.control_frames.exceeded(now, self.config.flood_window) {
-            return Err(ConnectionError::new(ErrorCode::ENHANCE_YOUR_CALM, "SETTINGS flood"));
+            return Err(ConnectionError::new(
+                ErrorCode::ENHANCE_YOUR_CALM,
+                "SETTINGS flood",
+            ));
         }
         if let Some(v) = s.enable_push {
             if self.role == Role::Client && v != 0 {
-                return Err(ConnectionError::protocol("server sent SETTINGS_ENABLE_PUSH=1"));
+                return Err(ConnectionError::protocol(
+                    "server sent SETTINGS_ENABLE_PUSH=1",
+                ));
             }
             self.remote.enable_push = v == 1;
         }
@@ -1068,13 +1123,16 @@ impl Connection {
     /// The peer acknowledged settings of ours: they apply from now on.
     fn apply_local(&mut self, acked: Settings) -> Result<(), ConnectionError> {
         self.reader.set_max_frame_size(acked.max_frame_size);
-        self.decoder.set_max_table_size(acked.header_table_size as usize);
+        self.decoder
+            .set_max_table_size(acked.header_table_size as usize);
         if acked.initial_window_size != self.local.initial_window_size {
             for stream in self.streams.values_mut() {
                 stream
                     .recv_window
                     .retarget(acked.initial_window_size)
-                    .map_err(|_| ConnectionError::new(ErrorCode::FLOW_CONTROL_ERROR, "window overflow"))?;
+                    .map_err(|_| {
+                        ConnectionError::new(ErrorCode::FLOW_CONTROL_ERROR, "window overflow")
+                    })?;
             }
         }
         self.local = acked;
@@ -1087,7 +1145,10 @@ impl Connection {
             return Ok(());
         }
         if self.control_frames.exceeded(now, self.config.flood_window) {
-            return Err(ConnectionError::new(ErrorCode::ENHANCE_YOUR_CALM, "PING flood"));
+            return Err(ConnectionError::new(
+                ErrorCode::ENHANCE_YOUR_CALM,
+                "PING flood",
+            ));
         }
         self.write_frame(frame::Ping {
             ack: true,
@@ -1120,7 +1181,11 @@ impl Connection {
         });
     }
 
-    fn on_window_update(&mut self, w: frame::WindowUpdate, now: Instant) -> Result<(), ConnectionError> {
+    fn on_window_update(
+        &mut self,
+        w: frame::WindowUpdate,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
         if w.stream_id == 0 {
             self.send_window.grow(w.increment).map_err(|_| {
                 ConnectionError::new(ErrorCode::FLOW_CONTROL_ERROR, "connection window overflow")
@@ -1250,7 +1315,10 @@ impl Connection {
         }
         if let Some(code) = s.reset_when_sent {
             self.remove_stream(id, Closed::LocalReset);
-            self.write_frame(frame::RstStream { stream_id: id, code });
+            self.write_frame(frame::RstStream {
+                stream_id: id,
+                code,
+            });
         } else {
             self.finish_if_done(id);
         }
@@ -1419,15 +1487,31 @@ fn write_header_block(
     out.put_bytes(0, frame::HEADER_LEN);
     encoder.encode(headers.iter(), out);
     let len = out.len() - head_at - frame::HEADER_LEN;
-    let end_stream_flag = if end_stream { frame::flags::END_STREAM } else { 0 };
+    let end_stream_flag = if end_stream {
+        frame::flags::END_STREAM
+    } else {
+        0
+    };
     let max = max_frame_size as usize;
     if len <= max {
         let flags = end_stream_flag | frame::flags::END_HEADERS;
-        patch_head(&mut out[head_at..], len, frame::kind::HEADERS, flags, stream_id);
+        patch_head(
+            &mut out[head_at..],
+            len,
+            frame::kind::HEADERS,
+            flags,
+            stream_id,
+        );
         return;
     }
     let block = out.split_off(head_at + frame::HEADER_LEN).freeze();
-    patch_head(&mut out[head_at..], max, frame::kind::HEADERS, end_stream_flag, stream_id);
+    patch_head(
+        &mut out[head_at..],
+        max,
+        frame::kind::HEADERS,
+        end_stream_flag,
+        stream_id,
+    );
     out.extend_from_slice(&block[..max]);
     let mut rest = block.slice(max..);
     while !rest.is_empty() {

@@ -11,6 +11,10 @@ pub const DEFAULT_WINDOW: u32 = 65_535;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window(i64);
 
+/// The peer sent more than the window allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowExceeded;
+
 /// A window update or settings change would push a window past 2^31 - 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowOverflow;
@@ -35,9 +39,9 @@ impl Window {
     }
 
     /// Spend `n` received bytes, failing if the peer overran the window.
-    pub fn spend_received(&mut self, n: u32) -> Result<(), ()> {
+    pub fn spend_received(&mut self, n: u32) -> Result<(), WindowExceeded> {
         if i64::from(n) > self.0 {
-            return Err(());
+            return Err(WindowExceeded);
         }
         self.0 -= i64::from(n);
         Ok(())
@@ -83,7 +87,7 @@ impl RecvWindow {
     }
 
     /// The peer sent `n` flow-controlled bytes.
-    pub fn receive(&mut self, n: u32) -> Result<(), ()> {
+    pub fn receive(&mut self, n: u32) -> Result<(), WindowExceeded> {
         self.window.spend_received(n)
     }
 

@@ -196,7 +196,7 @@ mod tests {
         let cases: Vec<(Vec<Header>, &str)> = vec![
             (request()[1..].to_vec(), "request without :method"),
             (
-                [request(), vec![h(":status", "200")]].concat(),
+                [vec![h(":status", "200")], request()].concat(),
                 "unknown or misplaced pseudo-header",
             ),
             (
