@@ -1,0 +1,211 @@
+//! crispd's configuration: a TOML file where every key is optional, then
+//! command-line overrides. `crispd --print-config` shows the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crisp/config.toml";
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The CRI socket kubelet and crictl connect to.
+    pub socket: PathBuf,
+    /// The group that owns the socket (name or number); mode is 0660.
+    pub socket_group: String,
+    /// Persistent records: pods, containers, images, runtime config.
+    pub state_dir: PathBuf,
+    /// Runtime files that do not survive a reboot (lock, monitor sockets).
+    pub runtime_dir: PathBuf,
+    /// Optional TCP listener, e.g. "127.0.0.1:10010", for tools that speak
+    /// only TCP.
+    pub tcp_listen: Option<String>,
+    /// Allow `tcp_listen` on an address other than loopback.
+    pub tcp_allow_non_loopback: bool,
+    /// Threads for blocking work (disk, child processes, pulls).
+    pub workers: usize,
+    /// Jobs waiting for a worker before new ones are refused.
+    pub worker_queue: usize,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// How long shutdown waits for calls in flight.
+    pub shutdown_timeout_secs: u64,
+    /// Directory of CNI network configurations.
+    pub cni_conf_dir: PathBuf,
+    /// Directory of CNI plugin binaries.
+    pub cni_bin_dir: PathBuf,
+    pub log: LogConfig,
+    pub grpc: GrpcConfig,
+    pub access: AccessConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace (or a tracing filter directive).
+    pub level: String,
+    /// "text" or "json".
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Largest request message accepted; kubelet uses 16 MiB.
+    pub max_recv_message_size: usize,
+    /// Concurrent calls per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Who may call what. Root may always call everything; other callers need
+/// a rule. Methods are named by rpc name ("Version"), full path
+/// ("/runtime.v1.RuntimeService/Version"), "read-only" (the methods that
+/// only read state) or "*".
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    pub rules: Vec<AccessRule>,
+    /// Methods callers on the TCP listener may use (they carry no
+    /// credentials).
+    pub tcp_methods: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessRule {
+    /// Matches a caller with this uid...
+    pub uid: Option<u32>,
+    /// ...or with this primary gid.
+    pub gid: Option<u32>,
+    pub methods: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: "/run/crisp/crisp.sock".into(),
+            socket_group: "root".into(),
+            state_dir: "/var/lib/crisp".into(),
+            runtime_dir: "/run/crisp".into(),
+            tcp_listen: None,
+            tcp_allow_non_loopback: false,
+            workers: 4,
+            worker_queue: 256,
+            max_connections: 4096,
+            shutdown_timeout_secs: 10,
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dir: "/opt/cni/bin".into(),
+            log: LogConfig::default(),
+            grpc: GrpcConfig::default(),
+            access: AccessConfig {
+                rules: Vec::new(),
+                tcp_methods: vec!["read-only".into()],
+            },
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            max_recv_message_size: 16 * 1024 * 1024,
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Read `path`. A missing file is fine only when it is the default path
+    /// (a node without a config file runs on defaults).
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default())
+            }
+            Err(e) => return Err(format!("cannot read config {}: {e}", path.display())),
+        };
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+
+    /// The TCP listen address, checked against the loopback rule.
+    pub fn tcp_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let Some(raw) = &self.tcp_listen else {
+            return Ok(None);
+        };
+        let text = raw.strip_prefix("tcp://").unwrap_or(raw);
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|e| format!("invalid tcp_listen {raw:?}: {e}"))?;
+        if !addr.ip().is_loopback() && !self.tcp_allow_non_loopback {
+            return Err(format!(
+                "tcp_listen {addr} is not a loopback address; set tcp_allow_non_loopback = true to allow it"
+            ));
+        }
+        Ok(Some(addr))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/crisp/crisp.sock"));
+        assert_eq!(c.grpc.max_recv_message_size, 16 << 20);
+    }
+
+    #[test]
+    fn printed_config_reads_back() {
+        let c = Config::default();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("sockett = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn tcp_must_be_loopback_unless_allowed() {
+        let mut c = Config {
+            tcp_listen: Some("tcp://0.0.0.0:10010".into()),
+            ..Config::default()
+        };
+        assert!(c.tcp_addr().is_err());
+        c.tcp_allow_non_loopback = true;
+        assert!(c.tcp_addr().unwrap().is_some());
+        c.tcp_listen = Some("127.0.0.1:10010".into());
+        c.tcp_allow_non_loopback = false;
+        assert!(c.tcp_addr().unwrap().is_some());
+    }
+}
