@@ -271,9 +271,9 @@ static CODES: [(u32, u8); 257] = [
 
 const EOS: u16 = 256;
 const MAX_LEN: u32 = 30;
-/// Window size of the fast table: 4096 entries of 4 bytes. 12 bits hold any
-/// code up to `|` (letters, digits and the punctuation headers use) and most
-/// pairs of 5- to 7-bit codes.
+/// Window size of the fast table: 4096 entries of 4 bytes. Codes of up to 12
+/// bits cover letters, digits and the punctuation headers use, and two 5- or
+/// 6-bit codes fit together.
 const FAST_BITS: u32 = 12;
 
 /// Why a Huffman string was rejected (§5.2).
