@@ -24,6 +24,13 @@ pub struct Decoder {
     scratch: BytesMut,
 }
 
+impl Default for Decoder {
+    /// A decoder for the protocol's default 4096-byte table.
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
 impl Decoder {
     /// `max_table_size`: the SETTINGS_HEADER_TABLE_SIZE we advertise (default
     /// 4096). The table starts at that size, as the peer's encoder assumes.

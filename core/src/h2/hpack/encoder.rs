@@ -131,7 +131,9 @@ impl Encoder {
             let len = huffman::encoded_len(s);
             if len < s.len() {
                 integer::encode(dst, 0x80, 7, len);
-                huffman::encode(s, dst);
+                let start = dst.len();
+                dst.resize(start + len, 0);
+                huffman::encode_into(s, &mut dst[start..]);
                 return;
             }
         }

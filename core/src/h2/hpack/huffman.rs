@@ -1,12 +1,11 @@
 //! The canonical Huffman code of RFC 7541 Appendix B.
 //!
-//! Decoding reads a 64-bit window and resolves every code of up to
-//! `LOOKUP_BITS` bits (all the common header characters) with one table load;
-//! the rare longer codes fall back to a canonical-code search over lengths.
-//! Both tables are built at compile time from the code list below, and a const
-//! assertion checks that list really is canonical, which the fallback relies on.
-
-use bytes::{BufMut, BytesMut};
+//! Decoding reads a 64-bit window and looks its top `FAST_BITS` bits up in a
+//! table that yields one or, for the common short codes, two symbols at once;
+//! the rare codes longer than `FAST_BITS` fall back to a canonical-code search
+//! over lengths. The tables are built at compile time from the code list
+//! below, and a const assertion checks that the list really is canonical,
+//! which the fallback relies on.
 
 /// `(code, bit length)` for each symbol 0..=255, then EOS (256), as listed in
 /// RFC 7541 Appendix B (codes right-aligned).
@@ -271,10 +270,11 @@ static CODES: [(u32, u8); 257] = [
 ];
 
 const EOS: u16 = 256;
-const MAX_LEN: usize = 30;
-/// Codes up to this long decode with one lookup. 11 bits covers every symbol
-/// up to `|`, i.e. letters, digits and the punctuation headers use.
-const LOOKUP_BITS: u32 = 11;
+const MAX_LEN: u32 = 30;
+/// Window size of the fast table: 4096 entries of 4 bytes. Codes of up to 12
+/// bits cover letters, digits and the punctuation headers use, and two 5- or
+/// 6-bit codes fit together.
+const FAST_BITS: u32 = 12;
 
 /// Why a Huffman string was rejected (§5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,31 +285,43 @@ pub enum HuffmanError {
     Padding,
 }
 
-/// Data for decoding codes longer than `LOOKUP_BITS`, by length.
+/// Code lengths alone, for the encoder's length pass.
+static LENGTHS: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = CODES[i].1;
+        i += 1;
+    }
+    t
+};
+
+/// Data for decoding codes longer than `FAST_BITS`, by length.
 struct Canonical {
     /// Symbols sorted by (code length, symbol): the canonical order.
     sorted: [u16; 257],
     /// First code of each length, right-aligned.
-    first: [u32; MAX_LEN + 1],
+    first: [u32; MAX_LEN as usize + 1],
     /// Index into `sorted` of the first symbol of each length.
-    offset: [u16; MAX_LEN + 1],
+    offset: [u16; MAX_LEN as usize + 1],
     /// One past the last code of each length, left-aligned to 32 bits: a
     /// window below `limit[len]` (and not below the previous limit) holds a
     /// code of that length.
-    limit: [u64; MAX_LEN + 1],
+    limit: [u64; MAX_LEN as usize + 1],
 }
 
 const fn build_canonical() -> Canonical {
+    const N: usize = MAX_LEN as usize + 1;
     let mut c = Canonical {
         sorted: [0; 257],
-        first: [0; MAX_LEN + 1],
-        offset: [0; MAX_LEN + 1],
-        limit: [0; MAX_LEN + 1],
+        first: [0; N],
+        offset: [0; N],
+        limit: [0; N],
     };
     let mut n = 0;
     let mut code: u32 = 0;
     let mut len = 1;
-    while len <= MAX_LEN {
+    while len < N {
         c.first[len] = code;
         c.offset[len] = n as u16;
         let mut sym = 0;
@@ -333,45 +345,73 @@ const fn build_canonical() -> Canonical {
 
 static CANONICAL: Canonical = build_canonical();
 
-/// `LOOKUP[window]` = `len << 9 | symbol` for codes of at most `LOOKUP_BITS`
-/// bits, or 0 when the window starts with a longer code.
-static LOOKUP: [u16; 1 << LOOKUP_BITS] = build_lookup();
+// Fast table entry layout: first symbol, second symbol, length of the first
+// code, length of both codes, number of symbols (0 = the window starts with a
+// code longer than `FAST_BITS`).
+const SYM2_SHIFT: u32 = 8;
+const LEN1_SHIFT: u32 = 16;
+const LEN2_SHIFT: u32 = 21;
+const COUNT_SHIFT: u32 = 26;
 
-const fn build_lookup() -> [u16; 1 << LOOKUP_BITS] {
-    let mut t = [0u16; 1 << LOOKUP_BITS];
-    let mut sym = 0;
-    while sym < 257 {
-        let (code, len) = CODES[sym];
-        let len = len as u32;
-        if len <= LOOKUP_BITS {
-            let start = (code << (LOOKUP_BITS - len)) as usize;
-            let end = ((code + 1) << (LOOKUP_BITS - len)) as usize;
-            let mut i = start;
-            while i < end {
-                t[i] = ((len as u16) << 9) | sym as u16;
+static FAST: [u32; 1 << FAST_BITS] = build_fast();
+
+const fn build_fast() -> [u32; 1 << FAST_BITS] {
+    let mut t = [0u32; 1 << FAST_BITS];
+    let mut a = 0;
+    while a < 256 {
+        let (code_a, len_a) = (CODES[a].0, CODES[a].1 as u32);
+        if len_a <= FAST_BITS {
+            let rest = FAST_BITS - len_a;
+            let base = (code_a << rest) as usize;
+            let one = (1 << COUNT_SHIFT) | (len_a << LEN2_SHIFT) | (len_a << LEN1_SHIFT) | a as u32;
+            let mut i = 0;
+            while i < 1 << rest {
+                t[base + i] = one;
                 i += 1;
             }
+            // Overwrite the sub-ranges where a second whole code follows.
+            let mut b = 0;
+            while b < 256 {
+                let (code_b, len_b) = (CODES[b].0, CODES[b].1 as u32);
+                if len_b <= rest {
+                    let rest2 = rest - len_b;
+                    let base2 = base + (code_b << rest2) as usize;
+                    let two = (2 << COUNT_SHIFT)
+                        | ((len_a + len_b) << LEN2_SHIFT)
+                        | (len_a << LEN1_SHIFT)
+                        | ((b as u32) << SYM2_SHIFT)
+                        | a as u32;
+                    let mut i = 0;
+                    while i < 1 << rest2 {
+                        t[base2 + i] = two;
+                        i += 1;
+                    }
+                }
+                b += 1;
+            }
         }
-        sym += 1;
+        a += 1;
     }
     t
 }
 
-/// The symbol at the top of `window` (left-aligned bits) and its code length.
-#[inline(always)]
+/// The first symbol at the top of `window` (left-aligned bits) and its code
+/// length.
+#[inline]
 fn decode_symbol(window: u64) -> (u16, u32) {
-    let e = LOOKUP[(window >> (64 - LOOKUP_BITS)) as usize];
-    if e != 0 {
-        return (e & 0x1ff, u32::from(e >> 9));
+    let e = FAST[(window >> (64 - FAST_BITS)) as usize];
+    if e >> COUNT_SHIFT != 0 {
+        return ((e & 0xff) as u16, (e >> LEN1_SHIFT) & 0x1f);
     }
     decode_long(window)
 }
 
 #[cold]
+#[inline(never)]
 fn decode_long(window: u64) -> (u16, u32) {
     let top = window >> 32;
-    let mut len = LOOKUP_BITS as usize + 1;
-    while len < MAX_LEN {
+    let mut len = FAST_BITS as usize + 1;
+    while len < MAX_LEN as usize {
         if top < CANONICAL.limit[len] {
             break;
         }
@@ -379,54 +419,98 @@ fn decode_long(window: u64) -> (u16, u32) {
     }
     // At `MAX_LEN` every window matches (the limit is 2^32), so `len` is valid.
     let code = (top >> (32 - len)) as u32;
-    let idx = CANONICAL.offset[len] as usize + (code - CANONICAL.first[len]) as usize;
+    let idx = CANONICAL.offset[len] as usize + code.wrapping_sub(CANONICAL.first[len]) as usize;
     (
         CANONICAL.sorted.get(idx).copied().unwrap_or(EOS),
         len as u32,
     )
 }
 
-/// Upper bound on the decoded length of `encoded_len` bytes: the shortest
-/// code is 5 bits.
+/// Output space `decode` needs for `encoded_len` input bytes: the most
+/// symbols that many bits can hold (the shortest code is 5 bits), plus one
+/// byte of slack because the fast path always stores two symbols.
 #[inline]
 pub fn max_decoded_len(encoded_len: usize) -> usize {
-    encoded_len.saturating_mul(8) / 5
+    encoded_len.saturating_mul(8) / 5 + 1
 }
 
 /// Decodes `src` into `dst`, which must hold `max_decoded_len(src.len())`
 /// bytes, and returns the decoded length.
 pub fn decode(src: &[u8], dst: &mut [u8]) -> Result<usize, HuffmanError> {
-    // Unread bits, left-aligned; bits below the `nbits` valid ones are zero.
+    // Unread bits, left-aligned. Below the `nbits` valid ones may sit copies
+    // of the next input bits from a partial load; each reload ORs the same
+    // values over them, and the tail reads only valid bits (or pads with ones).
     let mut acc: u64 = 0;
     let mut nbits: u32 = 0;
     let mut pos = 0;
     let mut n = 0;
+
     loop {
-        if nbits < MAX_LEN as u32 {
-            // Refill up to 63 bits so a whole code is always in the window
-            // until the input runs out.
-            if let Some(word) = src.get(pos..).and_then(|s| s.first_chunk::<8>()) {
-                let take = (63 - nbits) / 8;
-                acc |= u64::from_be_bytes(*word) >> nbits;
-                nbits += take * 8;
-                pos += take as usize;
-                acc &= !(u64::MAX >> nbits);
-            } else {
-                while nbits <= 55 {
-                    match src.get(pos) {
-                        Some(&b) => {
-                            acc |= u64::from(b) << (56 - nbits);
-                            nbits += 8;
-                            pos += 1;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            if nbits == 0 {
-                return Ok(n);
+        // Refill to at least 56 bits while input lasts: one load when 8
+        // bytes are left, else byte by byte.
+        if let Some(word) = src.get(pos..).and_then(|s| s.first_chunk::<8>()) {
+            acc |= u64::from_be_bytes(*word) >> nbits;
+            pos += ((63 - nbits) / 8) as usize;
+            nbits = 56 + (nbits & 7);
+        } else {
+            while nbits <= 55 {
+                let Some(&b) = src.get(pos) else {
+                    break;
+                };
+                acc |= u64::from(b) << (56 - nbits);
+                nbits += 8;
+                pos += 1;
             }
         }
+        let more = pos < src.len();
+        while nbits >= FAST_BITS {
+            let e = FAST[(acc >> (64 - FAST_BITS)) as usize];
+            let count = e >> COUNT_SHIFT;
+            if count != 0 {
+                // Store two symbols unconditionally and advance by `count`:
+                // no branch on the common path. Consumed bits never outnumber
+                // 5 per symbol, so `dst` has room; refuse rather than panic
+                // if a caller undersized it.
+                let Some(out) = dst.get_mut(n..n + 2) else {
+                    return Err(HuffmanError::Padding);
+                };
+                out[0] = e as u8;
+                out[1] = (e >> SYM2_SHIFT) as u8;
+                n += count as usize;
+                let len = (e >> LEN2_SHIFT) & 0x1f;
+                acc <<= len;
+                nbits -= len;
+            } else {
+                if nbits < MAX_LEN && more {
+                    // A long code may be cut off: reload first.
+                    break;
+                }
+                let (sym, len) = decode_long(acc);
+                if len > nbits {
+                    // The input ends inside a code, leaving 12+ bits:
+                    // too much for padding.
+                    return Err(HuffmanError::Padding);
+                }
+                if sym == EOS {
+                    return Err(HuffmanError::Eos);
+                }
+                let Some(slot) = dst.get_mut(n) else {
+                    return Err(HuffmanError::Padding);
+                };
+                *slot = sym as u8;
+                n += 1;
+                acc <<= len;
+                nbits -= len;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+
+    // Input is used up and fewer than `FAST_BITS` bits remain: at most two
+    // more symbols, then the padding.
+    while nbits > 0 {
         // Missing bits read as ones, so a tail that is a prefix of EOS
         // resolves to a code longer than what is left.
         let (sym, len) = decode_symbol(acc | (u64::MAX >> nbits));
@@ -441,45 +525,57 @@ pub fn decode(src: &[u8], dst: &mut [u8]) -> Result<usize, HuffmanError> {
         if sym == EOS {
             return Err(HuffmanError::Eos);
         }
-        match dst.get_mut(n) {
-            Some(slot) => *slot = sym as u8,
-            // Only if the caller undersized `dst`; refuse rather than panic.
-            None => return Err(HuffmanError::Padding),
-        }
+        let Some(slot) = dst.get_mut(n) else {
+            return Err(HuffmanError::Padding);
+        };
+        *slot = sym as u8;
         n += 1;
         acc <<= len;
         nbits -= len;
     }
+    Ok(n)
 }
 
 /// Length of the Huffman encoding of `src`, in bytes.
+#[inline]
 pub fn encoded_len(src: &[u8]) -> usize {
-    let bits: usize = src.iter().map(|&b| CODES[b as usize].1 as usize).sum();
+    let bits: usize = src
+        .iter()
+        .map(|&b| usize::from(LENGTHS[usize::from(b)]))
+        .sum();
     bits.div_ceil(8)
 }
 
-/// Appends the Huffman encoding of `src` to `dst`, padded with ones (§5.2).
-pub fn encode(src: &[u8], dst: &mut BytesMut) {
-    dst.reserve(encoded_len(src));
-    // Pending bits, right-aligned; never more than 31 + 30 of them.
+/// Writes the Huffman encoding of `src` into `out`, which must be exactly
+/// `encoded_len(src)` bytes long (anything else is a bug: output is cut off
+/// or left zeroed rather than panicking).
+pub fn encode_into(src: &[u8], out: &mut [u8]) {
+    // Pending bits, right-aligned; never more than 31 + 30 of them, and any
+    // bits above those are stale and ignored.
     let mut acc: u64 = 0;
     let mut nbits: u32 = 0;
+    let mut chunks = out.chunks_mut(4);
     for &b in src {
-        let (code, len) = CODES[b as usize];
+        let (code, len) = CODES[usize::from(b)];
         acc = (acc << len) | u64::from(code);
         nbits += u32::from(len);
         if nbits >= 32 {
             nbits -= 32;
-            dst.put_u32((acc >> nbits) as u32);
+            if let Some(chunk) = chunks.next() {
+                let word = ((acc >> nbits) as u32).to_be_bytes();
+                chunk.copy_from_slice(&word[..chunk.len()]);
+            }
         }
     }
-    while nbits >= 8 {
-        nbits -= 8;
-        dst.put_u8((acc >> nbits) as u8);
-    }
     if nbits > 0 {
-        let pad = 8 - nbits;
-        dst.put_u8(((acc << pad) as u8) | ((1u8 << pad) - 1));
+        // Pad to a byte boundary with ones, then write the last 1-4 bytes.
+        let pad = (8 - nbits % 8) % 8;
+        let bits = nbits + pad;
+        let tail = ((acc << pad) | ((1 << pad) - 1)) << (32 - bits);
+        if let Some(chunk) = chunks.next() {
+            let word = (tail as u32).to_be_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
     }
 }
 
@@ -489,10 +585,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn enc(s: &[u8]) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        encode(s, &mut b);
-        assert_eq!(b.len(), encoded_len(s));
-        b.to_vec()
+        let mut b = vec![0; encoded_len(s)];
+        encode_into(s, &mut b);
+        b
     }
 
     fn dec(s: &[u8]) -> Result<Vec<u8>, HuffmanError> {

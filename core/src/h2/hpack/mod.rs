@@ -5,6 +5,9 @@
 //! why one of each lives per connection and why every block must go through
 //! them in order: a skipped or failed block desynchronises the tables, so any
 //! [`DecodeError`] is a connection error (COMPRESSION_ERROR).
+//!
+//! HPACK only moves bytes: checking that names are lowercase tokens, that
+//! pseudo-headers come first and so on (RFC 9113 §8.2) is the caller's job.
 
 mod decoder;
 mod encoder;
