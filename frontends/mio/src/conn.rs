@@ -1,0 +1,292 @@
+//! One client connection: its socket, its caller, and the core's gRPC
+//! server state machine that the socket's bytes drive.
+//!
+//! The path of a call: [`Conn::on_readable`] reads bytes and feeds them to
+//! `grpc::server::Server::recv`; [`Conn::process`] takes the resulting
+//! events and hands each complete request to the dispatcher; the answer
+//! the dispatcher queues leaves through [`Conn::flush`].
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use crisp_core::grpc::server::{Event, Server, ServerConfig};
+use crisp_core::grpc::{Code, Status};
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::dispatch::{Dispatcher, Outcome};
+use crate::policy::Peer;
+use crate::workers::{Reply, Workers};
+
+/// Unsent output above which we stop reading from the peer: a client that
+/// does not read its answers cannot make us buffer without bound.
+const HIGH_WATER: usize = 1 << 20;
+
+pub enum Socket {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Unix(s) => s.read(buf),
+            Socket::Tcp(s) => s.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Unix(s) => s.write(buf),
+            Socket::Tcp(s) => s.write(buf),
+        }
+    }
+
+    pub fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Socket::Unix(s) => r.register(s, t, i),
+            Socket::Tcp(s) => r.register(s, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Socket::Unix(s) => r.reregister(s, t, i),
+            Socket::Tcp(s) => r.reregister(s, t, i),
+        }
+    }
+
+    pub fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Socket::Unix(s) => r.deregister(s),
+            Socket::Tcp(s) => r.deregister(s),
+        }
+    }
+}
+
+/// What the loop lends a connection while it works.
+pub struct Ctx<'a> {
+    pub dispatcher: &'a Dispatcher,
+    pub workers: &'a Workers,
+    /// Shared read buffer, so idle connections hold none.
+    pub read_buf: &'a mut [u8],
+}
+
+pub struct Conn {
+    pub index: usize,
+    socket: Socket,
+    peer: Peer,
+    grpc: Server,
+    out: BytesMut,
+    eof: bool,
+    broken: bool,
+    interest: Option<Interest>,
+    /// Calls being served: method path and start, for the per-call log line.
+    calls: HashMap<u32, (&'static str, Instant)>,
+}
+
+impl Conn {
+    pub fn new(index: usize, socket: Socket, peer: Peer, config: ServerConfig) -> Self {
+        Self {
+            index,
+            socket,
+            peer,
+            grpc: Server::new(config),
+            out: BytesMut::new(),
+            eof: false,
+            broken: false,
+            interest: None,
+            calls: HashMap::new(),
+        }
+    }
+
+    pub fn socket(&mut self) -> &mut Socket {
+        &mut self.socket
+    }
+
+    /// Read until the socket would block (or output backs up), feeding the
+    /// core and serving what it yields.
+    pub fn on_readable(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        while !self.eof && !self.broken && self.out.len() < HIGH_WATER {
+            match self.socket.read(ctx.read_buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    if let Err(e) = self.grpc.recv(&ctx.read_buf[..n], now) {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection error");
+                    }
+                    self.process(ctx, now);
+                    self.fill_output();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.broken = true,
+            }
+        }
+    }
+
+    /// Serve the events the core produced.
+    pub fn process(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        while let Some(event) = self.grpc.poll_event() {
+            match event {
+                Event::Request { call, message } => {
+                    let outcome = ctx.dispatcher.dispatch(
+                        &mut self.grpc,
+                        self.index,
+                        self.peer,
+                        &call,
+                        message,
+                        ctx.workers,
+                    );
+                    match outcome {
+                        Outcome::Done(code) => log_call(self.peer, call.method.path, code, now),
+                        Outcome::Deferred => {
+                            self.calls.insert(call.id, (call.method.path, now));
+                        }
+                    }
+                }
+                Event::StreamStarted { call } => {
+                    // CRI has no client-streaming methods; the router only
+                    // yields these for tables that do.
+                    let status =
+                        Status::unimplemented(format!("{} is not served", call.method.path));
+                    let _ = self.grpc.finish(call.id, &status);
+                }
+                Event::Message { .. } | Event::HalfClose { .. } => {}
+                Event::Cancelled { id, code } => {
+                    if let Some((path, started)) = self.calls.remove(&id) {
+                        log_call(self.peer, path, code, started);
+                    }
+                }
+                Event::GoAway => {}
+                Event::ConnectionError(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "connection failed");
+                }
+            }
+        }
+    }
+
+    /// A worker finished a call of this connection.
+    pub fn complete(&mut self, call: u32, reply: Reply) {
+        let Some((path, started)) = self.calls.remove(&call) else {
+            return; // cancelled or timed out meanwhile
+        };
+        let code = match reply {
+            Ok(bytes) => match self.grpc.send_encoded(call, &bytes) {
+                Ok(()) => {
+                    let _ = self.grpc.finish(call, &Status::ok());
+                    Code::Ok
+                }
+                Err(_) => return,
+            },
+            Err(status) => {
+                let _ = self.grpc.finish(call, &status);
+                status.code
+            }
+        };
+        log_call(self.peer, path, code, started);
+    }
+
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        self.grpc.handle_timeout(now);
+        self.process(ctx, now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.grpc.poll_timeout()
+    }
+
+    /// Graceful shutdown: GOAWAY; calls in flight may finish.
+    pub fn go_away(&mut self) {
+        self.grpc.go_away();
+    }
+
+    /// Fail every call still waiting on a worker (shutdown deadline).
+    pub fn abandon_calls(&mut self, status: &Status) {
+        for (id, _) in self.calls.drain() {
+            let _ = self.grpc.finish(id, status);
+        }
+    }
+
+    fn fill_output(&mut self) {
+        while self.out.len() < HIGH_WATER {
+            if self.grpc.transmit_into(&mut self.out) == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Write what is pending until the socket would block.
+    pub fn flush(&mut self) {
+        loop {
+            if self.out.is_empty() {
+                self.fill_output();
+                if self.out.is_empty() {
+                    return;
+                }
+            }
+            match self.socket.write(&self.out) {
+                Ok(0) => {
+                    self.broken = true;
+                    return;
+                }
+                Ok(n) => self.out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Nothing more will happen on this connection: close it.
+    pub fn is_done(&self) -> bool {
+        self.broken || (self.out.is_empty() && (self.eof || self.grpc.is_closed()))
+    }
+
+    /// Ask mio for what we need next: always readable unless backed up,
+    /// writable only while output is pending.
+    pub fn update_interest(&mut self, registry: &Registry) {
+        let mut want = if self.out.len() < HIGH_WATER {
+            Some(Interest::READABLE)
+        } else {
+            None
+        };
+        if !self.out.is_empty() {
+            want = Some(want.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
+        }
+        let want = want.unwrap_or(Interest::WRITABLE);
+        if self.interest != Some(want) {
+            let token = Token(self.index);
+            let result = if self.interest.is_none() {
+                self.socket.register(registry, token, want)
+            } else {
+                self.socket.reregister(registry, token, want)
+            };
+            if result.is_err() {
+                self.broken = true;
+            }
+            self.interest = Some(want);
+        }
+    }
+}
+
+fn log_call(peer: Peer, path: &str, code: Code, started: Instant) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let uid = match peer {
+        Peer::Local { uid, .. } => i64::from(uid),
+        Peer::Tcp => -1,
+    };
+    tracing::debug!(
+        method = path,
+        uid,
+        status = code.name(),
+        duration_us = started.elapsed().as_micros() as u64,
+        "call"
+    );
+}

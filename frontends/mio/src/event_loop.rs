@@ -1,0 +1,434 @@
+//! The one event loop: listeners, connections, worker completions, timers
+//! and signals, all on one thread that never blocks on anything but
+//! `poll`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crisp_core::grpc::server::ServerConfig;
+use crisp_core::grpc::Status;
+use crisp_core::h2;
+use mio::net::{TcpListener, UnixListener};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::sys::stat::{umask, Mode};
+
+use crate::config::Config;
+use crate::conn::{Conn, Ctx, Socket};
+use crate::dispatch::Dispatcher;
+use crate::policy::{Peer, Policy};
+use crate::workers::Workers;
+
+const UNIX_LISTENER: Token = Token(0);
+const TCP_LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+const SIGNALS: Token = Token(3);
+const FIRST_CONN: usize = 16;
+
+const READ_BUF: usize = 64 * 1024;
+
+/// Everything the loop owns.
+struct Daemon {
+    config: Arc<Config>,
+    poll: Poll,
+    unix: Option<UnixListener>,
+    tcp: Option<TcpListener>,
+    signals: SignalFd,
+    workers: Workers,
+    dispatcher: Dispatcher,
+    conns: HashMap<usize, Conn>,
+    next_conn: usize,
+    /// Each connection's next core deadline, earliest first.
+    timers: BTreeSet<(Instant, usize)>,
+    scheduled: HashMap<usize, Instant>,
+    server_config: ServerConfig,
+    shutdown_at: Option<Instant>,
+    _lock: Flock<File>,
+}
+
+/// Start serving; returns when a shutdown completes.
+pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
+    // Blocked in this thread before any other starts, so every thread
+    // inherits the mask and the signals arrive only through the signalfd.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("cannot create signalfd: {e}"))?;
+
+    create_dir(&config.runtime_dir, 0o711)?;
+    create_dir(&config.state_dir, 0o700)?;
+    let lock = take_lock(&config.runtime_dir)?;
+    let unix = bind_unix(&config.socket, &config.socket_group)?;
+    let tcp = match config.tcp_addr()? {
+        Some(addr) => Some(
+            TcpListener::bind(addr).map_err(|e| format!("cannot listen on tcp://{addr}: {e}"))?,
+        ),
+        None => None,
+    };
+
+    let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
+    let waker = Arc::new(
+        Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
+    );
+    let workers = Workers::new(config.workers, config.worker_queue, waker)
+        .map_err(|e| format!("cannot start workers: {e}"))?;
+    let dispatcher = Dispatcher::new(Arc::clone(&config), policy);
+
+    let mut d = Daemon {
+        server_config: server_config(&config),
+        config,
+        poll,
+        unix: Some(unix),
+        tcp,
+        signals,
+        workers,
+        dispatcher,
+        conns: HashMap::new(),
+        next_conn: FIRST_CONN,
+        timers: BTreeSet::new(),
+        scheduled: HashMap::new(),
+        shutdown_at: None,
+        _lock: lock,
+    };
+    d.register_sources()?;
+    tracing::info!(
+        socket = %d.config.socket.display(),
+        tcp = d.tcp.as_ref().and_then(|t| t.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
+        cgroups = d.dispatcher.cgroup_mode().as_str(),
+        version = env!("CARGO_PKG_VERSION"),
+        "crispd serving"
+    );
+    d.serve()
+}
+
+fn server_config(config: &Config) -> ServerConfig {
+    ServerConfig {
+        h2: h2::Config {
+            max_concurrent_streams: config.grpc.max_concurrent_streams,
+            ..h2::Config::default()
+        },
+        max_recv_message_size: config.grpc.max_recv_message_size,
+        ..ServerConfig::default()
+    }
+}
+
+impl Daemon {
+    fn register_sources(&mut self) -> Result<(), String> {
+        let r = self.poll.registry();
+        let err = |e: io::Error| format!("cannot register with poll: {e}");
+        if let Some(l) = self.unix.as_mut() {
+            r.register(l, UNIX_LISTENER, Interest::READABLE)
+                .map_err(err)?;
+        }
+        if let Some(l) = self.tcp.as_mut() {
+            r.register(l, TCP_LISTENER, Interest::READABLE)
+                .map_err(err)?;
+        }
+        let fd = self.signals.as_raw_fd();
+        r.register(&mut SourceFd(&fd), SIGNALS, Interest::READABLE)
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn serve(&mut self) -> Result<(), String> {
+        let mut events = Events::with_capacity(1024);
+        let mut read_buf = vec![0u8; READ_BUF];
+        let mut touched = Vec::new();
+        loop {
+            let timeout = self
+                .next_wake()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("poll failed: {e}"));
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    UNIX_LISTENER => self.accept_unix(&mut touched),
+                    TCP_LISTENER => self.accept_tcp(&mut touched),
+                    WAKER => {}
+                    SIGNALS => self.on_signal(now, &mut touched),
+                    Token(id) => {
+                        if let Some(conn) = self.conns.get_mut(&id) {
+                            let mut ctx = Ctx {
+                                dispatcher: &self.dispatcher,
+                                workers: &self.workers,
+                                read_buf: &mut read_buf,
+                            };
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                conn.on_readable(&mut ctx, now);
+                            }
+                            touched.push(id);
+                        }
+                    }
+                }
+            }
+            for done in self.workers.finished() {
+                if let Some(conn) = self.conns.get_mut(&done.conn) {
+                    conn.complete(done.call, done.reply);
+                    touched.push(done.conn);
+                }
+            }
+            while let Some(&(at, id)) = self.timers.first() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop_first();
+                self.scheduled.remove(&id);
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    let mut ctx = Ctx {
+                        dispatcher: &self.dispatcher,
+                        workers: &self.workers,
+                        read_buf: &mut read_buf,
+                    };
+                    conn.handle_timeout(&mut ctx, now);
+                    touched.push(id);
+                }
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for id in touched.drain(..) {
+                self.settle(id);
+            }
+            if let Some(deadline) = self.shutdown_at {
+                if self.conns.is_empty() {
+                    tracing::info!("all connections closed; crispd stopped");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    self.abandon_all();
+                    tracing::warn!(
+                        connections = self.conns.len(),
+                        "shutdown timeout: closing remaining connections"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let timer = self.timers.first().map(|&(at, _)| at);
+        match (timer, self.shutdown_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn accept_unix(&mut self, touched: &mut Vec<usize>) {
+        loop {
+            let Some(listener) = self.unix.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
+                        Ok(c) => Peer::Local {
+                            uid: c.uid(),
+                            gid: c.gid(),
+                            pid: c.pid(),
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read peer credentials; closing");
+                            continue;
+                        }
+                    };
+                    self.add_conn(Socket::Unix(stream), peer, touched);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_tcp(&mut self, touched: &mut Vec<usize>) {
+        loop {
+            let Some(listener) = self.tcp.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.add_conn(Socket::Tcp(stream), Peer::Tcp, touched);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, socket: Socket, peer: Peer, touched: &mut Vec<usize>) {
+        if self.conns.len() >= self.config.max_connections {
+            tracing::warn!(%peer, limit = self.config.max_connections, "too many connections; closing new one");
+            return;
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let mut conn = Conn::new(id, socket, peer, self.server_config.clone());
+        if self.shutdown_at.is_some() {
+            conn.go_away();
+        }
+        self.conns.insert(id, conn);
+        touched.push(id);
+    }
+
+    /// After a connection did work: write what it has, close it if it is
+    /// finished, else set its poll interest and timer.
+    fn settle(&mut self, id: usize) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.flush();
+        if conn.is_done() {
+            let _ = conn.socket().deregister(self.poll.registry());
+            self.conns.remove(&id);
+            if let Some(at) = self.scheduled.remove(&id) {
+                self.timers.remove(&(at, id));
+            }
+            return;
+        }
+        conn.update_interest(self.poll.registry());
+        let next = conn.poll_timeout();
+        let current = self.scheduled.get(&id).copied();
+        if next != current {
+            if let Some(at) = current {
+                self.timers.remove(&(at, id));
+                self.scheduled.remove(&id);
+            }
+            if let Some(at) = next {
+                self.timers.insert((at, id));
+                self.scheduled.insert(id, at);
+            }
+        }
+    }
+
+    fn on_signal(&mut self, now: Instant, touched: &mut Vec<usize>) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let name = Signal::try_from(info.ssi_signo as i32)
+                .map(|s| s.as_str())
+                .unwrap_or("signal");
+            if self.shutdown_at.is_some() {
+                continue;
+            }
+            tracing::info!(
+                signal = name,
+                connections = self.conns.len(),
+                "shutting down"
+            );
+            self.shutdown_at = Some(now + Duration::from_secs(self.config.shutdown_timeout_secs));
+            self.stop_listening();
+            for (id, conn) in self.conns.iter_mut() {
+                conn.go_away();
+                touched.push(*id);
+            }
+        }
+    }
+
+    fn stop_listening(&mut self) {
+        if let Some(mut l) = self.unix.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        if let Some(mut l) = self.tcp.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        if let Err(e) = fs::remove_file(&self.config.socket) {
+            tracing::warn!(socket = %self.config.socket.display(), error = %e, "cannot remove socket");
+        }
+    }
+
+    /// Shutdown deadline: calls still waiting on workers get UNAVAILABLE.
+    fn abandon_all(&mut self) {
+        let status = Status::unavailable("crispd is shutting down");
+        for conn in self.conns.values_mut() {
+            conn.abandon_calls(&status);
+            conn.flush();
+        }
+    }
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
+    if !path.exists() {
+        fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set mode of {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One crispd per runtime directory: an exclusive lock held for life.
+fn take_lock(runtime_dir: &Path) -> Result<Flock<File>, String> {
+    let path = runtime_dir.join("crispd.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        format!(
+            "another crispd is running ({} is locked: {e}); refusing to start",
+            path.display()
+        )
+    })
+}
+
+/// Bind the CRI socket: mode 0660 from the start (umask), group from the
+/// config. A live socket means another server: refuse. A stale one is
+/// replaced.
+fn bind_unix(path: &Path, group: &str) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir, 0o711)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{} is served by another process; refusing to start",
+                path.display()
+            ));
+        }
+        tracing::info!(socket = %path.display(), "replacing stale socket");
+        fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    let gid = resolve_group(group)?;
+    let old = umask(Mode::from_bits_truncate(0o117));
+    let listener = UnixListener::bind(path);
+    umask(old);
+    let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::os::unix::fs::chown(path, None, Some(gid))
+        .map_err(|e| format!("cannot give {} to group {group}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("unknown socket_group {group:?}")),
+        Err(e) => Err(format!("cannot look up group {group:?}: {e}")),
+    }
+}

@@ -1,0 +1,117 @@
+//! crispd: serves the Kubernetes CRI (gRPC over HTTP/2) on a Unix socket.
+//!
+//! A reader following one call: `event_loop` accepts and polls sockets,
+//! `conn` feeds their bytes to the core's gRPC server state machine and
+//! writes its output, `dispatch` checks the caller and answers the method.
+
+mod config;
+mod conn;
+mod dispatch;
+mod event_loop;
+mod host;
+mod persist;
+mod policy;
+mod workers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use config::{Config, LogFormat};
+
+/// crisp's container runtime daemon: a CRI server for kubelet and crictl.
+#[derive(Parser, Debug)]
+#[command(name = "crispd", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML; every key optional) [default: /etc/crisp/config.toml]
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// CRI socket path [default: /run/crisp/crisp.sock]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory of persistent state [default: /var/lib/crisp]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Directory of runtime files [default: /run/crisp]
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Also listen on TCP, e.g. tcp://127.0.0.1:10010 (loopback only unless the config allows more)
+    #[arg(long, value_name = "ADDR")]
+    tcp_listen: Option<String>,
+    /// Log level or tracing filter, e.g. info, debug, crispd=trace [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Print the effective configuration as TOML and exit
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crispd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(v) = cli.socket {
+        config.socket = v;
+    }
+    if let Some(v) = cli.state_dir {
+        config.state_dir = v;
+    }
+    if let Some(v) = cli.runtime_dir {
+        config.runtime_dir = v;
+    }
+    if let Some(v) = cli.tcp_listen {
+        config.tcp_listen = Some(v);
+    }
+    if let Some(v) = cli.log_level {
+        config.log.level = v;
+    }
+    if let Some(v) = cli.log_format {
+        config.log.format = v;
+    }
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(&config) {
+        eprintln!("crispd: {e}");
+        return ExitCode::from(2);
+    }
+    let policy = match policy::Policy::from_config(&config.access) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("invalid access policy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match event_loop::run(Arc::new(config), policy) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .map_err(|e| format!("invalid log level {:?}: {e}", config.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let result = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| format!("cannot start logging: {e}"))
+}
