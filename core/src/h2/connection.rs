@@ -1412,7 +1412,6 @@ fn write_stream(
     conn_window: &mut Window,
     max_frame_size: u32,
 ) -> Progress {
-    let mut wrote = false;
     while let Some(item) = stream.queue.front_mut() {
         match item {
             Outgoing::Headers {
@@ -1422,7 +1421,6 @@ fn write_stream(
                 let end_stream = *end_stream;
                 write_header_block(stream.id, headers, end_stream, out, encoder, max_frame_size);
                 stream.queue.pop_front();
-                wrote = true;
                 if end_stream {
                     stream.send_closed = true;
                 }
@@ -1433,7 +1431,6 @@ fn write_stream(
                     frame::Data::new(stream.id, Bytes::new(), end_stream).encode(out);
                     stream.queue.pop_front();
                     stream.send_closed |= end_stream;
-                    wrote = true;
                     continue;
                 }
                 let stream_room = stream.send_window.available();
@@ -1443,9 +1440,10 @@ fn write_stream(
                     .min(u64::from(conn_room))
                     .min(u64::from(max_frame_size)) as usize;
                 if n == 0 {
-                    return if wrote {
-                        Progress::Empty
-                    } else if stream_room == 0 {
+                    // Even after writing headers: a stream waiting for
+                    // connection credit must be on `conn_blocked`, or the
+                    // next connection WINDOW_UPDATE never wakes it.
+                    return if stream_room == 0 {
                         Progress::StreamBlocked
                     } else {
                         Progress::ConnBlocked
