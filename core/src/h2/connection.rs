@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::{ConnectionError, ErrorCode, ProtocolError, StreamError};
 use super::flow::{RecvWindow, Window, DEFAULT_WINDOW};
@@ -1426,8 +1426,8 @@ fn write_stream(
                 }
             }
             Outgoing::Data { data, end_stream } => {
-                let end_stream = *end_stream;
                 if data.is_empty() {
+                    let end_stream = *end_stream;
                     frame::Data::new(stream.id, Bytes::new(), end_stream).encode(out);
                     stream.queue.pop_front();
                     stream.send_closed |= end_stream;
@@ -1435,11 +1435,10 @@ fn write_stream(
                 }
                 let stream_room = stream.send_window.available();
                 let conn_room = conn_window.available();
-                let n = (data.len() as u64)
-                    .min(u64::from(stream_room))
+                let room = u64::from(stream_room)
                     .min(u64::from(conn_room))
                     .min(u64::from(max_frame_size)) as usize;
-                if n == 0 {
+                if room == 0 {
                     // Even after writing headers: a stream waiting for
                     // connection credit must be on `conn_blocked`, or the
                     // next connection WINDOW_UPDATE never wakes it.
@@ -1449,17 +1448,32 @@ fn write_stream(
                         Progress::ConnBlocked
                     };
                 }
-                let chunk = data.split_to(n);
-                let last = data.is_empty();
+                // One DATA frame with as much of the queued data as fits, so
+                // many small writes (one per gRPC message) share a frame.
+                let head_at = out.len();
+                out.put_bytes(0, frame::HEADER_LEN);
+                let mut n = 0;
+                let mut end = false;
+                while let Some(Outgoing::Data { data, end_stream }) = stream.queue.front_mut() {
+                    let take = (room - n).min(data.len());
+                    out.extend_from_slice(&data[..take]);
+                    data.advance(take);
+                    n += take;
+                    if !data.is_empty() {
+                        break;
+                    }
+                    end = *end_stream;
+                    stream.queue.pop_front();
+                    if end {
+                        break;
+                    }
+                }
+                let flags = if end { frame::flags::END_STREAM } else { 0 };
+                patch_head(&mut out[head_at..], n, frame::kind::DATA, flags, stream.id);
                 stream.send_window.spend(n as u32);
                 conn_window.spend(n as u32);
                 stream.queued_bytes -= n;
-                let f = frame::Data::new(stream.id, chunk, last && end_stream);
-                f.encode(out);
-                if last {
-                    stream.queue.pop_front();
-                    stream.send_closed |= end_stream;
-                }
+                stream.send_closed |= end;
                 return if stream.queue.is_empty() {
                     Progress::Empty
                 } else {
