@@ -190,6 +190,12 @@ impl Settings {
     };
 }
 
+/// Streams we may open before the peer's first SETTINGS tells us its
+/// limit. The RFC's initial value is "unlimited", but a client that opens
+/// more than the server allows gets them refused; RFC 9113 §6.5.2
+/// recommends servers allow at least 100, and gRPC clients assume that.
+const PEER_STREAMS_BEFORE_SETTINGS: u32 = 100;
+
 /// Counts events in a sliding window of time, to stop floods.
 #[derive(Clone, Copy, Debug)]
 struct RateLimit {
@@ -309,7 +315,10 @@ impl Connection {
             conn_blocked: VecDeque::new(),
             local_pending: VecDeque::new(),
             local: Settings::INITIAL,
-            remote: Settings::INITIAL,
+            remote: Settings {
+                max_concurrent_streams: PEER_STREAMS_BEFORE_SETTINGS,
+                ..Settings::INITIAL
+            },
             settings_deadline: None,
             send_window: Window::new(DEFAULT_WINDOW),
             recv_window: RecvWindow::new(DEFAULT_WINDOW),
@@ -636,7 +645,14 @@ impl Connection {
             };
             if self.phase == Phase::AwaitSettings {
                 match &frame {
-                    Frame::Settings(s) if !s.ack => self.phase = Phase::Open,
+                    Frame::Settings(s) if !s.ack => {
+                        self.phase = Phase::Open;
+                        // The peer states its limit now, or has none.
+                        if s.max_concurrent_streams.is_none() {
+                            self.remote.max_concurrent_streams =
+                                Settings::INITIAL.max_concurrent_streams;
+                        }
+                    }
                     _ => return Err(ConnectionError::protocol("first frame is not SETTINGS")),
                 }
             }
