@@ -75,6 +75,8 @@ struct Svc {
     /// Hold Version answers until this many Version calls are waiting.
     hold_version_until: usize,
     held: Vec<(CallId, String)>,
+    /// Send GOAWAY just before answering the held calls.
+    go_away_when_released: bool,
     /// Most calls seen open at once on the connection.
     max_open: usize,
     /// Never answer Version (deadline test).
@@ -113,6 +115,9 @@ impl common::App<Server> for Svc {
                     }
                     self.held.push((call.id, req.version));
                     if self.held.len() >= self.hold_version_until {
+                        if self.go_away_when_released {
+                            s.go_away();
+                        }
                         for (id, v) in self.held.drain(..) {
                             s.respond(id, &version_response(v)).unwrap();
                         }
@@ -821,4 +826,71 @@ async fn call_blocked_on_connection_window_resumes() {
     })
     .await;
     stop(client, server).await;
+}
+
+/// PINGs from the h2 client are acknowledged.
+#[tokio::test(flavor = "current_thread")]
+async fn ping_is_answered() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = tokio::spawn(drive(a, Server::new(config()), Svc::default()));
+    let (client, mut conn) = h2::client::handshake(b).await.unwrap();
+    let mut pings = conn.ping_pong().expect("ping_pong");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    within(10, "ping", async {
+        for _ in 0..3 {
+            pings.ping(h2::Ping::opaque()).await.unwrap();
+        }
+    })
+    .await;
+    drop(pings);
+    stop(client, server).await;
+}
+
+/// Graceful shutdown: GOAWAY while calls are in flight. Those calls
+/// finish; new ones are not served; the server then closes by itself.
+#[tokio::test(flavor = "current_thread")]
+async fn graceful_go_away_finishes_calls_in_flight() {
+    const N: usize = 10;
+    let svc = Svc {
+        hold_version_until: N,
+        go_away_when_released: true,
+        ..Svc::default()
+    };
+    let (client, server) = start(config(), svc).await;
+    within(10, "calls across GOAWAY", async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let client = client.clone();
+            tasks.spawn(async move {
+                let v = format!("call-{i}");
+                let resp = call(
+                    &client,
+                    "/runtime.v1.RuntimeService/Version",
+                    vec![version_request(&v)],
+                )
+                .await
+                .unwrap();
+                assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let after = call(
+            &client,
+            "/runtime.v1.RuntimeService/Version",
+            vec![version_request("late")],
+        )
+        .await;
+        assert!(after.is_err(), "a call after GOAWAY was served: {after:?}");
+    })
+    .await;
+    // The server closes by itself: GOAWAY sent and every stream done.
+    let (s, svc, exit) = within(10, "server close", server).await.unwrap();
+    assert_eq!(exit, Exit::EndpointClosed);
+    assert!(svc.errors.is_empty(), "{:?}", svc.errors);
+    assert_eq!(s.active_calls(), 0);
+    drop(client);
 }
