@@ -140,3 +140,32 @@ fn deadline_expiry_answers_deadline_exceeded() {
     };
     assert_eq!(status.code, Code::DeadlineExceeded);
 }
+
+#[test]
+fn client_assumes_100_streams_until_the_server_settings() {
+    let now = Instant::now();
+    let mut c = Client::new(ClientConfig::default());
+    let mut s = Server::new(ServerConfig::default());
+    let mut started = 0;
+    while c.can_start_call() {
+        c.unary(
+            "/runtime.v1.RuntimeService/Version",
+            &version_request(),
+            None,
+            now,
+        )
+        .unwrap();
+        started += 1;
+        assert!(started <= 100, "opened past the assumed limit");
+    }
+    assert_eq!(started, 100);
+    // The server's SETTINGS say 1024: the client may open more.
+    pump(&mut c, &mut s, now);
+    assert!(c.can_start_call());
+    let mut requests = 0;
+    while let Some(ev) = s.poll_event() {
+        assert!(matches!(ev, server::Event::Request { .. }), "{ev:?}");
+        requests += 1;
+    }
+    assert_eq!(requests, 100);
+}

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::{ConnectionError, ErrorCode, ProtocolError, StreamError};
 use super::flow::{RecvWindow, Window, DEFAULT_WINDOW};
@@ -190,6 +190,12 @@ impl Settings {
     };
 }
 
+/// Streams we may open before the peer's first SETTINGS tells us its
+/// limit. The RFC's initial value is "unlimited", but a client that opens
+/// more than the server allows gets them refused; RFC 9113 §6.5.2
+/// recommends servers allow at least 100, and gRPC clients assume that.
+const PEER_STREAMS_BEFORE_SETTINGS: u32 = 100;
+
 /// Counts events in a sliding window of time, to stop floods.
 #[derive(Clone, Copy, Debug)]
 struct RateLimit {
@@ -309,7 +315,10 @@ impl Connection {
             conn_blocked: VecDeque::new(),
             local_pending: VecDeque::new(),
             local: Settings::INITIAL,
-            remote: Settings::INITIAL,
+            remote: Settings {
+                max_concurrent_streams: PEER_STREAMS_BEFORE_SETTINGS,
+                ..Settings::INITIAL
+            },
             settings_deadline: None,
             send_window: Window::new(DEFAULT_WINDOW),
             recv_window: RecvWindow::new(DEFAULT_WINDOW),
@@ -636,7 +645,14 @@ impl Connection {
             };
             if self.phase == Phase::AwaitSettings {
                 match &frame {
-                    Frame::Settings(s) if !s.ack => self.phase = Phase::Open,
+                    Frame::Settings(s) if !s.ack => {
+                        self.phase = Phase::Open;
+                        // The peer states its limit now, or has none.
+                        if s.max_concurrent_streams.is_none() {
+                            self.remote.max_concurrent_streams =
+                                Settings::INITIAL.max_concurrent_streams;
+                        }
+                    }
                     _ => return Err(ConnectionError::protocol("first frame is not SETTINGS")),
                 }
             }
@@ -1412,7 +1428,6 @@ fn write_stream(
     conn_window: &mut Window,
     max_frame_size: u32,
 ) -> Progress {
-    let mut wrote = false;
     while let Some(item) = stream.queue.front_mut() {
         match item {
             Outgoing::Headers {
@@ -1422,46 +1437,59 @@ fn write_stream(
                 let end_stream = *end_stream;
                 write_header_block(stream.id, headers, end_stream, out, encoder, max_frame_size);
                 stream.queue.pop_front();
-                wrote = true;
                 if end_stream {
                     stream.send_closed = true;
                 }
             }
             Outgoing::Data { data, end_stream } => {
-                let end_stream = *end_stream;
                 if data.is_empty() {
+                    let end_stream = *end_stream;
                     frame::Data::new(stream.id, Bytes::new(), end_stream).encode(out);
                     stream.queue.pop_front();
                     stream.send_closed |= end_stream;
-                    wrote = true;
                     continue;
                 }
                 let stream_room = stream.send_window.available();
                 let conn_room = conn_window.available();
-                let n = (data.len() as u64)
-                    .min(u64::from(stream_room))
+                let room = u64::from(stream_room)
                     .min(u64::from(conn_room))
                     .min(u64::from(max_frame_size)) as usize;
-                if n == 0 {
-                    return if wrote {
-                        Progress::Empty
-                    } else if stream_room == 0 {
+                if room == 0 {
+                    // Even after writing headers: a stream waiting for
+                    // connection credit must be on `conn_blocked`, or the
+                    // next connection WINDOW_UPDATE never wakes it.
+                    return if stream_room == 0 {
                         Progress::StreamBlocked
                     } else {
                         Progress::ConnBlocked
                     };
                 }
-                let chunk = data.split_to(n);
-                let last = data.is_empty();
+                // One DATA frame with as much of the queued data as fits, so
+                // many small writes (one per gRPC message) share a frame.
+                let head_at = out.len();
+                out.put_bytes(0, frame::HEADER_LEN);
+                let mut n = 0;
+                let mut end = false;
+                while let Some(Outgoing::Data { data, end_stream }) = stream.queue.front_mut() {
+                    let take = (room - n).min(data.len());
+                    out.extend_from_slice(&data[..take]);
+                    data.advance(take);
+                    n += take;
+                    if !data.is_empty() {
+                        break;
+                    }
+                    end = *end_stream;
+                    stream.queue.pop_front();
+                    if end {
+                        break;
+                    }
+                }
+                let flags = if end { frame::flags::END_STREAM } else { 0 };
+                patch_head(&mut out[head_at..], n, frame::kind::DATA, flags, stream.id);
                 stream.send_window.spend(n as u32);
                 conn_window.spend(n as u32);
                 stream.queued_bytes -= n;
-                let f = frame::Data::new(stream.id, chunk, last && end_stream);
-                f.encode(out);
-                if last {
-                    stream.queue.pop_front();
-                    stream.send_closed |= end_stream;
-                }
+                stream.send_closed |= end;
                 return if stream.queue.is_empty() {
                     Progress::Empty
                 } else {
