@@ -335,7 +335,11 @@ impl Connection {
             conn.out.extend_from_slice(frame::PREFACE);
         }
         conn.write_settings(wanted);
-        if let Some(increment) = conn.recv_window.enlarge(conn.config.connection_window_size) {
+        let connection_window = conn
+            .config
+            .connection_window_size
+            .min(frame::MAX_WINDOW_SIZE);
+        if let Some(increment) = conn.recv_window.enlarge(connection_window) {
             conn.write_frame(frame::WindowUpdate {
                 stream_id: 0,
                 increment,
