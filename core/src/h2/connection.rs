@@ -981,7 +981,9 @@ impl Connection {
         self.max_remote_id = id;
         if self.goaway_sent.is_some_and(|last| id > last) {
             // After our GOAWAY new streams are ignored; the client retries
-            // them elsewhere.
+            // them elsewhere. Remember the stream so that its frames still
+            // in flight are ignored too (§6.8), not taken for a closed one.
+            self.closed.insert(id, Closed::LocalReset);
             self.scratch = headers;
             return Ok(());
         }
