@@ -1132,6 +1132,7 @@ impl Connection {
         self.decoder
             .set_max_table_size(acked.header_table_size as usize);
         if acked.initial_window_size != self.local.initial_window_size {
+            let mut updates = Vec::new();
             for stream in self.streams.values_mut() {
                 stream
                     .recv_window
@@ -1139,6 +1140,19 @@ impl Connection {
                     .map_err(|_| {
                         ConnectionError::new(ErrorCode::FLOW_CONTROL_ERROR, "window overflow")
                     })?;
+                // Against a smaller target, credit we still owe may be due
+                // now; a stream left at or below zero would otherwise stall.
+                if !stream.recv_closed {
+                    if let Some(increment) = stream.recv_window.release(0) {
+                        updates.push((stream.id, increment));
+                    }
+                }
+            }
+            for (stream_id, increment) in updates {
+                self.write_frame(frame::WindowUpdate {
+                    stream_id,
+                    increment,
+                });
             }
         }
         self.local = acked;
