@@ -634,6 +634,13 @@ impl Connection {
                     if self.partial.is_some() {
                         return Err(ConnectionError::protocol("expected CONTINUATION"));
                     }
+                    // RST_STREAM must not be sent on an idle stream (§6.4),
+                    // so there the error ends the connection (§5.4.1).
+                    if !self.streams.contains_key(&e.stream_id)
+                        && self.lookup_inactive(e.stream_id) == Inactive::Idle
+                    {
+                        return Err(ConnectionError::new(e.code, e.reason));
+                    }
                     self.stream_error(e, now)?;
                     continue;
                 }
