@@ -726,6 +726,12 @@ impl Connection {
                 )),
             };
         };
+        if stream.recv_closed && stream.reset_when_sent.is_some() {
+            // We answered without reading the request (a 431) and reset the
+            // stream once that is out; the rest of the request is dropped.
+            self.release_connection(d.flow_len);
+            return Ok(());
+        }
         let fail = |reason| StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason);
         let error = if stream.recv_closed {
             Some(StreamError::new(
@@ -864,6 +870,11 @@ impl Connection {
         let too_large = matches!(status, HeaderListStatus::TooLarge);
 
         if let Some(stream) = self.streams.get_mut(&id) {
+            if stream.recv_closed && stream.reset_when_sent.is_some() {
+                // Trailers of a request answered unread (see on_data).
+                self.scratch = headers;
+                return Ok(());
+            }
             if stream.recv_closed {
                 return self.stream_error(
                     StreamError::new(id, ErrorCode::STREAM_CLOSED, "HEADERS after END_STREAM"),
