@@ -344,7 +344,11 @@ impl Connection {
             conn.out.extend_from_slice(frame::PREFACE);
         }
         conn.write_settings(wanted);
-        if let Some(increment) = conn.recv_window.enlarge(conn.config.connection_window_size) {
+        let connection_window = conn
+            .config
+            .connection_window_size
+            .min(frame::MAX_WINDOW_SIZE);
+        if let Some(increment) = conn.recv_window.enlarge(connection_window) {
             conn.write_frame(frame::WindowUpdate {
                 stream_id: 0,
                 increment,
@@ -639,6 +643,13 @@ impl Connection {
                     if self.partial.is_some() {
                         return Err(ConnectionError::protocol("expected CONTINUATION"));
                     }
+                    // RST_STREAM must not be sent on an idle stream (§6.4),
+                    // so there the error ends the connection (§5.4.1).
+                    if !self.streams.contains_key(&e.stream_id)
+                        && self.lookup_inactive(e.stream_id) == Inactive::Idle
+                    {
+                        return Err(ConnectionError::new(e.code, e.reason));
+                    }
                     self.stream_error(e, now)?;
                     continue;
                 }
@@ -731,6 +742,12 @@ impl Connection {
                 )),
             };
         };
+        if stream.recv_closed && stream.reset_when_sent.is_some() {
+            // We answered without reading the request (a 431) and reset the
+            // stream once that is out; the rest of the request is dropped.
+            self.release_connection(d.flow_len);
+            return Ok(());
+        }
         let fail = |reason| StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason);
         let error = if stream.recv_closed {
             Some(StreamError::new(
@@ -869,6 +886,11 @@ impl Connection {
         let too_large = matches!(status, HeaderListStatus::TooLarge);
 
         if let Some(stream) = self.streams.get_mut(&id) {
+            if stream.recv_closed && stream.reset_when_sent.is_some() {
+                // Trailers of a request answered unread (see on_data).
+                self.scratch = headers;
+                return Ok(());
+            }
             if stream.recv_closed {
                 return self.stream_error(
                     StreamError::new(id, ErrorCode::STREAM_CLOSED, "HEADERS after END_STREAM"),
@@ -993,7 +1015,9 @@ impl Connection {
         self.max_remote_id = id;
         if self.goaway_sent.is_some_and(|last| id > last) {
             // After our GOAWAY new streams are ignored; the client retries
-            // them elsewhere.
+            // them elsewhere. Remember the stream so that its frames still
+            // in flight are ignored too (§6.8), not taken for a closed one.
+            self.closed.insert(id, Closed::LocalReset);
             self.scratch = headers;
             return Ok(());
         }
@@ -1142,6 +1166,7 @@ impl Connection {
         self.decoder
             .set_max_table_size(acked.header_table_size as usize);
         if acked.initial_window_size != self.local.initial_window_size {
+            let mut updates = Vec::new();
             for stream in self.streams.values_mut() {
                 stream
                     .recv_window
@@ -1149,6 +1174,19 @@ impl Connection {
                     .map_err(|_| {
                         ConnectionError::new(ErrorCode::FLOW_CONTROL_ERROR, "window overflow")
                     })?;
+                // Against a smaller target, credit we still owe may be due
+                // now; a stream left at or below zero would otherwise stall.
+                if !stream.recv_closed {
+                    if let Some(increment) = stream.recv_window.release(0) {
+                        updates.push((stream.id, increment));
+                    }
+                }
+            }
+            for (stream_id, increment) in updates {
+                self.write_frame(frame::WindowUpdate {
+                    stream_id,
+                    increment,
+                });
             }
         }
         self.local = acked;

@@ -107,6 +107,9 @@ pub fn check(headers: &[Header], kind: BlockKind) -> Result<BlockInfo, &'static 
             if pseudo & 1 == 0 {
                 return Err("request without :method");
             }
+            if pseudo & 32 != 0 {
+                return Err(":protocol in a request other than CONNECT");
+            }
             if pseudo & 2 == 0 {
                 return Err("request without :scheme");
             }
