@@ -12,6 +12,10 @@
 //! 4. sleeps until readable, writable or [`Connection::poll_timeout`], and
 //!    calls [`Connection::handle_timeout`] when that time has come.
 //!
+//! The driver also calls `handle_timeout(now)` once when the transport is
+//! up: that starts the SETTINGS acknowledgement timer, so a peer that never
+//! sends a byte is timed out too.
+//!
 //! Errors split as RFC 9113 §5.4 splits them: a [`StreamError`] resets one
 //! stream (RST_STREAM) and the connection carries on; a [`ConnectionError`]
 //! sends GOAWAY and the connection accepts no further input.
@@ -423,6 +427,9 @@ impl Connection {
     /// The time from `poll_timeout` has come.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
+        if self.settings_deadline.is_none() && !self.local_pending.is_empty() {
+            self.settings_deadline = Some(now + self.config.settings_timeout);
+        }
         if let Some(deadline) = self.settings_deadline {
             if now >= deadline && self.phase != Phase::Failed {
                 self.fail(ConnectionError::new(
@@ -1028,6 +1035,14 @@ impl Connection {
                 code: ErrorCode::REFUSED_STREAM,
             });
             self.scratch = headers;
+            // Refusals cost us a decode and a frame each: they count
+            // against the same limit as the peer's other stream errors.
+            if self.local_resets.exceeded(now, self.config.flood_window) {
+                return Err(ConnectionError::new(
+                    ErrorCode::ENHANCE_YOUR_CALM,
+                    "too many streams over the concurrency limit",
+                ));
+            }
             return Ok(());
         }
         let mut stream = Stream::new(

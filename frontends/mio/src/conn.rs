@@ -102,6 +102,11 @@ impl Conn {
         }
     }
 
+    /// The transport is up: start the core's timers.
+    pub fn start(&mut self, now: Instant) {
+        self.grpc.handle_timeout(now);
+    }
+
     pub fn socket(&mut self) -> &mut Socket {
         &mut self.socket
     }

@@ -287,6 +287,9 @@ impl Daemon {
         let id = self.next_conn;
         self.next_conn += 1;
         let mut conn = Conn::new(id, socket, peer, self.server_config.clone());
+        // Starts the core's handshake timer: a peer that never speaks is
+        // closed once the SETTINGS timeout passes.
+        conn.start(Instant::now());
         if self.shutdown_at.is_some() {
             conn.go_away();
         }
