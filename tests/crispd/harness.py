@@ -390,7 +390,10 @@ class RawH2:
         f = Frame(kind, flags, sid & 0x7FFFFFFF, self.buf[9 : 9 + n])
         self.buf = self.buf[9 + n :]
         if f.kind == "SETTINGS" and not f.flags & ACK and self.auto_ack:
-            self.send(settings_frame(ack=True))
+            try:
+                self.send(settings_frame(ack=True))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may already have given up on us
         if f.kind in ("HEADERS", "CONTINUATION"):
             f.headers = self.decoder.decode(f.payload, raw=False) if f.flags & END_HEADERS else None
         self.frames.append(f)
