@@ -1,6 +1,7 @@
 """crispd against grpcio, a gRPC client we did not write."""
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -108,12 +109,34 @@ def test_unknown_method(channel):
     assert "/runtime.v1.RuntimeService/Nope" in e.value.details()
 
 
-def test_expired_deadline_then_still_serving(runtime, cri):
+@pytest.mark.parametrize("timeout", [0.001, 0.000001], ids=["1ms", "1us"])
+def test_client_deadline(channel, runtime, cri, timeout):
+    """A call with a 1 ms (or already expired) deadline ends DEADLINE_EXCEEDED
+    on the client, and the channel goes on working.
+
+    Version answers in well under a millisecond, so a plain Version call
+    races the deadline: grpcio sends the remaining time rounded up to
+    `grpc-timeout: 1m` at times, crispd answers within it, and grpcio
+    reports OK when the answer beats its own timer. To make the outcome
+    certain the request is never finished before the deadline: the call
+    is made with a request stream that waits."""
     pb2, _ = cri
-    # Version answers in microseconds, so only a deadline that has certainly
-    # expired is certain to hit: the client gives up before any answer.
-    with pytest.raises(grpc.RpcError) as e:
-        runtime.Version(pb2.VersionRequest(), timeout=0.000001)
+    release = threading.Event()
+
+    def requests():
+        release.wait(CALL_TIMEOUT)
+        yield pb2.VersionRequest()
+
+    call = channel.stream_unary(
+        harness.VERSION_PATH,
+        request_serializer=pb2.VersionRequest.SerializeToString,
+        response_deserializer=pb2.VersionResponse.FromString,
+    )
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            call(requests(), timeout=timeout)
+    finally:
+        release.set()
     assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert runtime.Version(pb2.VersionRequest(), timeout=CALL_TIMEOUT).runtime_name == "crisp"
 
@@ -128,11 +151,27 @@ def test_server_enforces_grpc_timeout(crispd, runtime, cri):
         h, data, trailers = c.response(1)
         assert h[":status"] == "200"
         assert trailers["grpc-status"] == "4", trailers  # DEADLINE_EXCEEDED
+        # The rest of the request is refused without error (RFC 9113 §8.1):
+        # RST_STREAM(CANCEL) would turn the status into CANCELLED at clients.
+        rst = c.read_until(lambda f: f.kind == "RST_STREAM" and f.stream_id == 1)
+        assert rst.error_code() == "NO_ERROR"
         # The connection is still good for a normal call.
         _, data, trailers = c.call(3)
         assert trailers["grpc-status"] == "0"
     pb2, _ = cri
     assert runtime.Version(pb2.VersionRequest(), timeout=CALL_TIMEOUT).runtime_name == "crisp"
+
+
+def test_server_refuses_an_expired_deadline(crispd):
+    """`grpc-timeout: 1n` (what grpcio sends once its deadline has passed)
+    on a complete request: crispd answers DEADLINE_EXCEEDED rather than
+    doing the work."""
+    with harness.RawH2(crispd.socket) as c:
+        _, data, trailers = c.call(1, extra=[("grpc-timeout", "1n")])
+        assert trailers["grpc-status"] == "4", trailers
+        assert data == b""
+        _, data, trailers = c.call(3, extra=[("grpc-timeout", "10S")])
+        assert trailers["grpc-status"] == "0"
 
 
 def test_200_concurrent_calls_from_8_threads(runtime, cri):
