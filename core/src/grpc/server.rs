@@ -174,10 +174,13 @@ impl Server {
             }
             self.deadlines.pop();
             if self.calls.get(&id).is_some_and(|c| c.deadline == Some(at)) {
+                // The status is a complete response: refuse the rest of the
+                // request with NO_ERROR (RFC 9113 §8.1). CANCEL would make
+                // clients (grpcio) report CANCELLED instead of the status.
                 self.fail_call(
                     id,
                     Status::deadline_exceeded("deadline exceeded"),
-                    ErrorCode::CANCEL,
+                    ErrorCode::NO_ERROR,
                 );
                 self.events.push_back(Event::Cancelled {
                     id,

@@ -38,6 +38,8 @@ pub fn check(headers: &[Header], kind: BlockKind) -> Result<BlockInfo, &'static 
     // Bit set of pseudo-headers seen: method, scheme, path, authority, status, protocol.
     let mut pseudo = 0u8;
     let mut method_connect = false;
+    let mut authority: Option<&[u8]> = None;
+    let mut host: Option<&[u8]> = None;
 
     for h in headers {
         let name = &h.name[..];
@@ -65,6 +67,7 @@ pub fn check(headers: &[Header], kind: BlockKind) -> Result<BlockInfo, &'static 
             pseudo |= bit;
             match bit {
                 1 => method_connect = &h.value[..] == b"CONNECT",
+                8 => authority = Some(&h.value[..]),
                 4 if h.value.is_empty() => return Err("empty :path"),
                 16 => {
                     let v = &h.value[..];
@@ -85,12 +88,23 @@ pub fn check(headers: &[Header], kind: BlockKind) -> Result<BlockInfo, &'static 
         if name == b"te" && &h.value[..] != b"trailers" {
             return Err("te header with a value other than trailers");
         }
+        if name == b"host" && kind == BlockKind::Request {
+            host = Some(&h.value[..]);
+        }
         if name == b"content-length" {
             let n = parse_content_length(&h.value).ok_or("invalid content-length")?;
             if info.content_length.is_some_and(|prev| prev != n) {
                 return Err("conflicting content-length values");
             }
             info.content_length = Some(n);
+        }
+    }
+
+    // RFC 9113 §8.3.1: a Host that names another entity than :authority
+    // makes the request malformed (host names compare case-insensitively).
+    if let (Some(a), Some(h)) = (authority, host) {
+        if !a.eq_ignore_ascii_case(h) {
+            return Err("host differs from :authority");
         }
     }
 
@@ -230,6 +244,19 @@ mod tests {
         for (headers, reason) in cases {
             assert_eq!(check(&headers, BlockKind::Request), Err(reason));
         }
+    }
+
+    #[test]
+    fn host_must_match_authority() {
+        let same = [request(), vec![h("host", "LocalHost")]].concat();
+        assert!(check(&same, BlockKind::Request).is_ok());
+        let other = [request(), vec![h("host", "localhost.different")]].concat();
+        assert_eq!(
+            check(&other, BlockKind::Request),
+            Err("host differs from :authority")
+        );
+        let host_only = [request()[..3].to_vec(), vec![h("host", "example")]].concat();
+        assert!(check(&host_only, BlockKind::Request).is_ok());
     }
 
     #[test]

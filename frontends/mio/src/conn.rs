@@ -136,6 +136,17 @@ impl Conn {
         while let Some(event) = self.grpc.poll_event() {
             match event {
                 Event::Request { call, message } => {
+                    // The core's clock is the one `now` of this read, so a
+                    // deadline like `grpc-timeout: 1n` (what grpcio sends once
+                    // its deadline has passed) is still ahead of it. Against
+                    // the real clock it has expired: do not start the work.
+                    if call.deadline.is_some_and(|at| at <= Instant::now()) {
+                        let status =
+                            Status::deadline_exceeded("deadline exceeded before the call started");
+                        let _ = self.grpc.finish(call.id, &status);
+                        log_call(self.peer, call.method.path, status.code, now);
+                        continue;
+                    }
                     let outcome = ctx.dispatcher.dispatch(
                         &mut self.grpc,
                         self.index,

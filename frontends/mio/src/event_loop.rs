@@ -68,6 +68,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("cannot create signalfd: {e}"))?;
 
+    raise_fd_limit(config.max_connections);
     create_dir(&config.runtime_dir, 0o711)?;
     create_dir(&config.state_dir, 0o700)?;
     let lock = take_lock(&config.runtime_dir)?;
@@ -368,6 +369,32 @@ impl Daemon {
             conn.abandon_calls(&status);
             conn.flush();
         }
+    }
+}
+
+/// Every connection is a file descriptor, and the soft RLIMIT_NOFILE a
+/// daemon inherits is often 1024 (systemd, login shells) while
+/// `max_connections` defaults to 4096: past the soft limit accept() fails
+/// with EMFILE and new clients wait unanswered in the backlog. The hard
+/// limit is ours to take, so take it, as Go programs do at start.
+fn raise_fd_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+        }
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((soft, hard));
+    // Listeners, poll, signalfd, waker, lock, stdio and some slack.
+    if (soft as u128) < max_connections as u128 + 64 {
+        tracing::warn!(
+            limit = soft,
+            max_connections,
+            "the open-files limit is below max_connections; connections past it will wait unanswered"
+        );
     }
 }
 
