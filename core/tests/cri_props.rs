@@ -53,6 +53,11 @@ proptest! {
     }
 
     #[test]
+    fn raw_inputs_never_panic_nor_corrupt(data in prop::collection::vec(any::<u8>(), 0..3000)) {
+        sim::fuzz_raw(&data).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
     fn fuzz_entry_point_accepts_any_bytes(data in prop::collection::vec(any::<u8>(), 0..600)) {
         sim::fuzz(&data).map_err(TestCaseError::fail)?;
     }

@@ -144,6 +144,289 @@ pub fn fuzz(data: &[u8]) -> Result<(), String> {
     sim.finish()
 }
 
+/// Runs `data` as raw, unchecked inputs: requests decoded from arbitrary
+/// bytes or built with arbitrary strings and numbers, outcomes of any kind
+/// for any action id (fitting or not), notices about anything, time going
+/// backwards, restores with made-up observations. Only the runtime's own
+/// invariants are checked: this is about never panicking and never
+/// corrupting the state, whatever the frontend or the peer sends.
+pub fn fuzz_raw(data: &[u8]) -> Result<(), String> {
+    const METHODS: [Method; 15] = [
+        Method::RunPodSandbox,
+        Method::StopPodSandbox,
+        Method::RemovePodSandbox,
+        Method::PodSandboxStatus,
+        Method::ListPodSandbox,
+        Method::CreateContainer,
+        Method::StartContainer,
+        Method::StopContainer,
+        Method::RemoveContainer,
+        Method::ListContainers,
+        Method::ContainerStatus,
+        Method::ContainerStats,
+        Method::ListContainerStats,
+        Method::PodSandboxStats,
+        Method::ListPodSandboxStats,
+    ];
+    let mut rt = Runtime::new(SeqIds::new(0));
+    let mut now: i64 = 0;
+    let mut outstanding: Vec<(ActionId, Action)> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut input = data;
+    let mut restarts: u64 = 0;
+    while let [op, len, rest @ ..] = input {
+        let n = usize::from(*len % 48).min(rest.len());
+        let Some((payload, tail)) = rest.split_at_checked(n) else {
+            break;
+        };
+        input = tail;
+        let text = String::from_utf8_lossy(payload).into_owned();
+        let b = |i: usize| payload.get(i).copied().unwrap_or(0);
+        let num = {
+            let mut x: i64 = 0;
+            for byte in payload.iter().take(8) {
+                x = x.wrapping_shl(8) | i64::from(*byte);
+            }
+            x
+        };
+        // A key: a known ID, a prefix of one, or the text itself.
+        let key = match b(0) % 4 {
+            0 => text.clone(),
+            1 => pick_owned(&ids, b(1)).unwrap_or_default(),
+            _ => pick_owned(&ids, b(1))
+                .and_then(|id| id.get(..usize::from(b(2) % 65)).map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        match op % 12 {
+            0 => {
+                let m = METHODS.get(usize::from(b(0)) % METHODS.len()).copied();
+                if let Some(Ok(req)) =
+                    m.and_then(|m| Request::decode(m, payload.get(1..).unwrap_or(&[])))
+                {
+                    let _ = rt.handle(req, now);
+                }
+            }
+            1 => {
+                let config = cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: text.clone(),
+                        uid: text.chars().rev().collect(),
+                        namespace: if b(0) % 2 == 0 {
+                            "ns".into()
+                        } else {
+                            text.clone()
+                        },
+                        attempt: u32::from(b(1)),
+                    }),
+                    log_directory: text.clone(),
+                    labels: [(text.clone(), key.clone())].into(),
+                    ..Default::default()
+                };
+                let _ = rt.handle(
+                    Request::RunPodSandbox(cri::RunPodSandboxRequest {
+                        config: Some(config),
+                        runtime_handler: key.clone(),
+                    }),
+                    now,
+                );
+            }
+            2 => {
+                let mut config = container_config(b(1));
+                if let Some(m) = config.metadata.as_mut() {
+                    m.name = text.clone();
+                }
+                config.log_path = key.clone();
+                let _ = rt.handle(
+                    Request::CreateContainer(cri::CreateContainerRequest {
+                        pod_sandbox_id: key.clone(),
+                        config: Some(config),
+                        sandbox_config: None,
+                    }),
+                    now,
+                );
+            }
+            3 => {
+                let req = match b(3) % 5 {
+                    0 => Request::StartContainer(cri::StartContainerRequest { container_id: key }),
+                    1 => Request::StopContainer(cri::StopContainerRequest {
+                        container_id: key,
+                        timeout: num,
+                    }),
+                    2 => {
+                        Request::RemoveContainer(cri::RemoveContainerRequest { container_id: key })
+                    }
+                    3 => Request::StopPodSandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: key,
+                    }),
+                    _ => Request::RemovePodSandbox(cri::RemovePodSandboxRequest {
+                        pod_sandbox_id: key,
+                    }),
+                };
+                let _ = rt.handle(req, now);
+            }
+            4 | 5 => {
+                if outstanding.is_empty() {
+                    continue;
+                }
+                let i = usize::from(b(0)) % outstanding.len();
+                let (id, action) = outstanding.remove(i);
+                let outcome = if op % 12 == 5 {
+                    // Whatever the action was.
+                    match b(1) % 6 {
+                        0 => Outcome::Done,
+                        1 => Outcome::SandboxCreated(SandboxCreated {
+                            pid: u32::from(b(2)),
+                            netns_path: text.clone(),
+                            ip: text.clone(),
+                            additional_ips: vec![key.clone()],
+                        }),
+                        2 => Outcome::ContainerCreated {
+                            image_ref: text.clone(),
+                            image_id: key.clone(),
+                        },
+                        3 => Outcome::ContainerStarted {
+                            pid: u32::from(b(2)),
+                            started_at: num,
+                        },
+                        4 => Outcome::ContainerExited(Exit {
+                            exit_code: i32::from(b(2)),
+                            finished_at: num,
+                            reason: text.clone(),
+                            message: key.clone(),
+                        }),
+                        _ => Outcome::Failed(Status::new(
+                            Code::from_u32(u32::from(b(2))),
+                            text.clone(),
+                        )),
+                    }
+                } else {
+                    // What a host would answer.
+                    match &action {
+                        Action::CreateSandbox { .. } => {
+                            Outcome::SandboxCreated(SandboxCreated::default())
+                        }
+                        Action::CreateContainer { .. } => Outcome::ContainerCreated {
+                            image_ref: String::new(),
+                            image_id: String::new(),
+                        },
+                        Action::StartContainer { .. } => Outcome::ContainerStarted {
+                            pid: 1,
+                            started_at: num,
+                        },
+                        Action::StopContainer { .. } => Outcome::ContainerExited(Exit::default()),
+                        _ => Outcome::Done,
+                    }
+                };
+                let _ = rt.handle_outcome(id, outcome, now);
+            }
+            6 => {
+                let id = ActionId(num as u64);
+                if !matches!(
+                    rt.handle_outcome(id, Outcome::Done, now),
+                    Err(InputError::UnknownAction(_))
+                ) {
+                    outstanding.retain(|(a, _)| *a != id);
+                }
+            }
+            7 => {
+                let notice = if b(3) % 2 == 0 {
+                    Notice::ContainerExited {
+                        container_id: key,
+                        exit: Exit {
+                            exit_code: i32::from(b(2)),
+                            finished_at: num,
+                            reason: text.clone(),
+                            message: String::new(),
+                        },
+                    }
+                } else {
+                    Notice::SandboxExited { pod_id: key }
+                };
+                let _ = rt.handle_notice(notice, now);
+            }
+            8 => now = num,
+            9 => {
+                let _ = rt.pod_sandbox_status(
+                    &cri::PodSandboxStatusRequest {
+                        pod_sandbox_id: key.clone(),
+                        verbose: true,
+                    },
+                    now,
+                );
+                let _ = rt.container_status(&cri::ContainerStatusRequest {
+                    container_id: key.clone(),
+                    verbose: true,
+                });
+                let _ = rt.list_containers(&cri::ListContainersRequest {
+                    filter: Some(cri::ContainerFilter {
+                        id: key.clone(),
+                        state: Some(cri::ContainerStateValue {
+                            state: i32::from(b(3)),
+                        }),
+                        pod_sandbox_id: text.clone(),
+                        label_selector: [(text.clone(), key.clone())].into(),
+                    }),
+                });
+                let _ = rt.list_pod_sandbox_stats(&cri::ListPodSandboxStatsRequest {
+                    filter: Some(cri::PodSandboxStatsFilter {
+                        id: key.clone(),
+                        label_selector: HashMap::new(),
+                    }),
+                });
+            }
+            10 => rt.retry_records(),
+            _ => {
+                restarts = restarts.wrapping_add(1);
+                let observations: Vec<Observation> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| match (i.wrapping_add(usize::from(b(0)))) % 4 {
+                        0 => Observation::SandboxAlive { id: id.clone() },
+                        1 => Observation::Container {
+                            id: id.clone(),
+                            observed: Observed::Running {
+                                pid: 1,
+                                started_at: num,
+                            },
+                        },
+                        2 => Observation::Container {
+                            id: id.clone(),
+                            observed: Observed::Exited(Exit::default()),
+                        },
+                        _ => Observation::Container {
+                            id: id.clone(),
+                            observed: Observed::Unreachable,
+                        },
+                    })
+                    .collect();
+                let (new, _) =
+                    Runtime::restore(SeqIds::new(restarts), rt.records(), &observations, now);
+                rt = new;
+                outstanding.clear();
+            }
+        }
+        while let Some((id, action)) = rt.poll_action() {
+            match &action {
+                Action::CreateSandbox { pod_id, .. } => ids.push(pod_id.clone()),
+                Action::CreateContainer { container_id, .. } => ids.push(container_id.clone()),
+                _ => {}
+            }
+            outstanding.push((id, action));
+        }
+        while rt.poll_reply().is_some() {}
+        while rt.poll_event().is_some() {}
+        rt.check_invariants()?;
+        if outstanding.len() != rt.outstanding_actions() {
+            return Err(format!(
+                "{} actions handed out and unanswered, the runtime counts {}",
+                outstanding.len(),
+                rt.outstanding_actions()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 struct HostCtr {
     pod_id: String,
