@@ -66,9 +66,11 @@
 //!   one is `ALREADY_EXISTS`, naming the holder's ID; the name is released
 //!   when the object is removed or its creation fails.
 //! * Idempotency: StopPodSandbox and RemovePodSandbox of an unknown sandbox,
-//!   StopContainer and RemoveContainer of an unknown container answer OK
-//!   (containerd 2 does the same for all four). Stopping a stopped object
-//!   or a CREATED container does nothing and answers OK.
+//!   StopContainer and RemoveContainer of an unknown container answer OK.
+//!   containerd 2 does the same for all four (containerd 1.x answered
+//!   NOT_FOUND for StopPodSandbox and StopContainer; the CRI spec asks for
+//!   idempotency, and kubelet retries stops after restarts). Stopping a
+//!   stopped object or a CREATED container does nothing and answers OK.
 //! * StartContainer needs a CREATED container not already being started or
 //!   removed, in a READY sandbox not being stopped; otherwise
 //!   `FAILED_PRECONDITION`. A failed start leaves the container EXITED with
@@ -102,10 +104,22 @@
 //!   when ready, STOPPED when stopped or dead, DELETED when removed), each
 //!   carrying the sandbox's status and its containers' statuses.
 //! * Calls are never cancelled: when kubelet gives up on a call, the work
-//!   goes on and the frontend drops the late reply.
+//!   goes on and the frontend drops the late reply (a retried RunPodSandbox
+//!   meanwhile gets ALREADY_EXISTS, as with containerd).
+//! * CreateContainerRequest's `sandbox_config` copy is ignored: names, log
+//!   paths and the `CreateContainer` action use the sandbox's own config.
+//! * Stats: the state machine selects and labels (filters, attributes);
+//!   the frontend fills in the usage numbers it reads from cgroups.
+//!   ListPodSandboxStats lists READY sandboxes only (containerd).
+//! * Time is an argument: `now` stamps `created_at` (the request's time)
+//!   and events; `started_at` and `finished_at` come from the host's
+//!   outcomes (or `now` when they carry 0).
 //!
 //! For fuzzing, [`sim::fuzz`] runs an arbitrary byte string as a sequence
-//! of calls, outcomes and notices and checks the invariants after each.
+//! of calls, outcomes and notices against a simulated host and checks the
+//! CRI invariants after each; [`sim::fuzz_raw`] feeds arbitrary, unchecked
+//! inputs (garbage requests, wrong outcomes, time going backwards) and
+//! checks that nothing panics and the state stays consistent.
 
 #![cfg_attr(
     not(test),
