@@ -650,18 +650,14 @@ impl Sim {
         Ok(handled)
     }
 
-    /// The stored container record `key` names, if exactly one.
-    fn stored_ctr(&self, key: &str) -> Option<&super::ContainerRecord> {
-        let mut found = self.store.iter().filter_map(|(k, r)| match (k, &r.kind) {
-            (RecordKey::Container(id), Some(super::RecordKind::Container(c)))
-                if !key.is_empty() && id.starts_with(key) =>
-            {
-                Some(c)
-            }
-            _ => None,
-        });
-        match (found.next(), found.next()) {
-            (Some(c), None) => Some(c),
+    /// The stored record of container `id`.
+    fn stored_ctr(&self, id: &str) -> Option<&super::ContainerRecord> {
+        match self
+            .store
+            .get(&RecordKey::Container(id.to_owned()))
+            .and_then(|r| r.kind.as_ref())
+        {
+            Some(super::RecordKind::Container(c)) => Some(c),
             _ => None,
         }
     }
@@ -696,15 +692,17 @@ impl Sim {
                         self.learn_ctr(&id);
                         self.store.contains_key(&RecordKey::Container(id))
                     }
-                    Response::StartContainer(_) => {
-                        self.stored_ctr(key).is_some_and(|c| c.state != CREATED)
-                    }
+                    Response::StartContainer(_) => match self.rt.resolve_ctr(key) {
+                        Ok(id) => self.stored_ctr(&id).is_some_and(|c| c.state != CREATED),
+                        // Another container took the prefix since.
+                        Err(_) => true,
+                    },
                     // (A container removed meanwhile is stopped whatever
                     // its record said.)
-                    Response::StopContainer(_) => {
-                        self.rt.resolve_ctr(key).is_err()
-                            || self.stored_ctr(key).is_none_or(|c| c.state != RUNNING)
-                    }
+                    Response::StopContainer(_) => match self.rt.resolve_ctr(key) {
+                        Ok(id) => self.stored_ctr(&id).is_none_or(|c| c.state != RUNNING),
+                        Err(_) => true,
+                    },
                     Response::RemoveContainer(_) if key.len() == 64 => !self
                         .store
                         .contains_key(&RecordKey::Container(key.to_owned())),
