@@ -1,0 +1,431 @@
+//! The read-only calls: status, listings with their filters, and the stats
+//! skeletons; and the conversion of pods and containers to CRI messages.
+
+use std::collections::HashMap;
+
+use crisp_proto::cri;
+
+use super::runtime::{Ctr, CtrState, Pod, PodState, Runtime};
+use crate::grpc::Status;
+
+/// Reasons containerd reports for an exited container whose exit carried
+/// none.
+pub const COMPLETED_REASON: &str = "Completed";
+pub const ERROR_REASON: &str = "Error";
+
+/// Whether every `selector` label is present in `labels` with the same
+/// value (an empty selector matches everything).
+pub fn matches_labels(
+    selector: &HashMap<String, String>,
+    labels: &HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().saturating_add(2));
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A flat JSON object from already-encoded values.
+fn json_object(fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", json_str(k)))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+impl Runtime {
+    pub(crate) fn pod_status_of(&self, p: &Pod) -> cri::PodSandboxStatus {
+        // A stopped sandbox's network is torn down: no IP, as containerd.
+        let (ip, additional_ips) = if p.state == PodState::Stopped {
+            (String::new(), Vec::new())
+        } else {
+            (
+                p.ip.clone(),
+                p.additional_ips
+                    .iter()
+                    .map(|ip| cri::PodIp { ip: ip.clone() })
+                    .collect(),
+            )
+        };
+        let namespace_options = p
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        cri::PodSandboxStatus {
+            id: p.id.clone(),
+            metadata: p.config.metadata.clone(),
+            state: p.cri_state() as i32,
+            created_at: p.created_at,
+            network: Some(cri::PodSandboxNetworkStatus { ip, additional_ips }),
+            linux: Some(cri::LinuxPodSandboxStatus {
+                namespaces: Some(cri::Namespace {
+                    options: namespace_options,
+                }),
+            }),
+            labels: p.config.labels.clone(),
+            annotations: p.config.annotations.clone(),
+            runtime_handler: p.runtime_handler.clone(),
+        }
+    }
+
+    fn pod_summary(p: &Pod) -> cri::PodSandbox {
+        cri::PodSandbox {
+            id: p.id.clone(),
+            metadata: p.config.metadata.clone(),
+            state: p.cri_state() as i32,
+            created_at: p.created_at,
+            labels: p.config.labels.clone(),
+            annotations: p.config.annotations.clone(),
+            runtime_handler: p.runtime_handler.clone(),
+        }
+    }
+
+    pub(crate) fn container_status_of(c: &Ctr) -> cri::ContainerStatus {
+        let mut reason = c.reason.clone();
+        if c.state == CtrState::Exited && reason.is_empty() {
+            reason = if c.exit_code == 0 {
+                COMPLETED_REASON
+            } else {
+                ERROR_REASON
+            }
+            .to_owned();
+        }
+        cri::ContainerStatus {
+            id: c.id.clone(),
+            metadata: c.config.metadata.clone(),
+            state: c.state.cri() as i32,
+            created_at: c.created_at,
+            started_at: c.started_at,
+            finished_at: c.finished_at,
+            exit_code: c.exit_code,
+            image: c.config.image.clone(),
+            image_ref: c.image_ref.clone(),
+            reason,
+            message: c.message.clone(),
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            mounts: c.config.mounts.clone(),
+            log_path: c.log_path.clone(),
+            resources: c
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|r| cri::ContainerResources {
+                    linux: Some(r),
+                    windows: None,
+                }),
+            image_id: c.image_id.clone(),
+            user: None,
+            stop_signal: c.config.stop_signal,
+        }
+    }
+
+    fn container_summary(c: &Ctr) -> cri::Container {
+        cri::Container {
+            id: c.id.clone(),
+            pod_sandbox_id: c.pod_id.clone(),
+            metadata: c.config.metadata.clone(),
+            image: c.config.image.clone(),
+            image_ref: c.image_ref.clone(),
+            state: c.state.cri() as i32,
+            created_at: c.created_at,
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+            image_id: c.image_id.clone(),
+        }
+    }
+
+    fn container_stats_skeleton(c: &Ctr) -> cri::ContainerStats {
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: c.id.clone(),
+                metadata: c.config.metadata.clone(),
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn visible_ctrs_of<'a>(&'a self, pod_id: &'a str) -> impl Iterator<Item = &'a Ctr> + 'a {
+        self.ctrs
+            .values()
+            .filter(move |c| c.visible() && c.pod_id == pod_id)
+    }
+
+    pub(crate) fn container_statuses_of_pod(&self, pod_id: &str) -> Vec<cri::ContainerStatus> {
+        self.visible_ctrs_of(pod_id)
+            .map(Runtime::container_status_of)
+            .collect()
+    }
+
+    fn pod_stats_skeleton(&self, p: &Pod) -> cri::PodSandboxStats {
+        cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: p.id.clone(),
+                metadata: p.config.metadata.clone(),
+                labels: p.config.labels.clone(),
+                annotations: p.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                containers: self
+                    .visible_ctrs_of(&p.id)
+                    .map(Runtime::container_stats_skeleton)
+                    .collect(),
+                ..Default::default()
+            }),
+            windows: None,
+        }
+    }
+
+    /// ListPodSandbox. The filter's `id` may be a unique prefix; a prefix
+    /// that matches nothing or several sandboxes matches none. All set
+    /// filter fields must match. Sorted by ID.
+    pub fn list_pod_sandbox(
+        &self,
+        req: &cri::ListPodSandboxRequest,
+    ) -> cri::ListPodSandboxResponse {
+        let filter = req.filter.as_ref();
+        let id = filter
+            .filter(|f| !f.id.is_empty())
+            .map(|f| self.normalize_pod_id(&f.id));
+        let items = self
+            .pods
+            .values()
+            .filter(|p| p.visible())
+            .filter(|p| id.as_ref().is_none_or(|id| p.id == *id))
+            .filter(|p| {
+                filter
+                    .and_then(|f| f.state.as_ref())
+                    .is_none_or(|s| s.state == p.cri_state() as i32)
+            })
+            .filter(|p| filter.is_none_or(|f| matches_labels(&f.label_selector, &p.config.labels)))
+            .map(Runtime::pod_summary)
+            .collect();
+        cri::ListPodSandboxResponse { items }
+    }
+
+    /// PodSandboxStatus, by ID or unique prefix. `containers_statuses` and
+    /// `timestamp` (= `now`) are filled for kubelet's evented PLEG.
+    pub fn pod_sandbox_status(
+        &self,
+        req: &cri::PodSandboxStatusRequest,
+        now: i64,
+    ) -> Result<cri::PodSandboxStatusResponse, Status> {
+        let id = self.resolve_pod(&req.pod_sandbox_id)?;
+        let Some(p) = self.pods.get(&id) else {
+            return Err(Status::not_found(format!("pod sandbox {id:?} not found")));
+        };
+        let mut info = HashMap::new();
+        if req.verbose {
+            let state = match p.state {
+                PodState::Creating => "creating",
+                PodState::Ready => "ready",
+                PodState::Exited => "exited",
+                PodState::Stopped => "stopped",
+            };
+            info.insert(
+                "info".to_owned(),
+                json_object(&[
+                    ("id", json_str(&p.id)),
+                    ("name", json_str(&p.name)),
+                    ("pid", p.pid.to_string()),
+                    ("state", json_str(state)),
+                    ("netnsPath", json_str(&p.netns_path)),
+                    ("runtimeHandler", json_str(&p.runtime_handler)),
+                ]),
+            );
+        }
+        Ok(cri::PodSandboxStatusResponse {
+            status: Some(self.pod_status_of(p)),
+            info,
+            containers_statuses: self.container_statuses_of_pod(&id),
+            timestamp: now,
+        })
+    }
+
+    /// ListContainers. `id` and `pod_sandbox_id` may be unique prefixes;
+    /// all set filter fields must match. Sorted by ID.
+    pub fn list_containers(&self, req: &cri::ListContainersRequest) -> cri::ListContainersResponse {
+        let filter = req.filter.as_ref();
+        let id = filter
+            .filter(|f| !f.id.is_empty())
+            .map(|f| self.normalize_ctr_id(&f.id));
+        let pod = filter
+            .filter(|f| !f.pod_sandbox_id.is_empty())
+            .map(|f| self.normalize_pod_id(&f.pod_sandbox_id));
+        let containers = self
+            .ctrs
+            .values()
+            .filter(|c| c.visible())
+            .filter(|c| id.as_ref().is_none_or(|id| c.id == *id))
+            .filter(|c| pod.as_ref().is_none_or(|pod| c.pod_id == *pod))
+            .filter(|c| {
+                filter
+                    .and_then(|f| f.state.as_ref())
+                    .is_none_or(|s| s.state == c.state.cri() as i32)
+            })
+            .filter(|c| filter.is_none_or(|f| matches_labels(&f.label_selector, &c.config.labels)))
+            .map(Runtime::container_summary)
+            .collect();
+        cri::ListContainersResponse { containers }
+    }
+
+    /// ContainerStatus, by ID or unique prefix.
+    pub fn container_status(
+        &self,
+        req: &cri::ContainerStatusRequest,
+    ) -> Result<cri::ContainerStatusResponse, Status> {
+        let id = self.resolve_ctr(&req.container_id)?;
+        let Some(c) = self.ctrs.get(&id) else {
+            return Err(Status::not_found(format!("container {id:?} not found")));
+        };
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert(
+                "info".to_owned(),
+                json_object(&[
+                    ("id", json_str(&c.id)),
+                    ("sandboxID", json_str(&c.pod_id)),
+                    ("name", json_str(&c.name)),
+                    ("pid", c.pid.to_string()),
+                    ("logPath", json_str(&c.log_path)),
+                    ("removing", c.remove_action.is_some().to_string()),
+                ]),
+            );
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(Runtime::container_status_of(c)),
+            info,
+        })
+    }
+
+    /// ContainerStats: the container's attributes; the frontend fills in
+    /// the usage (cpu, memory, writable layer, ...) from the host.
+    pub fn container_stats(
+        &self,
+        req: &cri::ContainerStatsRequest,
+    ) -> Result<cri::ContainerStatsResponse, Status> {
+        let id = self.resolve_ctr(&req.container_id)?;
+        let stats = self.ctrs.get(&id).map(Runtime::container_stats_skeleton);
+        Ok(cri::ContainerStatsResponse { stats })
+    }
+
+    /// ListContainerStats: one skeleton (attributes only) per matching
+    /// container, for the frontend to fill in. Filtered like
+    /// [`Runtime::list_containers`] (no state field).
+    pub fn list_container_stats(
+        &self,
+        req: &cri::ListContainerStatsRequest,
+    ) -> cri::ListContainerStatsResponse {
+        let filter = req.filter.as_ref();
+        let id = filter
+            .filter(|f| !f.id.is_empty())
+            .map(|f| self.normalize_ctr_id(&f.id));
+        let pod = filter
+            .filter(|f| !f.pod_sandbox_id.is_empty())
+            .map(|f| self.normalize_pod_id(&f.pod_sandbox_id));
+        let stats = self
+            .ctrs
+            .values()
+            .filter(|c| c.visible())
+            .filter(|c| id.as_ref().is_none_or(|id| c.id == *id))
+            .filter(|c| pod.as_ref().is_none_or(|pod| c.pod_id == *pod))
+            .filter(|c| filter.is_none_or(|f| matches_labels(&f.label_selector, &c.config.labels)))
+            .map(Runtime::container_stats_skeleton)
+            .collect();
+        cri::ListContainerStatsResponse { stats }
+    }
+
+    /// PodSandboxStats: the sandbox's attributes and its containers'
+    /// skeletons, for the frontend to fill in.
+    pub fn pod_sandbox_stats(
+        &self,
+        req: &cri::PodSandboxStatsRequest,
+    ) -> Result<cri::PodSandboxStatsResponse, Status> {
+        let id = self.resolve_pod(&req.pod_sandbox_id)?;
+        let stats = self.pods.get(&id).map(|p| self.pod_stats_skeleton(p));
+        Ok(cri::PodSandboxStatsResponse { stats })
+    }
+
+    /// ListPodSandboxStats: skeletons of the matching READY sandboxes
+    /// (containerd, too, skips sandboxes it cannot measure).
+    pub fn list_pod_sandbox_stats(
+        &self,
+        req: &cri::ListPodSandboxStatsRequest,
+    ) -> cri::ListPodSandboxStatsResponse {
+        let filter = req.filter.as_ref();
+        let id = filter
+            .filter(|f| !f.id.is_empty())
+            .map(|f| self.normalize_pod_id(&f.id));
+        let stats = self
+            .pods
+            .values()
+            .filter(|p| p.state == PodState::Ready)
+            .filter(|p| id.as_ref().is_none_or(|id| p.id == *id))
+            .filter(|p| filter.is_none_or(|f| matches_labels(&f.label_selector, &p.config.labels)))
+            .map(|p| self.pod_stats_skeleton(p))
+            .collect();
+        cri::ListPodSandboxStatsResponse { stats }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escaping() {
+        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+        assert_eq!(
+            json_object(&[("a", "1".into()), ("b", json_str("x"))]),
+            "{\"a\":1,\"b\":\"x\"}"
+        );
+    }
+
+    #[test]
+    fn label_selector() {
+        let labels: HashMap<String, String> = [
+            ("app".into(), "web".into()),
+            ("tier".into(), "front".into()),
+        ]
+        .into();
+        assert!(matches_labels(&HashMap::new(), &labels));
+        assert!(matches_labels(
+            &[("app".into(), "web".into())].into(),
+            &labels
+        ));
+        assert!(!matches_labels(
+            &[("app".into(), "db".into())].into(),
+            &labels
+        ));
+        assert!(!matches_labels(
+            &[("zone".into(), "a".into())].into(),
+            &labels
+        ));
+        assert!(!matches_labels(
+            &[("app".into(), "web".into()), ("zone".into(), "a".into())].into(),
+            &labels
+        ));
+    }
+}
