@@ -8,6 +8,7 @@ mod config;
 mod conn;
 mod dispatch;
 mod event_loop;
+mod executor;
 mod host;
 mod persist;
 mod policy;
