@@ -6,5 +6,6 @@
 //! benchmarkable without I/O.
 #![forbid(unsafe_code)]
 
+pub mod cri;
 pub mod grpc;
 pub mod h2;
