@@ -71,7 +71,7 @@ impl ImageService {
                 Compression::None => path.to_owned(),
                 c => {
                     let tmp = self.decompress(path, c)?;
-                    let p = tmp.path().to_owned();
+                    let p = tmp.path().join("archive.tar");
                     _decompressed = Some(tmp);
                     p
                 }

@@ -31,7 +31,8 @@ impl ImageService {
     pub fn pull(&self, image: &str, credentials: &Credentials) -> Result<String, ImageError> {
         let reference = Reference::parse_normalized(image.trim())
             .map_err(|e| ImageError::invalid(e.to_string()))?;
-        let key = format!("pull {reference}");
+        // Pulls with different credentials must not share an outcome.
+        let key = format!("pull {reference} as {}", credentials.fingerprint());
         let result = self
             .flights
             .run(&key, || self.pull_now(&reference, credentials));

@@ -125,6 +125,21 @@ impl Credentials {
         Ok(c)
     }
 
+    /// A short hash of the credentials, to tell pulls apart without
+    /// keeping the secrets in keys or logs.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.username,
+            &self.password,
+            &self.identity_token,
+            &self.registry_token,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.username.is_empty() && self.identity_token.is_empty() && self.registry_token.is_empty()
     }

@@ -25,12 +25,13 @@
 //! be referenced by a record yet. Two writers of the same blob or layer
 //! each write their own temporary copy; the first rename wins.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crisp_core::cri::images::{self as rules, ImageNames};
 use crisp_core::cri::reference::{Digest, Reference};
@@ -99,6 +100,8 @@ impl ImageRecord {
 
 pub struct Store {
     root: PathBuf,
+    /// Sizes of unpacked layers, by directory.
+    usage_cache: Mutex<HashMap<PathBuf, (u64, u64)>>,
 }
 
 /// Held while changing records (and during GC).
@@ -159,6 +162,7 @@ impl Store {
         }
         Ok(Self {
             root: root.to_owned(),
+            usage_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -463,37 +467,101 @@ impl Store {
     }
 
     /// Bytes (allocated blocks) and inodes the store uses; hard links
-    /// count once.
+    /// count once. Unpacked layers never change once in place, so each is
+    /// measured once and remembered: kubelet asks every few seconds.
     pub fn usage(&self) -> io::Result<(u64, u64)> {
-        let mut bytes = 0u64;
-        let mut inodes = 0u64;
-        let mut seen: HashSet<(u64, u64)> = HashSet::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let m = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
+        let (mut bytes, mut inodes) = (0u64, 0u64);
+        let layers = self.root.join("layers");
+        let mut live = HashSet::new();
+        for alg in fs::read_dir(&layers)? {
+            let alg = alg?;
+            let (b, i) = measure(&alg.path(), false)?;
+            bytes += b;
+            inodes += i + 1;
+            for layer in fs::read_dir(alg.path())? {
+                let layer = layer?;
+                let key = layer.path();
+                let cached = self
+                    .usage_cache
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&key).copied());
+                let (b, i) = match cached {
+                    Some(v) => v,
+                    None => {
+                        let v = measure(&key, true)?;
+                        if let Ok(mut c) = self.usage_cache.lock() {
+                            c.insert(key.clone(), v);
+                        }
+                        v
+                    }
                 };
-                if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
-                    continue;
-                }
+                bytes += b;
+                inodes += i;
+                live.insert(key);
+            }
+        }
+        if let Ok(mut c) = self.usage_cache.lock() {
+            c.retain(|k, _| live.contains(k));
+        }
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            if entry.path() == layers {
+                let m = entry.metadata()?;
                 bytes += m.blocks() * 512;
                 inodes += 1;
-                if m.is_dir() {
-                    stack.push(entry.path());
-                }
+                continue;
             }
+            let (b, i) = measure(&entry.path(), true)?;
+            bytes += b;
+            inodes += i;
         }
         Ok((bytes, inodes))
     }
+}
+
+/// Allocated bytes and inodes of `path` (itself included when `whole`)
+/// and everything below it; hard links count once.
+fn measure(path: &Path, whole: bool) -> io::Result<(u64, u64)> {
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let top = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    if whole {
+        bytes += top.blocks() * 512;
+        inodes += 1;
+    }
+    if !top.is_dir() {
+        return Ok((bytes, inodes));
+    }
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let m = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+                continue;
+            }
+            bytes += m.blocks() * 512;
+            inodes += 1;
+            if m.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok((bytes, inodes))
 }
 
 impl RecordsLock<'_> {

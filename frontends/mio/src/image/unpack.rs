@@ -282,7 +282,7 @@ impl Unpacker {
                 )
                 .map_err(|e| io_err(&name, e.into()))?;
                 let mut file = File::from(fd);
-                let n = io::copy(entry, &mut file).map_err(UnpackError::Archive)?;
+                let n = copy_data(entry, &mut file, &name)?;
                 self.stats.bytes += n;
                 self.set_meta_fd(file.as_fd(), &meta, &name)?;
                 futimens(file.as_fd(), &meta.mtime, &meta.mtime)
@@ -645,6 +645,24 @@ impl Unpacker {
             }
         }
         Ok(())
+    }
+}
+
+/// Copy a file's content with a large buffer (io::copy's 8 KiB means a
+/// write per 8 KiB). Read errors are the archive's, write errors ours.
+fn copy_data<R: Read>(from: &mut R, to: &mut File, name: &str) -> Result<u64> {
+    use std::io::Write;
+    let mut buf = vec![0u8; 128 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(UnpackError::Archive(e)),
+        };
+        to.write_all(&buf[..n]).map_err(|e| io_err(name, e))?;
+        total += n as u64;
     }
 }
 
