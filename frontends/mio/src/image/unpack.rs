@@ -48,6 +48,10 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// Symbolic links followed while resolving one path, as Linux allows.
 const MAX_SYMLINKS: usize = 40;
+/// Deepest directory an entry may be in. Resolution keeps a descriptor
+/// per level, and removal recurses per level: both stay bounded. (Linux's
+/// PATH_MAX allows at most 2048 levels to be reached by path anyway.)
+const MAX_DEPTH: usize = 512;
 
 /// How to unpack.
 #[derive(Clone, Copy, Debug)]
@@ -610,6 +614,9 @@ impl Unpacker {
                     ))
                 }
                 Some(_) => {}
+            }
+            if stack.len() > MAX_DEPTH {
+                return Err(escape(format!("path deeper than {MAX_DEPTH} directories")));
             }
             let fd = open_dir_at(cur.as_fd(), &comp).map_err(|e| io_err(name, e))?;
             stack.push(fd);
@@ -1243,6 +1250,30 @@ mod tests {
         unpack_into(&s, &t).unwrap();
         assert_eq!(std::fs::read(s.0.join("victim")).unwrap(), b"safe");
         assert_eq!(std::fs::read(s.root().join("f")).unwrap(), b"pwned");
+    }
+
+    #[test]
+    fn absurdly_deep_paths_are_refused() {
+        let s = Scratch::new("deep");
+        let mut t = Tar::default();
+        // A PAX path record: 600 levels.
+        let deep = "d/".repeat(600) + "f";
+        let rec = |k: &str, v: &str| {
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            format!("{len}{body}")
+        };
+        let data = rec("path", &deep);
+        t.push(
+            Tar::header(tar::EntryType::XHeader, "pax", 0o644, data.len() as u64),
+            data.as_bytes(),
+        );
+        t.file("placeholder", b"x");
+        let err = unpack_into(&s, &t).unwrap_err();
+        assert!(err.is_escape(), "{err}");
     }
 
     #[test]
