@@ -115,6 +115,9 @@ def registry(work, images):
     reg.push(lay, "layered", "test/layers:1")
     reg.push(lay, "user", "test/user:1")
     reg.push(lay, "multi", "test/multi:1", "--all")
+    # The same images as Docker schema 2 (manifest list and manifests).
+    reg.push(lay, "busybox", "test/busybox:v2s2", "--format", "v2s2")
+    reg.push(lay, "multi", "test/multi:v2s2", "--all", "--format", "v2s2")
     yield reg
     reg.stop()
 

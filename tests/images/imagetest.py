@@ -474,6 +474,7 @@ class FakeRegistry:
         self.held = threading.Event()
         self.token = None
         self.credentials = ("user", "pass")
+        self.refresh_token = "refresh-" + os.urandom(8).hex()
         self.blob_gets = {}
         self.lock = threading.Lock()
         fake = self
@@ -537,6 +538,17 @@ class FakeRegistry:
                     self.wfile.write(bytes(data))
                 except OSError:
                     pass
+
+            def do_POST(self):
+                # OAuth2 refresh-token grant (an identity token).
+                if self.path.split("?", 1)[0] != "/token":
+                    return self.send(404)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                form = dict(p.split("=", 1) for p in body.split("&") if "=" in p)
+                if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != fake.refresh_token:
+                    return self.send(401, b'{"error":"invalid_grant"}')
+                body = json.dumps({"access_token": fake.token}).encode()
+                return self.send(200, body, [("Content-Type", "application/json")])
 
             def token_endpoint(self):
                 want = "Basic " + base64.b64encode(":".join(fake.credentials).encode()).decode()

@@ -215,6 +215,16 @@ def test_multi_arch_index_picks_the_host_platform(client, registry, images):
     assert info["platform"] == f"linux/{it.host_arch()}"
 
 
+def test_docker_schema_2_manifests_and_lists(client, registry, images):
+    for ref in [f"{registry.host}/test/busybox:v2s2", f"{registry.host}/test/multi:v2s2"]:
+        image_id = client.pull(ref)
+        info = json.loads(client.status(image_id, verbose=True).info["info"])
+        assert info["platform"] == f"linux/{it.host_arch()}", ref
+        assert [l["diffID"] for l in info["layers"]] == images.busybox.diff_ids, ref
+        assert info["layers"][0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert json.loads(client.status(f"{registry.host}/test/multi:v2s2", verbose=True).info["info"])["indexDigest"]
+
+
 # ---------------------------------------------------------------- registries
 
 
@@ -262,6 +272,13 @@ def test_bearer_token_auth(client, fake, images):
     assert client.pull(ref, username="user", password="pass") == images.busybox.id
     client.remove(ref)
     assert client.pull(ref, registry_token=fake.token) == images.busybox.id
+    client.remove(ref)
+    # An identity token is exchanged for an access token (OAuth2).
+    assert client.pull(ref, identity_token=fake.refresh_token) == images.busybox.id
+    client.remove(ref)
+    with pytest.raises(grpc.RpcError) as e:
+        client.pull(ref, identity_token="stale")
+    assert status_code(e) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_tls_registry_with_a_configured_ca(client, tls_registry, images):
