@@ -460,6 +460,7 @@ class FakeRegistry:
     will not do:
 
     * `corrupt`: digests whose blob is served with one byte changed;
+    * `extra`: digest → bytes served after the blob (a longer blob);
     * `hold`: digest → bytes sent before the response stalls until
       `release` is set (a download cut by a crash);
     * `token`: require a bearer token, issued at /token for `user:pass`;
@@ -469,6 +470,7 @@ class FakeRegistry:
     def __init__(self, layout):
         self.layout = layout
         self.corrupt = set()
+        self.extra = {}
         self.hold = {}
         self.release = threading.Event()
         self.held = threading.Event()
@@ -523,6 +525,7 @@ class FakeRegistry:
                 data = bytearray(blob.read_bytes())
                 if ref in fake.corrupt:
                     data[len(data) // 2] ^= 0xFF
+                data += fake.extra.get(ref, b"")
                 held = fake.hold.get(ref)
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))

@@ -333,6 +333,16 @@ def test_corrupted_blob_fails_and_stores_nothing(client, crispd, fake, images):
     assert client.pull(f"{fake.host}/test/busybox:busybox") == images.busybox.id
 
 
+def test_a_blob_longer_than_its_descriptor_is_refused(client, crispd, fake, images):
+    layer = images.busybox.layers[0]
+    fake.extra[layer["digest"]] = b"\0" * (8 << 20)
+    with pytest.raises(grpc.RpcError) as e:
+        client.pull(f"{fake.host}/test/busybox:busybox")
+    assert status_code(e) == grpc.StatusCode.DATA_LOSS
+    assert "mismatch" in details(e)
+    assert client.list() == [] and layer_dirs(crispd) == [] and store_names(crispd, "tmp") == []
+
+
 @pytest.mark.parametrize("kind", ["dotdot", "absolute-symlink", "relative-symlink", "hardlink"])
 def test_escaping_layers_are_refused(client, crispd, fake, images, kind):
     victim = Path(tempfile.mkdtemp(prefix="crisp-victim-"))

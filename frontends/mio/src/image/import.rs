@@ -419,6 +419,12 @@ impl ImageService {
             .as_ref()
             .map_or(Algorithm::Sha256, Digest::algorithm);
         let reader = source.open(path)?;
+        // At most one byte past the promised size (see pull.rs).
+        let reader: Box<dyn Read + '_> = if expected.is_some() && desc.size >= 0 {
+            Box::new(reader.take(desc.size as u64 + 1))
+        } else {
+            reader
+        };
         let mut buf = BufReader::with_capacity(256 << 10, HashingReader::new(reader, alg));
         let head = buf.fill_buf_compat()?;
         let media = match Compression::sniff(head) {

@@ -303,8 +303,16 @@ impl ImageService {
             .store
             .temp_dir("layer")
             .map_err(|e| ImageError::local("create a temporary directory", e))?;
+        // Never read more than one byte past the size the manifest
+        // promised: enough to see a mismatch, bounded against a registry
+        // that does not stop.
+        let bounded: Box<dyn Read + Send> = if desc.size >= 0 {
+            Box::new(fetched.body.take(desc.size as u64 + 1))
+        } else {
+            fetched.body
+        };
         let progress = Progress {
-            inner: fetched.body,
+            inner: bounded,
             image: reference.to_string(),
             layer: desc.digest.clone(),
             total: desc.size.max(0) as u64,
