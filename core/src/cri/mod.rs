@@ -133,8 +133,10 @@
 )]
 
 mod ids;
+pub mod images;
 mod query;
 mod record;
+pub mod reference;
 mod runtime;
 pub mod sim;
 mod types;

@@ -39,6 +39,7 @@ pub struct Config {
     pub log: LogConfig,
     pub grpc: GrpcConfig,
     pub access: AccessConfig,
+    pub images: ImagesConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -89,6 +90,49 @@ pub struct AccessRule {
     pub methods: Vec<String>,
 }
 
+/// Image pulls: registry endpoints, mirrors, TLS and timeouts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Seconds to wait for a TCP (and TLS) connection to a registry.
+    pub connect_timeout_secs: u64,
+    /// Seconds a registry may stay silent while answering; a pull of a
+    /// large layer may take longer as a whole.
+    pub read_timeout_secs: u64,
+    /// Per-registry settings.
+    pub registries: Vec<RegistryConfig>,
+}
+
+/// How to reach one registry, as named in image references.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The registry as image names write it: "docker.io",
+    /// "registry.k8s.io", "127.0.0.1:5000".
+    pub host: String,
+    /// Endpoints tried first, in order, keeping the repository path and
+    /// tag ("http://127.0.0.1:5000", "https://mirror.example/prefix");
+    /// the registry itself is tried last. Credentials from a pull request
+    /// are sent only to the registry itself, never to a mirror.
+    pub mirrors: Vec<String>,
+    /// Plain HTTP instead of HTTPS. Unset: plain for localhost and
+    /// loopback addresses, HTTPS for everything else.
+    pub plain_http: Option<bool>,
+    /// PEM files of CA certificates trusted for this host, in addition to
+    /// the system's roots.
+    pub ca_files: Vec<PathBuf>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: 15,
+            read_timeout_secs: 60,
+            registries: Vec::new(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -110,6 +154,7 @@ impl Default for Config {
                 rules: Vec::new(),
                 tcp_methods: vec!["read-only".into()],
             },
+            images: ImagesConfig::default(),
         }
     }
 }
@@ -193,6 +238,35 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("sockett = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn image_registries() {
+        let c: Config = toml::from_str(
+            r#"
+            [images]
+            read_timeout_secs = 5
+            [[images.registries]]
+            host = "registry.k8s.io"
+            mirrors = ["http://127.0.0.1:5000"]
+            [[images.registries]]
+            host = "myreg.example:5443"
+            plain_http = false
+            ca_files = ["/etc/crisp/ca.pem"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.images.read_timeout_secs, 5);
+        assert_eq!(c.images.connect_timeout_secs, 15);
+        assert_eq!(c.images.registries.len(), 2);
+        assert_eq!(
+            c.images.registries[0].mirrors,
+            vec!["http://127.0.0.1:5000"]
+        );
+        assert_eq!(c.images.registries[1].plain_http, Some(false));
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.to_toml(), c.to_toml());
+        assert!(toml::from_str::<Config>("[[images.registries]]\nhots = \"x\"").is_err());
     }
 
     #[test]

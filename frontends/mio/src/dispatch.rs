@@ -15,6 +15,8 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::host::{self, CgroupMode};
+use crate::image::registry::Credentials;
+use crate::image::ImageService;
 use crate::persist;
 use crate::policy::{Peer, Policy};
 use crate::workers::Workers;
@@ -34,13 +36,16 @@ pub struct Dispatcher {
     cgroups: CgroupMode,
     /// From UpdateRuntimeConfig, persisted under the state directory.
     pod_cidr: Arc<Mutex<String>>,
+    /// The ImageService's store and registry client; every call on it
+    /// runs on the worker pool.
+    images: Arc<ImageService>,
 }
 
 const RUNTIME_NAME: &str = "crisp";
 const CRI_VERSION: &str = "v1";
 
 impl Dispatcher {
-    pub fn new(config: Arc<Config>, policy: Policy) -> Self {
+    pub fn new(config: Arc<Config>, policy: Policy) -> Result<Self, String> {
         let pod_cidr = std::fs::read(runtime_config_path(&config))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -50,12 +55,14 @@ impl Dispatcher {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        Self {
+        let images = Arc::new(ImageService::new(&config)?);
+        Ok(Self {
             config,
             policy,
             cgroups: CgroupMode::detect(),
             pod_cidr: Arc::new(Mutex::new(pod_cidr)),
-        }
+            images,
+        })
     }
 
     pub fn cgroup_mode(&self) -> CgroupMode {
@@ -146,10 +153,117 @@ impl Dispatcher {
                     ))),
                 }
             }
+            Method::PullImage
+            | Method::ListImages
+            | Method::StreamImages
+            | Method::ImageStatus
+            | Method::RemoveImage
+            | Method::ImageFsInfo => self.image_call(method, message, conn, call, workers),
             _ => Handled::Reply(Err(Status::unimplemented(format!(
                 "crisp does not implement {} yet",
                 method.path
             )))),
+        }
+    }
+
+    /// The ImageService: decode here, do the work (network, disk) on a
+    /// worker.
+    fn image_call(
+        &self,
+        method: &MethodDesc,
+        message: Bytes,
+        conn: usize,
+        call: u32,
+        workers: &Workers,
+    ) -> Handled {
+        let images = Arc::clone(&self.images);
+        let spec_image = |s: Option<cri::ImageSpec>| s.map(|s| s.image).unwrap_or_default();
+        let filter_image = |f: Option<cri::ImageFilter>| spec_image(f.and_then(|f| f.image));
+        let job: Box<dyn FnOnce() -> crate::workers::Reply + Send> = match method.method {
+            Method::PullImage => {
+                let req = match decode::<cri::PullImageRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let image = spec_image(req.image);
+                let auth = req.auth.unwrap_or_default();
+                let creds = match Credentials::from_auth(
+                    &auth.username,
+                    &auth.password,
+                    &auth.auth,
+                    &auth.identity_token,
+                    &auth.registry_token,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => return Handled::Reply(Err(Status::invalid_argument(e))),
+                };
+                Box::new(move || {
+                    let id = images.pull(&image, &creds).map_err(|e| e.to_status())?;
+                    Ok(cri::PullImageResponse { image_ref: id }.encode_to_vec())
+                })
+            }
+            Method::ListImages => {
+                let req = match decode::<cri::ListImagesRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let filter = filter_image(req.filter);
+                Box::new(move || {
+                    let images = images.list(&filter).map_err(|e| e.to_status())?;
+                    Ok(cri::ListImagesResponse { images }.encode_to_vec())
+                })
+            }
+            Method::StreamImages => {
+                // One message with every image: the server-streaming path
+                // of a deferred call carries one reply.
+                let req = match decode::<cri::StreamImagesRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let filter = filter_image(req.filter);
+                Box::new(move || {
+                    let images = images.list(&filter).map_err(|e| e.to_status())?;
+                    Ok(cri::StreamImagesResponse { images }.encode_to_vec())
+                })
+            }
+            Method::ImageStatus => {
+                let req = match decode::<cri::ImageStatusRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let image = spec_image(req.image);
+                let verbose = req.verbose;
+                Box::new(move || {
+                    // Not found is an empty answer, not an error.
+                    let (image, info) =
+                        images.status(&image, verbose).map_err(|e| e.to_status())?;
+                    Ok(cri::ImageStatusResponse { image, info }.encode_to_vec())
+                })
+            }
+            Method::RemoveImage => {
+                let req = match decode::<cri::RemoveImageRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let image = spec_image(req.image);
+                Box::new(move || {
+                    images.remove(&image).map_err(|e| e.to_status())?;
+                    Ok(cri::RemoveImageResponse {}.encode_to_vec())
+                })
+            }
+            Method::ImageFsInfo => {
+                if let Err(s) = decode::<cri::ImageFsInfoRequest>(method, message) {
+                    return Handled::Reply(Err(s));
+                }
+                Box::new(move || Ok(images.fs_info().map_err(|e| e.to_status())?.encode_to_vec()))
+            }
+            _ => unreachable!("only ImageService methods come here"),
+        };
+        match workers.submit(conn, call, job) {
+            Ok(()) => Handled::Deferred,
+            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
+                "crispd's worker queue is full",
+            ))),
         }
     }
 

@@ -86,7 +86,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
     );
     let workers = Workers::new(config.workers, config.worker_queue, waker)
         .map_err(|e| format!("cannot start workers: {e}"))?;
-    let dispatcher = Dispatcher::new(Arc::clone(&config), policy);
+    let dispatcher = Dispatcher::new(Arc::clone(&config), policy)?;
 
     let mut d = Daemon {
         server_config: server_config(&config),

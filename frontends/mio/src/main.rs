@@ -10,6 +10,7 @@ mod dispatch;
 mod event_loop;
 mod executor;
 mod host;
+mod image;
 mod persist;
 mod policy;
 mod workers;
@@ -18,22 +19,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use config::{Config, LogFormat};
 
 /// crisp's container runtime daemon: a CRI server for kubelet and crictl.
+/// Without a subcommand, crispd serves.
 #[derive(Parser, Debug)]
 #[command(name = "crispd", version, about, long_about = None)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (TOML; every key optional) [default: /etc/crisp/config.toml]
-    #[arg(long, short = 'c', value_name = "PATH")]
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     /// CRI socket path [default: /run/crisp/crisp.sock]
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Directory of persistent state [default: /var/lib/crisp]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
     /// Directory of runtime files [default: /run/crisp]
     #[arg(long, value_name = "DIR")]
@@ -50,6 +54,22 @@ struct Cli {
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     print_config: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load images from an OCI image layout directory, an oci-archive or
+    /// a docker-archive tarball (gzip or zstd allowed) into the image
+    /// store, without a registry. Safe while crispd runs.
+    Import {
+        /// The layout directory or archive
+        path: PathBuf,
+        /// Name the image (REPOSITORY[:TAG]) when the archive does not
+        #[arg(long, value_name = "REF")]
+        name: Option<String>,
+    },
+    /// List the images in the store.
+    Images,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +107,11 @@ fn main() -> ExitCode {
         eprintln!("crispd: {e}");
         return ExitCode::from(2);
     }
+    match cli.command {
+        Some(Command::Import { path, name }) => return import(&config, &path, name.as_deref()),
+        Some(Command::Images) => return images(&config),
+        None => {}
+    }
     let policy = match policy::Policy::from_config(&config.access) {
         Ok(p) => p,
         Err(e) => {
@@ -100,6 +125,39 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn import(config: &Config, path: &std::path::Path, name: Option<&str>) -> ExitCode {
+    match image::import_cli(config, path, name) {
+        Ok(imported) => {
+            for i in imported {
+                println!("{} {}", i.id, i.names.join(" "));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crispd import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn images(config: &Config) -> ExitCode {
+    let root = config.state_dir.join("images");
+    let records = match image::store::Store::open(&root).and_then(|s| s.records()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "crispd images: cannot read the image store {}: {e}",
+                root.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match image::print_table(&records, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

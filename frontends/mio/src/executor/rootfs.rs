@@ -16,7 +16,9 @@ pub struct Overlay {
 /// Mount the overlay at `o.target` (creating the directories it needs).
 pub fn mount_overlay(o: &Overlay) -> Result<(), Error> {
     let _ = o;
-    Err(Error::new("mounting root filesystems is not implemented yet"))
+    Err(Error::new(
+        "mounting root filesystems is not implemented yet",
+    ))
 }
 
 /// Unmount a container's root filesystem (lazily if busy); idempotent.

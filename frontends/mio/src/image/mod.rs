@@ -1,0 +1,458 @@
+//! The ImageService's host side: the registry client, the content store,
+//! the layer unpacker, pulls and offline imports. The CRI rules (how a
+//! name finds an image, filters, untag vs delete, platform choice) are in
+//! `crisp_core::cri::images`; this module does the I/O around them.
+//!
+//! Every method here blocks (network, disk): dispatch runs them on the
+//! worker pool, never on the event loop.
+
+pub mod import;
+mod oci;
+mod pull;
+pub mod registry;
+pub mod store;
+
+/// The unpacker lives in crispd's library target so that fuzz targets
+/// can reach it (`crispd::image::unpack::fuzz_unpack`).
+pub use crispd::image::unpack;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crisp_core::cri::images::{self as rules, ImageUser, Platform};
+use crisp_core::cri::reference::Digest;
+use crisp_core::grpc::{Code, Status};
+use crisp_proto::cri;
+
+use crate::config::Config;
+use registry::{ErrorKind, Registries, RegistryError};
+use store::{ImageRecord, Store};
+
+/// Why an image operation failed; becomes the call's gRPC status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl ImageError {
+    fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Self::new(Code::InvalidArgument, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(Code::NotFound, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(Code::Unavailable, m)
+    }
+    /// Content that fails verification or is unsafe.
+    pub fn corrupt(m: impl Into<String>) -> Self {
+        Self::new(Code::DataLoss, m)
+    }
+    pub fn unsupported(m: impl Into<String>) -> Self {
+        Self::new(Code::FailedPrecondition, m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(Code::Internal, m)
+    }
+    /// A local disk operation failed.
+    pub fn local(what: &str, e: std::io::Error) -> Self {
+        Self::new(Code::Internal, format!("cannot {what}: {e}"))
+    }
+    pub fn to_status(&self) -> Status {
+        Status::new(self.code, self.message.clone())
+    }
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<RegistryError> for ImageError {
+    fn from(e: RegistryError) -> Self {
+        let code = match e.kind {
+            ErrorKind::Unreachable => Code::Unavailable,
+            ErrorKind::Unauthorized => Code::Unauthenticated,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Protocol => Code::FailedPrecondition,
+        };
+        Self::new(code, e.message)
+    }
+}
+
+type PullResult = Result<String, ImageError>;
+
+/// Work that concurrent callers share: the first caller of a key runs
+/// it, later ones wait for its result.
+#[derive(Default)]
+struct Flights {
+    map: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<PullResult>>,
+    done: Condvar,
+    /// Callers waiting for the leader (for tests and logs).
+    waiters: std::sync::atomic::AtomicUsize,
+}
+
+impl Flights {
+    fn run(&self, key: &str, work: impl FnOnce() -> PullResult) -> PullResult {
+        let (flight, leader) = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(key) {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    map.insert(key.to_owned(), Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if !leader {
+            tracing::debug!(key, "waiting for the same work in progress");
+            flight.waiters.fetch_add(1, Ordering::SeqCst);
+            let mut result = flight.result.lock().unwrap_or_else(|p| p.into_inner());
+            while result.is_none() {
+                result = flight.done.wait(result).unwrap_or_else(|p| p.into_inner());
+            }
+            return result.clone().expect("set before notify");
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+            .unwrap_or_else(|_| Err(ImageError::internal(format!("{key}: crispd bug: panicked"))));
+        *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+        flight.done.notify_all();
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        result
+    }
+}
+
+/// Decides whether an image may be deleted: `Some(who)` names the
+/// container that still uses it. Containers come later; until then no
+/// image is in use.
+pub type InUse = Box<dyn Fn(&ImageRecord) -> Option<String> + Send + Sync>;
+
+pub struct ImageService {
+    store: Store,
+    registries: Registries,
+    flights: Flights,
+    platform: Platform,
+    /// A GC was skipped because a pull or import was running.
+    gc_deferred: AtomicBool,
+    in_use: InUse,
+}
+
+impl ImageService {
+    /// Open the store under `<state_dir>/images` and clean up after any
+    /// crash (temporaries, unreferenced content).
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let root = config.state_dir.join("images");
+        let store = Store::open(&root)
+            .map_err(|e| format!("cannot open the image store {}: {e}", root.display()))?;
+        let registries = Registries::new(&config.images)?;
+        let svc = Self {
+            store,
+            registries,
+            flights: Flights::default(),
+            platform: Platform::from_rust(std::env::consts::OS, std::env::consts::ARCH),
+            gc_deferred: AtomicBool::new(false),
+            in_use: Box::new(|_| None),
+        };
+        svc.collect_garbage();
+        Ok(svc)
+    }
+
+    /// Install the check RemoveImage asks before deleting an image.
+    #[allow(dead_code)] // for the container side, which comes later
+    pub fn set_in_use(&mut self, check: InUse) {
+        self.in_use = check;
+    }
+
+    fn collect_garbage(&self) {
+        match self.store.gc() {
+            Ok(Some(_)) => self.gc_deferred.store(false, Ordering::Relaxed),
+            Ok(None) => self.gc_deferred.store(true, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "image garbage collection failed"),
+        }
+    }
+
+    fn collect_deferred_garbage(&self) {
+        if self.gc_deferred.load(Ordering::Relaxed) {
+            self.collect_garbage();
+        }
+    }
+
+    fn records(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        self.store
+            .records()
+            .map_err(|e| ImageError::local("read the image records", e))
+    }
+
+    /// ListImages: every image, or those the filter selects.
+    pub fn list(&self, filter: &str) -> Result<Vec<cri::Image>, ImageError> {
+        let records = self.records()?;
+        let names: Vec<_> = records.iter().map(ImageRecord::names).collect();
+        Ok(rules::filter(&names, filter)
+            .into_iter()
+            .map(|i| to_cri(&records[i]))
+            .collect())
+    }
+
+    /// ImageStatus: the image `query` names, if any, with verbose info.
+    pub fn status(
+        &self,
+        query: &str,
+        verbose: bool,
+    ) -> Result<(Option<cri::Image>, HashMap<String, String>), ImageError> {
+        let records = self.records()?;
+        let names: Vec<_> = records.iter().map(ImageRecord::names).collect();
+        let Some(i) = rules::find(&names, query) else {
+            return Ok((None, HashMap::new()));
+        };
+        let record = &records[i];
+        let mut info = HashMap::new();
+        if verbose {
+            info.insert("info".to_owned(), self.verbose_info(record).to_string());
+        }
+        Ok((Some(to_cri(record)), info))
+    }
+
+    fn verbose_info(&self, r: &ImageRecord) -> serde_json::Value {
+        let config = Digest::parse(&r.id)
+            .ok()
+            .and_then(|d| self.store.read_blob(&d).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let layers: Vec<serde_json::Value> = r
+            .layers
+            .iter()
+            .map(|l| {
+                let path = Digest::parse(&l.diff_id)
+                    .map(|d| self.store.layer_path(&d).display().to_string())
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "digest": l.digest,
+                    "diffID": l.diff_id,
+                    "size": l.size,
+                    "mediaType": l.media_type,
+                    "path": path,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": r.id,
+            "repoTags": r.repo_tags,
+            "repoDigests": r.repo_digests,
+            "size": r.size,
+            "platform": r.platform,
+            "manifestDigest": r.manifest_digest,
+            "indexDigest": r.index_digest,
+            "created": r.created,
+            "source": r.source,
+            "layers": layers,
+            "imageSpec": config,
+        })
+    }
+
+    /// RemoveImage: untag or delete (idempotent), then collect garbage.
+    pub fn remove(&self, query: &str) -> Result<(), ImageError> {
+        let done = self
+            .store
+            .remove(query, &*self.in_use)
+            .map_err(|e| ImageError::local("update the image records", e))?;
+        match done {
+            Err(user) => Err(ImageError::unsupported(format!(
+                "image {query} is in use by {user}"
+            ))),
+            Ok(rules::Removal::NotFound) => Ok(()),
+            Ok(rules::Removal::Untag { tag, .. }) => {
+                tracing::info!(tag = %tag, "untagged image");
+                Ok(())
+            }
+            Ok(rules::Removal::Delete { .. }) => {
+                tracing::info!(image = query, "removed image");
+                self.collect_garbage();
+                Ok(())
+            }
+        }
+    }
+
+    /// ImageFsInfo: what the store uses on its filesystem.
+    pub fn fs_info(&self) -> Result<cri::ImageFsInfoResponse, ImageError> {
+        let (bytes, inodes) = self
+            .store
+            .usage()
+            .map_err(|e| ImageError::local("measure the image store", e))?;
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let usage = cri::FilesystemUsage {
+            timestamp,
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: self.store.root().display().to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        };
+        Ok(cri::ImageFsInfoResponse {
+            image_filesystems: vec![usage],
+            container_filesystems: Vec::new(),
+        })
+    }
+}
+
+/// The CRI view of a record.
+fn to_cri(r: &ImageRecord) -> cri::Image {
+    let (uid, username) = match rules::parse_user(&r.user) {
+        ImageUser::Unset => (None, String::new()),
+        ImageUser::Uid(u) => (Some(cri::Int64Value { value: u }), String::new()),
+        ImageUser::Name(n) => (None, n),
+    };
+    cri::Image {
+        id: r.id.clone(),
+        repo_tags: r.repo_tags.clone(),
+        repo_digests: r.repo_digests.clone(),
+        size: r.size,
+        uid,
+        username,
+        spec: Some(cri::ImageSpec {
+            image: r.id.clone(),
+            ..cri::ImageSpec::default()
+        }),
+        pinned: false,
+    }
+}
+
+/// `crispd images`: a table like `crictl images`.
+pub fn print_table(records: &[ImageRecord], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut rows = vec![(
+        "IMAGE".to_string(),
+        "TAG".to_string(),
+        "IMAGE ID".to_string(),
+        "SIZE".to_string(),
+    )];
+    for r in records {
+        let short = r.id.split_once(':').map_or(r.id.as_str(), |(_, h)| h);
+        let short = short.get(..13).unwrap_or(short).to_string();
+        let size = human_size(r.size);
+        let mut named = false;
+        for t in &r.repo_tags {
+            if let Some((repo, tag)) = t.rsplit_once(':') {
+                rows.push((repo.to_owned(), tag.to_owned(), short.clone(), size.clone()));
+                named = true;
+            }
+        }
+        if !named {
+            for d in &r.repo_digests {
+                let repo = d.split_once('@').map_or(d.as_str(), |(r, _)| r);
+                rows.push((
+                    repo.to_owned(),
+                    "<none>".into(),
+                    short.clone(),
+                    size.clone(),
+                ));
+            }
+        }
+    }
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let w2 = rows.iter().map(|r| r.2.len()).max().unwrap_or(0);
+    for (a, b, c, d) in rows {
+        writeln!(out, "{a:w0$}   {b:w1$}   {c:w2$}   {d}")?;
+    }
+    Ok(())
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        return format!("{n}B");
+    }
+    let s = format!("{v:.3}");
+    format!(
+        "{}{}",
+        s.trim_end_matches('0').trim_end_matches('.'),
+        UNITS[u]
+    )
+}
+
+/// Import from the command line (`crispd import`): works whether or not
+/// a crispd is running on the same state directory.
+pub fn import_cli(
+    config: &Config,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<Vec<import::Imported>, String> {
+    let svc = ImageService::new(config)?;
+    svc.import(path, name).map_err(|e| e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_000), "1kB");
+        assert_eq!(human_size(2_156_000), "2.156MB");
+        assert_eq!(human_size(4_500_000_000), "4.5GB");
+    }
+
+    #[test]
+    fn flights_share_one_run() {
+        let flights = Arc::new(Flights::default());
+        let leader = {
+            let flights = Arc::clone(&flights);
+            std::thread::spawn(move || {
+                flights.run("k", || {
+                    // Finish only once the second caller waits on us.
+                    loop {
+                        let waiting = flights
+                            .map
+                            .lock()
+                            .unwrap()
+                            .get("k")
+                            .map(|f| f.waiters.load(Ordering::SeqCst))
+                            .unwrap_or(0);
+                        if waiting == 1 {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                    Ok("from-leader".into())
+                })
+            })
+        };
+        while !flights.map.lock().unwrap().contains_key("k") {
+            std::thread::yield_now();
+        }
+        let follower = flights.run("k", || Ok("from-follower".into()));
+        assert_eq!(follower.unwrap(), "from-leader");
+        assert_eq!(leader.join().unwrap().unwrap(), "from-leader");
+        // Done flights are forgotten: the next caller runs again.
+        assert_eq!(flights.run("k", || Ok("again".into())).unwrap(), "again");
+    }
+}

@@ -1,0 +1,7 @@
+//! crispd's library target: the parts of the daemon that other crates
+//! (fuzz targets, benchmarks) reach. The daemon itself is `main.rs`.
+
+pub mod image {
+    /// See `image/unpack.rs`.
+    pub mod unpack;
+}
