@@ -71,3 +71,30 @@ fn last_stream_id_never_grows() {
         .collect();
     assert_eq!(lasts, [1, 1], "RFC 9113 §6.8: the last stream id may not grow");
 }
+
+#[test]
+fn frames_on_streams_ignored_after_goaway_are_discarded() {
+    let now = Instant::now();
+    let mut encoder = Encoder::new();
+    let mut conn = server_past_goaway(&mut encoder, now);
+    // The client sent these before it saw our GOAWAY: DATA and trailers on
+    // the ignored stream 3. RFC 9113 §6.8: they may be discarded (DATA
+    // still counts toward connection flow control); stream 1 goes on.
+    let mut input = BytesMut::new();
+    frame::Data::new(3, Bytes::from_static(b"\0\0\0\0\0"), false).encode(&mut input);
+    frame::RstStream::new(3, ErrorCode::CANCEL).encode(&mut input);
+    frame::Data::new(1, Bytes::from_static(b"\0\0\0\0\0"), true).encode(&mut input);
+    conn.recv(&input, now).expect("no connection error");
+    let goaways = frames(&mut conn)
+        .into_iter()
+        .filter(|f| matches!(f, Frame::GoAway(g) if g.code != ErrorCode::NO_ERROR))
+        .count();
+    assert_eq!(goaways, 0);
+    let mut data_on_1 = false;
+    while let Some(ev) = conn.poll_event() {
+        if let crisp_core::h2::Event::Data { stream_id: 1, .. } = ev {
+            data_on_1 = true;
+        }
+    }
+    assert!(data_on_1, "stream 1 still served");
+}

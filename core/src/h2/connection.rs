@@ -977,7 +977,9 @@ impl Connection {
         self.max_remote_id = id;
         if self.goaway_sent.is_some_and(|last| id > last) {
             // After our GOAWAY new streams are ignored; the client retries
-            // them elsewhere.
+            // them elsewhere. Frames the client sent on it before seeing our
+            // GOAWAY are discarded, as on a stream we reset (§6.8).
+            self.closed.insert(id, Closed::LocalReset);
             self.scratch = headers;
             return Ok(());
         }
