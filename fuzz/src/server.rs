@@ -621,7 +621,10 @@ impl Harness {
 /// `server_bytes`: `[seed: 2 bytes]` then the bytes the client sends after
 /// the preface magic, delivered in seed-chosen chunks with the clock
 /// advancing between them (mostly by milliseconds, sometimes by seconds so
-/// deadlines and the SETTINGS timeout fire).
+/// deadlines and the SETTINGS timeout fire). Unless the top bit of the
+/// first seed byte is set, an empty SETTINGS completes the preface before
+/// the input, so that mutations of the input's first frame do not all end
+/// in "first frame is not SETTINGS".
 pub fn server_bytes(data: &[u8]) {
     let [a, b, input @ ..] = data else {
         return;
@@ -629,6 +632,11 @@ pub fn server_bytes(data: &[u8]) {
     let mut rng = Rng::new(u64::from(*a) << 8 | u64::from(*b));
     let mut h = Harness::new(ServerConfig::default());
     h.preface();
+    if a & 0x80 == 0 {
+        let mut settings = BytesMut::new();
+        frame::Settings::default().encode(&mut settings);
+        h.feed(&settings);
+    }
     for chunk in chunks(input, &mut rng) {
         h.feed(chunk);
         match rng.below(16) {
