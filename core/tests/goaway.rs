@@ -69,7 +69,11 @@ fn last_stream_id_never_grows() {
             _ => None,
         })
         .collect();
-    assert_eq!(lasts, [1, 1], "RFC 9113 §6.8: the last stream id may not grow");
+    assert_eq!(
+        lasts,
+        [1, 1],
+        "RFC 9113 §6.8: the last stream id may not grow"
+    );
 }
 
 #[test]
