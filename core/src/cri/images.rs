@@ -139,8 +139,8 @@ pub fn plan_removal(images: &[ImageNames], query: &str) -> Removal {
     if let Ok(AnyReference::Named(r)) = AnyReference::parse(query.trim()) {
         if r.digest().is_none() {
             let tag = r.to_string();
-            let names = &images[image];
-            if names.repo_tags.contains(&tag) && names.repo_tags.len() > 1 {
+            let tags = images.get(image).map_or(&[][..], |n| &n.repo_tags[..]);
+            if tags.contains(&tag) && tags.len() > 1 {
                 return Removal::Untag { image, tag };
             }
         }

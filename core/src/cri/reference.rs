@@ -488,44 +488,29 @@ fn is_port(s: &str) -> bool {
 
 fn is_domain_component(s: &str) -> bool {
     let b = s.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
+    b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
 }
 
 /// `[a-z0-9]+ (separator [a-z0-9]+)*`, separator `.`, `_`, `__` or `-`+.
 fn is_path_component(s: &str) -> bool {
     let b = s.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !b.first().is_some_and(alnum) || !b.last().is_some_and(alnum) {
         return false;
     }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &b[start..i];
-        let ok = matches!(sep, b"." | b"_" | b"__") || sep.iter().all(|&c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
+    // Between the alphanumeric runs, every separator must be allowed.
+    b.split(alnum)
+        .filter(|sep| !sep.is_empty())
+        .all(|sep| matches!(sep, b"." | b"_" | b"__") || sep.iter().all(|&c| c == b'-'))
 }
 
 fn is_tag(s: &str) -> bool {
     let b = s.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    !b.is_empty()
-        && b.len() <= MAX_TAG_LEN
-        && word(b[0])
+    b.len() <= MAX_TAG_LEN
+        && b.first().is_some_and(|&c| word(c))
         && b.iter().all(|&c| word(c) || c == b'.' || c == b'-')
 }
 
@@ -533,7 +518,8 @@ fn is_tag(s: &str) -> bool {
 fn is_digest_algorithm(s: &str) -> bool {
     s.split(['-', '_', '+', '.']).all(|part| {
         let b = part.as_bytes();
-        !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(|c| c.is_ascii_alphanumeric())
+        b.first().is_some_and(u8::is_ascii_alphabetic)
+            && b.iter().all(|c| c.is_ascii_alphanumeric())
     })
 }
 

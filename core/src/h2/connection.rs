@@ -1315,8 +1315,10 @@ impl Connection {
         if self.phase == Phase::Failed {
             return;
         }
+        // Streams above an earlier GOAWAY's last id were ignored, so that id
+        // still holds; it may never grow (RFC 9113 §6.8).
         self.write_frame(frame::GoAway {
-            last_stream_id: self.max_remote_id,
+            last_stream_id: self.goaway_sent.unwrap_or(self.max_remote_id),
             code: e.code,
             debug_data: Bytes::from_static(e.reason.as_bytes()),
         });

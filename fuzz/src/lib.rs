@@ -1,0 +1,34 @@
+//! Fuzz targets for crisp-core and crisp-proto.
+//!
+//! Each target is a plain function over bytes so that the libFuzzer
+//! binaries in `fuzz_targets/` and the corpus replay test in
+//! `tests/replay.rs` run exactly the same code. A target returns normally
+//! when the input is fine (or uninteresting) and panics when it finds a
+//! crash or a wrong result in the code under test.
+
+mod cri;
+mod deframer;
+mod frames;
+mod hpack;
+mod server;
+pub mod util;
+
+pub use cri::cri_decode;
+pub use deframer::grpc_deframer;
+pub use frames::frame_decoder;
+pub use hpack::{hpack_decoder, hpack_differential};
+pub use server::{server_bytes, server_frames, server_frames_input, server_frames_stats, Stats};
+
+/// A fuzz target: panics when it finds a bug.
+pub type Target = fn(&[u8]);
+
+/// Every target, by name, for the replay test and the seed generator.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("frame_decoder", frame_decoder),
+    ("hpack_decoder", hpack_decoder),
+    ("hpack_differential", hpack_differential),
+    ("grpc_deframer", grpc_deframer),
+    ("server_bytes", server_bytes),
+    ("server_frames", server_frames),
+    ("cri_decode", cri_decode),
+];
