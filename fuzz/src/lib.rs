@@ -1,4 +1,4 @@
-//! Fuzz targets for crisp-core and crisp-proto.
+//! Fuzz targets for crisp-core, crisp-proto and crispd's layer unpacker.
 //!
 //! Each target is a plain function over bytes so that the libFuzzer
 //! binaries in `fuzz_targets/` and the corpus replay test in
@@ -10,14 +10,18 @@ mod cri;
 mod deframer;
 mod frames;
 mod hpack;
+mod lifecycle;
 mod server;
+mod unpack;
 pub mod util;
 
 pub use cri::cri_decode;
 pub use deframer::grpc_deframer;
 pub use frames::frame_decoder;
 pub use hpack::{hpack_decoder, hpack_differential};
+pub use lifecycle::cri_lifecycle;
 pub use server::{server_bytes, server_frames, server_frames_input, server_frames_stats, Stats};
+pub use unpack::image_unpack;
 
 /// A fuzz target: panics when it finds a bug.
 pub type Target = fn(&[u8]);
@@ -31,4 +35,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("server_bytes", server_bytes),
     ("server_frames", server_frames),
     ("cri_decode", cri_decode),
+    ("cri_lifecycle", cri_lifecycle),
+    ("image_unpack", image_unpack),
 ];
