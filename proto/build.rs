@@ -25,6 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     prost_build::Config::new()
         .enable_type_names()
+        // Off unless the `serde` feature is on (only the benchmarks turn it
+        // on, to compare prost with serde_json on the same types).
+        .type_attribute(
+            ".",
+            "#[cfg_attr(feature = \"serde\", derive(serde::Serialize, serde::Deserialize))]",
+        )
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }
