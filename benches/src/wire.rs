@@ -112,6 +112,9 @@ pub struct RawH2 {
     end: usize,
     next_stream: u32,
     req: Vec<u8>,
+    /// Busy-poll: the socket is non-blocking and reads spin until data
+    /// arrives, so this side never sleeps in the kernel.
+    spin: bool,
     /// Bytes read for the last answer (frames up to and including its
     /// trailers, plus any connection frames in between).
     pub last_response_bytes: usize,
@@ -131,13 +134,33 @@ impl RawH2 {
             end: 0,
             next_stream: 1,
             req: request_frames(1),
+            spin: false,
             last_response_bytes: 0,
         })
     }
 
+    /// Switch to busy-polling reads (see [`RawH2::spin`]).
+    pub fn set_spin(&mut self, spin: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(spin)?;
+        self.spin = spin;
+        Ok(())
+    }
+
+    fn write_all(&mut self, mut b: &[u8]) -> io::Result<()> {
+        while !b.is_empty() {
+            match self.sock.write(b) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => b = &b[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Send the preface; the server's SETTINGS are acknowledged as they come.
     pub fn handshake(&mut self) -> io::Result<()> {
-        self.sock.write_all(&client_preface())
+        self.write_all(&client_preface())
     }
 
     fn fill(&mut self) -> io::Result<usize> {
@@ -149,7 +172,14 @@ impl RawH2 {
             self.end -= self.start;
             self.start = 0;
         }
-        let n = self.sock.read(&mut self.buf[self.end..])?;
+        let n = loop {
+            match self.sock.read(&mut self.buf[self.end..]) {
+                Err(e) if self.spin && e.kind() == io::ErrorKind::WouldBlock => {
+                    std::hint::spin_loop()
+                }
+                r => break r?,
+            }
+        };
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -188,7 +218,10 @@ impl RawH2 {
         self.req[5..9].copy_from_slice(&s.to_be_bytes());
         let data_at = 9 + (u32::from_be_bytes([0, self.req[0], self.req[1], self.req[2]]) as usize);
         self.req[data_at + 5..data_at + 9].copy_from_slice(&s.to_be_bytes());
-        self.sock.write_all(&self.req)?;
+        let req = std::mem::take(&mut self.req);
+        let w = self.write_all(&req);
+        self.req = req;
+        w?;
         let mut got = 0usize;
         let mut trailers = Vec::new();
         loop {
@@ -198,13 +231,13 @@ impl RawH2 {
                 SETTINGS if flags & ACK == 0 => {
                     let mut ack = Vec::new();
                     frame_head(&mut ack, 0, SETTINGS, ACK, 0);
-                    self.sock.write_all(&ack)?;
+                    self.write_all(&ack)?;
                 }
                 PING if flags & ACK == 0 => {
                     let mut pong = Vec::new();
                     frame_head(&mut pong, 8, PING, ACK, 0);
                     pong.extend_from_slice(&self.buf[p..e]);
-                    self.sock.write_all(&pong)?;
+                    self.write_all(&pong)?;
                 }
                 GOAWAY => return Err(proto_err("GOAWAY from server")),
                 RST_STREAM if stream == s => return Err(proto_err("RST_STREAM from server")),
@@ -233,7 +266,10 @@ impl RawH2 {
 
     /// Floor mode: send the same request bytes, read exactly `n` bytes back.
     pub fn ping_pong(&mut self, n: usize) -> io::Result<()> {
-        self.sock.write_all(&self.req)?;
+        let req = std::mem::take(&mut self.req);
+        let w = self.write_all(&req);
+        self.req = req;
+        w?;
         let mut need = n;
         while need > 0 {
             if self.start == self.end {

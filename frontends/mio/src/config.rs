@@ -38,6 +38,7 @@ pub struct Config {
     pub cni_bin_dir: PathBuf,
     pub log: LogConfig,
     pub grpc: GrpcConfig,
+    pub event_loop: EventLoopConfig,
     pub access: AccessConfig,
     pub images: ImagesConfig,
 }
@@ -66,6 +67,30 @@ pub struct GrpcConfig {
     /// Concurrent calls per connection.
     pub max_concurrent_streams: u32,
 }
+
+/// How the event loop waits for work.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventLoopConfig {
+    /// After handling events, keep polling without sleeping for up to this
+    /// many microseconds before blocking in `poll`. Waking a sleeping
+    /// thread costs tens of microseconds on some VMs, far more than a
+    /// unary call; a short spin answers a caller's next request without
+    /// that cost, at the price of up to this much CPU after each burst of
+    /// work. 0 never spins. An idle crispd never spins.
+    pub spin_us: u64,
+}
+
+impl Default for EventLoopConfig {
+    fn default() -> Self {
+        Self {
+            spin_us: DEFAULT_SPIN_US,
+        }
+    }
+}
+
+/// See [`EventLoopConfig::spin_us`]; chosen from scripts/bench (BENCHMARKS.md).
+pub const DEFAULT_SPIN_US: u64 = 0;
 
 /// Who may call what. Root may always call everything; other callers need
 /// a rule. Methods are named by rpc name ("Version"), full path
@@ -150,6 +175,7 @@ impl Default for Config {
             cni_bin_dir: "/opt/cni/bin".into(),
             log: LogConfig::default(),
             grpc: GrpcConfig::default(),
+            event_loop: EventLoopConfig::default(),
             access: AccessConfig {
                 rules: Vec::new(),
                 tcp_methods: vec!["read-only".into()],

@@ -148,11 +148,9 @@ impl Daemon {
         let mut events = Events::with_capacity(1024);
         let mut read_buf = vec![0u8; READ_BUF];
         let mut touched = Vec::new();
+        let spin = Duration::from_micros(self.config.event_loop.spin_us);
         loop {
-            let timeout = self
-                .next_wake()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.wait(&mut events, spin) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -222,6 +220,29 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Wait for events: first poll without sleeping for up to `spin` (see
+    /// `event_loop.spin_us`), stopping early at the next timer, then block
+    /// until an event or the next timer.
+    fn wait(&mut self, events: &mut Events, spin: Duration) -> io::Result<()> {
+        let next = self.next_wake();
+        if !spin.is_zero() {
+            let start = Instant::now();
+            loop {
+                self.poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if now.duration_since(start) >= spin || next.is_some_and(|at| at <= now) {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+        self.poll.poll(events, timeout)
     }
 
     fn next_wake(&self) -> Option<Instant> {
