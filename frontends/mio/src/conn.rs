@@ -123,6 +123,13 @@ impl Conn {
                     }
                     self.process(ctx, now);
                     self.fill_output();
+                    // A short read drained the socket: with epoll's edge
+                    // triggering, data (or EOF) arriving later raises a new
+                    // event, so the read that would only say WouldBlock is
+                    // a wasted syscall on every call (tokio does the same).
+                    if n < ctx.read_buf.len() {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
