@@ -4,13 +4,15 @@
 //!
 //! A counting global allocator counts allocations per unary call. With
 //! CRISP_BENCH_OUT=DIR, the counts and the frame streams' sizes go to
-//! DIR/framing.json for scripts/bench. With CRISP_ALLOC_TRACE=1, the
-//! backtrace of every allocation of one steady-state call is printed.
+//! DIR/framing.json for scripts/bench, and the call site of every
+//! allocation of one steady-state call (a backtrace per allocation, crisp's
+//! frames kept) to DIR/alloc_trace.txt.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -26,6 +28,7 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static TRACE: AtomicBool = AtomicBool::new(false);
+static TRACED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 thread_local! {
     static IN_TRACE: Cell<bool> = const { Cell::new(false) };
 }
@@ -37,7 +40,8 @@ fn on_alloc(size: usize) {
             if !t.get() {
                 t.set(true);
                 let bt = std::backtrace::Backtrace::force_capture();
-                eprintln!("--- allocation of {size} bytes\n{}", crisp_frames(&bt));
+                let site = format!("allocation of {size} bytes\n{}", crisp_frames(&bt));
+                TRACED.lock().unwrap().push(site);
                 t.set(false);
             }
         });
@@ -327,11 +331,14 @@ fn unary(c: &mut Criterion, out: &mut Vec<String>) {
         ));
     }
     g.finish();
-    if std::env::var_os("CRISP_ALLOC_TRACE").is_some() {
+    if let Some(dir) = std::env::var_os("CRISP_BENCH_OUT") {
         let mut p = Pair::new();
         TRACE.store(true, Ordering::Relaxed);
         p.call(false);
         TRACE.store(false, Ordering::Relaxed);
+        let sites = std::mem::take(&mut *TRACED.lock().unwrap());
+        let path = std::path::Path::new(&dir).join("alloc_trace.txt");
+        std::fs::write(path, sites.join("\n\n") + "\n").unwrap();
     }
 }
 

@@ -16,6 +16,10 @@
 //!       StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox);
 //!       prints one JSON line of per-step medians in ms, or
 //!       {"unimplemented": "RunPodSandbox"}.
+//!   bench-client lifecycle-hold SOCKET ITERS IMAGE
+//!       the same, then one more pod and container (not timed) left running
+//!       after printing "ready" until stdin closes (to measure the runtime's
+//!       memory with a container running), then removed.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -81,6 +85,7 @@ fn hold(socket: &Path, n: usize) -> std::io::Result<()> {
         conns.push(c);
     }
     println!("ready {}", conns.len());
+    std::io::Write::flush(&mut std::io::stdout())?;
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     Ok(())
@@ -88,7 +93,7 @@ fn hold(socket: &Path, n: usize) -> std::io::Result<()> {
 
 const RS: &str = "/runtime.v1.RuntimeService/";
 
-fn lifecycle(socket: &Path, iters: usize, image: &str) -> std::io::Result<bool> {
+fn lifecycle(socket: &Path, iters: usize, image: &str, keep: bool) -> std::io::Result<bool> {
     let mut c = CoreClient::connect(socket)?;
     let steps = [
         "RunPodSandbox",
@@ -105,7 +110,8 @@ fn lifecycle(socket: &Path, iters: usize, image: &str) -> std::io::Result<bool> 
     };
     let log_dir = std::env::temp_dir().join("crisp-bench-logs");
     std::fs::create_dir_all(&log_dir)?;
-    for i in 0..iters {
+    for i in 0..iters + usize::from(keep) {
+        let measured = i < iters;
         let pod = cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: format!("bench-pod-{i}"),
@@ -129,10 +135,12 @@ fn lifecycle(socket: &Path, iters: usize, image: &str) -> std::io::Result<bool> 
             ..Default::default()
         };
         let mut timed = |step: &'static str, t: Instant| {
-            times
-                .entry(step)
-                .or_default()
-                .push(t.elapsed().as_secs_f64() * 1e3)
+            if measured {
+                times
+                    .entry(step)
+                    .or_default()
+                    .push(t.elapsed().as_secs_f64() * 1e3)
+            }
         };
         let t = Instant::now();
         let r: Result<cri::RunPodSandboxResponse, _> = c.unary(
@@ -186,6 +194,12 @@ fn lifecycle(socket: &Path, iters: usize, image: &str) -> std::io::Result<bool> 
             )?
             .map_err(|s| fail("StartContainer", s))?;
         timed("StartContainer", t);
+        if !measured {
+            println!("ready");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        }
         let t = Instant::now();
         let _: cri::StopContainerResponse = c
             .unary(
@@ -248,7 +262,10 @@ fn main() -> ExitCode {
         ["req-body", path] => std::fs::write(path, wire::version_request_body()),
         ["hold", sock, n] => hold(Path::new(sock), num(n)),
         ["lifecycle", sock, iters, image] => {
-            lifecycle(Path::new(sock), num(iters), image).map(|_| ())
+            lifecycle(Path::new(sock), num(iters), image, false).map(|_| ())
+        }
+        ["lifecycle-hold", sock, iters, image] => {
+            lifecycle(Path::new(sock), num(iters), image, true).map(|_| ())
         }
         _ => {
             eprintln!("usage: see the comment at the top of benches/src/bin/bench-client.rs");
