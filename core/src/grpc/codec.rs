@@ -102,7 +102,7 @@ struct Header {
 pub struct Deframer {
     max_message_size: usize,
     /// Pushed chunks not yet examined, each non-empty.
-    queue: VecDeque<Bytes>,
+    queue: Chunks,
     /// Total bytes in `queue`.
     queued: usize,
     /// A prefix being gathered across chunks.
@@ -115,11 +115,38 @@ pub struct Deframer {
     failed: Option<DeframeError>,
 }
 
+/// A FIFO of chunks that holds the first one inline: a unary call's
+/// message usually arrives in one DATA frame, and then queueing it costs no
+/// allocation. Invariant: `head` is empty only when `rest` is.
+#[derive(Debug, Default)]
+struct Chunks {
+    head: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn push_back(&mut self, b: Bytes) {
+        if self.head.is_none() {
+            self.head = Some(b);
+        } else {
+            self.rest.push_back(b);
+        }
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Bytes> {
+        self.head.as_mut()
+    }
+
+    fn pop_front(&mut self) {
+        self.head = self.rest.pop_front();
+    }
+}
+
 impl Deframer {
     pub fn new(max_message_size: usize) -> Self {
         Deframer {
             max_message_size,
-            queue: VecDeque::new(),
+            queue: Chunks::default(),
             queued: 0,
             prefix: [0; PREFIX_LEN],
             prefix_len: 0,
@@ -243,7 +270,7 @@ impl Deframer {
         self.failed = Some(e);
         self.header = None;
         self.prefix_len = 0;
-        self.queue = VecDeque::new();
+        self.queue = Chunks::default();
         self.queued = 0;
         self.partial = BytesMut::new();
     }
