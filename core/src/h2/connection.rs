@@ -882,6 +882,9 @@ impl Connection {
     ) -> Result<(), ConnectionError> {
         let mut headers = std::mem::take(&mut self.scratch);
         headers.clear();
+        // A gRPC request has 6 to 10 fields: one allocation of this size
+        // instead of growing from 4 to 8 to 16.
+        headers.reserve(12);
         let status = self
             .decoder
             .decode(
