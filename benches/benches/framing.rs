@@ -27,6 +27,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations made inside the server's calls only (crispd's side).
+static SERVER_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static TRACE: AtomicBool = AtomicBool::new(false);
 static TRACED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 thread_local! {
@@ -220,6 +222,15 @@ fn framing(c: &mut Criterion, sizes: &mut Vec<String>) {
     }
 }
 
+/// Run `f` (a call into the server), counting its allocations as the
+/// server's.
+fn srv<T>(f: impl FnOnce() -> T) -> T {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let r = f();
+    SERVER_ALLOCS.fetch_add(ALLOCS.load(Ordering::Relaxed) - before, Ordering::Relaxed);
+    r
+}
+
 /// Client and server of one in-memory connection, past the handshake.
 struct Pair {
     c: Client,
@@ -253,11 +264,11 @@ impl Pair {
             let mut moved = false;
             while self.c.transmit_into(&mut self.buf) > 0 {}
             if !self.buf.is_empty() {
-                self.s.recv(&self.buf, self.now).unwrap();
+                srv(|| self.s.recv(&self.buf, self.now)).unwrap();
                 self.buf.clear();
                 moved = true;
             }
-            while self.s.transmit_into(&mut self.buf) > 0 {}
+            srv(|| while self.s.transmit_into(&mut self.buf) > 0 {});
             if !self.buf.is_empty() {
                 self.c.recv(&self.buf, self.now).unwrap();
                 self.buf.clear();
@@ -277,7 +288,7 @@ impl Pair {
             .unary(path, &self.req, Some(Duration::from_secs(5)), self.now)
             .unwrap();
         self.pump();
-        let Some(server::Event::Request { call, message }) = self.s.poll_event() else {
+        let Some(server::Event::Request { call, message }) = srv(|| self.s.poll_event()) else {
             panic!("no request")
         };
         if decode {
@@ -286,7 +297,7 @@ impl Pair {
         } else {
             black_box(message);
         }
-        self.s.respond(call.id, &self.resp).unwrap();
+        srv(|| self.s.respond(call.id, &self.resp)).unwrap();
         self.pump();
         let mut done = false;
         while let Some(ev) = self.c.poll_event() {
@@ -310,14 +321,19 @@ impl Pair {
     }
 }
 
-fn allocs_per_call(decode: bool) -> f64 {
+/// Allocations per call: (both sides, the server's side alone).
+fn allocs_per_call(decode: bool) -> (f64, f64) {
     let mut p = Pair::new();
     const N: u64 = 2000;
     let before = ALLOCS.load(Ordering::Relaxed);
+    let server_before = SERVER_ALLOCS.load(Ordering::Relaxed);
     for _ in 0..N {
         p.call(decode);
     }
-    (ALLOCS.load(Ordering::Relaxed) - before) as f64 / N as f64
+    (
+        (ALLOCS.load(Ordering::Relaxed) - before) as f64 / N as f64,
+        (SERVER_ALLOCS.load(Ordering::Relaxed) - server_before) as f64 / N as f64,
+    )
 }
 
 fn unary(c: &mut Criterion, out: &mut Vec<String>) {
@@ -325,10 +341,9 @@ fn unary(c: &mut Criterion, out: &mut Vec<String>) {
     for (name, decode) in [("transport", false), ("with_decode", true)] {
         let mut p = Pair::new();
         g.bench_function(name, |b| b.iter(|| p.call(decode)));
-        out.push(format!(
-            "\"allocs_per_call_{name}\": {:.2}",
-            allocs_per_call(decode)
-        ));
+        let (both, server) = allocs_per_call(decode);
+        out.push(format!("\"allocs_per_call_{name}\": {both:.2}"));
+        out.push(format!("\"server_allocs_per_call_{name}\": {server:.2}"));
     }
     g.finish();
     if let Some(dir) = std::env::var_os("CRISP_BENCH_OUT") {

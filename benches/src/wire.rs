@@ -120,13 +120,32 @@ pub struct RawH2 {
     pub last_response_bytes: usize,
 }
 
+/// Connect, retrying for up to 5 s while the server is still starting (its
+/// socket file appears at bind(), before listen()).
+pub fn connect(path: &Path) -> io::Result<UnixStream> {
+    let start = Instant::now();
+    loop {
+        match UnixStream::connect(path) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                ) && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r,
+        }
+    }
+}
+
 fn proto_err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
 impl RawH2 {
     pub fn connect(path: &Path) -> io::Result<Self> {
-        let sock = UnixStream::connect(path)?;
+        let sock = connect(path)?;
         Ok(Self {
             sock,
             buf: vec![0; 1 << 16],
@@ -314,7 +333,7 @@ pub struct CoreClient {
 
 impl CoreClient {
     pub fn connect(path: &Path) -> io::Result<Self> {
-        let sock = UnixStream::connect(path)?;
+        let sock = connect(path)?;
         sock.set_read_timeout(Some(Duration::from_secs(120)))?;
         Ok(Self {
             sock,
