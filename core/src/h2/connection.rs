@@ -239,6 +239,9 @@ struct PartialBlock {
     frames: u32,
 }
 
+/// How many emptied stream send queues a connection keeps for reuse.
+const SPARE_QUEUES: usize = 32;
+
 /// An HTTP/2 connection.
 pub struct Connection {
     role: Role,
@@ -277,6 +280,10 @@ pub struct Connection {
     local_resets: RateLimit,
     empty_frames: RateLimit,
     scratch: Vec<Header>,
+    /// Emptied send queues of closed streams, reused by new streams so a
+    /// call's frames are queued without allocating (at most
+    /// `SPARE_QUEUES`, each small).
+    spare_queues: Vec<VecDeque<Outgoing>>,
 }
 
 impl Connection {
@@ -342,6 +349,7 @@ impl Connection {
             local_resets: RateLimit::new(config.max_local_resets),
             empty_frames: RateLimit::new(config.max_empty_frames),
             scratch: Vec::new(),
+            spare_queues: Vec::new(),
             config,
         };
         if role == Role::Client {
@@ -462,12 +470,15 @@ impl Connection {
         }
         let id = self.next_local_id;
         self.next_local_id += 2;
-        let stream = Stream::new(
+        let mut stream = Stream::new(
             id,
             false,
             self.remote.initial_window_size,
             self.local.initial_window_size,
         );
+        if let Some(q) = self.spare_queues.pop() {
+            stream.queue = q;
+        }
         self.streams.insert(id, stream);
         self.local_open += 1;
         self.send_headers(id, headers, end_stream)?;
@@ -1056,6 +1067,9 @@ impl Connection {
         );
         stream.headers_received = true;
         stream.recv_closed = end_stream;
+        if let Some(q) = self.spare_queues.pop() {
+            stream.queue = q;
+        }
         self.streams.insert(id, stream);
         self.remote_open += 1;
 
@@ -1368,6 +1382,11 @@ impl Connection {
                 self.local_open -= 1;
             }
             self.closed.insert(id, how);
+            let mut q = stream.queue;
+            if q.capacity() > 0 && q.capacity() <= 16 && self.spare_queues.len() < SPARE_QUEUES {
+                q.clear();
+                self.spare_queues.push(q);
+            }
         }
     }
 
