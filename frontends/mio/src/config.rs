@@ -90,7 +90,7 @@ impl Default for EventLoopConfig {
 }
 
 /// See [`EventLoopConfig::spin_us`]; chosen from scripts/bench (BENCHMARKS.md).
-pub const DEFAULT_SPIN_US: u64 = 0;
+pub const DEFAULT_SPIN_US: u64 = 50;
 
 /// Who may call what. Root may always call everything; other callers need
 /// a rule. Methods are named by rpc name ("Version"), full path
@@ -259,6 +259,15 @@ mod tests {
         let c = Config::default();
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back.to_toml(), c.to_toml());
+    }
+
+    #[test]
+    fn event_loop_spin() {
+        let c: Config = toml::from_str("").unwrap();
+        assert_eq!(c.event_loop.spin_us, DEFAULT_SPIN_US);
+        let c: Config = toml::from_str("[event_loop]\nspin_us = 0").unwrap();
+        assert_eq!(c.event_loop.spin_us, 0);
+        assert!(toml::from_str::<Config>("[event_loop]\nspin = 1").is_err());
     }
 
     #[test]
