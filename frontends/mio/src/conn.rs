@@ -113,7 +113,11 @@ impl Conn {
 
     /// Read until the socket would block (or output backs up), feeding the
     /// core and serving what it yields.
-    pub fn on_readable(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+    ///
+    /// `read_closed`: the readiness event also reported the peer's FIN (or
+    /// an error). Then reading goes on to EOF even after a short read: that
+    /// FIN raises no further edge-triggered event.
+    pub fn on_readable(&mut self, ctx: &mut Ctx<'_>, now: Instant, read_closed: bool) {
         while !self.eof && !self.broken && self.out.len() < HIGH_WATER {
             match self.socket.read(ctx.read_buf) {
                 Ok(0) => self.eof = true,
@@ -127,7 +131,7 @@ impl Conn {
                     // triggering, data (or EOF) arriving later raises a new
                     // event, so the read that would only say WouldBlock is
                     // a wasted syscall on every call (tokio does the same).
-                    if n < ctx.read_buf.len() {
+                    if n < ctx.read_buf.len() && !read_closed {
                         break;
                     }
                 }

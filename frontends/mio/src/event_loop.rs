@@ -170,8 +170,9 @@ impl Daemon {
                                 workers: &self.workers,
                                 read_buf: &mut read_buf,
                             };
-                            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                                conn.on_readable(&mut ctx, now);
+                            let closed = event.is_read_closed() || event.is_error();
+                            if event.is_readable() || closed {
+                                conn.on_readable(&mut ctx, now, closed);
                             }
                             touched.push(id);
                         }
