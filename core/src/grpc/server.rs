@@ -126,6 +126,9 @@ pub struct Server {
     calls: HashMap<CallId, Call, std::hash::BuildHasherDefault<h2::StreamIdHasher>>,
     /// Deadlines, earliest first; entries of finished calls are skipped.
     deadlines: BinaryHeap<Reverse<(Instant, CallId)>>,
+    /// Requests that are not gRPC at all (method, content-type, te): their
+    /// body is read and dropped, and the HTTP error answers once it ends.
+    refused: HashMap<CallId, Reject, std::hash::BuildHasherDefault<h2::StreamIdHasher>>,
     events: std::collections::VecDeque<Event>,
     buf: BytesMut,
 }
@@ -137,6 +140,7 @@ impl Server {
             config,
             calls: HashMap::default(),
             deadlines: BinaryHeap::new(),
+            refused: HashMap::default(),
             events: std::collections::VecDeque::new(),
             buf: BytesMut::new(),
         }
@@ -303,6 +307,7 @@ impl Server {
                 } => self.on_data(stream_id, data, end_stream),
                 h2::Event::Trailers { stream_id, .. } => self.on_end(stream_id),
                 h2::Event::StreamReset { stream_id, .. } => {
+                    self.refused.remove(&stream_id);
                     if let Some(call) = self.calls.remove(&stream_id) {
                         if call.announced {
                             self.events.push_back(Event::Cancelled {
@@ -368,6 +373,15 @@ impl Server {
                 self.calls.insert(id, call);
                 if end_stream {
                     self.on_end(id);
+                }
+            }
+            Err(reject) if reject.http_status != "200" => {
+                // Not a gRPC request: answer as an HTTP server would, after
+                // the whole request, with a body saying what was wrong.
+                if end_stream {
+                    self.answer_refused(id, reject);
+                } else {
+                    self.refused.insert(id, reject);
                 }
             }
             Err(reject) => {
@@ -457,6 +471,9 @@ impl Server {
 
     fn on_data(&mut self, id: CallId, data: Bytes, end_stream: bool) {
         let Some(call) = self.calls.get_mut(&id) else {
+            if end_stream {
+                self.on_end(id);
+            }
             return;
         };
         call.deframer.push(data);
@@ -503,6 +520,9 @@ impl Server {
 
     /// The client finished sending.
     fn on_end(&mut self, id: CallId) {
+        if let Some(reject) = self.refused.remove(&id) {
+            return self.answer_refused(id, reject);
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -529,6 +549,22 @@ impl Server {
                 message,
             });
         }
+    }
+
+    /// Answer a request that is not gRPC: its HTTP status, and the reason
+    /// both as `grpc-status`/`grpc-message` and as a plain-text body.
+    fn answer_refused(&mut self, id: CallId, reject: Reject) {
+        let mut block = vec![
+            Header::new(
+                Bytes::from_static(b":status"),
+                Bytes::from_static(reject.http_status.as_bytes()),
+            ),
+            Header::from_static("content-type", "text/plain; charset=utf-8"),
+        ];
+        block.extend(status_headers(&reject.status));
+        let body = Bytes::from(format!("crispd serves gRPC: {}\n", reject.status.message));
+        let _ = self.conn.send_headers(id, block, false);
+        let _ = self.conn.send_data(id, body, true);
     }
 
     /// The request stream was bad: answer with `status`, tell the
