@@ -26,5 +26,7 @@ pub struct SpecInput<'a> {
 /// Build the OCI spec for a container.
 pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec, Error> {
     let _ = input;
-    Err(Error::new("building container specs is not implemented yet"))
+    Err(Error::new(
+        "building container specs is not implemented yet",
+    ))
 }
