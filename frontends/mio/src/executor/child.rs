@@ -37,6 +37,8 @@ pub(crate) struct RootfsPlan {
     /// After pivot_root, when the spec asks for `rshared`.
     pub shared_after_pivot: bool,
     pub mounts: Vec<MountPlan>,
+    /// Directories the device nodes go in (e.g. /dev/net), outermost first.
+    pub device_dirs: Vec<CString>,
     pub devices: Vec<DevicePlan>,
     /// (target, link path under root).
     pub symlinks: Vec<(CString, CString)>,
@@ -699,6 +701,11 @@ unsafe fn setup_rootfs(plan: &Plan, r: &RootfsPlan) {
             }
         }
 
+        for d in &r.device_dirs {
+            if libc::mkdir(d.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
+                fail(plan, Step::Mkdir, bytes(d));
+            }
+        }
         for d in &r.devices {
             if libc::mknod(d.path.as_ptr(), d.mode, d.dev) != 0 {
                 if errno() != libc::EEXIST {

@@ -393,3 +393,6 @@ pub fn is_mounted(path: &Path) -> bool {
         .iter()
         .any(|(mount_point, _, _)| Path::new(mount_point).starts_with(path))
 }
+
+#[cfg(test)]
+mod tests;

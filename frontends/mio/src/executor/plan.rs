@@ -395,6 +395,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
     }
 
     let mut devices = Vec::new();
+    let mut device_dirs = Vec::new();
     let mut symlinks = Vec::new();
     if dev_mounted {
         let host = |p: &str| root.join(p.trim_start_matches('/'));
@@ -411,8 +412,14 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
                 LinuxDeviceType::A => continue,
             };
             seen.insert(d.path().clone());
+            let host_path = host(&d.path().to_string_lossy());
+            for dir in mkdirs_between(&root, &host_path)? {
+                if !device_dirs.contains(&dir) {
+                    device_dirs.push(dir);
+                }
+            }
             devices.push(DevicePlan {
-                path: cstring(host(&d.path().to_string_lossy()))?,
+                path: cstring(&host_path)?,
                 mode: kind | (d.file_mode().unwrap_or(0o666) & 0o7777),
                 dev: libc::makedev(d.major() as u32, d.minor() as u32),
                 uid: d.uid().unwrap_or(0),
@@ -466,6 +473,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
         propagation,
         shared_after_pivot,
         mounts,
+        device_dirs,
         devices,
         symlinks,
         sysctls,
