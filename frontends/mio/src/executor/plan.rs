@@ -69,11 +69,15 @@ fn ns_flag(t: LinuxNamespaceType) -> Option<libc::c_int> {
     })
 }
 
-/// Namespaces of a new container: joined by path, or created.
+/// Namespaces to join: (open fd, CLONE_NEW* type), the mount one last.
+pub(crate) type Setns = Vec<(libc::c_int, libc::c_int)>;
+
+/// Namespaces of a new container: those joined by path, the CLONE_NEW*
+/// flags of those created, and whether it has a UTS namespace.
 pub(crate) fn namespaces_for_create(
     spec: &Spec,
     held: &mut Held,
-) -> Result<(Vec<(libc::c_int, libc::c_int)>, libc::c_int, bool), Error> {
+) -> Result<(Setns, libc::c_int, bool), Error> {
     let mut setns = Vec::new();
     let mut mnt = None;
     let mut unshare = 0;
@@ -113,10 +117,7 @@ pub(crate) fn namespaces_for_create(
 
 /// Namespaces of a running container, for exec: each of its namespaces
 /// that differs from ours.
-pub(crate) fn namespaces_for_exec(
-    pid: i32,
-    held: &mut Held,
-) -> Result<Vec<(libc::c_int, libc::c_int)>, Error> {
+pub(crate) fn namespaces_for_exec(pid: i32, held: &mut Held) -> Result<Setns, Error> {
     let mut out = Vec::new();
     for (name, flag) in [
         ("cgroup", libc::CLONE_NEWCGROUP),

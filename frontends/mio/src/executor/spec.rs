@@ -127,7 +127,7 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec, Error> {
     };
 
     let caps = capabilities(&sc)?;
-    let cap_names: Vec<String> = caps.iter().cloned().collect();
+    let cap_names: Vec<String> = caps.to_vec();
     let ambient: Vec<String> = sc
         .capabilities
         .as_ref()
@@ -617,8 +617,8 @@ fn mounts(
         .into_iter()
         .filter(|m| {
             let d = Path::new(m["destination"].as_str().unwrap_or(""));
-            !requested.iter().any(|r| Path::new(r) == d)
-                && !(dev_requested && d.starts_with("/dev"))
+            let replaced = requested.iter().any(|r| Path::new(r) == d);
+            !(replaced || dev_requested && d.starts_with("/dev"))
         })
         .collect();
 
