@@ -163,16 +163,16 @@ fn create_in(
     }
     let (start_r, start_w) = pipe()?;
     p.start_r = held.keep(start_r);
-    let (pid, sync) = spawn(p, held, stdio)?;
-    match read_record(&sync) {
+    let (pid, mut reports) = spawn(p, held, stdio)?;
+    match reports.next() {
         Ok(Some(r)) if r.tag == child::TAG_READY => Ok(Created {
             pid,
             start: start_w,
-            sync,
+            sync: reports.fd,
         }),
         other => {
             // The init reported an error and exited, or died: reap it.
-            let status = nix::sys::wait::waitpid(pid, None);
+            let status = reap(pid);
             Err(match other {
                 Ok(Some(r)) => record_error(&r),
                 Ok(None) => Error::new(format!("container init exited during setup ({status:?})")),
@@ -182,14 +182,34 @@ fn create_in(
     }
 }
 
+/// A child's reports, with those that arrived before the pid record.
+struct Reports {
+    fd: OwnedFd,
+    early: std::collections::VecDeque<child::Record>,
+}
+
+impl Reports {
+    fn next(&mut self) -> Result<Option<child::Record>, Error> {
+        match self.early.pop_front() {
+            Some(r) => Ok(Some(r)),
+            None => read_record(&self.fd),
+        }
+    }
+}
+
 /// Fork the intermediate child, which clones the process the plan
-/// describes (as our child) and reports its pid. Returns that pid and our
-/// end of the sync pipe.
+/// describes (as our child) and reports its pid. Returns that pid and the
+/// reports channel.
+///
+/// The cloned process runs as soon as it exists, so its first report (an
+/// error, or "ready") may reach the pipe before the intermediate's pid
+/// record: those are kept for later. An error with no pid record after it
+/// (end of file) is the intermediate's own.
 fn spawn(
     mut p: child::Plan,
     mut held: plan::Held,
     stdio: Stdio,
-) -> Result<(nix::unistd::Pid, OwnedFd), Error> {
+) -> Result<(nix::unistd::Pid, Reports), Error> {
     use std::os::fd::AsRawFd;
     let (sync_r, sync_w) = pipe()?;
     p.sync_w = held.keep(sync_w);
@@ -235,12 +255,34 @@ fn spawn(
     };
     drop(init);
     drop(held); // our copies of the child's ends and of stdio
-    let first = read_record(&sync_r);
-    let _ = nix::sys::wait::waitpid(intermediate, None);
-    match first? {
-        Some(r) if r.tag == child::TAG_PID => Ok((nix::unistd::Pid::from_raw(r.value), sync_r)),
-        Some(r) => Err(record_error(&r)),
-        None => Err(Error::new("container setup: intermediate process died")),
+    let mut early = std::collections::VecDeque::new();
+    let pid = loop {
+        match read_record(&sync_r) {
+            Ok(Some(r)) if r.tag == child::TAG_PID => break Ok(r.value),
+            Ok(Some(r)) => early.push_back(r),
+            Ok(None) => {
+                break Err(match early.pop_front() {
+                    Some(r) => record_error(&r),
+                    None => Error::new("container setup: intermediate process died"),
+                })
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = reap(intermediate);
+    Ok((
+        nix::unistd::Pid::from_raw(pid?),
+        Reports { fd: sync_r, early },
+    ))
+}
+
+/// Wait for our child `pid` to exit.
+fn reap(pid: nix::unistd::Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other,
+        }
     }
 }
 
@@ -351,11 +393,11 @@ pub fn exec(
         let path = path.to_string_lossy();
         p.cgroup_procs = plan::cgroup_fds(&cg.procs_files(&path), &mut held)?;
     }
-    let (pid, sync) = spawn(p, held, stdio)?;
-    match read_record(&sync) {
+    let (pid, mut reports) = spawn(p, held, stdio)?;
+    match reports.next() {
         Ok(None) => Ok(pid),
         other => {
-            let _ = nix::sys::wait::waitpid(pid, None);
+            let _ = reap(pid);
             Err(match other {
                 Ok(Some(r)) => record_error(&r),
                 Ok(None) => unreachable!(),

@@ -110,6 +110,11 @@ pub(crate) fn namespaces_for_create(
             _ => unshare |= flag,
         }
     }
+    // The container's mounts and pivot_root must never happen in the
+    // caller's mount namespace.
+    if mnt.is_none() && unshare & libc::CLONE_NEWNS == 0 {
+        return Err(Error::new("the spec has no mount namespace"));
+    }
     // Joining a mount namespace changes our root: last.
     setns.extend(mnt);
     Ok((setns, unshare, has_uts))
