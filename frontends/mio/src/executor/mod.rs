@@ -62,6 +62,12 @@ pub struct Stdio {
 
 /// A container process that is fully set up and waits, before `execve`,
 /// for [`Created::start`].
+///
+/// The process is a child of the caller of [`create`] (cloned with
+/// `CLONE_PARENT` by a short-lived intermediate child), so the caller waits
+/// for it with `waitpid(pid)`. Dropping a `Created` without starting it
+/// makes the process exit with status 1 without running anything; it still
+/// has to be reaped.
 pub struct Created {
     pub pid: nix::unistd::Pid,
     /// Writing one byte here (then closing it) lets the process exec.

@@ -320,6 +320,56 @@ fn hostname_and_pod_files() {
 }
 
 #[test]
+fn dev_and_oom_score_adj() {
+    require_root!();
+    let f = Fixture::new();
+    let mut c = config(&[
+        "sh",
+        "-c",
+        "cat /proc/self/oom_score_adj; echo x > /dev/null && head -c 3 /dev/zero | wc -c; \
+         readlink /dev/ptmx; readlink /dev/fd; ls /dev | tr '\\n' ' '",
+    ]);
+    res(&mut c).oom_score_adj = -500;
+    let o = run(&f, &c);
+    // Lowering below our own needs CAP_SYS_RESOURCE (absent on the build
+    // machines): clamped, not refused.
+    let own: i32 = fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let can_lower = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap();
+    let want = if can_lower { -500 } else { own.max(-500) };
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "stdout: {} stderr: {}", o.stdout, o.stderr);
+    assert_eq!(
+        lines[..4],
+        [want.to_string().as_str(), "3", "pts/ptmx", "/proc/self/fd"],
+        "stderr: {}",
+        o.stderr
+    );
+    for d in [
+        "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+        "tty", "urandom", "zero",
+    ] {
+        assert!(
+            lines[4].split(' ').any(|x| x == d),
+            "no /dev/{d}: {}",
+            lines[4]
+        );
+    }
+
+    res(&mut c).oom_score_adj = 500;
+    let o = run(&f, &c);
+    assert!(o.stdout.starts_with("500\n"), "{}", o.stdout);
+}
+
+#[test]
 fn dropped_capability_is_missing() {
     require_root!();
     let f = Fixture::new();
