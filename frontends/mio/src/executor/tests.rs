@@ -370,6 +370,45 @@ fn dev_and_oom_score_adj() {
 }
 
 #[test]
+fn terminal_is_the_controlling_tty() {
+    require_root!();
+    let f = Fixture::new();
+    let mut c = config(&[
+        "sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty; echo $TERM",
+    ]);
+    c.tty = true;
+    let spec = f.spec(&c);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let (_unused_r, unused_w) = pipe();
+    let created = super::create(
+        &spec,
+        Stdio {
+            stdin: None,
+            // With a terminal, stdout is the replica; the rest is ignored.
+            stdout: pty.slave,
+            stderr: unused_w,
+        },
+    )
+    .expect("create");
+    let pid = created.pid;
+    created.start().unwrap();
+    let status = waitpid(pid, None).unwrap();
+    // Read what the shell wrote (EIO once the replica is closed).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = nix::unistd::read(&pty.master, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(status, WaitStatus::Exited(pid, 0));
+    assert_eq!(String::from_utf8_lossy(&out), "tty\r\nxterm\r\n");
+}
+
+#[test]
 fn dropped_capability_is_missing() {
     require_root!();
     let f = Fixture::new();
