@@ -87,8 +87,8 @@ def test_update_runtime_config_persists_across_restart(served, cri):
 @pytest.mark.parametrize(
     "service,method,request_type",
     [
-        ("RuntimeServiceStub", "ListContainers", "ListContainersRequest"),
-        ("RuntimeServiceStub", "RunPodSandbox", "RunPodSandboxRequest"),
+        ("RuntimeServiceStub", "Exec", "ExecRequest"),
+        ("RuntimeServiceStub", "PortForward", "PortForwardRequest"),
         ("ImageServiceStub", "ListImages", "ListImagesRequest"),
     ],
 )
