@@ -89,7 +89,7 @@ def test_update_runtime_config_persists_across_restart(served, cri):
     [
         ("RuntimeServiceStub", "Exec", "ExecRequest"),
         ("RuntimeServiceStub", "PortForward", "PortForwardRequest"),
-        ("ImageServiceStub", "ListImages", "ListImagesRequest"),
+        ("RuntimeServiceStub", "Attach", "AttachRequest"),
     ],
 )
 def test_unimplemented_method_is_named(channel, cri, service, method, request_type):

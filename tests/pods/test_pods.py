@@ -323,7 +323,7 @@ def test_containers_survive_crispd_sigkill(make_crispd, registry, tmp_path):
 
 def test_concurrent_pods_leave_nothing_behind(client, registry, network):
     pb = client.pb
-    n = int(os.environ.get("CRISP_PODS_SCALE", "10"))
+    n = int(os.environ.get("CRISP_PODS_SCALE", "50"))
     with_containers = True
     try:
         client.pull(registry.busybox)
