@@ -280,7 +280,7 @@ def test_exec_stop_stats(client, registry):
     pb = client.pb
     client.pull(registry.busybox)
     pod, cfg = client.runp("svc")
-    cid = create_or_skip(client, pod, cfg, "sleeper", registry.busybox, ["/bin/sleep", "1000"])
+    cid = create_or_skip(client, pod, cfg, "sleeper", registry.busybox, ["/bin/busybox", "sleep", "1000"])
     client.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
     r = client.rt.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["/bin/sh", "-c", "echo hi; echo oops >&2; exit 7"], timeout=10))
     assert (r.stdout, r.stderr, r.exit_code) == (b"hi\n", b"oops\n", 7)
@@ -300,8 +300,8 @@ def test_containers_survive_crispd_sigkill(make_crispd, registry, tmp_path):
     pb = d.client.pb
     d.client.pull(registry.busybox)
     pod, cfg = d.client.runp("keep", log_directory=str(tmp_path / "logs"))
-    long = create_or_skip(d.client, pod, cfg, "long", registry.busybox, ["/bin/sh", "-c", "echo started; sleep 1000"], log_path="long.log")
-    short = d.client.create(pod, cfg, "short", registry.busybox, ["/bin/sh", "-c", "read x < /dev/null; sleep 2; exit 5"], log_path="short.log")
+    long = create_or_skip(d.client, pod, cfg, "long", registry.busybox, ["/bin/sh", "-c", "echo started; exec /bin/busybox sleep 1000"], log_path="long.log")
+    short = d.client.create(pod, cfg, "short", registry.busybox, ["/bin/sh", "-c", "/bin/busybox sleep 2; exit 5"], log_path="short.log")
     for c in (long, short):
         d.client.rt.StartContainer(pb.StartContainerRequest(container_id=c), timeout=60)
     d.kill()
@@ -336,7 +336,7 @@ def test_concurrent_pods_leave_nothing_behind(client, registry, network):
         if with_containers:
             for j in range(2):
                 try:
-                    ctrs.append(client.create(pod, cfg, f"c{j}", registry.busybox, ["/bin/sleep", "1000"]))
+                    ctrs.append(client.create(pod, cfg, f"c{j}", registry.busybox, ["/bin/busybox", "sleep", "1000"]))
                 except grpc.RpcError as e:
                     if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                         raise
