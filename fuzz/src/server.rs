@@ -172,6 +172,9 @@ struct OutStream {
     data_sent: i64,
     deframer: Option<Deframer>,
     header_bytes: usize,
+    /// The response is an HTTP error for a request that was not gRPC: its
+    /// body is plain text, not gRPC messages.
+    plain_body: bool,
 }
 
 /// Checks the server's output frame by frame.
@@ -269,6 +272,11 @@ impl Observer {
                     - s.data_sent;
                 assert!(n <= window, "DATA of {n} over the stream window {window}");
                 s.data_sent += n;
+                if s.plain_body {
+                    s.ended |= d.end_stream;
+                    self.response = response;
+                    return;
+                }
                 let deframer = s.deframer.get_or_insert_with(|| Deframer::new(1 << 20));
                 deframer.push(d.data);
                 while let Some(m) = deframer.next_message().expect("server's gRPC framing") {
@@ -399,6 +407,15 @@ impl Observer {
         let status_200 = headers
             .iter()
             .any(|h| &h.name[..] == b":status" && &h.value[..] == b"200");
+        if kind == BlockKind::Response && !status_200 && !end_stream {
+            assert!(
+                headers
+                    .iter()
+                    .any(|h| &h.name[..] == b"content-type" && h.value.starts_with(b"text/plain")),
+                "a non-200 response with a body must be plain text: {headers:?}"
+            );
+            s.plain_body = true;
+        }
         if end_stream && status_200 {
             assert!(
                 has(b"grpc-status"),

@@ -5,14 +5,14 @@
 //! same shape as [`super::server::Server`]: bytes and `now` in, events and
 //! bytes out, deadlines polled.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::codec::{self, Deframer};
 use super::compression::{self, Encoding};
+use super::deadline::{self, Deadlines};
 use super::metadata;
 use super::status::{Code, Status};
 use super::timeout;
@@ -70,7 +70,7 @@ pub struct Client {
     conn: h2::Connection,
     config: ClientConfig,
     calls: HashMap<CallId, Call, std::hash::BuildHasherDefault<h2::StreamIdHasher>>,
-    deadlines: BinaryHeap<Reverse<(Instant, CallId)>>,
+    deadlines: Deadlines,
     events: VecDeque<Event>,
     buf: BytesMut,
 }
@@ -81,7 +81,7 @@ impl Client {
             conn: h2::Connection::client(config.h2.clone()),
             config,
             calls: HashMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             events: VecDeque::new(),
             buf: BytesMut::new(),
         }
@@ -114,11 +114,7 @@ impl Client {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
-        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop();
+        while let Some((at, id)) = self.deadlines.pop_due(now) {
             if self.calls.get(&id).is_some_and(|c| c.deadline == Some(at)) {
                 let _ = self.conn.reset_stream(id, ErrorCode::CANCEL);
                 self.end(
@@ -168,7 +164,7 @@ impl Client {
         let id = self.conn.open_stream(headers, false)?;
         let deadline = timeout.map(|t| now + t);
         if let Some(at) = deadline {
-            self.deadlines.push(Reverse((at, id)));
+            self.deadlines.push(at, id);
         }
         self.calls.insert(
             id,
@@ -264,11 +260,7 @@ impl Client {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
-        match (self.conn.poll_timeout(), deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        deadline::earliest(self.conn.poll_timeout(), self.deadlines.next())
     }
 
     // ---- Turning stream events into call events ----
@@ -308,6 +300,10 @@ impl Client {
                 h2::Event::PingAck { .. } => {}
             }
         }
+        let calls = &self.calls;
+        self.deadlines.sweep(calls.len(), |id, at| {
+            calls.get(&id).is_some_and(|c| c.deadline == Some(at))
+        });
     }
 
     fn on_headers(&mut self, id: CallId, headers: Vec<Header>, end_stream: bool) {

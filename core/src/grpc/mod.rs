@@ -10,6 +10,7 @@
 pub mod client;
 pub mod codec;
 pub mod compression;
+pub mod deadline;
 pub mod metadata;
 pub mod server;
 pub mod status;

@@ -12,8 +12,7 @@
 //! [`Server::send_message`] / [`Server::finish`], write out
 //! [`Server::poll_transmit`], and wake at [`Server::poll_timeout`].
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -21,6 +20,7 @@ use crisp_proto::methods::{self, CallKind, MethodDesc};
 
 use super::codec::{self, Deframer};
 use super::compression::{self, Encoding, ACCEPT_ENCODING};
+use super::deadline::{self, Deadlines};
 use super::metadata;
 use super::status::{Code, Status};
 use super::timeout;
@@ -125,7 +125,10 @@ pub struct Server {
     config: ServerConfig,
     calls: HashMap<CallId, Call, std::hash::BuildHasherDefault<h2::StreamIdHasher>>,
     /// Deadlines, earliest first; entries of finished calls are skipped.
-    deadlines: BinaryHeap<Reverse<(Instant, CallId)>>,
+    deadlines: Deadlines,
+    /// Requests that are not gRPC at all (method, content-type, te): their
+    /// body is read and dropped, and the HTTP error answers once it ends.
+    refused: HashMap<CallId, Reject, std::hash::BuildHasherDefault<h2::StreamIdHasher>>,
     events: std::collections::VecDeque<Event>,
     buf: BytesMut,
 }
@@ -136,7 +139,8 @@ impl Server {
             conn: h2::Connection::server(config.h2.clone()),
             config,
             calls: HashMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
+            refused: HashMap::default(),
             events: std::collections::VecDeque::new(),
             buf: BytesMut::new(),
         }
@@ -168,11 +172,7 @@ impl Server {
     /// Expire deadlines and the connection's own timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
-        while let Some(&Reverse((at, id))) = self.deadlines.peek() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop();
+        while let Some((at, id)) = self.deadlines.pop_due(now) {
             if self.calls.get(&id).is_some_and(|c| c.deadline == Some(at)) {
                 // The status is a complete response: refuse the rest of the
                 // request with NO_ERROR (RFC 9113 §8.1). CANCEL would make
@@ -279,11 +279,7 @@ impl Server {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
-        match (self.conn.poll_timeout(), deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        deadline::earliest(self.conn.poll_timeout(), self.deadlines.next())
     }
 
     // ---- Turning stream events into call events ----
@@ -303,6 +299,7 @@ impl Server {
                 } => self.on_data(stream_id, data, end_stream),
                 h2::Event::Trailers { stream_id, .. } => self.on_end(stream_id),
                 h2::Event::StreamReset { stream_id, .. } => {
+                    self.refused.remove(&stream_id);
                     if let Some(call) = self.calls.remove(&stream_id) {
                         if call.announced {
                             self.events.push_back(Event::Cancelled {
@@ -327,11 +324,10 @@ impl Server {
                 h2::Event::PingAck { .. } => {}
             }
         }
-        if self.deadlines.len() > 64 && self.deadlines.len() > 2 * self.calls.len() {
-            let calls = &self.calls;
-            self.deadlines
-                .retain(|Reverse((at, id))| calls.get(id).is_some_and(|c| c.deadline == Some(*at)));
-        }
+        let calls = &self.calls;
+        self.deadlines.sweep(calls.len(), |id, at| {
+            calls.get(&id).is_some_and(|c| c.deadline == Some(at))
+        });
     }
 
     fn on_request(&mut self, id: CallId, headers: Vec<Header>, end_stream: bool, now: Instant) {
@@ -363,11 +359,20 @@ impl Server {
                     call.pending = Some(info);
                 }
                 if let Some(at) = deadline {
-                    self.deadlines.push(Reverse((at, id)));
+                    self.deadlines.push(at, id);
                 }
                 self.calls.insert(id, call);
                 if end_stream {
                     self.on_end(id);
+                }
+            }
+            Err(reject) if reject.http_status != "200" => {
+                // Not a gRPC request: answer as an HTTP server would, after
+                // the whole request, with a body saying what was wrong.
+                if end_stream {
+                    self.answer_refused(id, reject);
+                } else {
+                    self.refused.insert(id, reject);
                 }
             }
             Err(reject) => {
@@ -457,6 +462,9 @@ impl Server {
 
     fn on_data(&mut self, id: CallId, data: Bytes, end_stream: bool) {
         let Some(call) = self.calls.get_mut(&id) else {
+            if end_stream {
+                self.on_end(id);
+            }
             return;
         };
         call.deframer.push(data);
@@ -503,6 +511,9 @@ impl Server {
 
     /// The client finished sending.
     fn on_end(&mut self, id: CallId) {
+        if let Some(reject) = self.refused.remove(&id) {
+            return self.answer_refused(id, reject);
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -529,6 +540,22 @@ impl Server {
                 message,
             });
         }
+    }
+
+    /// Answer a request that is not gRPC: its HTTP status, and the reason
+    /// both as `grpc-status`/`grpc-message` and as a plain-text body.
+    fn answer_refused(&mut self, id: CallId, reject: Reject) {
+        let mut block = vec![
+            Header::new(
+                Bytes::from_static(b":status"),
+                Bytes::from_static(reject.http_status.as_bytes()),
+            ),
+            Header::from_static("content-type", "text/plain; charset=utf-8"),
+        ];
+        block.extend(status_headers(&reject.status));
+        let body = Bytes::from(format!("crispd serves gRPC: {}\n", reject.status.message));
+        let _ = self.conn.send_headers(id, block, false);
+        let _ = self.conn.send_data(id, body, true);
     }
 
     /// The request stream was bad: answer with `status`, tell the

@@ -16,6 +16,7 @@ use crisp_core::grpc::{Code, Status};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::cri_host::CriHost;
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::policy::Peer;
 use crate::workers::{Reply, Workers};
@@ -69,6 +70,7 @@ impl Socket {
 /// What the loop lends a connection while it works.
 pub struct Ctx<'a> {
     pub dispatcher: &'a Dispatcher,
+    pub cri: &'a mut CriHost,
     pub workers: &'a Workers,
     /// Shared read buffer, so idle connections hold none.
     pub read_buf: &'a mut [u8],
@@ -165,6 +167,7 @@ impl Conn {
                         &call,
                         message,
                         ctx.workers,
+                        ctx.cri,
                     );
                     match outcome {
                         Outcome::Done(code) => log_call(self.peer, call.method.path, code, now),
@@ -213,6 +216,15 @@ impl Conn {
             }
         };
         log_call(self.peer, path, code, started);
+    }
+
+    /// One more message on a server-streaming call; false once the call
+    /// is gone (cancelled, connection closing).
+    pub fn send_stream(&mut self, call: u32, message: &[u8]) -> bool {
+        if !self.calls.contains_key(&call) {
+            return false;
+        }
+        self.grpc.send_encoded(call, message).is_ok()
     }
 
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) {

@@ -14,10 +14,12 @@ use crisp_proto::methods::{Method, MethodDesc};
 use prost::Message;
 
 use crate::config::Config;
+use crate::cri_host::{self, CriHost};
 use crate::host::{self, CgroupMode};
 use crate::image::registry::Credentials;
 use crate::image::ImageService;
 use crate::persist;
+use crate::pods::{container, Host};
 use crate::policy::{Peer, Policy};
 use crate::workers::Workers;
 
@@ -39,6 +41,10 @@ pub struct Dispatcher {
     /// The ImageService's store and registry client; every call on it
     /// runs on the worker pool.
     images: Arc<ImageService>,
+    /// What the CRI actions run against.
+    pub host: Arc<Host>,
+    /// Image IDs containers use; RemoveImage refuses to delete them.
+    pub in_use: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 const RUNTIME_NAME: &str = "crisp";
@@ -55,13 +61,23 @@ impl Dispatcher {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let images = Arc::new(ImageService::new(&config)?);
+        let mut images = ImageService::new(&config)?;
+        let in_use: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let users = Arc::clone(&in_use);
+        images.set_in_use(Box::new(move |r| {
+            let users = users.lock().ok()?;
+            users.contains(&r.id).then(|| "a container".to_owned())
+        }));
+        let images = Arc::new(images);
+        let host = Arc::new(Host::new(Arc::clone(&config), Arc::clone(&images))?);
         Ok(Self {
             config,
             policy,
             cgroups: CgroupMode::detect(),
             pod_cidr: Arc::new(Mutex::new(pod_cidr)),
             images,
+            host,
+            in_use,
         })
     }
 
@@ -71,6 +87,7 @@ impl Dispatcher {
 
     /// Handle one complete request: check the caller, decode, answer (or
     /// defer to the worker pool).
+    #[allow(clippy::too_many_arguments)]
     pub fn dispatch(
         &self,
         server: &mut Server,
@@ -79,6 +96,7 @@ impl Dispatcher {
         call: &CallInfo,
         message: Bytes,
         workers: &Workers,
+        cri: &mut CriHost,
     ) -> Outcome {
         let method = call.method;
         if !self.policy.allows(peer, method) {
@@ -89,7 +107,7 @@ impl Dispatcher {
             ));
             return finish(server, call.id, &status);
         }
-        match self.handle(method, message, conn, call.id, workers) {
+        match self.handle(method, message, conn, call.id, workers, cri) {
             Handled::Reply(Ok(bytes)) => {
                 let sent = server.send_encoded(call.id, &bytes);
                 let _ = server.finish(call.id, &Status::ok());
@@ -110,8 +128,68 @@ impl Dispatcher {
         conn: usize,
         call: u32,
         workers: &Workers,
+        cri: &mut CriHost,
     ) -> Handled {
+        if let Some(req) = crisp_core::cri::Request::decode(method.method, &message) {
+            let req = match req {
+                Ok(r) => r,
+                Err(s) => return Handled::Reply(Err(s)),
+            };
+            return self.cri_call(req, conn, call, workers, cri);
+        }
         match method.method {
+            Method::GetContainerEvents => {
+                if let Err(s) = decode::<cri::GetEventsRequest>(method, message) {
+                    return Handled::Reply(Err(s));
+                }
+                cri.subscribers.push((conn, call));
+                Handled::Deferred
+            }
+            Method::ExecSync => {
+                let req = match decode::<cri::ExecSyncRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let id = match running(cri, &req.container_id) {
+                    Ok(id) => id,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let host = Arc::clone(&self.host);
+                submit(workers, conn, call, move || {
+                    container::exec_sync(&host, &id, req.cmd, req.timeout)
+                        .map(|r| r.encode_to_vec())
+                })
+            }
+            Method::UpdateContainerResources => {
+                let req = match decode::<cri::UpdateContainerResourcesRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let id = match cri.container(&req.container_id) {
+                    Ok((id, _)) => id,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let host = Arc::clone(&self.host);
+                submit(workers, conn, call, move || {
+                    container::update_resources(&host, &id, &req.linux.unwrap_or_default())
+                        .map(|()| cri::UpdateContainerResourcesResponse {}.encode_to_vec())
+                })
+            }
+            Method::ReopenContainerLog => {
+                let req = match decode::<cri::ReopenContainerLogRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let id = match running(cri, &req.container_id) {
+                    Ok(id) => id,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let host = Arc::clone(&self.host);
+                submit(workers, conn, call, move || {
+                    container::reopen_log(&host, &id)
+                        .map(|()| cri::ReopenContainerLogResponse {}.encode_to_vec())
+                })
+            }
             Method::Version => {
                 reply(decode::<cri::VersionRequest>(method, message).map(|_| self.version()))
             }
@@ -163,6 +241,64 @@ impl Dispatcher {
                 "crisp does not implement {} yet",
                 method.path
             )))),
+        }
+    }
+
+    /// The pod and container lifecycle: the state machine decides; stats
+    /// skeletons get their usage numbers on a worker.
+    fn cri_call(
+        &self,
+        req: crisp_core::cri::Request,
+        conn: usize,
+        call: u32,
+        workers: &Workers,
+        cri: &mut CriHost,
+    ) -> Handled {
+        use crisp_core::cri::{Request, Response};
+        let host = Arc::clone(&self.host);
+        match req {
+            Request::ContainerStats(_)
+            | Request::ListContainerStats(_)
+            | Request::PodSandboxStats(_)
+            | Request::ListPodSandboxStats(_) => {
+                let resp = match cri.query(req) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                submit(workers, conn, call, move || {
+                    Ok(match resp {
+                        Response::ContainerStats(mut r) => {
+                            if let Some(s) = r.stats.as_mut() {
+                                cri_host::fill_container_stats(&host, s);
+                            }
+                            r.encode_to_vec()
+                        }
+                        Response::ListContainerStats(mut r) => {
+                            for s in &mut r.stats {
+                                cri_host::fill_container_stats(&host, s);
+                            }
+                            r.encode_to_vec()
+                        }
+                        Response::PodSandboxStats(mut r) => {
+                            if let Some(s) = r.stats.as_mut() {
+                                cri_host::fill_pod_stats(&host, s);
+                            }
+                            r.encode_to_vec()
+                        }
+                        Response::ListPodSandboxStats(mut r) => {
+                            for s in &mut r.stats {
+                                cri_host::fill_pod_stats(&host, s);
+                            }
+                            r.encode_to_vec()
+                        }
+                        other => other.encode_to_vec(),
+                    })
+                })
+            }
+            req => match cri.handle(conn, call, req) {
+                Some(reply) => Handled::Reply(reply),
+                None => Handled::Deferred,
+            },
         }
     }
 
@@ -335,6 +471,31 @@ impl Dispatcher {
 enum Handled {
     Reply(Result<Vec<u8>, Status>),
     Deferred,
+}
+
+fn submit(
+    workers: &Workers,
+    conn: usize,
+    call: u32,
+    job: impl FnOnce() -> crate::workers::Reply + Send + 'static,
+) -> Handled {
+    match workers.submit(conn, call, job) {
+        Ok(()) => Handled::Deferred,
+        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
+            "crispd's worker queue is full",
+        ))),
+    }
+}
+
+/// The full ID of a RUNNING container, or why not.
+fn running(cri: &mut CriHost, id: &str) -> Result<String, Status> {
+    let (id, state) = cri.container(id)?;
+    if state != cri::ContainerState::ContainerRunning as i32 {
+        return Err(Status::failed_precondition(format!(
+            "container {id} is not running"
+        )));
+    }
+    Ok(id)
 }
 
 fn reply<M: Message>(r: Result<M, Status>) -> Handled {

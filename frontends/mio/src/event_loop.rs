@@ -25,9 +25,10 @@ use nix::sys::stat::{umask, Mode};
 
 use crate::config::Config;
 use crate::conn::{Conn, Ctx, Socket};
+use crate::cri_host::CriHost;
 use crate::dispatch::Dispatcher;
 use crate::policy::{Peer, Policy};
-use crate::workers::Workers;
+use crate::workers::{Done, Workers};
 
 const UNIX_LISTENER: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
@@ -46,6 +47,7 @@ struct Daemon {
     signals: SignalFd,
     workers: Workers,
     dispatcher: Dispatcher,
+    cri: CriHost,
     conns: HashMap<usize, Conn>,
     next_conn: usize,
     /// Each connection's next core deadline, earliest first.
@@ -87,6 +89,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
     let workers = Workers::new(config.workers, config.worker_queue, waker)
         .map_err(|e| format!("cannot start workers: {e}"))?;
     let dispatcher = Dispatcher::new(Arc::clone(&config), policy)?;
+    let cri = CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
 
     let mut d = Daemon {
         server_config: server_config(&config),
@@ -97,6 +100,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
         signals,
         workers,
         dispatcher,
+        cri,
         conns: HashMap::new(),
         next_conn: FIRST_CONN,
         timers: BTreeSet::new(),
@@ -167,6 +171,7 @@ impl Daemon {
                         if let Some(conn) = self.conns.get_mut(&id) {
                             let mut ctx = Ctx {
                                 dispatcher: &self.dispatcher,
+                                cri: &mut self.cri,
                                 workers: &self.workers,
                                 read_buf: &mut read_buf,
                             };
@@ -179,10 +184,17 @@ impl Daemon {
                     }
                 }
             }
-            for done in self.workers.finished() {
-                if let Some(conn) = self.conns.get_mut(&done.conn) {
-                    conn.complete(done.call, done.reply);
-                    touched.push(done.conn);
+            let finished: Vec<Done> = self.workers.finished().collect();
+            for done in finished {
+                match done {
+                    Done::Call { conn, call, reply } => {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.complete(call, reply);
+                            touched.push(conn);
+                        }
+                    }
+                    Done::Action { id, outcome } => self.cri.outcome(id, outcome),
+                    Done::Notice(n) => self.cri.notice(n),
                 }
             }
             while let Some(&(at, id)) = self.timers.first() {
@@ -194,6 +206,7 @@ impl Daemon {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     let mut ctx = Ctx {
                         dispatcher: &self.dispatcher,
+                        cri: &mut self.cri,
                         workers: &self.workers,
                         read_buf: &mut read_buf,
                     };
@@ -201,6 +214,7 @@ impl Daemon {
                     touched.push(id);
                 }
             }
+            self.drive_cri(&mut touched);
             touched.sort_unstable();
             touched.dedup();
             for id in touched.drain(..) {
@@ -244,6 +258,31 @@ impl Daemon {
         }
         let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
         self.poll.poll(events, timeout)
+    }
+
+    /// Run the CRI state machine's outputs: actions to the workers,
+    /// replies to their calls (dropped when the call is gone), events to
+    /// every GetContainerEvents subscriber.
+    fn drive_cri(&mut self, touched: &mut Vec<usize>) {
+        self.cri.pump(&self.workers);
+        for (conn, call, reply) in self.cri.replies.drain(..) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.complete(call, reply);
+                touched.push(conn);
+            }
+        }
+        if self.cri.events.is_empty() {
+            return;
+        }
+        let events: Vec<Vec<u8>> = self.cri.events.drain(..).collect();
+        let conns = &mut self.conns;
+        self.cri.subscribers.retain(|&(conn, call)| {
+            let Some(c) = conns.get_mut(&conn) else {
+                return false;
+            };
+            touched.push(conn);
+            events.iter().all(|ev| c.send_stream(call, ev))
+        });
     }
 
     fn next_wake(&self) -> Option<Instant> {

@@ -6,12 +6,14 @@
 
 mod config;
 mod conn;
+mod cri_host;
 mod dispatch;
 mod event_loop;
 mod executor;
 mod host;
 mod image;
 mod persist;
+mod pods;
 mod policy;
 mod workers;
 
@@ -70,10 +72,50 @@ enum Command {
     },
     /// List the images in the store.
     Images,
+    /// (internal) A pod sandbox's holder process.
+    #[command(hide = true)]
+    Sandbox {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        hostname: Option<String>,
+        #[arg(long)]
+        pid_ns: bool,
+        #[arg(long)]
+        sysctl: Vec<String>,
+    },
+    /// (internal) A container's monitor process.
+    #[command(hide = true)]
+    Monitor {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "")]
+        log: String,
+        #[arg(long)]
+        cgroup: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The re-executed helpers need no configuration.
+    match &cli.command {
+        Some(Command::Sandbox {
+            id: _,
+            hostname,
+            pid_ns,
+            sysctl,
+        }) => return pods::sandbox::main(hostname.as_deref(), *pid_ns, sysctl),
+        Some(Command::Monitor {
+            id,
+            dir,
+            log,
+            cgroup,
+        }) => return pods::monitor::main(id, dir, log, cgroup),
+        _ => {}
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -110,7 +152,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Import { path, name }) => return import(&config, &path, name.as_deref()),
         Some(Command::Images) => return images(&config),
-        None => {}
+        Some(Command::Sandbox { .. } | Command::Monitor { .. }) | None => {}
     }
     let policy = match policy::Policy::from_config(&config.access) {
         Ok(p) => p,

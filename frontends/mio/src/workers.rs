@@ -3,33 +3,43 @@
 //! back through a channel, and a `mio::Waker` wakes the loop to collect
 //! them.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
+use crisp_core::cri::{ActionId, Notice, Outcome};
 use crisp_core::grpc::Status;
 
 /// What a job produced for one call: the encoded response message, or the
 /// status the call fails with.
 pub type Reply = Result<Vec<u8>, Status>;
 
-/// A finished job, addressed to the call that asked for it.
-pub struct Done {
-    pub conn: usize,
-    pub call: u32,
-    pub reply: Reply,
+/// A finished job: a reply addressed to the call that asked for it, or
+/// the outcome of a CRI action (or a host notice) for the state machine.
+pub enum Done {
+    Call {
+        conn: usize,
+        call: u32,
+        reply: Reply,
+    },
+    Action {
+        id: ActionId,
+        outcome: Outcome,
+    },
+    Notice(Notice),
 }
 
-type Job = Box<dyn FnOnce() -> Reply + Send>;
+type Job = Box<dyn FnOnce() -> Done + Send>;
 
 struct Task {
-    conn: usize,
-    call: u32,
     job: Job,
 }
 
 pub struct Workers {
     tx: Option<SyncSender<Task>>,
+    /// For threads outside the pool (long waits, container watchers).
+    done_tx: Sender<Done>,
+    waker: Arc<mio::Waker>,
     done: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -55,12 +65,7 @@ impl Workers {
                         Err(_) => return,
                     };
                     let Ok(task) = task else { return };
-                    let reply = (task.job)();
-                    let done = Done {
-                        conn: task.conn,
-                        call: task.call,
-                        reply,
-                    };
+                    let done = (task.job)();
                     if done_tx.send(done).is_err() {
                         return;
                     }
@@ -70,6 +75,8 @@ impl Workers {
         }
         Ok(Self {
             tx: Some(tx),
+            done_tx,
+            waker,
             done,
             threads: handles,
         })
@@ -82,14 +89,37 @@ impl Workers {
         call: u32,
         job: impl FnOnce() -> Reply + Send + 'static,
     ) -> Result<(), Busy> {
-        let task = Task {
+        self.submit_done(move || Done::Call {
             conn,
             call,
-            job: Box::new(job),
-        };
+            reply: job(),
+        })
+    }
+
+    /// Queue a job that produces its own completion.
+    pub fn submit_done(&self, job: impl FnOnce() -> Done + Send + 'static) -> Result<(), Busy> {
+        let task = Task { job: Box::new(job) };
         match self.tx.as_ref().map(|tx| tx.try_send(task)) {
             Some(Ok(())) => Ok(()),
             Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => Err(Busy),
+        }
+    }
+
+    /// Run `job` on a thread of its own (work that waits long: a stop's
+    /// grace period, a container's exit); its completion comes back like
+    /// the pool's.
+    pub fn spawn(&self, name: &str, job: impl FnOnce() -> Option<Done> + Send + 'static) {
+        let tx = self.done_tx.clone();
+        let waker = Arc::clone(&self.waker);
+        let spawned = thread::Builder::new().name(name.to_owned()).spawn(move || {
+            if let Some(done) = job() {
+                if tx.send(done).is_ok() {
+                    let _ = waker.wake();
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread");
         }
     }
 

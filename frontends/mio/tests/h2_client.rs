@@ -203,8 +203,8 @@ async fn server_streaming_call_is_a_clean_trailers_only_unimplemented() {
     let client = connect(&daemon).await;
     let r = unary(
         &client,
-        "GetContainerEvents",
-        framed(&cri::GetEventsRequest {}),
+        "StreamPodSandboxMetrics",
+        framed(&cri::StreamPodSandboxMetricsRequest::default()),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -212,7 +212,7 @@ async fn server_streaming_call_is_a_clean_trailers_only_unimplemented() {
     // the stream; no message, no separate trailers.
     assert_eq!(r.headers["grpc-status"], "12", "{:?}", r.headers);
     let message = r.headers["grpc-message"].to_str().expect("ascii");
-    assert!(message.contains("GetContainerEvents"), "{message}");
+    assert!(message.contains("StreamPodSandboxMetrics"), "{message}");
     assert!(r.body.is_empty());
     assert!(r.trailers.is_none());
     assert_version_ok(&unary(&client, "Version", framed(&cri::VersionRequest::default())).await);

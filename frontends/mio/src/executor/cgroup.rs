@@ -1,6 +1,18 @@
 //! Cgroups: one small interface, a v1 and a v2 implementation, chosen at
 //! start from what the host mounts.
+//!
+//! Both drive the cgroup filesystem directly (crisp's "cgroupfs" driver).
+//! Paths given to the trait are relative to the cgroup root(s), with or
+//! without a leading `/` (`kubepods/pod1/ctr` and `/kubepods/pod1/ctr` are
+//! the same cgroup).
 
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use nix::errno::Errno;
 use oci_spec::runtime::LinuxResources;
 
 use super::Error;
@@ -26,9 +38,601 @@ pub trait Cgroups: Send + Sync {
     fn oom_killed(&self, path: &str) -> bool;
     /// Remove the (empty) cgroup; idempotent.
     fn remove(&self, path: &str) -> Result<(), Error>;
+    /// The `cgroup.procs` file of `path` in every hierarchy: writing a pid
+    /// (or `0`, "myself") to each moves a process into the cgroup. The
+    /// executor opens them before it forks, so that the container's
+    /// process is born in its cgroup.
+    fn procs_files(&self, path: &str) -> Vec<PathBuf>;
+    /// "v1" or "v2", for logs and status.
+    fn version(&self) -> &'static str;
 }
 
-/// The implementation matching this host's cgroup layout.
+/// The implementation matching this host's cgroup layout: cgroup v2 when
+/// `/sys/fs/cgroup` is the unified hierarchy (it has `cgroup.controllers`),
+/// else v1 (a hybrid layout, with a cgroup2 mount at
+/// `/sys/fs/cgroup/unified`, counts as v1: resources live in the v1
+/// hierarchies).
 pub fn detect() -> Result<Box<dyn Cgroups>, Error> {
-    Err(Error::new("cgroups are not implemented yet"))
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return Ok(Box::new(V2::at(root)));
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| io_error("read /proc/self/mountinfo", e))?;
+    let v1 = V1::from_mountinfo(&mountinfo);
+    if v1.hierarchies.is_empty() {
+        return Err(Error::new("no cgroup v1 or v2 hierarchy is mounted"));
+    }
+    Ok(Box::new(v1))
+}
+
+fn io_error(context: impl Into<String>, e: io::Error) -> Error {
+    Error {
+        context: context.into(),
+        errno: e.raw_os_error().map(Errno::from_raw),
+    }
+}
+
+fn rel(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), Error> {
+    fs::write(path, value)
+        .map_err(|e| io_error(format!("write {value:?} to {}", path.display()), e))
+}
+
+fn read_u64(path: &Path) -> Result<u64, Error> {
+    let s =
+        fs::read_to_string(path).map_err(|e| io_error(format!("read {}", path.display()), e))?;
+    s.trim()
+        .parse()
+        .map_err(|_| Error::new(format!("{}: not a number: {:?}", path.display(), s.trim())))
+}
+
+/// The value of `key` in a flat-keyed file (`memory.stat`, `cpu.stat`,
+/// `memory.events`, `memory.oom_control`).
+fn keyed(content: &str, key: &str) -> Option<u64> {
+    content.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key)).then(|| it.next()?.parse().ok())?
+    })
+}
+
+/// `rmdir`, retried while the kernel still counts exiting tasks.
+fn rmdir_retry(dir: &Path) -> Result<(), Error> {
+    let mut delay = Duration::from_millis(5);
+    for attempt in 0.. {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) && attempt < 40 => {
+                thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(io_error(format!("rmdir {}", dir.display()), e)),
+        }
+    }
+    unreachable!()
+}
+
+/// One cgroup v1 hierarchy: where it is mounted, which controllers it has.
+#[derive(Clone, Debug)]
+pub struct Hierarchy {
+    pub mount: PathBuf,
+    /// `cpu`, `memory`, ..., or `name=systemd` for a named hierarchy.
+    pub controllers: Vec<String>,
+}
+
+/// cgroup v1: one directory per hierarchy.
+#[derive(Clone, Debug)]
+pub struct V1 {
+    pub hierarchies: Vec<Hierarchy>,
+}
+
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "net_prio",
+    "blkio",
+    "perf_event",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// Undo mountinfo's octal escapes (`\040` for a space).
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount point, filesystem type and super options of each mountinfo line.
+pub(crate) fn parse_mountinfo(content: &str) -> Vec<(String, String, String)> {
+    content
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mount_point = pre.split(' ').nth(4)?;
+            let mut post = post.split(' ');
+            let fstype = post.next()?;
+            let _source = post.next()?;
+            let super_opts = post.next().unwrap_or("");
+            Some((
+                unescape_mountinfo(mount_point),
+                fstype.to_string(),
+                super_opts.to_string(),
+            ))
+        })
+        .collect()
+}
+
+impl V1 {
+    /// The v1 hierarchies mounted in `mountinfo` (first mount of each).
+    pub fn from_mountinfo(mountinfo: &str) -> Self {
+        let mut hierarchies: Vec<Hierarchy> = Vec::new();
+        for (mount_point, fstype, opts) in parse_mountinfo(mountinfo) {
+            if fstype != "cgroup" {
+                continue;
+            }
+            let mut controllers: Vec<String> = opts
+                .split(',')
+                .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
+                .map(str::to_string)
+                .collect();
+            controllers.sort();
+            if controllers.is_empty() || hierarchies.iter().any(|h| h.controllers == controllers) {
+                continue;
+            }
+            hierarchies.push(Hierarchy {
+                mount: PathBuf::from(mount_point),
+                controllers,
+            });
+        }
+        Self { hierarchies }
+    }
+
+    /// The cgroup directory of `path` in the hierarchy holding `controller`.
+    fn dir(&self, controller: &str, path: &str) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.controllers.iter().any(|c| c == controller))
+            .map(|h| h.mount.join(rel(path)))
+    }
+
+    /// A new cpuset cgroup starts with empty `cpus` and `mems`, and takes no
+    /// task until they are set: copy them down from the parent, level by
+    /// level.
+    fn init_cpuset(&self, path: &str) -> Result<(), Error> {
+        let Some(h) = self
+            .hierarchies
+            .iter()
+            .find(|h| h.controllers.iter().any(|c| c == "cpuset"))
+        else {
+            return Ok(());
+        };
+        let mut dir = h.mount.clone();
+        for part in rel(path).split('/').filter(|p| !p.is_empty()) {
+            let parent = dir.clone();
+            dir.push(part);
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let cur = fs::read_to_string(dir.join(file)).unwrap_or_default();
+                if cur.trim().is_empty() {
+                    let from_parent = fs::read_to_string(parent.join(file)).map_err(|e| {
+                        io_error(format!("read {}", parent.join(file).display()), e)
+                    })?;
+                    write_file(&dir.join(file), from_parent.trim())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_memory(&self, dir: &Path, limit: Option<i64>, swap: Option<i64>) -> Result<(), Error> {
+        let mem = dir.join("memory.limit_in_bytes");
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        let has_memsw = memsw.exists();
+        let fmt = |v: i64| {
+            if v < 0 {
+                "-1".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        match (limit, swap.filter(|_| has_memsw)) {
+            (Some(l), Some(s)) => {
+                // memsw must stay >= mem at every step: which one goes first
+                // depends on whether the limits grow or shrink.
+                if write_file(&mem, &fmt(l)).is_ok() {
+                    write_file(&memsw, &fmt(s))
+                } else {
+                    write_file(&memsw, &fmt(s))?;
+                    write_file(&mem, &fmt(l))
+                }
+            }
+            (Some(l), None) => write_file(&mem, &fmt(l)),
+            (None, Some(s)) => write_file(&memsw, &fmt(s)),
+            (None, None) => Ok(()),
+        }
+    }
+
+    fn apply(&self, path: &str, r: &LinuxResources) -> Result<(), Error> {
+        if let Some(cpu) = r.cpu() {
+            if let Some(dir) = self.dir("cpu", path) {
+                if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+                    write_file(&dir.join("cpu.shares"), &shares.to_string())?;
+                }
+                if let Some(period) = cpu.period().filter(|p| *p > 0) {
+                    write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                }
+                if let Some(quota) = cpu.quota().filter(|q| *q != 0) {
+                    let q = if quota < 0 { -1 } else { quota };
+                    write_file(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+                }
+            }
+            if let Some(dir) = self.dir("cpuset", path) {
+                if let Some(cpus) = cpu.cpus().as_deref().filter(|s| !s.is_empty()) {
+                    write_file(&dir.join("cpuset.cpus"), cpus)?;
+                }
+                if let Some(mems) = cpu.mems().as_deref().filter(|s| !s.is_empty()) {
+                    write_file(&dir.join("cpuset.mems"), mems)?;
+                }
+            }
+        }
+        if let (Some(mem), Some(dir)) = (r.memory(), self.dir("memory", path)) {
+            self.set_memory(
+                &dir,
+                mem.limit().filter(|l| *l != 0),
+                mem.swap().filter(|s| *s != 0),
+            )?;
+        }
+        if let (Some(pids), Some(dir)) = (r.pids(), self.dir("pids", path)) {
+            let v = if pids.limit() > 0 {
+                pids.limit().to_string()
+            } else {
+                "max".into()
+            };
+            write_file(&dir.join("pids.max"), &v)?;
+        }
+        if let (Some(limits), Some(dir)) = (r.hugepage_limits(), self.dir("hugetlb", path)) {
+            for l in limits {
+                let file = dir.join(format!("hugetlb.{}.limit_in_bytes", l.page_size()));
+                write_file(&file, &l.limit().to_string())?;
+            }
+        }
+        if let (Some(rules), Some(dir)) = (r.devices(), self.dir("devices", path)) {
+            for rule in rules {
+                let file = if rule.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                let line = rule.to_string();
+                let line = if rule.access().is_none() {
+                    format!("{line}rwm")
+                } else {
+                    line
+                };
+                write_file(&dir.join(file), &line)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cgroups for V1 {
+    fn create(&self, path: &str, resources: &LinuxResources) -> Result<(), Error> {
+        for h in &self.hierarchies {
+            let dir = h.mount.join(rel(path));
+            fs::create_dir_all(&dir)
+                .map_err(|e| io_error(format!("mkdir {}", dir.display()), e))?;
+        }
+        self.init_cpuset(path)?;
+        self.apply(path, resources)
+    }
+
+    fn add(&self, path: &str, pid: i32) -> Result<(), Error> {
+        for file in self.procs_files(path) {
+            write_file(&file, &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn update(&self, path: &str, resources: &LinuxResources) -> Result<(), Error> {
+        self.apply(path, resources)
+    }
+
+    fn usage(&self, path: &str) -> Result<Usage, Error> {
+        let mut u = Usage::default();
+        if let Some(dir) = self.dir("cpuacct", path) {
+            u.cpu_usage_ns = read_u64(&dir.join("cpuacct.usage"))?;
+        }
+        if let Some(dir) = self.dir("memory", path) {
+            u.memory_usage_bytes = read_u64(&dir.join("memory.usage_in_bytes"))?;
+            let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            let inactive = keyed(&stat, "total_inactive_file").unwrap_or(0);
+            u.memory_working_set_bytes = u.memory_usage_bytes.saturating_sub(inactive);
+        }
+        if let Some(dir) = self.dir("pids", path) {
+            u.pids = read_u64(&dir.join("pids.current")).unwrap_or(0);
+        }
+        Ok(u)
+    }
+
+    fn oom_killed(&self, path: &str) -> bool {
+        let Some(dir) = self.dir("memory", path) else {
+            return false;
+        };
+        let oom_control = fs::read_to_string(dir.join("memory.oom_control")).unwrap_or_default();
+        match keyed(&oom_control, "oom_kill") {
+            Some(n) => n > 0,
+            // Kernels before 4.13 have no kill counter: the limit having
+            // been hit is the best sign left.
+            None => read_u64(&dir.join("memory.failcnt")).is_ok_and(|n| n > 0),
+        }
+    }
+
+    fn remove(&self, path: &str) -> Result<(), Error> {
+        let mut first_err = None;
+        for h in &self.hierarchies {
+            if let Err(e) = rmdir_retry(&h.mount.join(rel(path))) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn procs_files(&self, path: &str) -> Vec<PathBuf> {
+        self.hierarchies
+            .iter()
+            .map(|h| h.mount.join(rel(path)).join("cgroup.procs"))
+            .collect()
+    }
+
+    fn version(&self) -> &'static str {
+        "v1"
+    }
+}
+
+/// cgroup v2: one unified tree.
+#[derive(Clone, Debug)]
+pub struct V2 {
+    pub root: PathBuf,
+}
+
+/// containerd's (runc's) mapping of cgroup v1 `cpu.shares` [2, 262144] to
+/// v2 `cpu.weight` [1, 10000].
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+impl V2 {
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn dir(&self, path: &str) -> PathBuf {
+        self.root.join(rel(path))
+    }
+
+    /// Enable in every ancestor's `cgroup.subtree_control` the controllers
+    /// the leaf needs (those the ancestor has available).
+    fn enable_controllers(&self, path: &str) -> Result<(), Error> {
+        let wanted = ["cpu", "cpuset", "memory", "pids", "hugetlb", "io"];
+        let mut dir = self.root.clone();
+        for part in rel(path).split('/').filter(|p| !p.is_empty()) {
+            let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            let enabled =
+                fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+            for c in wanted {
+                let has = |s: &str| s.split_whitespace().any(|x| x == c);
+                if has(&available) && !has(&enabled) {
+                    // A controller may refuse (e.g. cpu with realtime
+                    // tasks); the limit that needs it then fails loudly.
+                    let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+                }
+            }
+            dir.push(part);
+        }
+        Ok(())
+    }
+
+    fn apply(&self, path: &str, r: &LinuxResources) -> Result<(), Error> {
+        let dir = self.dir(path);
+        if let Some(cpu) = r.cpu() {
+            if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+                write_file(
+                    &dir.join("cpu.weight"),
+                    &shares_to_weight(shares).to_string(),
+                )?;
+            }
+            let quota = cpu.quota().filter(|q| *q != 0);
+            let period = cpu.period().filter(|p| *p > 0);
+            if quota.is_some() || period.is_some() {
+                let q = match quota {
+                    Some(q) if q > 0 => q.to_string(),
+                    _ => "max".to_string(),
+                };
+                let p = period.unwrap_or(100_000);
+                write_file(&dir.join("cpu.max"), &format!("{q} {p}"))?;
+            }
+            if let Some(cpus) = cpu.cpus().as_deref().filter(|s| !s.is_empty()) {
+                write_file(&dir.join("cpuset.cpus"), cpus)?;
+            }
+            if let Some(mems) = cpu.mems().as_deref().filter(|s| !s.is_empty()) {
+                write_file(&dir.join("cpuset.mems"), mems)?;
+            }
+        }
+        if let Some(mem) = r.memory() {
+            let limit = mem.limit().filter(|l| *l != 0);
+            if let Some(l) = limit {
+                let v = if l < 0 {
+                    "max".to_string()
+                } else {
+                    l.to_string()
+                };
+                write_file(&dir.join("memory.max"), &v)?;
+            }
+            // OCI's swap is memory+swap; v2's memory.swap.max is swap alone.
+            if let Some(s) = mem.swap().filter(|s| *s != 0) {
+                let v = match limit {
+                    _ if s < 0 => Some("max".to_string()),
+                    Some(l) if l > 0 && s >= l => Some((s - l).to_string()),
+                    _ => None,
+                };
+                let file = dir.join("memory.swap.max");
+                if let (Some(v), true) = (v, file.exists()) {
+                    write_file(&file, &v)?;
+                }
+            }
+        }
+        if let Some(pids) = r.pids() {
+            let v = if pids.limit() > 0 {
+                pids.limit().to_string()
+            } else {
+                "max".into()
+            };
+            write_file(&dir.join("pids.max"), &v)?;
+        }
+        if let Some(limits) = r.hugepage_limits() {
+            for l in limits {
+                write_file(
+                    &dir.join(format!("hugetlb.{}.max", l.page_size())),
+                    &l.limit().to_string(),
+                )?;
+            }
+        }
+        if let Some(unified) = r.unified() {
+            let mut keys: Vec<_> = unified.keys().collect();
+            keys.sort();
+            for k in keys {
+                if k.contains('/') || k.starts_with('.') {
+                    return Err(Error::new(format!(
+                        "unified resource {k:?}: not a cgroup file name"
+                    )));
+                }
+                write_file(&dir.join(k), &unified[k])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cgroups for V2 {
+    fn create(&self, path: &str, resources: &LinuxResources) -> Result<(), Error> {
+        let dir = self.dir(path);
+        fs::create_dir_all(&dir).map_err(|e| io_error(format!("mkdir {}", dir.display()), e))?;
+        self.enable_controllers(path)?;
+        self.apply(path, resources)
+    }
+
+    fn add(&self, path: &str, pid: i32) -> Result<(), Error> {
+        write_file(&self.dir(path).join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn update(&self, path: &str, resources: &LinuxResources) -> Result<(), Error> {
+        self.apply(path, resources)
+    }
+
+    fn usage(&self, path: &str) -> Result<Usage, Error> {
+        let dir = self.dir(path);
+        let mut u = Usage::default();
+        let cpu_stat = fs::read_to_string(dir.join("cpu.stat"))
+            .map_err(|e| io_error(format!("read {}", dir.join("cpu.stat").display()), e))?;
+        u.cpu_usage_ns = keyed(&cpu_stat, "usage_usec").unwrap_or(0) * 1000;
+        if let Ok(cur) = read_u64(&dir.join("memory.current")) {
+            u.memory_usage_bytes = cur;
+            let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            let inactive = keyed(&stat, "inactive_file").unwrap_or(0);
+            u.memory_working_set_bytes = cur.saturating_sub(inactive);
+        }
+        u.pids = read_u64(&dir.join("pids.current")).unwrap_or(0);
+        Ok(u)
+    }
+
+    fn oom_killed(&self, path: &str) -> bool {
+        let events = fs::read_to_string(self.dir(path).join("memory.events")).unwrap_or_default();
+        keyed(&events, "oom_kill").is_some_and(|n| n > 0)
+    }
+
+    fn remove(&self, path: &str) -> Result<(), Error> {
+        rmdir_retry(&self.dir(path))
+    }
+
+    fn procs_files(&self, path: &str) -> Vec<PathBuf> {
+        vec![self.dir(path).join("cgroup.procs")]
+    }
+
+    fn version(&self) -> &'static str {
+        "v2"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_map_to_weights_like_containerd() {
+        assert_eq!(shares_to_weight(0), 0);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+
+    #[test]
+    fn mountinfo_hierarchies() {
+        let mi = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+99 31 0:32 / /mnt/my\\040mem rw,relatime - cgroup cgroup rw,memory
+";
+        let v1 = V1::from_mountinfo(mi);
+        let names: Vec<_> = v1
+            .hierarchies
+            .iter()
+            .map(|h| h.controllers.join(","))
+            .collect();
+        assert_eq!(names, ["cpu,cpuacct", "memory", "name=systemd"]);
+        assert_eq!(
+            v1.dir("cpuacct", "/a/b"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a/b"))
+        );
+        assert_eq!(v1.dir("pids", "a"), None);
+        assert_eq!(unescape_mountinfo("/mnt/my\\040mem"), "/mnt/my mem");
+    }
+
+    #[test]
+    fn keyed_files() {
+        let s = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(keyed(s, "oom_kill"), Some(3));
+        assert_eq!(keyed(s, "missing"), None);
+    }
 }

@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 pub use oci_spec::runtime::Spec;
 
 pub mod cgroup;
+mod child;
+mod plan;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 
 /// Why a container could not be set up.
@@ -59,40 +62,355 @@ pub struct Stdio {
 
 /// A container process that is fully set up and waits, before `execve`,
 /// for [`Created::start`].
+///
+/// The process is a child of the caller of [`create`] (cloned with
+/// `CLONE_PARENT` by a short-lived intermediate child), so the caller waits
+/// for it with `waitpid(pid)`. Dropping a `Created` without starting it
+/// makes the process exit with status 1 without running anything; it still
+/// has to be reaped.
 pub struct Created {
     pub pid: nix::unistd::Pid,
     /// Writing one byte here (then closing it) lets the process exec.
     start: OwnedFd,
+    /// The child's report channel: closed (close-on-exec) once it execs, or
+    /// carrying the reason it could not.
+    sync: OwnedFd,
 }
 
 impl Created {
-    /// Release the process into the container's entrypoint.
+    /// Release the process into the container's entrypoint. Returns once
+    /// the process has called `execve` successfully, or with the reason it
+    /// failed (the process then exits with status 127; the caller reaps it).
     pub fn start(self) -> Result<(), Error> {
-        Err(Error::new("starting containers is not implemented yet"))
+        let Created { pid, start, sync } = self;
+        match nix::unistd::write(&start, b"s") {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error {
+                    context: format!("start container process {pid}"),
+                    errno: Some(e),
+                })
+            }
+        }
+        drop(start);
+        match read_record(&sync)? {
+            None => Ok(()),
+            Some(r) => Err(record_error(&r)),
+        }
     }
 }
+
+/// The stack the container's init starts on (a copy of the intermediate
+/// child's heap; pages are touched only as used).
+const INIT_STACK: usize = 1 << 20;
 
 /// Set up the container described by `spec` in a new child of the calling
 /// process. `spec.root.path` is the already mounted root filesystem.
 /// Namespaces listed with a path are joined (the pod's), the others are
 /// created. The child stops before `execve` until `Created::start`.
+///
+/// When the spec names a cgroup (`linux.cgroupsPath`), it is created with
+/// `linux.resources` and the process is born in it; a failed create
+/// removes it again. The executable is looked up (in the spec's `PATH`)
+/// before this returns, so a missing binary fails here, as with runc.
 pub fn create(spec: &Spec, stdio: Stdio) -> Result<Created, Error> {
-    let _ = (spec, stdio);
-    Err(Error::new("creating containers is not implemented yet"))
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::new("spec has no process"))?;
+    let linux = spec.linux().as_ref();
+    let cgroup = match linux.and_then(|l| l.cgroups_path().as_ref()) {
+        Some(path) => {
+            let path = path.to_string_lossy().into_owned();
+            let cg = cgroup::detect()?;
+            let resources = linux
+                .and_then(|l| l.resources().clone())
+                .unwrap_or_default();
+            cg.create(&path, &resources)?;
+            Some((cg, path))
+        }
+        None => None,
+    };
+    let result = create_in(
+        spec,
+        process,
+        stdio,
+        cgroup.as_ref().map(|(cg, p)| (cg.as_ref(), p.as_str())),
+    );
+    if result.is_err() {
+        if let Some((cg, path)) = &cgroup {
+            if let Err(e) = cg.remove(path) {
+                tracing::warn!(cgroup = %path, error = %e, "removing the cgroup of a failed container");
+            }
+        }
+    }
+    result
+}
+
+fn create_in(
+    spec: &Spec,
+    process: &oci_spec::runtime::Process,
+    stdio: Stdio,
+    cgroup: Option<(&dyn cgroup::Cgroups, &str)>,
+) -> Result<Created, Error> {
+    let mut held = plan::Held::default();
+    let mut p = plan::empty_plan();
+    plan::process_plan(spec, process, &mut p)?;
+    let (setns, unshare, has_uts) = plan::namespaces_for_create(spec, &mut held)?;
+    p.setns = setns;
+    p.unshare = unshare;
+    p.rootfs = Some(plan::rootfs_plan(spec)?);
+    p.hostname = match spec.hostname().as_deref() {
+        Some(h) if !h.is_empty() && has_uts => Some(plan::cstring(h)?),
+        _ => None,
+    };
+    if let Some((cg, path)) = cgroup {
+        p.cgroup_procs = plan::cgroup_fds(&cg.procs_files(path), &mut held)?;
+    }
+    let (start_r, start_w) = pipe()?;
+    p.start_r = held.keep(start_r);
+    let (pid, mut reports) = spawn(p, held, stdio)?;
+    match reports.next() {
+        Ok(Some(r)) if r.tag == child::TAG_READY => Ok(Created {
+            pid,
+            start: start_w,
+            sync: reports.fd,
+        }),
+        other => {
+            // The init reported an error and exited, or died: reap it.
+            let status = reap(pid);
+            Err(match other {
+                Ok(Some(r)) => record_error(&r),
+                Ok(None) => Error::new(format!("container init exited during setup ({status:?})")),
+                Err(e) => e,
+            })
+        }
+    }
+}
+
+/// A child's reports, with those that arrived before the pid record.
+struct Reports {
+    fd: OwnedFd,
+    early: std::collections::VecDeque<child::Record>,
+}
+
+impl Reports {
+    fn next(&mut self) -> Result<Option<child::Record>, Error> {
+        match self.early.pop_front() {
+            Some(r) => Ok(Some(r)),
+            None => read_record(&self.fd),
+        }
+    }
+}
+
+/// Fork the intermediate child, which clones the process the plan
+/// describes (as our child) and reports its pid. Returns that pid and the
+/// reports channel.
+///
+/// The cloned process runs as soon as it exists, so its first report (an
+/// error, or "ready") may reach the pipe before the intermediate's pid
+/// record: those are kept for later. An error with no pid record after it
+/// (end of file) is the intermediate's own.
+fn spawn(
+    mut p: child::Plan,
+    mut held: plan::Held,
+    stdio: Stdio,
+) -> Result<(nix::unistd::Pid, Reports), Error> {
+    use std::os::fd::AsRawFd;
+    let (sync_r, sync_w) = pipe()?;
+    p.sync_w = held.keep(sync_w);
+    let stdin = match stdio.stdin {
+        Some(fd) => fd,
+        None => nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error {
+            context: "open /dev/null".into(),
+            errno: Some(e),
+        })?,
+    };
+    p.stdin = held.keep(stdin);
+    p.stdout = stdio.stdout.as_raw_fd();
+    p.stderr = stdio.stderr.as_raw_fd();
+    held.fds.push(stdio.stdout);
+    held.fds.push(stdio.stderr);
+    p.keep_fds = held.fds.iter().map(|f| f.as_raw_fd()).collect();
+    p.keep_fds.sort_unstable();
+    p.keep_fds.dedup();
+
+    let plan = &p;
+    let init: nix::sched::CloneCb<'_> = Box::new(move || -> isize {
+        // SAFETY: runs in the process cloned by `intermediate`.
+        unsafe { child::init(plan) }
+    });
+    let mut stack = vec![0u8; INIT_STACK];
+    // SAFETY: the child runs only `child::intermediate`, which makes system
+    // calls on the plan prepared above (no allocation, no locks) and exits.
+    let forked = unsafe { nix::unistd::fork() }.map_err(|e| Error {
+        context: "fork".into(),
+        errno: Some(e),
+    })?;
+    let intermediate = match forked {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: freshly forked child; see `child::intermediate`.
+            unsafe { child::intermediate(plan, init, &mut stack) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(init);
+    drop(held); // our copies of the child's ends and of stdio
+    let mut early = std::collections::VecDeque::new();
+    let pid = loop {
+        match read_record(&sync_r) {
+            Ok(Some(r)) if r.tag == child::TAG_PID => break Ok(r.value),
+            Ok(Some(r)) => early.push_back(r),
+            Ok(None) => {
+                break Err(match early.pop_front() {
+                    Some(r) => record_error(&r),
+                    None => Error::new("container setup: intermediate process died"),
+                })
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = reap(intermediate);
+    Ok((
+        nix::unistd::Pid::from_raw(pid?),
+        Reports { fd: sync_r, early },
+    ))
+}
+
+/// Wait for our child `pid` to exit.
+fn reap(pid: nix::unistd::Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error {
+        context: "pipe".into(),
+        errno: Some(e),
+    })
+}
+
+fn read_exact_or_eof(fd: &OwnedFd, buf: &mut [u8]) -> Result<bool, Error> {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(Error::new("container setup: truncated report")),
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return Err(Error {
+                    context: "read container setup report".into(),
+                    errno: Some(e),
+                })
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The next report of a child, or None at end of file.
+fn read_record(fd: &OwnedFd) -> Result<Option<child::Record>, Error> {
+    let mut h = [0u8; child::HEADER];
+    if !read_exact_or_eof(fd, &mut h)? {
+        return Ok(None);
+    }
+    let len = u16::from_le_bytes([h[8], h[9]]) as usize;
+    let mut detail = vec![0u8; len];
+    if len > 0 && !read_exact_or_eof(fd, &mut detail)? {
+        return Err(Error::new("container setup: truncated report"));
+    }
+    Ok(Some(child::Record {
+        tag: h[0],
+        step: u16::from_le_bytes([h[2], h[3]]),
+        value: i32::from_le_bytes([h[4], h[5], h[6], h[7]]),
+        detail,
+    }))
+}
+
+fn record_error(r: &child::Record) -> Error {
+    if r.tag != child::TAG_ERROR {
+        return Error::new(format!(
+            "container setup: unexpected report {:?}",
+            r.tag as char
+        ));
+    }
+    let errno = nix::errno::Errno::from_raw(r.value);
+    let detail = String::from_utf8_lossy(&r.detail).into_owned();
+    let step = child::Step::from_u16(r.step);
+    match step {
+        Some(child::Step::Executable | child::Step::Exec) => {
+            if !detail.contains('/') && errno == nix::errno::Errno::ENOENT {
+                Error::new(format!(
+                    "exec: {detail:?}: executable file not found in $PATH"
+                ))
+            } else {
+                Error {
+                    context: format!("exec: {detail}"),
+                    errno: Some(errno),
+                }
+            }
+        }
+        Some(s) => Error {
+            context: if detail.is_empty() {
+                s.describe().to_string()
+            } else {
+                format!("{} {detail}", s.describe())
+            },
+            errno: Some(errno),
+        },
+        None => Error {
+            context: format!("container setup step {}", r.step),
+            errno: Some(errno),
+        },
+    }
 }
 
 /// Run `process` inside a running container (whose init is `container_pid`):
 /// its namespaces, its cgroup, the process's user, env, capabilities and
 /// seccomp profile. Used by ExecSync. Returns the new process's pid; the
-/// caller waits for it.
+/// caller waits for it. Returns once the process has exec'd (or with the
+/// reason it could not, e.g. a missing executable).
 pub fn exec(
     container_pid: nix::unistd::Pid,
     spec: &Spec,
     process: &oci_spec::runtime::Process,
     stdio: Stdio,
 ) -> Result<nix::unistd::Pid, Error> {
-    let _ = (container_pid, spec, process, stdio);
-    Err(Error::new("exec in containers is not implemented yet"))
+    let mut held = plan::Held::default();
+    let mut p = plan::empty_plan();
+    plan::process_plan(spec, process, &mut p)?;
+    p.setns = plan::namespaces_for_exec(container_pid.as_raw(), &mut held)?;
+    if let Some(path) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+    {
+        let cg = cgroup::detect()?;
+        let path = path.to_string_lossy();
+        p.cgroup_procs = plan::cgroup_fds(&cg.procs_files(&path), &mut held)?;
+    }
+    let (pid, mut reports) = spawn(p, held, stdio)?;
+    match reports.next() {
+        Ok(None) => Ok(pid),
+        other => {
+            let _ = reap(pid);
+            Err(match other {
+                Ok(Some(r)) => record_error(&r),
+                Ok(None) => unreachable!(),
+                Err(e) => e,
+            })
+        }
+    }
 }
 
 /// Paths of the pod's namespaces a container joins.
@@ -113,8 +431,16 @@ pub struct PodFiles {
     pub resolv_conf: Option<PathBuf>,
 }
 
-/// Whether `path` lies on an overlay mount we made (for cleanup checks).
+/// Whether anything is mounted at `path` or below it (for cleanup checks:
+/// after `rootfs::unmount`, nothing should be).
 pub fn is_mounted(path: &Path) -> bool {
-    let _ = path;
-    false
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    cgroup::parse_mountinfo(&mountinfo)
+        .iter()
+        .any(|(mount_point, _, _)| Path::new(mount_point).starts_with(path))
 }
+
+#[cfg(test)]
+mod tests;

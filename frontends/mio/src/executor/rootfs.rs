@@ -1,7 +1,13 @@
 //! A container's root filesystem: an overlay of the image's unpacked
 //! layers with a per-container writable layer.
 
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::Error;
 
@@ -13,16 +19,305 @@ pub struct Overlay {
     pub target: PathBuf,
 }
 
+/// The kernel copies mount data into one page: longer option strings are
+/// refused (or truncated by older kernels).
+const MAX_MOUNT_DATA: usize = 4095;
+
 /// Mount the overlay at `o.target` (creating the directories it needs).
+///
+/// With many layers the `lowerdir=` list can outgrow the page the kernel
+/// takes mount options in. Then the overlay is mounted from a child process
+/// that `chdir`s to the layers' common parent and names them relatively
+/// (the working directory is process-wide, so crispd's own threads never
+/// see it change); if even that is too long, through the new mount API,
+/// one `lowerdir+` at a time (Linux 6.8+).
 pub fn mount_overlay(o: &Overlay) -> Result<(), Error> {
-    let _ = o;
-    Err(Error::new(
-        "mounting root filesystems is not implemented yet",
-    ))
+    if o.lower.is_empty() {
+        return Err(Error::new("overlay: no lower layer"));
+    }
+    for dir in [&o.upper, &o.work, &o.target] {
+        fs::create_dir_all(dir).map_err(|e| Error {
+            context: format!("overlay: mkdir {}", dir.display()),
+            errno: e.raw_os_error().map(Errno::from_raw),
+        })?;
+    }
+    for l in &o.lower {
+        check_option_path(l)?;
+    }
+    check_option_path(&o.upper)?;
+    check_option_path(&o.work)?;
+
+    let lowers: Vec<&OsStr> = o.lower.iter().map(|p| p.as_os_str()).collect();
+    let data = options(&lowers, &o.upper, &o.work);
+    if data.len() <= MAX_MOUNT_DATA {
+        return mount_data(&o.target, &data);
+    }
+    if let Some(common) = common_parent(&o.lower) {
+        let rel: Vec<&OsStr> = o
+            .lower
+            .iter()
+            .map(|p| {
+                p.strip_prefix(&common)
+                    .map_or(p.as_os_str(), |r| r.as_os_str())
+            })
+            .collect();
+        let data = options(&rel, &o.upper, &o.work);
+        if data.len() <= MAX_MOUNT_DATA {
+            return mount_in_dir(&common, &o.target, &data);
+        }
+    }
+    mount_fsconfig(o)
+}
+
+/// overlayfs splits its options at `,` and `:` (and `\` escapes): refuse
+/// paths that would be misread rather than mount the wrong tree.
+fn check_option_path(p: &Path) -> Result<(), Error> {
+    if p.as_os_str()
+        .as_bytes()
+        .iter()
+        .any(|b| matches!(b, b',' | b':' | b'\\'))
+    {
+        return Err(Error::new(format!(
+            "overlay: path {} contains ',', ':' or '\\'",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+fn options(lowers: &[&OsStr], upper: &Path, work: &Path) -> Vec<u8> {
+    let mut d = b"lowerdir=".to_vec();
+    for (i, l) in lowers.iter().enumerate() {
+        if i > 0 {
+            d.push(b':');
+        }
+        d.extend_from_slice(l.as_bytes());
+    }
+    d.extend_from_slice(b",upperdir=");
+    d.extend_from_slice(upper.as_os_str().as_bytes());
+    d.extend_from_slice(b",workdir=");
+    d.extend_from_slice(work.as_os_str().as_bytes());
+    d
+}
+
+/// The deepest directory holding every path (None if only `/`).
+fn common_parent(paths: &[PathBuf]) -> Option<PathBuf> {
+    let first = paths.first()?.parent()?;
+    let mut common: PathBuf = first.to_path_buf();
+    for p in &paths[1..] {
+        while !p.starts_with(&common) {
+            if !common.pop() {
+                return None;
+            }
+        }
+    }
+    (common != Path::new("/") && !common.as_os_str().is_empty()).then_some(common)
+}
+
+fn mount_data(target: &Path, data: &[u8]) -> Result<(), Error> {
+    let data = CString::new(data).map_err(|_| Error::new("overlay: NUL in a path"))?;
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .map_err(|e| Error {
+        context: format!("mount overlay at {}", target.display()),
+        errno: Some(e),
+    })
+}
+
+/// Mount with relative lower paths from a child whose working directory is
+/// `dir`. The child shares our mount namespace, so the mount is ours.
+fn mount_in_dir(dir: &Path, target: &Path, data: &[u8]) -> Result<(), Error> {
+    let dir_c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::new("overlay: NUL in a path"))?;
+    let target_c = CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| Error::new("overlay: NUL in a path"))?;
+    let data_c = CString::new(data).map_err(|_| Error::new("overlay: NUL in a path"))?;
+    let overlay = c"overlay";
+    // SAFETY: the child only calls chdir, mount and _exit on memory prepared
+    // before the fork: async-signal-safe.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => unsafe {
+            let mut rc = 1;
+            if libc::chdir(dir_c.as_ptr()) == 0
+                && libc::mount(
+                    overlay.as_ptr(),
+                    target_c.as_ptr(),
+                    overlay.as_ptr(),
+                    0,
+                    data_c.as_ptr().cast(),
+                ) == 0
+            {
+                rc = 0;
+            } else {
+                rc += *libc::__errno_location();
+            }
+            libc::_exit(rc.min(255));
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Err(Error {
+                    context: format!(
+                        "mount overlay at {} (relative to {})",
+                        target.display(),
+                        dir.display()
+                    ),
+                    errno: Some(Errno::from_raw(code - 1)),
+                }),
+                other => Err(Error::new(format!("overlay mount helper: {other:?}"))),
+            }
+        }
+        Err(e) => Err(Error {
+            context: "fork overlay mount helper".into(),
+            errno: Some(e),
+        }),
+    }
+}
+
+use nix::libc;
+
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// The new mount API: `fsopen("overlay")`, one `lowerdir+` per layer (no
+/// length limit; Linux 6.8+), `fsmount`, `move_mount`.
+fn mount_fsconfig(o: &Overlay) -> Result<(), Error> {
+    let err = |what: &str| Error {
+        context: format!(
+            "mount overlay of {} layers at {} ({what})",
+            o.lower.len(),
+            o.target.display()
+        ),
+        errno: Some(Errno::last()),
+    };
+    let cstr = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::new("overlay: NUL in a path"))
+    };
+    // SAFETY: plain syscalls on NUL-terminated strings that outlive them;
+    // the fds they return are owned and closed below.
+    unsafe {
+        let fs_fd = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 0) as libc::c_int;
+        if fs_fd < 0 {
+            return Err(err("fsopen"));
+        }
+        let fs_fd = std::os::fd::OwnedFd::from_raw_fd_checked(fs_fd);
+        let set = |key: &std::ffi::CStr, value: &CString| {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs_fd.raw(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            ) == 0
+        };
+        // lowerdir+ appends below the layers given so far: topmost first.
+        for l in &o.lower {
+            if !set(c"lowerdir+", &cstr(l)?) {
+                return Err(err("fsconfig lowerdir+"));
+            }
+        }
+        if !set(c"upperdir", &cstr(&o.upper)?) || !set(c"workdir", &cstr(&o.work)?) {
+            return Err(err("fsconfig upperdir/workdir"));
+        }
+        let null: *const libc::c_char = std::ptr::null();
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fs_fd.raw(),
+            FSCONFIG_CMD_CREATE,
+            null,
+            null,
+            0,
+        ) != 0
+        {
+            return Err(err("fsconfig create"));
+        }
+        let mnt_fd = libc::syscall(libc::SYS_fsmount, fs_fd.raw(), 0, 0) as libc::c_int;
+        if mnt_fd < 0 {
+            return Err(err("fsmount"));
+        }
+        let mnt_fd = std::os::fd::OwnedFd::from_raw_fd_checked(mnt_fd);
+        let target = cstr(&o.target)?;
+        if libc::syscall(
+            libc::SYS_move_mount,
+            mnt_fd.raw(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) != 0
+        {
+            return Err(err("move_mount"));
+        }
+    }
+    Ok(())
+}
+
+trait FdExt {
+    /// # Safety
+    /// `fd` must be an open descriptor nobody else owns.
+    unsafe fn from_raw_fd_checked(fd: libc::c_int) -> Self;
+    fn raw(&self) -> libc::c_int;
+}
+
+impl FdExt for std::os::fd::OwnedFd {
+    unsafe fn from_raw_fd_checked(fd: libc::c_int) -> Self {
+        // SAFETY: per the caller's contract.
+        unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
+    }
+    fn raw(&self) -> libc::c_int {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
 }
 
 /// Unmount a container's root filesystem (lazily if busy); idempotent.
 pub fn unmount(target: &Path) -> Result<(), Error> {
-    let _ = target;
-    Ok(())
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EBUSY) => match umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) => Ok(()),
+            Err(e) => Err(Error {
+                context: format!("unmount {} (detached)", target.display()),
+                errno: Some(e),
+            }),
+        },
+        Err(e) => Err(Error {
+            context: format!("unmount {}", target.display()),
+            errno: Some(e),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_parent_of_layers() {
+        let l = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            common_parent(&[
+                l("/var/lib/crisp/layers/a/fs"),
+                l("/var/lib/crisp/layers/b/fs")
+            ]),
+            Some(l("/var/lib/crisp/layers"))
+        );
+        assert_eq!(common_parent(&[l("/a/x"), l("/b/y")]), None);
+    }
+
+    #[test]
+    fn options_string() {
+        let d = options(
+            &[OsStr::new("/l1"), OsStr::new("/l2")],
+            Path::new("/u"),
+            Path::new("/w"),
+        );
+        assert_eq!(d, b"lowerdir=/l1:/l2,upperdir=/u,workdir=/w");
+    }
 }

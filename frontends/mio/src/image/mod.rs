@@ -269,6 +269,41 @@ impl ImageService {
         })
     }
 
+    /// What a container's root filesystem is made of: the image `query`
+    /// names, its unpacked layer directories (topmost first, as overlayfs
+    /// wants its lower dirs) and its config document.
+    pub fn resolve(
+        &self,
+        query: &str,
+    ) -> Result<(ImageRecord, Vec<std::path::PathBuf>, Vec<u8>), ImageError> {
+        let records = self.records()?;
+        let names: Vec<_> = records.iter().map(ImageRecord::names).collect();
+        let Some(i) = rules::find(&names, query) else {
+            return Err(ImageError::not_found(format!("image {query:?} not found")));
+        };
+        let record = records[i].clone();
+        let mut layers = Vec::new();
+        for l in record.layers.iter().rev() {
+            let d = Digest::parse(&l.diff_id)
+                .map_err(|e| ImageError::corrupt(format!("layer {}: {e}", l.diff_id)))?;
+            if !self.store.has_layer(&d) {
+                return Err(ImageError::corrupt(format!(
+                    "image {} lacks its unpacked layer {}",
+                    record.id, l.diff_id
+                )));
+            }
+            layers.push(self.store.layer_path(&d));
+        }
+        let config = Digest::parse(&record.id)
+            .map_err(|e| ImageError::corrupt(format!("image id {}: {e}", record.id)))
+            .and_then(|d| {
+                self.store
+                    .read_blob(&d)
+                    .map_err(|e| ImageError::local("read the image config", e))
+            })?;
+        Ok((record, layers, config))
+    }
+
     /// RemoveImage: untag or delete (idempotent), then collect garbage.
     pub fn remove(&self, query: &str) -> Result<(), ImageError> {
         let done = self

@@ -1,0 +1,541 @@
+//! Containers on the host: the rootfs overlay, the OCI spec, and the
+//! per-container monitor process (see [`super::monitor`]) that creates the
+//! container with the executor, holds its stdio and records its exit.
+//! crispd talks to the monitor over `<runtime_dir>/containers/<id>/sock`.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crisp_core::cri::{Exit, Observed, UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON};
+use crisp_core::grpc::Status;
+use crisp_proto::cri;
+use serde::{Deserialize, Serialize};
+
+use super::monitor::ExitFile;
+use super::{cgroups, exec_status, internal, remove_tree, sandbox, Host};
+use crate::executor::{self, rootfs, spec, PodFiles, PodNamespaces};
+
+/// What crispd keeps about a container next to its monitor.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Meta {
+    pub pod_id: String,
+    pub cgroup: String,
+    pub image_id: String,
+    /// The image's StopSignal, e.g. `SIGQUIT`; empty for SIGTERM.
+    pub stop_signal: String,
+}
+
+pub fn read_meta(host: &Host, id: &str) -> Option<Meta> {
+    serde_json::from_slice(&fs::read(host.ctr_dir(id).join("meta.json")).ok()?).ok()
+}
+
+pub fn socket_path(host: &Host, id: &str) -> PathBuf {
+    host.ctr_dir(id).join("sock")
+}
+
+/// Longest path a Unix socket address holds.
+const SUN_PATH_MAX: usize = 107;
+
+#[allow(clippy::too_many_arguments)]
+pub fn create(
+    host: &Host,
+    id: &str,
+    pod_id: &str,
+    config: &cri::ContainerConfig,
+    sandbox_config: &cri::PodSandboxConfig,
+    image: &str,
+    log_path: &str,
+) -> Result<(String, String), Status> {
+    let result = create_inner(host, id, pod_id, config, sandbox_config, image, log_path);
+    if result.is_err() {
+        if let Err(e) = remove(host, id) {
+            tracing::warn!(container = id, error = %e.message, "cleanup after a failed CreateContainer");
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_inner(
+    host: &Host,
+    id: &str,
+    pod_id: &str,
+    config: &cri::ContainerConfig,
+    sandbox_config: &cri::PodSandboxConfig,
+    image: &str,
+    log_path: &str,
+) -> Result<(String, String), Status> {
+    let sock = socket_path(host, id);
+    if sock.as_os_str().len() > SUN_PATH_MAX {
+        return Err(Status::failed_precondition(format!(
+            "the monitor socket path {} is longer than a Unix socket allows; use a shorter runtime_dir",
+            sock.display()
+        )));
+    }
+    let (record, layers, config_bytes) = host.images.resolve(image).map_err(|e| e.to_status())?;
+    let image_config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(|e| internal("parse the image config", e))?;
+    let stop_signal = serde_json::from_slice::<serde_json::Value>(&config_bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("config")?
+                .get("StopSignal")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let sb = sandbox::read_meta(host, pod_id).ok_or_else(|| {
+        Status::failed_precondition(format!("pod sandbox {pod_id} has no host state"))
+    })?;
+    let dir = host.ctr_dir(id);
+    let state = host.ctr_state_dir(id);
+    fs::create_dir_all(&dir).map_err(|e| internal("create the container directory", e))?;
+    fs::create_dir_all(&state).map_err(|e| internal("create the container state directory", e))?;
+    let cgroup = cgroups::container_cgroup(&sb.pod_cgroup, id);
+    let meta = Meta {
+        pod_id: pod_id.into(),
+        cgroup: cgroup.clone(),
+        image_id: record.id.clone(),
+        stop_signal,
+    };
+    let meta_bytes = serde_json::to_vec(&meta).map_err(|e| internal("encode meta", e))?;
+    crate::persist::write_atomic(&dir.join("meta.json"), &meta_bytes)
+        .map_err(|e| internal("write the container meta", e))?;
+
+    let target = dir.join("rootfs");
+    rootfs::mount_overlay(&rootfs::Overlay {
+        lower: layers,
+        upper: state.join("upper"),
+        work: state.join("work"),
+        target: target.clone(),
+    })
+    .map_err(|e| exec_status("mount the root filesystem", &e))?;
+
+    let ns = |n: &str| sandbox::ns_path(host, pod_id, n);
+    let namespaces = PodNamespaces {
+        net: ns("net"),
+        ipc: ns("ipc"),
+        uts: ns("uts"),
+        pid: ns("pid"),
+    };
+    let pod_dir = host.pod_dir(pod_id);
+    let files = PodFiles {
+        hostname: Some(pod_dir.join("hostname")),
+        hosts: Some(pod_dir.join("hosts")),
+        resolv_conf: Some(pod_dir.join("resolv.conf")),
+    };
+    let spec = spec::container_spec(&spec::SpecInput {
+        container_id: id,
+        config,
+        sandbox: sandbox_config,
+        image: &image_config,
+        rootfs: &target,
+        namespaces: &namespaces,
+        files: &files,
+        cgroup_path: &cgroup,
+    })
+    .map_err(|e| exec_status("build the container spec", &e))?;
+    let spec_bytes = serde_json::to_vec(&spec).map_err(|e| internal("encode the spec", e))?;
+    crate::persist::write_atomic(&dir.join("config.json"), &spec_bytes)
+        .map_err(|e| internal("write the container spec", e))?;
+    if !log_path.is_empty() {
+        if let Some(parent) = Path::new(log_path).parent() {
+            fs::create_dir_all(parent).map_err(|e| {
+                internal(format!("create the log directory {}", parent.display()), e)
+            })?;
+        }
+    }
+
+    // The monitor, detached in its own session: it survives crispd.
+    let mut cmd = Command::new(&host.exe);
+    cmd.arg("monitor")
+        .arg("--id")
+        .arg(id)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--log")
+        .arg(log_path)
+        .arg("--cgroup")
+        .arg(&cgroup)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| internal("cannot start the container monitor", e))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.trim().starts_with("ready ") {
+        let msg = stdout
+            .trim()
+            .strip_prefix("error ")
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        if msg.contains("not implemented") {
+            return Err(Status::unimplemented(format!(
+                "create the container: {msg} (crisp's executor is not merged yet)"
+            )));
+        }
+        return Err(Status::internal(format!(
+            "the container monitor failed: {msg}"
+        )));
+    }
+    Ok((record.id.clone(), record.id))
+}
+
+/// One request to the monitor, one line back.
+pub fn ask(host: &Host, id: &str, req: &str, timeout: Option<Duration>) -> std::io::Result<String> {
+    let mut s = UnixStream::connect(socket_path(host, id))?;
+    s.set_read_timeout(timeout)?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the monitor closed the connection",
+        ));
+    }
+    Ok(line.trim_end().to_owned())
+}
+
+fn monitor_error(what: &str, e: std::io::Error) -> Status {
+    Status::unavailable(format!("{what}: cannot reach the container monitor: {e}"))
+}
+
+pub fn start(host: &Host, id: &str) -> Result<(u32, i64), Status> {
+    let reply = ask(host, id, "start", Some(Duration::from_secs(30)))
+        .map_err(|e| monitor_error("start", e))?;
+    let mut parts = reply.split(' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("ok"), Some(pid), Some(at)) => {
+            Ok((pid.parse().unwrap_or(0), at.parse().unwrap_or(0)))
+        }
+        _ => Err(Status::internal(format!(
+            "start: {}",
+            reply.strip_prefix("error ").unwrap_or(&reply)
+        ))),
+    }
+}
+
+pub fn read_exit(host: &Host, id: &str) -> Option<Exit> {
+    let f: ExitFile =
+        serde_json::from_slice(&fs::read(host.ctr_dir(id).join("exit.json")).ok()?).ok()?;
+    Some(f.to_exit())
+}
+
+fn signal_number(stop_signal: i32, image: &str) -> i32 {
+    let from_cri = cri::Signal::try_from(stop_signal)
+        .ok()
+        .filter(|s| *s != cri::Signal::RuntimeDefault)
+        .map(|s| s.as_str_name().to_owned());
+    let name = from_cri.unwrap_or_else(|| image.to_owned());
+    if name.is_empty() {
+        return nix::sys::signal::Signal::SIGTERM as i32;
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return n;
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32)
+}
+
+/// Stop signal, grace period, SIGKILL; the exit as the monitor recorded it.
+pub fn stop(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Result<Exit, Status> {
+    if let Some(exit) = read_exit(host, id) {
+        return Ok(exit);
+    }
+    let image_signal = read_meta(host, id)
+        .map(|m| m.stop_signal)
+        .unwrap_or_default();
+    let sig = signal_number(stop_signal, &image_signal);
+    let unknown = || Exit {
+        exit_code: UNKNOWN_EXIT_CODE,
+        finished_at: 0,
+        reason: UNKNOWN_EXIT_REASON.into(),
+        message: "the container's monitor is gone".into(),
+    };
+    if timeout > 0 {
+        match ask(
+            host,
+            id,
+            &format!("signal {sig}"),
+            Some(Duration::from_secs(5)),
+        ) {
+            Ok(_) => {
+                let grace = Duration::from_secs(timeout.unsigned_abs());
+                if ask(host, id, "wait", Some(grace)).is_ok() {
+                    if let Some(exit) = read_exit(host, id) {
+                        return Ok(exit);
+                    }
+                }
+            }
+            Err(_) => return Ok(read_exit(host, id).unwrap_or_else(unknown)),
+        }
+    }
+    if ask(host, id, "signal 9", Some(Duration::from_secs(5))).is_err() {
+        return Ok(read_exit(host, id).unwrap_or_else(unknown));
+    }
+    let _ = ask(host, id, "wait", Some(Duration::from_secs(30)));
+    Ok(read_exit(host, id).unwrap_or_else(unknown))
+}
+
+/// Kill whatever is left, unmount, remove the directories and cgroup.
+pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
+    if socket_path(host, id).exists()
+        && read_exit(host, id).is_none()
+        && ask(host, id, "signal 9", Some(Duration::from_secs(5))).is_ok()
+    {
+        let _ = ask(host, id, "wait", Some(Duration::from_secs(30)));
+    }
+    let dir = host.ctr_dir(id);
+    rootfs::unmount(&dir.join("rootfs")).map_err(|e| exec_status("unmount the rootfs", &e))?;
+    if let Some(meta) = read_meta(host, id) {
+        host.cgroups
+            .remove(&meta.cgroup)
+            .map_err(|e| internal(format!("cannot remove cgroup {}", meta.cgroup), e))?;
+    }
+    remove_tree(&host.ctr_state_dir(id))?;
+    remove_tree(&dir)
+}
+
+/// What the monitor says, for restore. `None`: no monitor and no exit
+/// recorded (or a container never started).
+pub fn observe(host: &Host, id: &str) -> Option<Observed> {
+    if let Some(exit) = read_exit(host, id) {
+        return Some(Observed::Exited(exit));
+    }
+    if !socket_path(host, id).exists() {
+        return None;
+    }
+    match ask(host, id, "state", Some(Duration::from_secs(5))) {
+        Ok(reply) => {
+            let parts: Vec<&str> = reply.split(' ').collect();
+            match parts.as_slice() {
+                ["running", pid, at] => Some(Observed::Running {
+                    pid: pid.parse().unwrap_or(0),
+                    started_at: at.parse().unwrap_or(0),
+                }),
+                ["exited", ..] => read_exit(host, id).map(Observed::Exited),
+                _ => None,
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            read_exit(host, id).map(Observed::Exited)
+        }
+        Err(_) => Some(Observed::Unreachable),
+    }
+}
+
+/// Block until the container exits (on a thread of its own); its exit.
+pub fn watch(host: &Host, id: &str) -> Option<Exit> {
+    loop {
+        match ask(host, id, "wait", None) {
+            Ok(_) => return read_exit(host, id),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(_) => {
+                if let Some(exit) = read_exit(host, id) {
+                    return Some(exit);
+                }
+                if !host.ctr_dir(id).exists() {
+                    return None;
+                }
+                // The monitor is gone without a record.
+                if UnixStream::connect(socket_path(host, id)).is_err() {
+                    return Some(Exit {
+                        exit_code: UNKNOWN_EXIT_CODE,
+                        finished_at: 0,
+                        reason: UNKNOWN_EXIT_REASON.into(),
+                        message: "the container's monitor died".into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// The container's process pid, from its monitor.
+pub fn pid(host: &Host, id: &str) -> Result<u32, Status> {
+    let reply = ask(host, id, "state", Some(Duration::from_secs(5)))
+        .map_err(|e| monitor_error("state", e))?;
+    match reply.split(' ').collect::<Vec<_>>().as_slice() {
+        ["running", pid, _] => pid
+            .parse()
+            .map_err(|_| Status::internal(format!("monitor said {reply:?}"))),
+        _ => Err(Status::failed_precondition(format!(
+            "container {id} is not running ({reply})"
+        ))),
+    }
+}
+
+pub fn reopen_log(host: &Host, id: &str) -> Result<(), Status> {
+    let reply = ask(host, id, "reopen-log", Some(Duration::from_secs(10)))
+        .map_err(|e| monitor_error("reopen-log", e))?;
+    if reply == "ok" {
+        Ok(())
+    } else {
+        Err(Status::internal(format!("reopen the log: {reply}")))
+    }
+}
+
+/// Writable layer usage: bytes and inodes under the upper dir.
+pub fn writable_usage(host: &Host, id: &str) -> (u64, u64) {
+    fn walk(p: &Path, bytes: &mut u64, inodes: &mut u64, depth: usize) {
+        let Ok(rd) = fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else {
+                continue;
+            };
+            *inodes += 1;
+            *bytes += md.len();
+            if md.is_dir() && depth < 256 {
+                walk(&e.path(), bytes, inodes, depth + 1);
+            }
+        }
+    }
+    let (mut b, mut i) = (0, 0);
+    walk(&host.ctr_state_dir(id).join("upper"), &mut b, &mut i, 0);
+    (b, i)
+}
+
+/// ExecSync: run `cmd` in the container, capture up to 16 MiB of each
+/// stream, kill it when `timeout` seconds pass (0: no limit).
+pub fn exec_sync(
+    host: &Host,
+    id: &str,
+    cmd: Vec<String>,
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, Status> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    const CAP: usize = 16 << 20;
+    if cmd.is_empty() {
+        return Err(Status::invalid_argument("ExecSync needs a command"));
+    }
+    let pid = pid(host, id)?;
+    let spec_bytes = fs::read(host.ctr_dir(id).join("config.json"))
+        .map_err(|e| internal("read the container spec", e))?;
+    let spec: executor::Spec =
+        serde_json::from_slice(&spec_bytes).map_err(|e| internal("parse the container spec", e))?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(cmd));
+    process.set_terminal(Some(false));
+    let (out_r, out_w) = nix::unistd::pipe().map_err(|e| internal("pipe", e))?;
+    let (err_r, err_w) = nix::unistd::pipe().map_err(|e| internal("pipe", e))?;
+    let child = executor::exec(
+        nix::unistd::Pid::from_raw(pid as i32),
+        &spec,
+        &process,
+        executor::Stdio {
+            stdin: None,
+            stdout: out_w,
+            stderr: err_w,
+        },
+    )
+    .map_err(|e| exec_status("exec in the container", &e))?;
+    let reader = |fd: std::os::fd::OwnedFd| {
+        std::thread::spawn(move || {
+            let mut f = fs::File::from(fd);
+            let mut out = Vec::new();
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let room = CAP.saturating_sub(out.len());
+                        out.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+            }
+            out
+        })
+    };
+    let (so, se) = (reader(out_r), reader(err_r));
+    let deadline = (timeout > 0)
+        .then(|| std::time::Instant::now() + Duration::from_secs(timeout.unsigned_abs()));
+    let mut timed_out = false;
+    let code = loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => break c,
+            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+            Ok(_) => {}
+            Err(e) => return Err(internal("wait for the exec'd process", e)),
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) && !timed_out {
+            timed_out = true;
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = so.join().unwrap_or_default();
+    let stderr = se.join().unwrap_or_default();
+    if timed_out {
+        return Err(Status::deadline_exceeded(format!(
+            "command timed out after {timeout}s and was killed"
+        )));
+    }
+    Ok(cri::ExecSyncResponse {
+        stdout,
+        stderr,
+        exit_code: code,
+    })
+}
+
+/// UpdateContainerResources: the new limits on the container's cgroup.
+pub fn update_resources(
+    host: &Host,
+    id: &str,
+    r: &cri::LinuxContainerResources,
+) -> Result<(), Status> {
+    let meta = read_meta(host, id)
+        .ok_or_else(|| Status::not_found(format!("container {id} has no host state")))?;
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), r.cpu_shares.into());
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), r.cpu_quota.into());
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), r.cpu_period.into());
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
+    }
+    let mut mem = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        mem.insert("limit".into(), r.memory_limit_in_bytes.into());
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        mem.insert("swap".into(), r.memory_swap_limit_in_bytes.into());
+    }
+    let json = serde_json::json!({ "cpu": cpu, "memory": mem });
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(json).map_err(|e| internal("convert the resources", e))?;
+    let cg = executor::cgroup::detect().map_err(|e| exec_status("cgroups", &e))?;
+    cg.update(&meta.cgroup, &resources)
+        .map_err(|e| exec_status("update the container's cgroup", &e))
+}

@@ -1,0 +1,291 @@
+//! The host side of the CRI state machine: carrying out its actions
+//! (pod sandboxes, their network, containers and their monitors, records)
+//! on worker threads, and what crispd observes at start to restore it.
+//!
+//! Layout on disk:
+//!
+//! ```text
+//! <state_dir>/cri/pod-<id>, container-<id>   the state machine's records (protobuf)
+//! <state_dir>/cri/net/<id>.json              CNI networks set up for a pod (for DEL after a crash)
+//! <state_dir>/containers/<id>/{upper,work}   a container's writable layer
+//! <runtime_dir>/pods/<id>/                   pid, ns/{net,ipc,uts,pid}, hostname, hosts, resolv.conf
+//! <runtime_dir>/containers/<id>/             config.json, rootfs/, sock (monitor), exit.json
+//! ```
+
+pub mod cgroups;
+pub mod cni;
+pub mod container;
+pub mod monitor;
+pub mod sandbox;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crisp_core::cri::{Action, Observation, Outcome, Record, RecordKey};
+use crisp_core::grpc::Status;
+use prost::Message;
+
+use crate::config::Config;
+use crate::image::ImageService;
+use crate::persist;
+
+/// What the action jobs share.
+pub struct Host {
+    pub config: Arc<Config>,
+    /// This binary, re-executed as sandbox holders and monitors.
+    pub exe: PathBuf,
+    pub images: Arc<ImageService>,
+    pub cgroups: cgroups::Layout,
+}
+
+impl Host {
+    pub fn new(config: Arc<Config>, images: Arc<ImageService>) -> Result<Self, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find crispd's binary: {e}"))?;
+        Ok(Self {
+            config,
+            exe,
+            images,
+            cgroups: cgroups::Layout::detect(),
+        })
+    }
+
+    pub fn records_dir(&self) -> PathBuf {
+        self.config.state_dir.join("cri")
+    }
+
+    pub fn pod_dir(&self, id: &str) -> PathBuf {
+        self.config.runtime_dir.join("pods").join(id)
+    }
+
+    pub fn net_state(&self, id: &str) -> PathBuf {
+        self.records_dir().join("net").join(format!("{id}.json"))
+    }
+
+    pub fn ctr_dir(&self, id: &str) -> PathBuf {
+        self.config.runtime_dir.join("containers").join(id)
+    }
+
+    pub fn ctr_state_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("containers").join(id)
+    }
+
+    fn record_path(&self, key: &RecordKey) -> PathBuf {
+        self.records_dir()
+            .join(format!("{}-{}", key.kind(), key.id()))
+    }
+
+    /// Carry out one action (blocking). `StopContainer` may wait its whole
+    /// grace period: run it on a thread of its own.
+    pub fn run(&self, action: Action) -> Outcome {
+        let result = match action {
+            Action::WriteRecord(r) => self.write_record(&r),
+            Action::DeleteRecord(key) => self.delete_record(&key),
+            Action::CreateSandbox {
+                pod_id,
+                config,
+                runtime_handler,
+                ..
+            } => {
+                return match sandbox::create(self, &pod_id, &config, &runtime_handler) {
+                    Ok(c) => Outcome::SandboxCreated(c),
+                    Err(st) => Outcome::Failed(st),
+                }
+            }
+            Action::StopSandbox { pod_id } => sandbox::stop(self, &pod_id),
+            Action::RemoveSandbox { pod_id } => sandbox::remove(self, &pod_id),
+            Action::CreateContainer {
+                container_id,
+                pod_id,
+                config,
+                sandbox_config,
+                image,
+                log_path,
+                ..
+            } => {
+                return match container::create(
+                    self,
+                    &container_id,
+                    &pod_id,
+                    &config,
+                    &sandbox_config,
+                    &image.image,
+                    &log_path,
+                ) {
+                    Ok((image_ref, image_id)) => Outcome::ContainerCreated {
+                        image_ref,
+                        image_id,
+                    },
+                    Err(st) => Outcome::Failed(st),
+                }
+            }
+            Action::StartContainer { container_id, .. } => {
+                return match container::start(self, &container_id) {
+                    Ok((pid, started_at)) => Outcome::ContainerStarted { pid, started_at },
+                    Err(st) => Outcome::Failed(st),
+                }
+            }
+            Action::StopContainer {
+                container_id,
+                timeout,
+                stop_signal,
+                ..
+            } => {
+                return match container::stop(self, &container_id, timeout, stop_signal) {
+                    Ok(exit) => Outcome::ContainerExited(exit),
+                    Err(st) => Outcome::Failed(st),
+                }
+            }
+            Action::RemoveContainer { container_id, .. } => container::remove(self, &container_id),
+        };
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(st) => Outcome::Failed(st),
+        }
+    }
+
+    fn write_record(&self, r: &Record) -> Result<(), Status> {
+        let Some(key) = r.key() else {
+            return Err(Status::internal("a record of no kind"));
+        };
+        let path = self.record_path(&key);
+        persist::write_atomic(&path, &r.encode_to_vec())
+            .map_err(|e| Status::internal(format!("cannot write {key} to {}: {e}", path.display())))
+    }
+
+    fn delete_record(&self, key: &RecordKey) -> Result<(), Status> {
+        let path = self.record_path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(Status::internal(format!(
+                    "cannot delete {key} ({}): {e}",
+                    path.display()
+                )))
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+
+    /// Every record on disk, with warnings about those that do not decode.
+    pub fn load_records(&self) -> (Vec<Record>, Vec<String>) {
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        let Ok(dir) = fs::read_dir(self.records_dir()) else {
+            return (out, warnings);
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("pod-") || name.starts_with("container-")) {
+                continue;
+            }
+            let mut buf = Vec::new();
+            let read = fs::File::open(entry.path()).and_then(|mut f| f.read_to_end(&mut buf));
+            if let Err(e) = read {
+                warnings.push(format!("cannot read record {name}: {e}"));
+                continue;
+            }
+            match Record::decode(buf.as_slice()) {
+                Ok(r) => out.push(r),
+                Err(e) => warnings.push(format!("cannot decode record {name}: {e}")),
+            }
+        }
+        (out, warnings)
+    }
+
+    /// What the host says about the recorded objects: live sandbox
+    /// holders, and each container's monitor (running, exited, gone).
+    pub fn observe(&self, records: &[Record]) -> Vec<Observation> {
+        use crisp_core::cri::RecordKind;
+        let mut obs = Vec::new();
+        for r in records {
+            match &r.kind {
+                Some(RecordKind::Pod(p)) if sandbox::alive(self, &p.id).is_some() => {
+                    obs.push(Observation::SandboxAlive { id: p.id.clone() });
+                }
+                Some(RecordKind::Container(c)) => {
+                    if let Some(observed) = container::observe(self, &c.id) {
+                        obs.push(Observation::Container {
+                            id: c.id.clone(),
+                            observed,
+                        });
+                    }
+                }
+                Some(RecordKind::Pod(_)) | None => {}
+            }
+        }
+        obs
+    }
+}
+
+/// Unix nanoseconds now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A status for a host failure, naming what failed.
+pub fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}"))
+}
+
+/// The executor's errors: its "not implemented yet" placeholders answer
+/// UNIMPLEMENTED (never a fake success), the rest INTERNAL.
+pub fn exec_status(what: &str, e: &crate::executor::Error) -> Status {
+    if e.context.contains("not implemented") {
+        Status::unimplemented(format!("{what}: {e} (crisp's executor is not merged yet)"))
+    } else {
+        Status::internal(format!("{what}: {e}"))
+    }
+}
+
+/// Remove a directory tree, ignoring one that is already gone.
+pub fn remove_tree(path: &Path) -> Result<(), Status> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(internal(format!("cannot remove {}", path.display()), e)),
+    }
+}
+
+/// Whether `pid` is alive and its command line mentions `needle`.
+pub fn process_matches(pid: u32, needle: &str) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie holds nothing.
+        if let Some(rest) = stat.rsplit_once(") ") {
+            if rest.1.starts_with('Z') {
+                return false;
+            }
+        }
+    }
+    cmdline
+        .split(|&b| b == 0)
+        .any(|arg| arg == needle.as_bytes())
+}
+
+/// 32 bytes from the kernel's random source, for IDs.
+pub fn entropy() -> [u8; 32] {
+    let mut buf = [0u8; 32];
+    if let Err(e) = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
+        // Never expected on Linux; the state machine rejects repeats.
+        tracing::error!(error = %e, "cannot read /dev/urandom");
+    }
+    buf
+}
+
+/// Exit code of a container whose end could not be observed.
+pub const UNKNOWN_CODE: i32 = 255;

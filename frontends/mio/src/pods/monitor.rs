@@ -1,0 +1,455 @@
+//! `crispd monitor`: one per container, detached from crispd (its own
+//! session; the process crispd started forks it and exits), so it outlives
+//! crispd restarts and upgrades. It creates the container with the
+//! executor (becoming its parent), holds its stdout and stderr and writes
+//! them to the CRI log file, records the exit atomically in `exit.json`,
+//! and answers crispd on `<dir>/sock`, one line per request:
+//!
+//! ```text
+//! start        → ok <pid> <started_at_ns> | error <why>
+//! signal <n>   → ok | error <why>
+//! reopen-log   → ok | error <why>
+//! state        → created <pid> | running <pid> <started_at_ns> | exited
+//! wait         → exited          (when the container has exited)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crisp_core::cri::Exit;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::now_ns;
+use crate::executor;
+
+/// The exit as recorded on disk.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExitFile {
+    pub exit_code: i32,
+    pub signal: i32,
+    pub oom_killed: bool,
+    pub finished_at: i64,
+}
+
+impl ExitFile {
+    pub fn to_exit(&self) -> Exit {
+        Exit {
+            exit_code: self.exit_code,
+            finished_at: self.finished_at,
+            reason: if self.oom_killed {
+                "OOMKilled".into()
+            } else {
+                String::new()
+            },
+            message: if self.signal > 0 {
+                format!("killed by signal {}", self.signal)
+            } else {
+                String::new()
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    created: Option<executor::Created>,
+    pid: i32,
+    started_at: i64,
+    started: bool,
+    exited: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    log: Mutex<LogFile>,
+}
+
+/// The CRI log file: `<RFC3339Nano> <stream> <P|F> <text>` per line.
+pub struct LogFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+/// Longest line written whole; longer ones are split into partials.
+const MAX_LINE: usize = 16 * 1024;
+
+impl LogFile {
+    pub fn open(path: &str) -> std::io::Result<Self> {
+        let mut l = LogFile {
+            path: PathBuf::from(path),
+            file: None,
+        };
+        l.reopen()?;
+        Ok(l)
+    }
+
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        if self.path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        self.file = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?,
+        );
+        Ok(())
+    }
+
+    pub fn write(&mut self, stream: &str, partial: bool, text: &[u8], now: i64) {
+        let Some(f) = self.file.as_mut() else { return };
+        let mut line = format!(
+            "{} {stream} {} ",
+            rfc3339_nano(now),
+            if partial { "P" } else { "F" }
+        )
+        .into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        let _ = f.write_all(&line);
+    }
+}
+
+/// `2006-01-02T15:04:05.999999999Z` (trailing zeros trimmed, as Go does).
+pub fn rfc3339_nano(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let frac = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    let mut s = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
+    if frac > 0 {
+        let f = format!("{frac:09}");
+        s.push('.');
+        s.push_str(f.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+/// Split a stream into CRI log lines.
+fn pump(mut r: File, stream: &'static str, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let now = now_ns();
+        let mut log = shared.log.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                if i <= MAX_LINE {
+                    log.write(stream, false, &pending[..i], now);
+                    pending.drain(..=i);
+                    continue;
+                }
+            }
+            if pending.len() > MAX_LINE {
+                log.write(stream, true, &pending[..MAX_LINE], now);
+                pending.drain(..MAX_LINE);
+                continue;
+            }
+            break;
+        }
+    }
+    if !pending.is_empty() {
+        let mut log = shared.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.write(stream, false, &pending, now_ns());
+    }
+}
+
+pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
+    let fail = |msg: String| {
+        println!("error {msg}");
+        let _ = std::io::stdout().flush();
+        ExitCode::FAILURE
+    };
+    // Leave the process crispd waits for: the monitor is a grandchild.
+    // SAFETY: single-threaded here (just exec'd).
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => return fail(format!("fork: {e}")),
+        Ok(nix::unistd::ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
+        Ok(nix::unistd::ForkResult::Child) => {}
+    }
+    let spec: executor::Spec = match fs::read(dir.join("config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot read the spec: {e}")),
+    };
+    let log_file = match LogFile::open(log) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot open the log {log}: {e}")),
+    };
+    let (out_r, out_w) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("pipe: {e}")),
+    };
+    let (err_r, err_w) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("pipe: {e}")),
+    };
+    let created = match executor::create(
+        &spec,
+        executor::Stdio {
+            stdin: None,
+            stdout: out_w,
+            stderr: err_w,
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let pid = created.pid.as_raw();
+    let sock = dir.join("sock");
+    let _ = fs::remove_file(&sock);
+    let listener = match UnixListener::bind(&sock) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = kill(created.pid, Signal::SIGKILL);
+            return fail(format!("cannot listen on {}: {e}", sock.display()));
+        }
+    };
+    println!("ready {pid}");
+    let _ = std::io::stdout().flush();
+    // Our own output goes to a file from now on; crispd sees EOF.
+    if let Ok(f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("monitor.log"))
+    {
+        let _ = nix::unistd::dup2_stdout(&f);
+        let _ = nix::unistd::dup2_stderr(&f);
+    }
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    let _ = std::env::set_current_dir("/");
+
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            created: Some(created),
+            pid,
+            ..State::default()
+        }),
+        changed: Condvar::new(),
+        log: Mutex::new(log_file),
+    });
+    let pumps = [
+        spawn_pump(File::from(out_r), "stdout", &shared),
+        spawn_pump(File::from(err_r), "stderr", &shared),
+    ];
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || serve(conn, &shared));
+            }
+        });
+    }
+
+    // The container is our child: wait for it.
+    let status = loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, c)) => break (c, 0),
+            Ok(WaitStatus::Signaled(_, s, _)) => break (128 + s as i32, s as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                // Not our child after all: poll until it is gone.
+                while kill(Pid::from_raw(pid), None).is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                break (super::UNKNOWN_CODE, 0);
+            }
+        }
+    };
+    let finished_at = now_ns();
+    // Drain what the container wrote (a daemonized grandchild may keep the
+    // pipes open: do not wait for it forever).
+    for p in pumps {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while !p.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let layout = super::cgroups::Layout::detect();
+    let record = ExitFile {
+        exit_code: status.0,
+        signal: status.1,
+        oom_killed: layout.oom_killed(cgroup),
+        finished_at,
+    };
+    let bytes = serde_json::to_vec(&record).unwrap_or_default();
+    if let Err(e) = crate::persist::write_atomic(&dir.join("exit.json"), &bytes) {
+        eprintln!("crispd monitor {id}: cannot record the exit: {e}");
+    }
+    {
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.exited = true;
+        shared.changed.notify_all();
+    }
+    // Let the waiters read their answer, then go.
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = fs::remove_file(&sock);
+    ExitCode::SUCCESS
+}
+
+fn spawn_pump(f: File, stream: &'static str, shared: &Arc<Shared>) -> std::thread::JoinHandle<()> {
+    let shared = Arc::clone(shared);
+    std::thread::spawn(move || pump(f, stream, shared))
+}
+
+fn serve(conn: UnixStream, shared: &Shared) {
+    // Only root (crispd) may drive the monitor.
+    if let Ok(cred) =
+        nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
+    {
+        if cred.uid() != 0 {
+            return;
+        }
+    }
+    let Ok(mut w) = conn.try_clone() else { return };
+    let mut line = String::new();
+    if BufReader::new(conn).read_line(&mut line).is_err() {
+        return;
+    }
+    let reply = answer(line.trim(), shared);
+    let _ = w.write_all(format!("{reply}\n").as_bytes());
+}
+
+fn answer(req: &str, shared: &Shared) -> String {
+    let mut parts = req.split(' ');
+    match parts.next().unwrap_or_default() {
+        "start" => {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(c) = st.created.take() else {
+                return "error already started".into();
+            };
+            match c.start() {
+                Ok(()) => {
+                    st.started = true;
+                    st.started_at = now_ns();
+                    shared.changed.notify_all();
+                    format!("ok {} {}", st.pid, st.started_at)
+                }
+                Err(e) => format!("error {e}"),
+            }
+        }
+        "signal" => {
+            let n: i32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.exited {
+                return "ok".into();
+            }
+            let Ok(sig) = Signal::try_from(n) else {
+                return format!("error unknown signal {n}");
+            };
+            match kill(Pid::from_raw(st.pid), sig) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => "ok".into(),
+                Err(e) => format!("error {e}"),
+            }
+        }
+        "reopen-log" => {
+            let mut log = shared.log.lock().unwrap_or_else(|p| p.into_inner());
+            match log.reopen() {
+                Ok(()) => "ok".into(),
+                Err(e) => format!("error {e}"),
+            }
+        }
+        "state" => {
+            let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.exited {
+                "exited".into()
+            } else if st.started {
+                format!("running {} {}", st.pid, st.started_at)
+            } else {
+                format!("created {}", st.pid)
+            }
+        }
+        "wait" => {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            while !st.exited {
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            "exited".into()
+        }
+        other => format!("error unknown request {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_nano(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+        assert_eq!(
+            rfc3339_nano(951_782_400_500_000_000),
+            "2000-02-29T00:00:00.5Z"
+        );
+    }
+
+    #[test]
+    fn log_lines_full_and_partial() {
+        let dir = std::env::temp_dir().join(format!("crisp-log-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.log");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            log: Mutex::new(LogFile::open(path.to_str().unwrap()).unwrap()),
+        });
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut w = File::from(w);
+        let long = vec![b'x'; MAX_LINE + 10];
+        w.write_all(b"hello\nworld\n").unwrap();
+        w.write_all(&long).unwrap();
+        w.write_all(b"\nend").unwrap();
+        drop(w);
+        pump(File::from(r), "stdout", Arc::clone(&shared));
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(lines[0].ends_with(" stdout F hello"));
+        assert!(lines[1].ends_with(" stdout F world"));
+        assert!(lines[2].contains(" stdout P xxx"));
+        assert!(lines[3].ends_with(" stdout F xxxxxxxxxx"));
+        assert!(lines[4].ends_with(" stdout F end"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

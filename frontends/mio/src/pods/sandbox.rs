@@ -1,0 +1,404 @@
+//! Pod sandboxes: a holder process (crispd re-executed as
+//! `crispd sandbox`, no pause image) that keeps the pod's namespaces
+//! alive, reaps zombies and sleeps until killed; its namespaces
+//! bind-mounted under `<runtime_dir>/pods/<id>/ns/` so containers join
+//! them by path; the pod's files (hostname, hosts, resolv.conf); its
+//! cgroup; its network (CNI).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crisp_core::cri::SandboxCreated;
+use crisp_core::grpc::Status;
+use crisp_proto::cri;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::{cgroups, cni, internal, process_matches, remove_tree, Host};
+
+/// What a pod set up on the host, kept in `<pod dir>/sandbox.json` so
+/// that stop and remove undo exactly that, also after a crash.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Meta {
+    pub pid: u32,
+    pub namespaces: Vec<String>,
+    pub pod_cgroup: String,
+    pub pod_cgroup_created: bool,
+    pub host_network: bool,
+}
+
+pub fn read_meta(host: &Host, id: &str) -> Option<Meta> {
+    let b = fs::read(host.pod_dir(id).join("sandbox.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+fn write_meta(host: &Host, id: &str, m: &Meta) -> Result<(), Status> {
+    let p = host.pod_dir(id).join("sandbox.json");
+    let b = serde_json::to_vec(m).map_err(|e| internal("encode sandbox meta", e))?;
+    crate::persist::write_atomic(&p, &b).map_err(|e| internal(format!("write {}", p.display()), e))
+}
+
+/// The holder's pid when it is alive.
+pub fn alive(host: &Host, id: &str) -> Option<u32> {
+    let m = read_meta(host, id)?;
+    process_matches(m.pid, id).then_some(m.pid)
+}
+
+/// The namespace files of a pod, for containers to join.
+pub fn ns_path(host: &Host, id: &str, ns: &str) -> Option<PathBuf> {
+    let m = read_meta(host, id)?;
+    m.namespaces
+        .iter()
+        .any(|n| n == ns)
+        .then(|| host.pod_dir(id).join("ns").join(ns))
+}
+
+const NODE: i32 = cri::NamespaceMode::Node as i32;
+const POD: i32 = cri::NamespaceMode::Pod as i32;
+
+pub fn create(
+    host: &Host,
+    id: &str,
+    config: &cri::PodSandboxConfig,
+    runtime_handler: &str,
+) -> Result<SandboxCreated, Status> {
+    if !runtime_handler.is_empty() {
+        return Err(Status::not_found(format!(
+            "no runtime handler {runtime_handler:?} (crisp has only the default one)"
+        )));
+    }
+    let result = create_inner(host, id, config);
+    if result.is_err() {
+        // Undo whatever was made; the state machine forgets the pod.
+        if let Err(e) = stop(host, id) {
+            tracing::warn!(pod = id, error = %e.message, "cleanup after a failed RunPodSandbox");
+        }
+        if let Err(e) = remove(host, id) {
+            tracing::warn!(pod = id, error = %e.message, "cleanup after a failed RunPodSandbox");
+        }
+    }
+    result
+}
+
+fn create_inner(
+    host: &Host,
+    id: &str,
+    config: &cri::PodSandboxConfig,
+) -> Result<SandboxCreated, Status> {
+    let dir = host.pod_dir(id);
+    fs::create_dir_all(dir.join("ns")).map_err(|e| internal("create the pod directory", e))?;
+    let linux = config.linux.clone().unwrap_or_default();
+    let opts = linux
+        .security_context
+        .as_ref()
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let host_net = opts.network == NODE;
+    let host_ipc = opts.ipc == NODE;
+    let pod_pid = opts.pid == POD;
+
+    // The pod's files.
+    let hostname = if host_net || config.hostname.is_empty() {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    };
+    write_file(&dir.join("hostname"), format!("{hostname}\n").as_bytes())?;
+    let hosts = if host_net {
+        fs::read("/etc/hosts").unwrap_or_default()
+    } else {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_owned()
+        .into_bytes()
+    };
+    write_file(&dir.join("hosts"), &hosts)?;
+    write_file(
+        &dir.join("resolv.conf"),
+        &resolv_conf(config.dns_config.as_ref()),
+    )?;
+
+    let mut meta = Meta {
+        host_network: host_net,
+        ..Meta::default()
+    };
+    let pod_cg = cgroups::pod_cgroup(&linux.cgroup_parent, id);
+    meta.pod_cgroup = pod_cg.clone();
+    meta.pod_cgroup_created = host
+        .cgroups
+        .create(&pod_cg)
+        .map_err(|e| internal(format!("cannot create the pod cgroup {pod_cg}"), e))?;
+    write_meta(host, id, &meta)?;
+
+    // The holder.
+    let mut flags = CloneFlags::empty();
+    let mut namespaces = Vec::new();
+    if !host_net {
+        flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
+        namespaces.push("net");
+        namespaces.push("uts");
+    }
+    if !host_ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+        namespaces.push("ipc");
+    }
+    if pod_pid {
+        namespaces.push("pid");
+    }
+    let mut cmd = Command::new(&host.exe);
+    cmd.arg("sandbox").arg("--id").arg(id);
+    if !host_net {
+        cmd.arg("--hostname").arg(&hostname);
+    }
+    if pod_pid {
+        cmd.arg("--pid-ns");
+    }
+    let mut sysctls: Vec<_> = linux.sysctls.iter().collect();
+    sysctls.sort();
+    for (k, v) in sysctls {
+        if k.contains('=') || k.contains('/') && k.contains("..") {
+            return Err(Status::invalid_argument(format!("invalid sysctl {k:?}")));
+        }
+        if host_net && (k.starts_with("net.")) || host_ipc && is_ipc_sysctl(k) {
+            return Err(Status::invalid_argument(format!(
+                "sysctl {k} is not namespaced in this pod (host namespace)"
+            )));
+        }
+        cmd.arg("--sysctl").arg(format!("{k}={v}"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if !flags.is_empty() {
+                nix::sched::unshare(flags).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| internal("cannot start the sandbox process", e))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pid: u32 = match stdout.trim().strip_prefix("ready ") {
+        Some(p) => p
+            .parse()
+            .map_err(|_| Status::internal(format!("sandbox process said {stdout:?}")))?,
+        None => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let msg = stdout.trim().strip_prefix("error ").unwrap_or(err.trim());
+            return Err(Status::internal(format!(
+                "the sandbox process failed ({}): {msg}",
+                out.status
+            )));
+        }
+    };
+    meta.pid = pid;
+    write_meta(host, id, &meta)?;
+
+    for ns in &namespaces {
+        let target = dir.join("ns").join(ns);
+        write_file(&target, b"")?;
+        mount(
+            Some(Path::new(&format!("/proc/{pid}/ns/{ns}"))),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| internal(format!("cannot bind-mount the pod's {ns} namespace"), e))?;
+        meta.namespaces.push((*ns).to_owned());
+        write_meta(host, id, &meta)?;
+    }
+
+    let sb_cg = cgroups::sandbox_cgroup(&pod_cg, id);
+    host.cgroups
+        .create(&sb_cg)
+        .and_then(|_| host.cgroups.add(&sb_cg, pid))
+        .map_err(|e| internal(format!("cannot put the sandbox into cgroup {sb_cg}"), e))?;
+
+    let mut created = SandboxCreated {
+        pid,
+        ..SandboxCreated::default()
+    };
+    if !host_net {
+        let netns = dir.join("ns").join("net").display().to_string();
+        let (ip, more) = cni::setup(host, id, &netns, config.metadata.as_ref())?;
+        created.netns_path = netns;
+        created.ip = ip;
+        created.additional_ips = more;
+    }
+    tracing::info!(pod = id, pid, ip = %created.ip, "pod sandbox ready");
+    Ok(created)
+}
+
+fn is_ipc_sysctl(k: &str) -> bool {
+    matches!(
+        k,
+        "kernel.shmmax"
+            | "kernel.shmall"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+            | "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
+    ) || k.starts_with("fs.mqueue.")
+}
+
+fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Vec<u8> {
+    match dns {
+        Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
+            let mut s = String::new();
+            if !d.searches.is_empty() {
+                s.push_str(&format!("search {}\n", d.searches.join(" ")));
+            }
+            for n in &d.servers {
+                s.push_str(&format!("nameserver {n}\n"));
+            }
+            if !d.options.is_empty() {
+                s.push_str(&format!("options {}\n", d.options.join(" ")));
+            }
+            s.into_bytes()
+        }
+        _ => fs::read("/etc/resolv.conf").unwrap_or_default(),
+    }
+}
+
+fn write_file(p: &Path, data: &[u8]) -> Result<(), Status> {
+    fs::File::create(p)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| internal(format!("cannot write {}", p.display()), e))
+}
+
+/// Kill the holder, tear the network down, release the namespaces and
+/// the holder's cgroup. Idempotent.
+pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
+    let Some(mut meta) = read_meta(host, id) else {
+        // Never got far enough to record anything but maybe the network.
+        return cni::teardown(host, id);
+    };
+    if process_matches(meta.pid, id) {
+        let _ = kill(Pid::from_raw(meta.pid as i32), Signal::SIGKILL);
+        let until = Instant::now() + Duration::from_secs(10);
+        while process_matches(meta.pid, id) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    cni::teardown(host, id)?;
+    let dir = host.pod_dir(id).join("ns");
+    for ns in meta.namespaces.drain(..) {
+        let p = dir.join(&ns);
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(internal(format!("cannot unmount {}", p.display()), e)),
+        }
+        let _ = fs::remove_file(&p);
+    }
+    write_meta(host, id, &meta)?;
+    let sb_cg = cgroups::sandbox_cgroup(&meta.pod_cgroup, id);
+    host.cgroups
+        .remove(&sb_cg)
+        .map_err(|e| internal(format!("cannot remove cgroup {sb_cg}"), e))?;
+    Ok(())
+}
+
+/// Remove what is left: the pod cgroup crisp made, the pod directory.
+pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
+    stop(host, id)?;
+    if let Some(meta) = read_meta(host, id) {
+        if meta.pod_cgroup_created {
+            host.cgroups
+                .remove(&meta.pod_cgroup)
+                .map_err(|e| internal(format!("cannot remove cgroup {}", meta.pod_cgroup), e))?;
+        }
+    }
+    remove_tree(&host.pod_dir(id))
+}
+
+/// `crispd sandbox`: runs already inside the pod's new namespaces (the
+/// parent unshared them before exec). Sets the hostname and sysctls,
+/// forks the holder (PID 1 of a new PID namespace with `pid_ns`), reports
+/// `ready <holder pid>` or `error <why>` on stdout, and exits; the holder
+/// reaps zombies and sleeps until killed.
+pub fn main(hostname: Option<&str>, pid_ns: bool, sysctls: &[String]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let fail = |msg: String| {
+        println!("error {msg}");
+        ExitCode::FAILURE
+    };
+    if let Some(h) = hostname {
+        if let Err(e) = nix::unistd::sethostname(h) {
+            return fail(format!("cannot set hostname {h:?}: {e}"));
+        }
+    }
+    for s in sysctls {
+        let Some((k, v)) = s.split_once('=') else {
+            return fail(format!("bad sysctl {s:?}"));
+        };
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        if let Err(e) = fs::write(&path, v) {
+            return fail(format!("cannot set sysctl {k}={v}: {e}"));
+        }
+    }
+    if pid_ns {
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWPID) {
+            return fail(format!("cannot create a pid namespace: {e}"));
+        }
+    }
+    // SAFETY: single-threaded here (just exec'd); the child only calls
+    // async-signal-safe functions before its own loop.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => fail(format!("fork: {e}")),
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            println!("ready {child}");
+            let _ = std::io::stdout().flush();
+            ExitCode::SUCCESS
+        }
+        Ok(nix::unistd::ForkResult::Child) => hold(),
+    }
+}
+
+fn hold() -> ! {
+    use nix::sys::signal::SigSet;
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    // Detach from crispd's pipes so it sees EOF once the parent exits.
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    let _ = std::env::set_current_dir("/");
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    let _ = set.thread_block();
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(s) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    if s == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            Ok(_) => std::process::exit(0),
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
