@@ -312,37 +312,43 @@ impl Dispatcher {
         call: u32,
         workers: &Workers,
     ) -> Handled {
+        let job = match self.image_job(method, message) {
+            Ok(job) => job,
+            Err(status) => return Handled::Reply(Err(status)),
+        };
+        match workers.submit(conn, call, job) {
+            Ok(()) => Handled::Deferred,
+            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
+                "crispd's worker queue is full",
+            ))),
+        }
+    }
+
+    /// Decode an ImageService request into the job that answers it.
+    fn image_job(&self, method: &MethodDesc, message: Bytes) -> Result<ImageJob, Status> {
         let images = Arc::clone(&self.images);
         let spec_image = |s: Option<cri::ImageSpec>| s.map(|s| s.image).unwrap_or_default();
         let filter_image = |f: Option<cri::ImageFilter>| spec_image(f.and_then(|f| f.image));
-        let job: Box<dyn FnOnce() -> crate::workers::Reply + Send> = match method.method {
+        let job: ImageJob = match method.method {
             Method::PullImage => {
-                let req = match decode::<cri::PullImageRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
+                let req = decode::<cri::PullImageRequest>(method, message)?;
                 let image = spec_image(req.image);
                 let auth = req.auth.unwrap_or_default();
-                let creds = match Credentials::from_auth(
+                let creds = Credentials::from_auth(
                     &auth.username,
                     &auth.password,
                     &auth.auth,
                     &auth.identity_token,
                     &auth.registry_token,
-                ) {
-                    Ok(c) => c,
-                    Err(e) => return Handled::Reply(Err(Status::invalid_argument(e))),
-                };
+                )
+                .map_err(Status::invalid_argument)?;
                 Box::new(move || {
                     let id = images.pull(&image, &creds).map_err(|e| e.to_status())?;
                     Ok(cri::PullImageResponse { image_ref: id }.encode_to_vec())
                 })
             }
             Method::ListImages => {
-                let req = match decode::<cri::ListImagesRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
+                let req = decode::<cri::ListImagesRequest>(method, message)?;
                 let filter = filter_image(req.filter);
                 Box::new(move || {
                     let images = images.list(&filter).map_err(|e| e.to_status())?;
@@ -352,10 +358,7 @@ impl Dispatcher {
             Method::StreamImages => {
                 // One message with every image: the server-streaming path
                 // of a deferred call carries one reply.
-                let req = match decode::<cri::StreamImagesRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
+                let req = decode::<cri::StreamImagesRequest>(method, message)?;
                 let filter = filter_image(req.filter);
                 Box::new(move || {
                     let images = images.list(&filter).map_err(|e| e.to_status())?;
@@ -363,10 +366,7 @@ impl Dispatcher {
                 })
             }
             Method::ImageStatus => {
-                let req = match decode::<cri::ImageStatusRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
+                let req = decode::<cri::ImageStatusRequest>(method, message)?;
                 let image = spec_image(req.image);
                 let verbose = req.verbose;
                 Box::new(move || {
@@ -377,10 +377,7 @@ impl Dispatcher {
                 })
             }
             Method::RemoveImage => {
-                let req = match decode::<cri::RemoveImageRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
+                let req = decode::<cri::RemoveImageRequest>(method, message)?;
                 let image = spec_image(req.image);
                 Box::new(move || {
                     images.remove(&image).map_err(|e| e.to_status())?;
@@ -388,19 +385,17 @@ impl Dispatcher {
                 })
             }
             Method::ImageFsInfo => {
-                if let Err(s) = decode::<cri::ImageFsInfoRequest>(method, message) {
-                    return Handled::Reply(Err(s));
-                }
+                decode::<cri::ImageFsInfoRequest>(method, message)?;
                 Box::new(move || Ok(images.fs_info().map_err(|e| e.to_status())?.encode_to_vec()))
             }
-            _ => unreachable!("only ImageService methods come here"),
+            _ => {
+                return Err(Status::internal(format!(
+                    "{} is not an ImageService method",
+                    method.path
+                )))
+            }
         };
-        match workers.submit(conn, call, job) {
-            Ok(()) => Handled::Deferred,
-            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-                "crispd's worker queue is full",
-            ))),
-        }
+        Ok(job)
     }
 
     fn version(&self) -> cri::VersionResponse {
@@ -497,6 +492,9 @@ fn running(cri: &mut CriHost, id: &str) -> Result<String, Status> {
     }
     Ok(id)
 }
+
+/// The work that answers one ImageService call, run on a worker.
+type ImageJob = Box<dyn FnOnce() -> crate::workers::Reply + Send>;
 
 fn reply<M: Message>(r: Result<M, Status>) -> Handled {
     Handled::Reply(r.map(|m| m.encode_to_vec()))
