@@ -19,8 +19,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
 import imagetest as it  # noqa: E402
 
-SUBNET = "10.231.7.0/24"
-BRIDGE = "crisptest0"
+# One bridge and subnet per pytest process, so two runs on this machine
+# (a developer's and CI's) never tear down each other's network.
+SUBNET = f"10.231.{os.getpid() % 250}.0/24"
+BRIDGE = f"crisptest{os.getpid() % 100000}"
 
 
 @pytest.fixture(scope="session")

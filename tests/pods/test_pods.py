@@ -1,9 +1,7 @@
 """Pod sandboxes and containers through crispd's real socket: sandbox
 holder processes and their namespaces, CNI networking with real plugins,
 records and restore across a SIGKILL, events, concurrent create/remove
-leaving nothing behind. Container tests need crisp's executor (branch
-wt-exec); while `executor::create` answers its "not implemented" error
-they skip, saying so."""
+leaving nothing behind."""
 
 import os
 import re
