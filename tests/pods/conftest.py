@@ -105,6 +105,7 @@ def network(work):
     n = Net()
     n.conf_dir = conf
     n.ipam_dir = ipam_dir / "crisptest"
+    n.prefix = SUBNET.rsplit(".", 1)[0]
     yield n
     subprocess.run(["ip", "link", "del", BRIDGE], stderr=subprocess.DEVNULL)
 

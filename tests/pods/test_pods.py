@@ -105,7 +105,7 @@ def test_pod_lifecycle(client, network):
     assert client.podstatus(pod).state == pb.SANDBOX_NOTREADY
     it.wait_until("holder exit", lambda: not alive(holder))
     assert mounts_under(pod_dir) == []
-    assert not any(network.ipam_dir.glob("10.231.7.*")), "the IP was not released"
+    assert not any(network.ipam_dir.glob(f"{network.prefix}.*")), "the IP was not released"
     client.stopp(pod)  # idempotent
     client.rmp(pod)
     assert not pod_dir.exists()
@@ -216,7 +216,7 @@ def test_pods_survive_crispd_sigkill(make_crispd, network):
     assert st.network.ip == ip
     d.client.stopp(pod)
     assert not alive(holder)
-    assert not any(network.ipam_dir.glob("10.231.7.*"))
+    assert not any(network.ipam_dir.glob(f"{network.prefix}.*"))
     d.client.rmp(pod)
 
 
@@ -359,7 +359,7 @@ def test_concurrent_pods_leave_nothing_behind(client, registry, network):
     assert not (d.runtime_dir / "containers").exists() or list((d.runtime_dir / "containers").iterdir()) == []
     assert list((d.state_dir / "cri").glob("pod-*")) == []
     assert list((d.state_dir / "cri" / "net").glob("*")) == []
-    assert not any(network.ipam_dir.glob("10.231.7.*"))
+    assert not any(network.ipam_dir.glob(f"{network.prefix}.*"))
     left = cgroups_named(d.tag)
     # Only the cgroup_parent dirs the test asked for (kubelet's, not crisp's) may remain.
     assert [c for c in left if "crisp-" in c.name] == []
