@@ -79,7 +79,7 @@ def test_pod_lifecycle(client, network):
     pod, _ = client.runp("web", dns={"servers": ["10.0.0.53"], "searches": ["test.svc"], "options": ["ndots:5"]})
     st = client.podstatus(pod)
     assert st.state == pb.SANDBOX_READY
-    assert st.network.ip.startswith("10.231.7.")
+    assert st.network.ip.startswith(network.prefix + ".")
     assert st.metadata.name == "web"
     pod_dir = client.daemon.runtime_dir / "pods" / pod
     for ns in ("net", "ipc", "uts"):
@@ -116,12 +116,12 @@ def test_pod_lifecycle(client, network):
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_two_pods_network(client):
+def test_two_pods_network(client, network):
     a, _ = client.runp("a")
     b, _ = client.runp("b")
     ips = [client.podstatus(p).network.ip for p in (a, b)]
     assert ips[0] != ips[1]
-    assert all(ip.startswith("10.231.7.") for ip in ips)
+    assert all(ip.startswith(network.prefix + ".") for ip in ips)
     for p, ip in zip((a, b), ips):
         netns = client.daemon.runtime_dir / "pods" / p / "ns" / "net"
         assert nsenter(netns, "busybox", "ping", "-c", "1", "-W", "2", "127.0.0.1").returncode == 0
