@@ -175,12 +175,17 @@ def make_crispd(crispd_bin, cri, network, tmp_path):
     started = []
 
     def make(cni=True):
+        """`cni`: the session's bridge network, none (False), or a CNI
+        conf dir of the test's own (a Path)."""
         d = it.Crispd(crispd_bin, tmp_path / f"crispd{len(started)}")
         # A short runtime dir: monitor sockets live under it.
         d.tag = secrets.token_hex(4)
         d.runtime_dir = Path(f"/run/crisp-t{d.tag}")
         d.socket = d.runtime_dir / "crisp.sock"
-        conf_dir = network.conf_dir if cni else tmp_path / "no-cni"
+        if isinstance(cni, Path):
+            conf_dir = cni
+        else:
+            conf_dir = network.conf_dir if cni else tmp_path / "no-cni"
         d.config_path.write_text(f'cni_conf_dir = "{conf_dir}"\ncni_bin_dir = "/usr/lib/cni"\n')
         d.start()
         d.client = Cri(d, cri)

@@ -7,6 +7,14 @@
 //! in order, each given the previous one's result). What was set up is
 //! written to `<state_dir>/cri/net/<pod>.json` *before* ADD, so a crash
 //! at any point still lets StopPodSandbox (DEL) undo it.
+//!
+//! The pod's port mappings reach the plugins as the `portMappings`
+//! runtime capability (CNI spec, "Dynamic plugin specific fields"): only
+//! to a plugin whose configuration declares
+//! `"capabilities": {"portMappings": true}` (the `portmap` plugin), as
+//! `runtimeConfig.portMappings`, on ADD and on DEL (the recorded ones, so
+//! a DEL after a crash removes the same rules), as containerd and CRI-O
+//! pass them.
 
 use std::io::Write;
 use std::path::Path;
@@ -28,6 +36,39 @@ pub struct Network {
     pub ifname: String,
 }
 
+/// One port mapping as the `portMappings` capability carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: i32,
+    pub container_port: i32,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+/// The CRI port mappings in CNI form. Mappings without a host port are
+/// left out (they publish nothing; containerd drops them too).
+pub fn port_mappings(ports: &[crisp_proto::cri::PortMapping]) -> Vec<PortMapping> {
+    use crisp_proto::cri::Protocol;
+    ports
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match Protocol::try_from(p.protocol).unwrap_or(Protocol::Tcp) {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+                Protocol::Sctp => "sctp",
+            }
+            .to_owned(),
+            host_ip: p.host_ip.clone(),
+        })
+        .collect()
+}
+
 /// What a pod has (or may have, after a crash) set up.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PodNet {
@@ -35,6 +76,9 @@ pub struct PodNet {
     pub netns: String,
     pub cni_args: String,
     pub networks: Vec<Network>,
+    /// Handed to plugins with the `portMappings` capability.
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
     /// The last result of each network, once ADD completed.
     #[serde(default)]
     pub results: Vec<Value>,
@@ -91,7 +135,7 @@ pub fn setup(
     host: &Host,
     pod_id: &str,
     netns: &str,
-    meta: Option<&crisp_proto::cri::PodSandboxMetadata>,
+    config: &crisp_proto::cri::PodSandboxConfig,
 ) -> Result<(String, Vec<String>), Status> {
     let mut networks = vec![loopback()];
     if let Some(path) = crate::host::cni_config(&host.config.cni_conf_dir) {
@@ -101,7 +145,7 @@ pub fn setup(
             })?,
         );
     }
-    let cni_args = match meta {
+    let cni_args = match config.metadata.as_ref() {
         Some(m) => format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={pod_id};K8S_POD_UID={}",
             m.namespace, m.name, m.uid
@@ -113,6 +157,7 @@ pub fn setup(
         netns: netns.into(),
         cni_args,
         networks,
+        port_mappings: port_mappings(&config.port_mappings),
         results: Vec::new(),
     };
     save(host, &state)?;
@@ -191,6 +236,7 @@ fn call_network(
                 _ => {}
             }
         }
+        inject_runtime_config(&mut conf, &state.port_mappings);
         let out = exec_plugin(host, state, net, &conf, command)?;
         if command == "ADD" {
             prev = Some(out.clone());
@@ -200,6 +246,37 @@ fn call_network(
         }
     }
     Ok(last)
+}
+
+/// Whether a plugin configuration declares capability `name`.
+fn has_capability(conf: &Value, name: &str) -> bool {
+    conf.get("capabilities")
+        .and_then(|c| c.get(name))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// Add the runtime capabilities the plugin declares to its
+/// `runtimeConfig` (keeping whatever else the configuration put there).
+fn inject_runtime_config(conf: &mut Value, ports: &[PortMapping]) {
+    if !has_capability(conf, "portMappings") {
+        return;
+    }
+    let Some(obj) = conf.as_object_mut() else {
+        return;
+    };
+    let rc = obj
+        .entry("runtimeConfig")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !rc.is_object() {
+        *rc = Value::Object(Default::default());
+    }
+    if let Some(rc) = rc.as_object_mut() {
+        rc.insert(
+            "portMappings".into(),
+            serde_json::to_value(ports).unwrap_or_default(),
+        );
+    }
 }
 
 fn exec_plugin(
@@ -293,6 +370,58 @@ mod tests {
         ]});
         assert_eq!(result_ips(&r), vec!["10.88.0.5", "fd00::5"]);
         assert!(result_ips(&Value::Null).is_empty());
+    }
+
+    #[test]
+    fn port_mappings_only_to_plugins_that_ask() {
+        use crisp_proto::cri;
+        let ports = port_mappings(&[
+            cri::PortMapping {
+                protocol: cri::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 5353,
+                host_ip: "127.0.0.1".into(),
+            },
+            cri::PortMapping {
+                protocol: cri::Protocol::Tcp as i32,
+                container_port: 80,
+                host_port: 8080,
+                host_ip: String::new(),
+            },
+            // No host port: nothing to publish.
+            cri::PortMapping {
+                protocol: cri::Protocol::Tcp as i32,
+                container_port: 9000,
+                host_port: 0,
+                host_ip: String::new(),
+            },
+        ]);
+        let mut portmap = serde_json::json!({
+            "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"other": 1},
+        });
+        inject_runtime_config(&mut portmap, &ports);
+        assert_eq!(
+            portmap["runtimeConfig"],
+            serde_json::json!({"other": 1, "portMappings": [
+                {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"},
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            ]})
+        );
+        let mut bridge = serde_json::json!({"type": "bridge"});
+        inject_runtime_config(&mut bridge, &ports);
+        assert_eq!(bridge, serde_json::json!({"type": "bridge"}));
+        let mut off =
+            serde_json::json!({"type": "portmap", "capabilities": {"portMappings": false}});
+        inject_runtime_config(&mut off, &ports);
+        assert!(off.get("runtimeConfig").is_none());
+        // A record written before port mappings were kept still reads.
+        let old: PodNet = serde_json::from_str(
+            r#"{"pod_id":"p","netns":"","cni_args":"","networks":[],"results":[]}"#,
+        )
+        .unwrap();
+        assert!(old.port_mappings.is_empty());
     }
 
     #[test]

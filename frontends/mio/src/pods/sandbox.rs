@@ -233,7 +233,7 @@ fn create_inner(
     };
     if !host_net {
         let netns = dir.join("ns").join("net").display().to_string();
-        let (ip, more) = cni::setup(host, id, &netns, config.metadata.as_ref())?;
+        let (ip, more) = cni::setup(host, id, &netns, config)?;
         created.netns_path = netns;
         created.ip = ip;
         created.additional_ips = more;
