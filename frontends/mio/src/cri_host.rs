@@ -213,7 +213,7 @@ pub fn fill_container_stats(host: &Host, s: &mut cri::ContainerStats) {
     };
     let now = pods::now_ns();
     if let Some(meta) = container::read_meta(host, &id) {
-        let (cpu, mem) = host.cgroups.usage(&meta.cgroup);
+        let (cpu, mem) = pods::cgroup_usage(host, &meta.cgroup);
         s.cpu = cpu.map(|v| cri::CpuUsage {
             timestamp: now,
             usage_core_nano_seconds: Some(cri::UInt64Value { value: v }),
@@ -243,7 +243,7 @@ pub fn fill_pod_stats(host: &Host, s: &mut cri::PodSandboxStats) {
     let now = pods::now_ns();
     let linux = s.linux.get_or_insert_with(Default::default);
     if let Some(meta) = pods::sandbox::read_meta(host, &id) {
-        let (cpu, mem) = host.cgroups.usage(&meta.pod_cgroup);
+        let (cpu, mem) = pods::cgroup_usage(host, &meta.pod_cgroup);
         linux.cpu = cpu.map(|v| cri::CpuUsage {
             timestamp: now,
             usage_core_nano_seconds: Some(cri::UInt64Value { value: v }),

@@ -2,6 +2,9 @@
 //! start from what the host mounts.
 //!
 //! Both drive the cgroup filesystem directly (crisp's "cgroupfs" driver).
+//! crispd holds one, detected at start, for pod cgroups and stats
+//! (`pods::Host::cgroups`); the executor and each container's monitor
+//! detect their own the same way.
 //! Paths given to the trait are relative to the cgroup root(s), with or
 //! without a leading `/` (`kubepods/pod1/ctr` and `/kubepods/pod1/ctr` are
 //! the same cgroup).
@@ -38,6 +41,8 @@ pub trait Cgroups: Send + Sync {
     fn oom_killed(&self, path: &str) -> bool;
     /// Remove the (empty) cgroup; idempotent.
     fn remove(&self, path: &str) -> Result<(), Error>;
+    /// Whether the cgroup exists (in any hierarchy).
+    fn exists(&self, path: &str) -> bool;
     /// The `cgroup.procs` file of `path` in every hierarchy: writing a pid
     /// (or `0`, "myself") to each moves a process into the cgroup. The
     /// executor opens them before it forks, so that the container's
@@ -403,6 +408,12 @@ impl Cgroups for V1 {
         first_err.map_or(Ok(()), Err)
     }
 
+    fn exists(&self, path: &str) -> bool {
+        self.hierarchies
+            .iter()
+            .any(|h| h.mount.join(rel(path)).is_dir())
+    }
+
     fn procs_files(&self, path: &str) -> Vec<PathBuf> {
         self.hierarchies
             .iter()
@@ -581,6 +592,10 @@ impl Cgroups for V2 {
 
     fn remove(&self, path: &str) -> Result<(), Error> {
         rmdir_retry(&self.dir(path))
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.dir(path).is_dir()
     }
 
     fn procs_files(&self, path: &str) -> Vec<PathBuf> {

@@ -17,7 +17,7 @@ use crisp_proto::cri;
 use serde::{Deserialize, Serialize};
 
 use super::monitor::ExitFile;
-use super::{cgroups, exec_status, internal, remove_tree, sandbox, Host};
+use super::{container_cgroup, exec_status, internal, remove_tree, sandbox, Host};
 use crate::executor::{self, rootfs, spec, PodFiles, PodNamespaces};
 
 /// What crispd keeps about a container next to its monitor.
@@ -96,7 +96,7 @@ fn create_inner(
     let state = host.ctr_state_dir(id);
     fs::create_dir_all(&dir).map_err(|e| internal("create the container directory", e))?;
     fs::create_dir_all(&state).map_err(|e| internal("create the container state directory", e))?;
-    let cgroup = cgroups::container_cgroup(&sb.pod_cgroup, id);
+    let cgroup = container_cgroup(&sb.pod_cgroup, id);
     let meta = Meta {
         pod_id: pod_id.into(),
         cgroup: cgroup.clone(),
@@ -313,7 +313,7 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     if let Some(meta) = read_meta(host, id) {
         host.cgroups
             .remove(&meta.cgroup)
-            .map_err(|e| internal(format!("cannot remove cgroup {}", meta.cgroup), e))?;
+            .map_err(|e| exec_status(&format!("cannot remove cgroup {}", meta.cgroup), &e))?;
     }
     remove_tree(&host.ctr_state_dir(id))?;
     remove_tree(&dir)
@@ -535,7 +535,7 @@ pub fn update_resources(
     let json = serde_json::json!({ "cpu": cpu, "memory": mem });
     let resources: oci_spec::runtime::LinuxResources =
         serde_json::from_value(json).map_err(|e| internal("convert the resources", e))?;
-    let cg = executor::cgroup::detect().map_err(|e| exec_status("cgroups", &e))?;
-    cg.update(&meta.cgroup, &resources)
+    host.cgroups
+        .update(&meta.cgroup, &resources)
         .map_err(|e| exec_status("update the container's cgroup", &e))
 }

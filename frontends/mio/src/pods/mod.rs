@@ -12,7 +12,6 @@
 //! <runtime_dir>/containers/<id>/             config.json, rootfs/, sock (monitor), exit.json
 //! ```
 
-pub mod cgroups;
 pub mod cni;
 pub mod container;
 pub mod monitor;
@@ -28,6 +27,7 @@ use crisp_core::grpc::Status;
 use prost::Message;
 
 use crate::config::Config;
+use crate::executor::cgroup::{self, Cgroups};
 use crate::image::ImageService;
 use crate::persist;
 
@@ -37,18 +37,20 @@ pub struct Host {
     /// This binary, re-executed as sandbox holders and monitors.
     pub exe: PathBuf,
     pub images: Arc<ImageService>,
-    pub cgroups: cgroups::Layout,
+    /// The host's cgroups (v1 or v2), the executor's implementation.
+    pub cgroups: Box<dyn Cgroups>,
 }
 
 impl Host {
     pub fn new(config: Arc<Config>, images: Arc<ImageService>) -> Result<Self, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find crispd's binary: {e}"))?;
+        let cgroups = cgroup::detect().map_err(|e| format!("cgroups: {e}"))?;
         Ok(Self {
             config,
             exe,
             images,
-            cgroups: cgroups::Layout::detect(),
+            cgroups,
         })
     }
 
@@ -221,6 +223,38 @@ impl Host {
             }
         }
         obs
+    }
+}
+
+/// The pod's cgroup: the sandbox config's `cgroup_parent`, or
+/// `/crisp/<pod id>` without one.
+pub fn pod_cgroup(parent: &str, pod_id: &str) -> String {
+    if parent.trim_matches('/').is_empty() {
+        format!("/crisp/{pod_id}")
+    } else {
+        format!("/{}", parent.trim_matches('/'))
+    }
+}
+
+/// The sandbox holder's cgroup, inside the pod's.
+pub fn sandbox_cgroup(pod_cgroup: &str, pod_id: &str) -> String {
+    format!("{pod_cgroup}/crisp-{pod_id}")
+}
+
+/// A container's cgroup, inside the pod's.
+pub fn container_cgroup(pod_cgroup: &str, ctr_id: &str) -> String {
+    format!("{pod_cgroup}/crisp-{ctr_id}")
+}
+
+/// CPU time (ns) and memory working set (bytes) of a cgroup, for stats;
+/// `None` where the host cannot say.
+pub fn cgroup_usage(host: &Host, path: &str) -> (Option<u64>, Option<u64>) {
+    match host.cgroups.usage(path) {
+        Ok(u) => (Some(u.cpu_usage_ns), Some(u.memory_working_set_bytes)),
+        Err(e) => {
+            tracing::debug!(cgroup = path, error = %e, "cgroup usage");
+            (None, None)
+        }
     }
 }
 

@@ -302,11 +302,11 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let layout = super::cgroups::Layout::detect();
+    let oom_killed = executor::cgroup::detect().is_ok_and(|cg| cg.oom_killed(cgroup));
     let record = ExitFile {
         exit_code: status.0,
         signal: status.1,
-        oom_killed: layout.oom_killed(cgroup),
+        oom_killed,
         finished_at,
     };
     let bytes = serde_json::to_vec(&record).unwrap_or_default();

@@ -21,7 +21,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::{cgroups, cni, internal, process_matches, remove_tree, Host};
+use super::{
+    cni, exec_status, internal, pod_cgroup, process_matches, remove_tree, sandbox_cgroup, Host,
+};
 
 /// What a pod set up on the host, kept in `<pod dir>/sandbox.json` so
 /// that stop and remove undo exactly that, also after a crash.
@@ -129,12 +131,14 @@ fn create_inner(
         host_network: host_net,
         ..Meta::default()
     };
-    let pod_cg = cgroups::pod_cgroup(&linux.cgroup_parent, id);
+    let pod_cg = pod_cgroup(&linux.cgroup_parent, id);
     meta.pod_cgroup = pod_cg.clone();
-    meta.pod_cgroup_created = host
-        .cgroups
-        .create(&pod_cg)
-        .map_err(|e| internal(format!("cannot create the pod cgroup {pod_cg}"), e))?;
+    // Remove it with the pod only when crisp made it (kubelet makes the
+    // cgroup_parent it names, and removes it itself).
+    meta.pod_cgroup_created = !host.cgroups.exists(&pod_cg);
+    host.cgroups
+        .create(&pod_cg, &Default::default())
+        .map_err(|e| exec_status(&format!("cannot create the pod cgroup {pod_cg}"), &e))?;
     write_meta(host, id, &meta)?;
 
     // The holder.
@@ -221,11 +225,11 @@ fn create_inner(
         write_meta(host, id, &meta)?;
     }
 
-    let sb_cg = cgroups::sandbox_cgroup(&pod_cg, id);
+    let sb_cg = sandbox_cgroup(&pod_cg, id);
     host.cgroups
-        .create(&sb_cg)
-        .and_then(|_| host.cgroups.add(&sb_cg, pid))
-        .map_err(|e| internal(format!("cannot put the sandbox into cgroup {sb_cg}"), e))?;
+        .create(&sb_cg, &Default::default())
+        .and_then(|()| host.cgroups.add(&sb_cg, pid as i32))
+        .map_err(|e| exec_status(&format!("cannot put the sandbox into cgroup {sb_cg}"), &e))?;
 
     let mut created = SandboxCreated {
         pid,
@@ -306,10 +310,10 @@ pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
         let _ = fs::remove_file(&p);
     }
     write_meta(host, id, &meta)?;
-    let sb_cg = cgroups::sandbox_cgroup(&meta.pod_cgroup, id);
+    let sb_cg = sandbox_cgroup(&meta.pod_cgroup, id);
     host.cgroups
         .remove(&sb_cg)
-        .map_err(|e| internal(format!("cannot remove cgroup {sb_cg}"), e))?;
+        .map_err(|e| exec_status(&format!("cannot remove cgroup {sb_cg}"), &e))?;
     Ok(())
 }
 
@@ -318,9 +322,9 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     stop(host, id)?;
     if let Some(meta) = read_meta(host, id) {
         if meta.pod_cgroup_created {
-            host.cgroups
-                .remove(&meta.pod_cgroup)
-                .map_err(|e| internal(format!("cannot remove cgroup {}", meta.pod_cgroup), e))?;
+            host.cgroups.remove(&meta.pod_cgroup).map_err(|e| {
+                exec_status(&format!("cannot remove cgroup {}", meta.pod_cgroup), &e)
+            })?;
         }
     }
     remove_tree(&host.pod_dir(id))
