@@ -178,7 +178,7 @@ def make_crispd(crispd_bin, cri, network, tmp_path):
         """`cni`: the session's bridge network, none (False), or a CNI
         conf dir of the test's own (a Path)."""
         d = it.Crispd(crispd_bin, tmp_path / f"crispd{len(started)}")
-        # A short runtime dir: monitor sockets live under it.
+        # A short runtime dir: crispd's CRI socket lives in it.
         d.tag = secrets.token_hex(4)
         d.runtime_dir = Path(f"/run/crisp-t{d.tag}")
         d.socket = d.runtime_dir / "crisp.sock"

@@ -1,7 +1,9 @@
 //! Containers on the host: the rootfs overlay, the OCI spec, and the
 //! per-container monitor process (see [`super::monitor`]) that creates the
 //! container with the executor, holds its stdio and records its exit.
-//! crispd talks to the monitor over `<runtime_dir>/containers/<id>/sock`.
+//! crispd talks to the monitor over `<runtime_dir>/containers/<id>/sock`
+//! (addressed through a descriptor of its directory, so the path's length
+//! does not matter: see [`super::monitor::connect_in`]).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -38,8 +40,9 @@ pub fn socket_path(host: &Host, id: &str) -> PathBuf {
     host.ctr_dir(id).join("sock")
 }
 
-/// Longest path a Unix socket address holds.
-const SUN_PATH_MAX: usize = 107;
+fn connect(host: &Host, id: &str) -> std::io::Result<UnixStream> {
+    super::monitor::connect_in(&host.ctr_dir(id), "sock")
+}
 
 #[allow(clippy::too_many_arguments)]
 pub fn create(
@@ -70,13 +73,6 @@ fn create_inner(
     image: &str,
     log_path: &str,
 ) -> Result<(String, String), Status> {
-    let sock = socket_path(host, id);
-    if sock.as_os_str().len() > SUN_PATH_MAX {
-        return Err(Status::failed_precondition(format!(
-            "the monitor socket path {} is longer than a Unix socket allows; use a shorter runtime_dir",
-            sock.display()
-        )));
-    }
     let (record, layers, config_bytes) = host.images.resolve(image).map_err(|e| e.to_status())?;
     let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| internal("parse the image config", e))?;
@@ -197,7 +193,7 @@ fn create_inner(
 
 /// One request to the monitor, one line back.
 pub fn ask(host: &Host, id: &str, req: &str, timeout: Option<Duration>) -> std::io::Result<String> {
-    let mut s = UnixStream::connect(socket_path(host, id))?;
+    let mut s = connect(host, id)?;
     s.set_read_timeout(timeout)?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(format!("{req}\n").as_bytes())?;
@@ -361,7 +357,7 @@ pub fn watch(host: &Host, id: &str) -> Option<Exit> {
                     return None;
                 }
                 // The monitor is gone without a record.
-                if UnixStream::connect(socket_path(host, id)).is_err() {
+                if connect(host, id).is_err() {
                     return Some(Exit {
                         exit_code: UNKNOWN_EXIT_CODE,
                         finished_at: 0,

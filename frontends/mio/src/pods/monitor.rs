@@ -12,9 +12,16 @@
 //! state        → created <pid> | running <pid> <started_at_ns> | exited
 //! wait         → exited          (when the container has exited)
 //! ```
+//!
+//! A Unix socket's address holds at most 107 bytes, and `<dir>` (under the
+//! configured runtime_dir, with a 64-hex container ID) may be longer:
+//! both sides name the socket as `/proc/self/fd/<fd>/sock` through a
+//! descriptor of `<dir>` ([`bind_in`], [`connect_in`]), as conmon does, so
+//! any runtime_dir works.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +36,31 @@ use serde::{Deserialize, Serialize};
 
 use super::now_ns;
 use crate::executor;
+
+/// `dir` opened as a path-only descriptor and `name` addressed through
+/// it: an address of at most 35 bytes, whatever `dir`'s length. The
+/// descriptor must stay open while the address is used.
+fn short_address(dir: &Path, name: &str) -> std::io::Result<(File, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let d = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
+        .open(dir)?;
+    let addr = PathBuf::from(format!("/proc/self/fd/{}/{name}", d.as_raw_fd()));
+    Ok((d, addr))
+}
+
+/// Listen on the Unix socket `dir/name`, however long `dir` is.
+pub fn bind_in(dir: &Path, name: &str) -> std::io::Result<UnixListener> {
+    let (_dir, addr) = short_address(dir, name)?;
+    UnixListener::bind(addr)
+}
+
+/// Connect to the Unix socket `dir/name`, however long `dir` is.
+pub fn connect_in(dir: &Path, name: &str) -> std::io::Result<UnixStream> {
+    let (_dir, addr) = short_address(dir, name)?;
+    UnixStream::connect(addr)
+}
 
 /// The exit as recorded on disk.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -231,7 +263,7 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     let pid = created.pid.as_raw();
     let sock = dir.join("sock");
     let _ = fs::remove_file(&sock);
-    let listener = match UnixListener::bind(&sock) {
+    let listener = match bind_in(dir, "sock") {
         Ok(l) => l,
         Err(e) => {
             let _ = kill(created.pid, Signal::SIGKILL);
@@ -410,6 +442,44 @@ fn answer(req: &str, shared: &Shared) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_in_directories_longer_than_sun_path() {
+        let mut dir = std::env::temp_dir().join(format!("crisp-sock-{}", std::process::id()));
+        let base = dir.clone();
+        while dir.as_os_str().len() < 300 {
+            dir.push("a-directory-name-of-forty-bytes-or-so-x");
+        }
+        fs::create_dir_all(&dir).unwrap();
+        // The plain path does not fit in a socket address...
+        assert!(UnixListener::bind(dir.join("sock")).is_err());
+        // ...the descriptor-relative one does, from both sides.
+        let listener = bind_in(&dir, "sock").unwrap();
+        assert!(dir.join("sock").exists());
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(conn.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            (&conn)
+                .write_all(format!("echo {line}").as_bytes())
+                .unwrap();
+        });
+        let mut c = connect_in(&dir, "sock").unwrap();
+        c.write_all(b"state\n").unwrap();
+        let mut reply = String::new();
+        BufReader::new(c).read_line(&mut reply).unwrap();
+        assert_eq!(reply, "echo state\n");
+        server.join().unwrap();
+        // Nothing listening: refused, as a plain connect would be.
+        fs::remove_file(dir.join("sock")).unwrap();
+        assert_eq!(
+            connect_in(&dir, "sock").unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn timestamps() {
