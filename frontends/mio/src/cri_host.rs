@@ -14,7 +14,7 @@ use crisp_proto::cri;
 use prost::Message;
 
 use crate::pods::{self, container, Host};
-use crate::workers::{Done, Reply, Workers};
+use crate::workers::{caught, Done, Reply, Workers};
 
 pub struct CriHost {
     rt: Runtime,
@@ -122,35 +122,26 @@ impl CriHost {
 
     /// Drain the state machine: actions to the workers, replies and events
     /// to their queues. Call after every input.
+    ///
+    /// Every action gets an outcome: from its job, from [`caught`] when
+    /// the job panics, or at once here (a failure the waiting call
+    /// answers) when no thread can be started for it. A pool with no room
+    /// keeps the action for the next pump: the jobs filling it will
+    /// complete, and wake the loop.
     pub fn pump(&mut self, workers: &Workers) {
         let mut changed = false;
-        while let Some(a) = self.rt.poll_action() {
-            changed = true;
-            self.backlog.push_back(a);
-        }
-        while let Some((id, action)) = self.backlog.pop_front() {
-            if let Action::StartContainer { container_id, .. } = &action {
-                self.starting.insert(id, container_id.clone());
+        loop {
+            while let Some(a) = self.rt.poll_action() {
+                changed = true;
+                self.backlog.push_back(a);
             }
-            let host = Arc::clone(&self.host);
-            if matches!(action, Action::StopContainer { .. }) {
-                // Waits out the grace period: not on the pool.
-                workers.spawn("crispd-stop", move || {
-                    Some(Done::Action {
-                        id,
-                        outcome: host.run(action),
-                    })
-                });
-                continue;
-            }
-            let job_action = action.clone();
-            let submitted = workers.submit_done(move || Done::Action {
-                id,
-                outcome: host.run(job_action),
-            });
-            if submitted.is_err() {
-                self.backlog.push_front((id, action));
+            let failed = self.dispatch(workers);
+            if failed.is_empty() {
                 break;
+            }
+            // Their outcomes may release more actions (and replies).
+            for (id, outcome) in failed {
+                self.outcome(id, outcome);
             }
         }
         while let Some((id, reply)) = self.rt.poll_reply() {
@@ -162,19 +153,72 @@ impl CriHost {
         while let Some(ev) = self.rt.poll_event() {
             self.events.push(ev.encode_to_vec());
         }
+        let mut unwatched = Vec::new();
         for id in self.to_watch.drain(..) {
             let host = Arc::clone(&self.host);
-            workers.spawn("crispd-watch", move || {
-                let exit = container::watch(&host, &id)?;
+            let ctr = id.clone();
+            let spawned = workers.spawn("crispd-watch", move || {
+                let exit = caught("watching a container", || container::watch(&host, &ctr))
+                    .ok()
+                    .flatten()?;
                 Some(Done::Notice(Notice::ContainerExited {
-                    container_id: id,
+                    container_id: ctr,
                     exit,
                 }))
             });
+            if spawned.is_err() {
+                // Not an action: nothing waits on it. Try again at the
+                // next pump; the container's exit is noticed late.
+                unwatched.push(id);
+            }
         }
+        self.to_watch = unwatched;
         if changed {
             self.update_in_use();
         }
+    }
+
+    /// Hand the backlog to the workers. Returns the outcomes of actions
+    /// that could not be started at all.
+    fn dispatch(&mut self, workers: &Workers) -> Vec<(ActionId, Outcome)> {
+        let mut failed = Vec::new();
+        while let Some((id, action)) = self.backlog.pop_front() {
+            if let Action::StartContainer { container_id, .. } = &action {
+                self.starting.insert(id, container_id.clone());
+            }
+            let host = Arc::clone(&self.host);
+            if let Action::StopContainer { container_id, .. } = &action {
+                // Waits out the grace period: not on the pool.
+                let what = format!("StopContainer {container_id}");
+                let job_what = what.clone();
+                let spawned = workers.spawn("crispd-stop", move || {
+                    Some(Done::Action {
+                        id,
+                        outcome: run_caught(&host, action, &job_what),
+                    })
+                });
+                if let Err(e) = spawned {
+                    failed.push((
+                        id,
+                        Outcome::Failed(Status::resource_exhausted(format!(
+                            "{what}: crispd cannot start a thread to stop the container: {e}"
+                        ))),
+                    ));
+                }
+                continue;
+            }
+            let job_action = action.clone();
+            let what = action_name(&action);
+            let submitted = workers.submit_done(move || Done::Action {
+                id,
+                outcome: run_caught(&host, job_action, what),
+            });
+            if submitted.is_err() {
+                self.backlog.push_front((id, action));
+                break;
+            }
+        }
+        failed
     }
 
     fn update_in_use(&mut self) {
@@ -203,6 +247,26 @@ impl CriHost {
             .status
             .unwrap_or_default();
         Ok((s.id, s.state))
+    }
+}
+
+/// Carry out `action`; a panic becomes its failure.
+fn run_caught(host: &Host, action: Action, what: &str) -> Outcome {
+    caught(what, || host.run(action)).unwrap_or_else(Outcome::Failed)
+}
+
+/// The action's name, for messages.
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::WriteRecord(_) => "writing a record",
+        Action::DeleteRecord(_) => "deleting a record",
+        Action::CreateSandbox { .. } => "RunPodSandbox",
+        Action::StopSandbox { .. } => "StopPodSandbox",
+        Action::RemoveSandbox { .. } => "RemovePodSandbox",
+        Action::CreateContainer { .. } => "CreateContainer",
+        Action::StartContainer { .. } => "StartContainer",
+        Action::StopContainer { .. } => "StopContainer",
+        Action::RemoveContainer { .. } => "RemoveContainer",
     }
 }
 
@@ -257,5 +321,167 @@ pub fn fill_pod_stats(host: &Host, s: &mut cri::PodSandboxStats) {
     }
     for c in &mut linux.containers {
         fill_container_stats(host, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crisp_core::cri::{Response, SandboxCreated};
+    use crisp_core::grpc::Code;
+
+    /// A crispd host on temporary directories (nothing is started).
+    fn cri_host(dir: &std::path::Path) -> CriHost {
+        let config = crate::config::Config {
+            state_dir: dir.join("state"),
+            runtime_dir: dir.join("run"),
+            ..Default::default()
+        };
+        let config = Arc::new(config);
+        let images = Arc::new(crate::image::ImageService::new(&config).unwrap());
+        let host = Arc::new(Host::new(config, images).unwrap());
+        CriHost::restore(host, Arc::default())
+    }
+
+    /// Play the host's part for the actions a pod and a started container
+    /// need, straight into the state machine.
+    fn settle(rt: &mut Runtime) -> Vec<Response> {
+        while let Some((id, action)) = rt.poll_action() {
+            let outcome = match action {
+                Action::CreateSandbox { .. } => Outcome::SandboxCreated(SandboxCreated {
+                    pid: 4242,
+                    ..Default::default()
+                }),
+                Action::CreateContainer { .. } => Outcome::ContainerCreated {
+                    image_ref: "sha256:1".into(),
+                    image_id: "sha256:1".into(),
+                },
+                Action::StartContainer { .. } => Outcome::ContainerStarted {
+                    pid: 4243,
+                    started_at: 1,
+                },
+                _ => Outcome::Done,
+            };
+            rt.handle_outcome(id, outcome, pods::now_ns()).unwrap();
+        }
+        let mut out = Vec::new();
+        while let Some((_, reply)) = rt.poll_reply() {
+            out.push(reply.unwrap());
+        }
+        out
+    }
+
+    fn call(rt: &mut Runtime, req: Request) -> Response {
+        match rt.handle(req, pods::now_ns()) {
+            Handled::Done(r) => r.unwrap(),
+            Handled::Pending(_) => settle(rt).pop().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_stop_that_gets_no_thread_still_answers() {
+        let dir = std::env::temp_dir().join(format!("crisp-crihost-{}", std::process::id()));
+        let mut cri = cri_host(&dir);
+        let pod = match call(
+            &mut cri.rt,
+            Request::RunPodSandbox(cri::RunPodSandboxRequest {
+                config: Some(cri::PodSandboxConfig {
+                    metadata: Some(cri::PodSandboxMetadata {
+                        name: "p".into(),
+                        uid: "u".into(),
+                        namespace: "n".into(),
+                        attempt: 0,
+                    }),
+                    ..Default::default()
+                }),
+                runtime_handler: String::new(),
+            }),
+        ) {
+            Response::RunPodSandbox(r) => r.pod_sandbox_id,
+            other => panic!("{other:?}"),
+        };
+        let ctr = match call(
+            &mut cri.rt,
+            Request::CreateContainer(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "c".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(cri::ImageSpec {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                sandbox_config: None,
+            }),
+        ) {
+            Response::CreateContainer(r) => r.container_id,
+            other => panic!("{other:?}"),
+        };
+        call(
+            &mut cri.rt,
+            Request::StartContainer(cri::StartContainerRequest {
+                container_id: ctr.clone(),
+            }),
+        );
+
+        // A pool that works, but no thread can be started beside it.
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let workers = Workers::new(1, 8, waker)
+            .unwrap()
+            .with_spawn_stack(usize::MAX / 2);
+        let stop = Request::StopContainer(cri::StopContainerRequest {
+            container_id: ctr.clone(),
+            timeout: 30,
+        });
+        assert!(cri.handle(1, 9, stop).is_none(), "StopContainer waits");
+        cri.to_watch.push(ctr.clone());
+        cri.pump(&workers);
+        let (conn, call_id, reply) = cri.replies.pop().expect("the stop was answered");
+        assert_eq!((conn, call_id), (1, 9));
+        let st = reply.unwrap_err();
+        assert_eq!(st.code, Code::ResourceExhausted);
+        assert!(
+            st.message.contains(&format!("StopContainer {ctr}"))
+                && st.message.contains("cannot start a thread"),
+            "{}",
+            st.message
+        );
+        // The container's watcher could not start either: kept for later.
+        assert_eq!(cri.to_watch, std::slice::from_ref(&ctr));
+        // The state machine took the failure: the container still runs,
+        // and a later stop is accepted.
+        let (_, state) = cri.container(&ctr).unwrap();
+        assert_eq!(state, cri::ContainerState::ContainerRunning as i32);
+        drop(workers);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn actions_run_caught_and_a_panic_names_the_action() {
+        let dir = std::env::temp_dir().join(format!("crisp-crihost-p-{}", std::process::id()));
+        let cri = cri_host(&dir);
+        let out = run_caught(
+            &cri.host,
+            Action::StopSandbox { pod_id: "x".into() },
+            "StopPodSandbox",
+        );
+        // A real action that succeeds (nothing to stop) is passed through.
+        assert!(matches!(out, Outcome::Done), "{out:?}");
+        let st = caught("StopPodSandbox", || -> Outcome {
+            panic!("index out of range")
+        })
+        .unwrap_err();
+        assert_eq!(st.code, Code::Internal);
+        assert!(
+            st.message.contains("StopPodSandbox") && st.message.contains("index out of range"),
+            "{}",
+            st.message
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,7 +2,13 @@
 //! processes, image pulls), so the event loop never does. Results come
 //! back through a channel, and a `mio::Waker` wakes the loop to collect
 //! them.
+//!
+//! Every job's completion comes back, whatever happens to the job: a job
+//! that panics completes with an INTERNAL status (its thread lives on),
+//! and [`Workers::spawn`] says when it cannot start a thread, so that its
+//! caller answers instead of waiting forever.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -42,6 +48,8 @@ pub struct Workers {
     waker: Arc<mio::Waker>,
     done: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
+    /// Stack size of the threads [`Workers::spawn`] starts (`None`: std's).
+    spawn_stack: Option<usize>,
 }
 
 /// The queue is full: the caller answers RESOURCE_EXHAUSTED.
@@ -79,7 +87,16 @@ impl Workers {
             waker,
             done,
             threads: handles,
+            spawn_stack: None,
         })
+    }
+
+    /// Start the threads of [`Workers::spawn`] with `bytes` of stack (tests
+    /// use a stack no system can map, to see a thread fail to start).
+    #[cfg(test)]
+    pub fn with_spawn_stack(mut self, bytes: usize) -> Self {
+        self.spawn_stack = Some(bytes);
+        self
     }
 
     /// Queue `job` for call `call` on connection `conn`.
@@ -92,7 +109,7 @@ impl Workers {
         self.submit_done(move || Done::Call {
             conn,
             call,
-            reply: job(),
+            reply: caught("the call", job).unwrap_or_else(Err),
         })
     }
 
@@ -107,26 +124,54 @@ impl Workers {
 
     /// Run `job` on a thread of its own (work that waits long: a stop's
     /// grace period, a container's exit); its completion comes back like
-    /// the pool's.
-    pub fn spawn(&self, name: &str, job: impl FnOnce() -> Option<Done> + Send + 'static) {
+    /// the pool's. When no thread can be started the job is dropped unrun
+    /// and the error returned: the caller must then answer for it.
+    pub fn spawn(
+        &self,
+        name: &str,
+        job: impl FnOnce() -> Option<Done> + Send + 'static,
+    ) -> std::io::Result<()> {
         let tx = self.done_tx.clone();
         let waker = Arc::clone(&self.waker);
-        let spawned = thread::Builder::new().name(name.to_owned()).spawn(move || {
-            if let Some(done) = job() {
-                if tx.send(done).is_ok() {
-                    let _ = waker.wake();
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a thread");
+        let mut builder = thread::Builder::new().name(name.to_owned());
+        if let Some(bytes) = self.spawn_stack {
+            builder = builder.stack_size(bytes);
         }
+        builder
+            .spawn(move || {
+                if let Some(done) = job() {
+                    if tx.send(done).is_ok() {
+                        let _ = waker.wake();
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(|e| {
+                tracing::error!(thread = name, error = %e, "cannot start a thread");
+                e
+            })
     }
 
     /// Finished jobs, without waiting.
     pub fn finished(&self) -> impl Iterator<Item = Done> + '_ {
         self.done.try_iter()
     }
+}
+
+/// Run `job`, turning a panic into an INTERNAL status naming `what` and
+/// the panic's message (the panic hook has already logged it).
+pub fn caught<T>(what: &str, job: impl FnOnce() -> T) -> Result<T, Status> {
+    catch_unwind(AssertUnwindSafe(job)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        tracing::error!(what, panic = %msg, "a job panicked");
+        Status::internal(format!(
+            "crispd failed carrying out {what}: it panicked: {msg}"
+        ))
+    })
 }
 
 impl Drop for Workers {
@@ -136,5 +181,64 @@ impl Drop for Workers {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crisp_core::grpc::Code;
+
+    fn pool() -> (mio::Poll, Workers) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let workers = Workers::new(1, 4, waker).unwrap();
+        (poll, workers)
+    }
+
+    fn next(w: &Workers) -> Done {
+        // The pool's own channel: blocks until the job completed.
+        w.done.recv().unwrap()
+    }
+
+    #[test]
+    fn a_job_that_panics_still_answers_and_the_pool_goes_on() {
+        let (_poll, w) = pool();
+        w.submit(7, 3, || panic!("boom")).ok().unwrap();
+        match next(&w) {
+            Done::Call { conn, call, reply } => {
+                assert_eq!((conn, call), (7, 3));
+                let st = reply.unwrap_err();
+                assert_eq!(st.code, Code::Internal);
+                assert!(st.message.contains("panicked: boom"), "{}", st.message);
+            }
+            _ => panic!("not the call's completion"),
+        }
+        // The single worker survived the panic.
+        w.submit(7, 5, || Ok(b"ok".to_vec())).ok().unwrap();
+        match next(&w) {
+            Done::Call { call, reply, .. } => {
+                assert_eq!(call, 5);
+                assert_eq!(reply.unwrap(), b"ok");
+            }
+            _ => panic!("not the call's completion"),
+        }
+    }
+
+    #[test]
+    fn spawn_reports_a_thread_it_cannot_start() {
+        let (_poll, w) = pool();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = Arc::clone(&ran);
+        w.spawn("ok", move || {
+            r.store(true, std::sync::atomic::Ordering::SeqCst);
+            Some(Done::Notice(Notice::SandboxExited { pod_id: "p".into() }))
+        })
+        .unwrap();
+        assert!(matches!(next(&w), Done::Notice(_)));
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        // No system can map a stack of half the address space.
+        let w = w.with_spawn_stack(usize::MAX / 2);
+        assert!(w.spawn("too-big", || None).is_err());
     }
 }
