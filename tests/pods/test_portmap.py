@@ -25,7 +25,17 @@ pytestmark = [
 # session network of conftest.py).
 BRIDGE = f"crisppm{os.getpid() % 100000}"
 PREFIX = f"10.232.{os.getpid() % 250}"
-HOST_PORT = 20000 + os.getpid() % 20000
+
+
+def free_port():
+    """A TCP port nothing on the host listens on (so that after the stop
+    nothing answers on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HOST_PORT = free_port()
 
 
 @pytest.fixture
