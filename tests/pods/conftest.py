@@ -116,7 +116,11 @@ class Cri:
     def __init__(self, daemon, cri):
         self.daemon = daemon
         self.pb, pb_grpc = cri
-        self.channel = grpc.insecure_channel(f"unix://{daemon.socket}")
+        # A subchannel of our own: grpc otherwise shares connections between
+        # channels to the same address, and a channel made after a crispd
+        # restart may get the dead crispd's connection (UNAVAILABLE,
+        # "Stream removed (sendmsg: Broken pipe)").
+        self.channel = grpc.insecure_channel(f"unix://{daemon.socket}", options=[("grpc.use_local_subchannel_pool", 1)])
         self.rt = pb_grpc.RuntimeServiceStub(self.channel)
         self.img = pb_grpc.ImageServiceStub(self.channel)
 
