@@ -209,6 +209,16 @@ def make_crispd(crispd_bin, cri, network, tmp_path):
         d.client.close()
         d.stop()
         shutil.rmtree(d.runtime_dir, ignore_errors=True)
+        # Pods' cgroup_parent is /crisptest-<tag>/<name>: crispd removes the
+        # pod's level (it made it), the top level is the test's. A top
+        # that is not empty stays, for the leak checks to see.
+        root = Path("/sys/fs/cgroup")
+        hierarchies = [root] if (root / "cgroup.controllers").exists() else [h for h in root.iterdir() if h.is_dir()]
+        for h in hierarchies:
+            try:
+                (h / f"crisptest-{d.tag}").rmdir()
+            except OSError:
+                pass
 
 
 @pytest.fixture

@@ -57,3 +57,11 @@ def test_containers_under_a_long_runtime_dir(crispd_bin, cri, registry, network,
             client.close()
             d.stop()
             shutil.rmtree(runtime_dir.parent, ignore_errors=True)
+            # The pod's cgroup_parent is /crisptest-<tag>/longdir: crispd
+            # removed the pod's level, the top is the test's.
+            root = Path("/sys/fs/cgroup")
+            for h in [root] if (root / "cgroup.controllers").exists() else [h for h in root.iterdir() if h.is_dir()]:
+                try:
+                    (h / f"crisptest-{tag}").rmdir()
+                except OSError:
+                    pass
