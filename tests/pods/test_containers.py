@@ -251,25 +251,39 @@ def test_update_container_resources_changes_the_live_cgroup(client, pod):
     assert exec_sync(client, cid, ["/bin/echo", "alive"]).stdout == b"alive\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: UpdateContainerResources changes the cgroup only; the core's container record "
-    "(which ContainerStatus reports and restores) keeps the creation's resources",
-)
-def test_container_status_reports_updated_resources(client, pod):
-    pb = client.pb
+def test_container_status_reports_updated_resources(make_crispd, registry, tmp_path):
+    d = make_crispd()
+    client, pb = d.client, d.client.pb
+    client.pull(registry.busybox)
+    pod_id, cfg = client.runp("res")
 
     def limits(cfg):
         cfg.linux.resources.memory_limit_in_bytes = 64 << 20
+        cfg.linux.resources.cpu_shares = 512
 
-    cid = create(client, pod.id, pod.cfg, "upd", pod.image, ["/bin/busybox", "sleep", "1000"], tweak=limits)
+    cid = create(client, pod_id, cfg, "upd", registry.busybox, ["/bin/busybox", "sleep", "1000"], tweak=limits)
     start(client, cid)
     assert status(client, cid).resources.linux.memory_limit_in_bytes == 64 << 20
     new = pb.LinuxContainerResources(memory_limit_in_bytes=48 << 20, cpu_period=100000, cpu_quota=20000)
     client.rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(container_id=cid, linux=new), timeout=60)
-    st = status(client, cid)
-    assert st.resources.linux.memory_limit_in_bytes == 48 << 20
-    assert st.resources.linux.cpu_quota == 20000
+
+    def check(client):
+        r = status(client, cid).resources.linux
+        # What was set is replaced; the rest stays as created.
+        assert (r.memory_limit_in_bytes, r.cpu_period, r.cpu_quota, r.cpu_shares) == (48 << 20, 100000, 20000, 512)
+
+    check(client)
+    # Recorded, so a restarted crispd reports the same.
+    d.kill()
+    d.start()
+    d.client = Cri(d, stubs(client))
+    check(d.client)
+    # A container that has exited cannot be updated (as containerd).
+    d.client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0), timeout=60)
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(container_id=cid, linux=new), timeout=60)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    d.client.rmp(pod_id)
 
 
 # ------------------------------------------------------------ security
