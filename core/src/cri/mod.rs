@@ -91,9 +91,9 @@
 //!   StartContainer while one is in flight is `FAILED_PRECONDITION`
 //!   (containerd: "already in starting state"). StopContainer and
 //!   RemoveContainer wait for a start in flight to finish.
-//! * UpdateContainerResources takes a CREATED or RUNNING container with no
-//!   other action in flight (else `FAILED_PRECONDITION`, as containerd for
-//!   an exited one), issues [`Action::UpdateContainerResources`], then sets
+//! * UpdateContainerResources takes a container in any state, as
+//!   containerd, with no other action in flight (else
+//!   `FAILED_PRECONDITION`), issues [`Action::UpdateContainerResources`], then sets
 //!   the fields it set (cpu shares/period/quota, cpuset, memory and swap
 //!   limits) over the recorded ones, which ContainerStatus reports, and
 //!   answers once that record is durable. StartContainer during it is

@@ -880,13 +880,8 @@ impl Runtime {
                 req.container_id
             )));
         };
-        // As containerd: only a created or running container.
-        if !matches!(c.state, CtrState::Created | CtrState::Running) {
-            return refuse(Status::failed_precondition(format!(
-                "container {id} is in state {}; its resources cannot be updated",
-                c.state.cri().as_str_name()
-            )));
-        }
+        // Any state, as containerd (an exited container's limits are
+        // recorded too); not beside another action on it.
         if c.busy() {
             return refuse(Status::failed_precondition(format!(
                 "container {id} is being started, stopped, removed or updated; try again"

@@ -222,8 +222,8 @@ pub enum Action {
         /// image's stop signal or SIGTERM.
         stop_signal: i32,
     },
-    /// Apply new limits to the created or running container's cgroup (the
-    /// fields `resources` sets; the others stay). → [`Outcome::Done`].
+    /// Apply new limits to the container's cgroup (the fields `resources`
+    /// sets; the others stay). → [`Outcome::Done`].
     UpdateContainerResources {
         container_id: String,
         pod_id: String,
