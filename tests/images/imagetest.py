@@ -317,7 +317,7 @@ class Layout:
     def blob_path(self, digest):
         return self.path / "blobs" / "sha256" / digest.split(":", 1)[1]
 
-    def image(self, layers, user="", arch=None, compression="gzip", env=()):
+    def image(self, layers, user="", arch=None, compression="gzip", env=(), stop_signal=""):
         """layers: uncompressed tar bytes (or (bytes, compression)).
         Returns an Image with the manifest descriptor and its parts."""
         arch = arch or host_arch()
@@ -333,6 +333,8 @@ class Layout:
             "config": {"User": user, "Env": list(env) or ["PATH=/bin"], "Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }
+        if stop_signal:
+            config["config"]["StopSignal"] = stop_signal
         config_bytes = json.dumps(config, sort_keys=True).encode()
         config_desc = self.blob(config_bytes, OCI_CONFIG)
         manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config_desc, "layers": descs}

@@ -71,6 +71,12 @@ def registry(work):
     reg = it.Registry(work / "registry")
     reg.push(lay, "busybox", "test/busybox:1.0")
     reg.busybox = f"{reg.host}/test/busybox:1.0"
+    # The same busybox whose image config names SIGUSR1 as its StopSignal.
+    usr1 = lay.image([it.busybox_layer()], stop_signal="SIGUSR1")
+    lay.tag(usr1.desc, "busybox-usr1")
+    lay.write_index()
+    reg.push(lay, "busybox-usr1", "test/busybox-usr1:1.0")
+    reg.busybox_usr1 = f"{reg.host}/test/busybox-usr1:1.0"
     yield reg
     reg.stop()
 
@@ -178,9 +184,9 @@ class Cri:
 def make_crispd(crispd_bin, cri, network, tmp_path):
     started = []
 
-    def make(cni=True):
+    def make(cni=True, config=""):
         """`cni`: the session's bridge network, none (False), or a CNI
-        conf dir of the test's own (a Path)."""
+        conf dir of the test's own (a Path); `config`: extra TOML lines."""
         d = it.Crispd(crispd_bin, tmp_path / f"crispd{len(started)}")
         # A short runtime dir: crispd's CRI socket lives in it.
         d.tag = secrets.token_hex(4)
@@ -190,7 +196,7 @@ def make_crispd(crispd_bin, cri, network, tmp_path):
             conf_dir = cni
         else:
             conf_dir = network.conf_dir if cni else tmp_path / "no-cni"
-        d.config_path.write_text(f'cni_conf_dir = "{conf_dir}"\ncni_bin_dir = "/usr/lib/cni"\n')
+        d.config_path.write_text(f'cni_conf_dir = "{conf_dir}"\ncni_bin_dir = "/usr/lib/cni"\n{config}')
         d.start()
         d.client = Cri(d, cri)
         started.append(d)

@@ -239,15 +239,6 @@ def test_pod_whose_holder_died_is_notready_after_restart(make_crispd):
 # ------------------------------------------------------------ containers
 
 
-def create_or_skip(client, *args, **kw):
-    try:
-        return client.create(*args, **kw)
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.UNIMPLEMENTED and "executor is not merged" in e.details():
-            pytest.skip(f"needs crisp's executor (wt-exec): {e.details()}")
-        raise
-
-
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr) (P|F) (.*)$")
 
 
@@ -255,7 +246,7 @@ def test_container_lifecycle_and_logs(client, registry, tmp_path):
     pb = client.pb
     image = client.pull(registry.busybox)
     pod, cfg = client.runp("app", log_directory=str(tmp_path / "logs"))
-    cid = create_or_skip(client, pod, cfg, "main", registry.busybox, ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], log_path="main.log")
+    cid = client.create(pod, cfg, "main", registry.busybox, ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], log_path="main.log")
     st = client.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
     assert st.state == pb.CONTAINER_CREATED
     assert st.image_ref == image
@@ -278,7 +269,7 @@ def test_exec_stop_stats(client, registry):
     pb = client.pb
     client.pull(registry.busybox)
     pod, cfg = client.runp("svc")
-    cid = create_or_skip(client, pod, cfg, "sleeper", registry.busybox, ["/bin/busybox", "sleep", "1000"])
+    cid = client.create(pod, cfg, "sleeper", registry.busybox, ["/bin/busybox", "sleep", "1000"])
     client.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
     r = client.rt.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["/bin/sh", "-c", "echo hi; echo oops >&2; exit 7"], timeout=10))
     assert (r.stdout, r.stderr, r.exit_code) == (b"hi\n", b"oops\n", 7)
@@ -298,7 +289,7 @@ def test_containers_survive_crispd_sigkill(make_crispd, registry, tmp_path):
     pb = d.client.pb
     d.client.pull(registry.busybox)
     pod, cfg = d.client.runp("keep", log_directory=str(tmp_path / "logs"))
-    long = create_or_skip(d.client, pod, cfg, "long", registry.busybox, ["/bin/sh", "-c", "echo started; exec /bin/busybox sleep 1000"], log_path="long.log")
+    long = d.client.create(pod, cfg, "long", registry.busybox, ["/bin/sh", "-c", "echo started; exec /bin/busybox sleep 1000"], log_path="long.log")
     short = d.client.create(pod, cfg, "short", registry.busybox, ["/bin/sh", "-c", "/bin/busybox sleep 2; exit 5"], log_path="short.log")
     for c in (long, short):
         d.client.rt.StartContainer(pb.StartContainerRequest(container_id=c), timeout=60)
@@ -322,29 +313,20 @@ def test_containers_survive_crispd_sigkill(make_crispd, registry, tmp_path):
 def test_concurrent_pods_leave_nothing_behind(client, registry, network):
     pb = client.pb
     n = int(os.environ.get("CRISP_PODS_SCALE", "50"))
-    with_containers = True
-    try:
-        client.pull(registry.busybox)
-    except grpc.RpcError:
-        with_containers = False
+    client.pull(registry.busybox)
 
     def one(i):
         pod, cfg = client.runp(f"p{i}")
-        ctrs = []
-        if with_containers:
-            for j in range(2):
-                try:
-                    ctrs.append(client.create(pod, cfg, f"c{j}", registry.busybox, ["/bin/busybox", "sleep", "1000"]))
-                except grpc.RpcError as e:
-                    if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-                        raise
-            for c in ctrs:
-                client.rt.StartContainer(pb.StartContainerRequest(container_id=c), timeout=60)
+        ctrs = [client.create(pod, cfg, f"c{j}", registry.busybox, ["/bin/busybox", "sleep", "1000"]) for j in range(2)]
+        for c in ctrs:
+            client.rt.StartContainer(pb.StartContainerRequest(container_id=c), timeout=60)
         return pod, ctrs
 
     with ThreadPoolExecutor(8) as ex:
         made = list(ex.map(one, range(n)))
     assert len(client.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items) == n
+    running = client.rt.ListContainers(pb.ListContainersRequest()).containers
+    assert len(running) == 2 * n and all(c.state == pb.CONTAINER_RUNNING for c in running)
     ips = {client.podstatus(p).network.ip for p, _ in made}
     assert len(ips) == n
     with ThreadPoolExecutor(8) as ex:

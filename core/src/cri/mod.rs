@@ -91,6 +91,13 @@
 //!   StartContainer while one is in flight is `FAILED_PRECONDITION`
 //!   (containerd: "already in starting state"). StopContainer and
 //!   RemoveContainer wait for a start in flight to finish.
+//! * UpdateContainerResources takes a container in any state, as
+//!   containerd, with no other action in flight (else
+//!   `FAILED_PRECONDITION`), issues [`Action::UpdateContainerResources`], then sets
+//!   the fields it set (cpu shares/period/quota, cpuset, memory and swap
+//!   limits) over the recorded ones, which ContainerStatus reports, and
+//!   answers once that record is durable. StartContainer during it is
+//!   `FAILED_PRECONDITION`; stops and removals wait for it.
 //! * Exited containers report reason `Completed` (code 0) or `Error` when
 //!   the exit carried none; OOM kills carry `OOMKilled` from the host.
 //! * Persistence is an action: every change to a visible object issues a

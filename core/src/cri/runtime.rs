@@ -133,6 +133,8 @@ pub(crate) struct Ctr {
     /// Outstanding stop actions with their kill deadlines (unix nanos).
     pub stops: Vec<(ActionId, i64)>,
     pub remove_action: Option<ActionId>,
+    /// An outstanding UpdateContainerResources and the limits it sets.
+    pub update: Option<(ActionId, Box<cri::LinuxContainerResources>)>,
 }
 
 impl Ctr {
@@ -145,6 +147,13 @@ impl Ctr {
             || self.start_action.is_some()
             || !self.stops.is_empty()
             || self.remove_action.is_some()
+            || self.update.is_some()
+    }
+
+    /// An action other than a stop or removal is in flight: stops and
+    /// removals wait for it.
+    fn changing(&self) -> bool {
+        self.start_action.is_some() || self.update.is_some()
     }
 }
 
@@ -158,6 +167,7 @@ enum Target {
     StartContainer(String),
     StopContainer(String),
     RemoveContainer(String),
+    UpdateContainer(String),
     Record(RecordKey),
 }
 
@@ -184,6 +194,7 @@ impl Target {
                     Target::StopSandbox(_)
                         | Target::RemoveSandbox(_)
                         | Target::RemoveContainer(_)
+                        | Target::UpdateContainer(_)
                         | Target::Record(_),
                     Outcome::Done,
                 )
@@ -229,6 +240,9 @@ enum OpKind {
     RemoveCtr {
         ctr_id: String,
         deadline: i64,
+    },
+    UpdateCtr {
+        ctr_id: String,
     },
     StopPod {
         pod_id: String,
@@ -395,6 +409,7 @@ impl Runtime {
             Request::StartContainer(r) => self.begin_start(call, &r.container_id),
             Request::StopContainer(r) => self.begin_stop_ctr(&r.container_id, r.timeout, now),
             Request::RemoveContainer(r) => self.begin_remove_ctr(&r.container_id, now),
+            Request::UpdateContainerResources(r) => self.begin_update(call, r),
         };
         let kind = match begin {
             Ok(kind) => kind,
@@ -762,6 +777,7 @@ impl Runtime {
                 pending_exit: None,
                 stops: Vec::new(),
                 remove_action: None,
+                update: None,
             },
         );
         Ok(OpKind::CreateCtr { ctr_id: id })
@@ -789,6 +805,11 @@ impl Runtime {
         if c.remove_action.is_some() {
             return refuse(Status::failed_precondition(format!(
                 "container {id} is being removed; it cannot be started"
+            )));
+        }
+        if c.update.is_some() {
+            return refuse(Status::failed_precondition(format!(
+                "container {id}'s resources are being updated; start it after that"
             )));
         }
         let pod_id = c.pod_id.clone();
@@ -846,6 +867,37 @@ impl Runtime {
                 deadline: now,
             }),
         }
+    }
+
+    fn begin_update(&mut self, call: CallId, req: cri::UpdateContainerResourcesRequest) -> Begin {
+        let id = match self.resolve_ctr(&req.container_id) {
+            Ok(id) => id,
+            Err(st) => return refuse(st),
+        };
+        let Some(c) = self.ctrs.get(&id) else {
+            return refuse(Status::not_found(format!(
+                "container {:?} not found",
+                req.container_id
+            )));
+        };
+        // Any state, as containerd (an exited container's limits are
+        // recorded too); not beside another action on it.
+        if c.busy() {
+            return refuse(Status::failed_precondition(format!(
+                "container {id} is being started, stopped, removed or updated; try again"
+            )));
+        }
+        let resources = Box::new(req.linux.unwrap_or_default());
+        let action = Action::UpdateContainerResources {
+            container_id: id.clone(),
+            pod_id: c.pod_id.clone(),
+            resources: resources.clone(),
+        };
+        let a = self.issue(Target::UpdateContainer(id.clone()), action, Some(call));
+        if let Some(c) = self.ctrs.get_mut(&id) {
+            c.update = Some((a, resources));
+        }
+        Ok(OpKind::UpdateCtr { ctr_id: id })
     }
 
     // ---- the ops ------------------------------------------------------
@@ -1032,7 +1084,7 @@ impl Runtime {
                 let Some(c) = self.ctrs.get(&ctr_id) else {
                     return Some(Ok(Response::StopContainer(cri::StopContainerResponse {})));
                 };
-                if c.start_action.is_some() {
+                if c.changing() {
                     return None;
                 }
                 match c.state {
@@ -1056,7 +1108,7 @@ impl Runtime {
                             cri::RemoveContainerResponse {},
                         )));
                 };
-                if c.start_action.is_some() {
+                if c.changing() {
                     return None;
                 }
                 match c.state {
@@ -1068,6 +1120,20 @@ impl Runtime {
                     CtrState::Created | CtrState::Exited => self.ensure_removing(&ctr_id, call),
                 }
                 None
+            }
+            OpKind::UpdateCtr { ctr_id } => {
+                let updating = self.ctrs.get(ctr_id.as_str()).map(|c| c.update.is_some());
+                match updating {
+                    None => Some(Err(Status::internal(format!(
+                        "container {ctr_id} vanished while its resources were updated"
+                    )))),
+                    Some(true) => None,
+                    Some(false) => self
+                        .durable(&RecordKey::Container(ctr_id.clone()), call)
+                        .then_some(Ok(Response::UpdateContainerResources(
+                            cri::UpdateContainerResourcesResponse {},
+                        ))),
+                }
             }
             OpKind::StopPod {
                 pod_id,
@@ -1094,9 +1160,9 @@ impl Runtime {
                     .ctrs
                     .values()
                     .filter(|c| c.pod_id == pod_id)
-                    .map(|c| (c.id.clone(), c.state, c.start_action.is_some()))
+                    .map(|c| (c.id.clone(), c.state, c.changing()))
                     .collect();
-                // Let creations and starts in flight finish first.
+                // Let creations, starts and updates in flight finish first.
                 if members
                     .iter()
                     .any(|(_, s, starting)| *s == CtrState::Creating || *starting)
@@ -1383,6 +1449,24 @@ impl Runtime {
                     }
                 }
             }
+            Target::UpdateContainer(ctr_id) => {
+                let c = self.ctrs.get_mut(ctr_id)?;
+                let (_, new) = c.update.take()?;
+                match outcome {
+                    Outcome::Failed(st) => Some(failure(st)),
+                    _ => {
+                        let r = c
+                            .config
+                            .linux
+                            .get_or_insert_with(Default::default)
+                            .resources
+                            .get_or_insert_with(Default::default);
+                        merge_resources(r, &new);
+                        self.mark_dirty(RecordKey::Container(ctr_id.clone()));
+                        None
+                    }
+                }
+            }
             Target::Record(key) => {
                 let s = self.sync.get_mut(key)?;
                 if s.inflight == Some(action) {
@@ -1665,6 +1749,7 @@ impl Runtime {
                 pending_exit: None,
                 stops: Vec::new(),
                 remove_action: None,
+                update: None,
             };
             if recorded != CtrState::Exited {
                 match observed.get(&c.id) {
@@ -1813,9 +1898,14 @@ impl Runtime {
             }
             let mut acts: Vec<ActionId> = c.stops.iter().map(|(a, _)| *a).collect();
             acts.extend(
-                [c.create_action, c.start_action, c.remove_action]
-                    .into_iter()
-                    .flatten(),
+                [
+                    c.create_action,
+                    c.start_action,
+                    c.remove_action,
+                    c.update.as_ref().map(|(a, _)| *a),
+                ]
+                .into_iter()
+                .flatten(),
             );
             for a in acts {
                 if !self.actions.contains_key(&a) {
@@ -1881,6 +1971,32 @@ pub(crate) fn pod_record(p: &Pod) -> Record {
             ip: p.ip.clone(),
             additional_ips: p.additional_ips.clone(),
         })),
+    }
+}
+
+/// The limits UpdateContainerResources set over those recorded: the fields
+/// the host applies (see the frontend), when set; the others stay.
+fn merge_resources(r: &mut cri::LinuxContainerResources, new: &cri::LinuxContainerResources) {
+    if new.cpu_period > 0 {
+        r.cpu_period = new.cpu_period;
+    }
+    if new.cpu_quota != 0 {
+        r.cpu_quota = new.cpu_quota;
+    }
+    if new.cpu_shares > 0 {
+        r.cpu_shares = new.cpu_shares;
+    }
+    if new.memory_limit_in_bytes > 0 {
+        r.memory_limit_in_bytes = new.memory_limit_in_bytes;
+    }
+    if new.memory_swap_limit_in_bytes != 0 {
+        r.memory_swap_limit_in_bytes = new.memory_swap_limit_in_bytes;
+    }
+    if !new.cpuset_cpus.is_empty() {
+        r.cpuset_cpus.clone_from(&new.cpuset_cpus);
+    }
+    if !new.cpuset_mems.is_empty() {
+        r.cpuset_mems.clone_from(&new.cpuset_mems);
     }
 }
 

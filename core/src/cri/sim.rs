@@ -61,6 +61,11 @@ pub enum Step {
     RemoveContainer {
         pick: u8,
     },
+    /// UpdateContainerResources with a memory limit of `mib` + 1 MiB.
+    UpdateContainer {
+        pick: u8,
+        mib: u8,
+    },
     /// Answer one outstanding action, as the host would or with a failure.
     Answer {
         pick: u8,
@@ -116,6 +121,7 @@ impl Step {
                 1 => Step::Tick { secs: b },
                 _ => Step::Query { pick: a, len: b },
             },
+            _ if b % 4 == 0 => Step::UpdateContainer { pick: a, mib: b },
             _ => Step::Answer {
                 pick: a,
                 fail: false,
@@ -151,7 +157,7 @@ pub fn fuzz(data: &[u8]) -> Result<(), String> {
 /// invariants are checked: this is about never panicking and never
 /// corrupting the state, whatever the frontend or the peer sends.
 pub fn fuzz_raw(data: &[u8]) -> Result<(), String> {
-    const METHODS: [Method; 15] = [
+    const METHODS: [Method; 16] = [
         Method::RunPodSandbox,
         Method::StopPodSandbox,
         Method::RemovePodSandbox,
@@ -167,6 +173,7 @@ pub fn fuzz_raw(data: &[u8]) -> Result<(), String> {
         Method::ListContainerStats,
         Method::PodSandboxStats,
         Method::ListPodSandboxStats,
+        Method::UpdateContainerResources,
     ];
     let mut rt = Runtime::new(SeqIds::new(0));
     let mut now: i64 = 0;
@@ -491,6 +498,7 @@ fn kind_of(r: &Response) -> Method {
         Response::ListContainerStats(_) => Method::ListContainerStats,
         Response::PodSandboxStats(_) => Method::PodSandboxStats,
         Response::ListPodSandboxStats(_) => Method::ListPodSandboxStats,
+        Response::UpdateContainerResources(_) => Method::UpdateContainerResources,
     }
 }
 
@@ -634,6 +642,7 @@ impl Sim {
             Request::StartContainer(r) => r.container_id.clone(),
             Request::StopContainer(r) => r.container_id.clone(),
             Request::RemoveContainer(r) => r.container_id.clone(),
+            Request::UpdateContainerResources(r) => r.container_id.clone(),
             _ => String::new(),
         };
         self.stats.calls = self.stats.calls.saturating_add(1);
@@ -701,6 +710,24 @@ impl Sim {
                     // its record said.)
                     Response::StopContainer(_) => match self.rt.resolve_ctr(key) {
                         Ok(id) => self.stored_ctr(&id).is_none_or(|c| c.state != RUNNING),
+                        Err(_) => true,
+                    },
+                    // The recorded limits are the ones ContainerStatus shows.
+                    Response::UpdateContainerResources(_) => match self.rt.resolve_ctr(key) {
+                        Ok(id) => {
+                            let shown = self
+                                .rt
+                                .container_status(&cri::ContainerStatusRequest {
+                                    container_id: id.clone(),
+                                    verbose: false,
+                                })
+                                .ok()
+                                .and_then(|r| r.status?.resources?.linux);
+                            let stored = self
+                                .stored_ctr(&id)
+                                .and_then(|c| c.config.as_ref()?.linux.as_ref()?.resources.clone());
+                            shown == stored
+                        }
                         Err(_) => true,
                     },
                     Response::RemoveContainer(_) if key.len() == 64 => !self
@@ -802,6 +829,11 @@ impl Sim {
                 | Action::RemoveContainer {
                     container_id,
                     pod_id,
+                }
+                | Action::UpdateContainerResources {
+                    container_id,
+                    pod_id,
+                    ..
                 } => Some((container_id.clone(), Some(pod_id.clone()))),
                 Action::WriteRecord(_) | Action::DeleteRecord(_) => None,
             }
@@ -1045,6 +1077,14 @@ impl Sim {
                 self.host_ctrs.remove(container_id);
                 Outcome::Done
             }
+            Action::UpdateContainerResources { container_id, .. } => {
+                if !self.host_ctrs.contains_key(container_id) {
+                    return Err(format!(
+                        "update of container {container_id} not on the host"
+                    ));
+                }
+                Outcome::Done
+            }
             Action::WriteRecord(r) => {
                 let Some(key) = r.key() else {
                     return Err("record without a kind".into());
@@ -1207,6 +1247,19 @@ impl Sim {
                 self.call(Request::RemoveContainer(cri::RemoveContainerRequest {
                     container_id: key,
                 }))?;
+            }
+            Step::UpdateContainer { pick, mib } => {
+                let key = key_for(&self.known_ctrs, pick);
+                self.call(Request::UpdateContainerResources(
+                    cri::UpdateContainerResourcesRequest {
+                        container_id: key,
+                        linux: Some(cri::LinuxContainerResources {
+                            memory_limit_in_bytes: (i64::from(mib) + 1) << 20,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ))?;
             }
             Step::Answer { pick, fail } => {
                 let ids: Vec<ActionId> = self.outstanding.keys().copied().collect();

@@ -1206,6 +1206,118 @@ fn stop_and_remove_wait_for_a_start_in_flight() {
     assert!(h.ctrs(None).is_empty());
 }
 
+fn update_req(id: &str, r: cri::LinuxContainerResources) -> Request {
+    Request::UpdateContainerResources(cri::UpdateContainerResourcesRequest {
+        container_id: id.into(),
+        linux: Some(r),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn update_container_resources_records_the_new_limits() {
+    let mut h = H::new();
+    let pod = h.run_pod("web");
+    let id = h.running(&pod, "a");
+    let call = h.pending(update_req(
+        &id,
+        cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 20_000,
+            ..Default::default()
+        },
+    ));
+    let (a, action) = h.take(|a| matches!(a, Action::UpdateContainerResources { .. }));
+    let Action::UpdateContainerResources {
+        container_id,
+        pod_id,
+        resources,
+    } = action
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (container_id.as_str(), pod_id.as_str()),
+        (id.as_str(), pod.as_str())
+    );
+    assert_eq!(resources.cpu_quota, 20_000);
+    // A second update, a start or a removal does not run beside it; a stop
+    // waits for it.
+    let st = h.now_err(update_req(&id, cri::LinuxContainerResources::default()));
+    assert_eq!(st.code, Code::FailedPrecondition);
+    let stop = h.pending(stop_req(&id, 0));
+    assert_eq!(h.actions.len(), 1, "{:?}", h.actions);
+    h.outcome(a, Outcome::Done).unwrap();
+    // Answered once the record holds the new limits.
+    assert!(!h.has_reply(call));
+    h.persist();
+    assert_eq!(
+        h.reply(call),
+        Ok(Response::UpdateContainerResources(
+            cri::UpdateContainerResourcesResponse {}
+        ))
+    );
+    let r = h.status(&id).resources.unwrap().linux.unwrap();
+    // Set fields replace, the others stay.
+    assert_eq!(
+        (r.memory_limit_in_bytes, r.cpu_period, r.cpu_quota),
+        (1 << 20, 100_000, 20_000)
+    );
+    let Some(RecordKind::Container(rec)) = h
+        .store
+        .get(&RecordKey::Container(id.clone()))
+        .and_then(|r| r.kind.clone())
+    else {
+        panic!("no record")
+    };
+    let stored = rec.config.unwrap().linux.unwrap().resources.unwrap();
+    assert_eq!(stored.cpu_quota, 20_000);
+    h.settle();
+    assert!(h.reply(stop).is_ok());
+    // An exited container's too, as containerd.
+    let call = h.pending(update_req(
+        &id,
+        cri::LinuxContainerResources {
+            cpu_shares: 256,
+            ..Default::default()
+        },
+    ));
+    h.settle();
+    assert!(h.reply(call).is_ok());
+    assert_eq!(
+        h.status(&id).resources.unwrap().linux.unwrap().cpu_shares,
+        256
+    );
+    let st = h.now_err(update_req("nope", cri::LinuxContainerResources::default()));
+    assert_eq!(st.code, Code::NotFound);
+}
+
+#[test]
+fn a_failed_update_keeps_the_old_limits() {
+    let mut h = H::new();
+    let pod = h.run_pod("web");
+    let id = h.create(&pod, "a");
+    let call = h.pending(update_req(
+        &id,
+        cri::LinuxContainerResources {
+            memory_limit_in_bytes: 2 << 20,
+            ..Default::default()
+        },
+    ));
+    let (a, _) = h.take(|a| matches!(a, Action::UpdateContainerResources { .. }));
+    let st = h.now_err(start_req(&id));
+    assert_eq!(st.code, Code::FailedPrecondition);
+    h.outcome(a, Outcome::Failed(Status::internal("EINVAL")))
+        .unwrap();
+    let st = h.reply(call).unwrap_err();
+    assert_eq!(st.message, "EINVAL");
+    assert!(h.actions.is_empty(), "{:?}", h.actions);
+    let r = h.status(&id).resources.unwrap().linux.unwrap();
+    assert_eq!(r.memory_limit_in_bytes, 1 << 20);
+    // And the container can still be started.
+    h.start(&id);
+}
+
 // ---- lookups and lists ---------------------------------------------------
 
 /// IDs with chosen prefixes.

@@ -31,6 +31,7 @@ pub enum Request {
     ListContainerStats(cri::ListContainerStatsRequest),
     PodSandboxStats(cri::PodSandboxStatsRequest),
     ListPodSandboxStats(cri::ListPodSandboxStatsRequest),
+    UpdateContainerResources(cri::UpdateContainerResourcesRequest),
 }
 
 /// The answer to a [`Request`], variant for variant.
@@ -52,6 +53,7 @@ pub enum Response {
     ListContainerStats(cri::ListContainerStatsResponse),
     PodSandboxStats(cri::PodSandboxStatsResponse),
     ListPodSandboxStats(cri::ListPodSandboxStatsResponse),
+    UpdateContainerResources(cri::UpdateContainerResourcesResponse),
 }
 
 impl Request {
@@ -79,6 +81,7 @@ impl Request {
             Method::ListContainerStats => d(buf, Request::ListContainerStats),
             Method::PodSandboxStats => d(buf, Request::PodSandboxStats),
             Method::ListPodSandboxStats => d(buf, Request::ListPodSandboxStats),
+            Method::UpdateContainerResources => d(buf, Request::UpdateContainerResources),
             _ => return None,
         })
     }
@@ -101,6 +104,7 @@ impl Request {
             Request::ListContainerStats(_) => Method::ListContainerStats,
             Request::PodSandboxStats(_) => Method::PodSandboxStats,
             Request::ListPodSandboxStats(_) => Method::ListPodSandboxStats,
+            Request::UpdateContainerResources(_) => Method::UpdateContainerResources,
         }
     }
 }
@@ -124,6 +128,7 @@ impl Response {
             Response::ListContainerStats(m) => m.encode_to_vec(),
             Response::PodSandboxStats(m) => m.encode_to_vec(),
             Response::ListPodSandboxStats(m) => m.encode_to_vec(),
+            Response::UpdateContainerResources(m) => m.encode_to_vec(),
         }
     }
 }
@@ -216,6 +221,13 @@ pub enum Action {
         /// A `cri::Signal` value from the config; RUNTIME_DEFAULT means the
         /// image's stop signal or SIGTERM.
         stop_signal: i32,
+    },
+    /// Apply new limits to the container's cgroup (the fields `resources`
+    /// sets; the others stay). → [`Outcome::Done`].
+    UpdateContainerResources {
+        container_id: String,
+        pod_id: String,
+        resources: Box<cri::LinuxContainerResources>,
     },
     /// Remove the stopped container's host resources (rootfs, monitor
     /// state; the log file stays, kubelet owns it). → [`Outcome::Done`].

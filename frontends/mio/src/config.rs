@@ -36,6 +36,10 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// Directory of CNI plugin binaries.
     pub cni_bin_dir: PathBuf,
+    /// Most processes (and threads) each container may have, written to
+    /// its cgroup's `pids.max`, as CRI-O's `pids_limit`: the CRI has no
+    /// field for it. 0: no limit of crisp's own.
+    pub pids_limit: u64,
     pub log: LogConfig,
     pub grpc: GrpcConfig,
     pub event_loop: EventLoopConfig,
@@ -173,6 +177,7 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
+            pids_limit: 0,
             log: LogConfig::default(),
             grpc: GrpcConfig::default(),
             event_loop: EventLoopConfig::default(),

@@ -160,21 +160,6 @@ impl Dispatcher {
                         .map(|r| r.encode_to_vec())
                 })
             }
-            Method::UpdateContainerResources => {
-                let req = match decode::<cri::UpdateContainerResourcesRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let id = match cri.container(&req.container_id) {
-                    Ok((id, _)) => id,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let host = Arc::clone(&self.host);
-                submit(workers, conn, call, move || {
-                    container::update_resources(&host, &id, &req.linux.unwrap_or_default())
-                        .map(|()| cri::UpdateContainerResourcesResponse {}.encode_to_vec())
-                })
-            }
             Method::ReopenContainerLog => {
                 let req = match decode::<cri::ReopenContainerLogRequest>(method, message) {
                     Ok(r) => r,

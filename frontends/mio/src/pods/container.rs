@@ -125,7 +125,7 @@ fn create_inner(
         hosts: Some(pod_dir.join("hosts")),
         resolv_conf: Some(pod_dir.join("resolv.conf")),
     };
-    let spec = spec::container_spec(&spec::SpecInput {
+    let mut spec = spec::container_spec(&spec::SpecInput {
         container_id: id,
         config,
         sandbox: sandbox_config,
@@ -136,6 +136,9 @@ fn create_inner(
         cgroup_path: &cgroup,
     })
     .map_err(|e| exec_status("build the container spec", &e))?;
+    if host.config.pids_limit > 0 {
+        set_pids_limit(&mut spec, host.config.pids_limit)?;
+    }
     let spec_bytes = serde_json::to_vec(&spec).map_err(|e| internal("encode the spec", e))?;
     crate::persist::write_atomic(&dir.join("config.json"), &spec_bytes)
         .map_err(|e| internal("write the container spec", e))?;
@@ -189,6 +192,19 @@ fn create_inner(
         )));
     }
     Ok((record.id.clone(), record.id))
+}
+
+/// The configured `pids_limit` in the spec's resources.
+fn set_pids_limit(spec: &mut executor::Spec, limit: u64) -> Result<(), Status> {
+    let pids = oci_spec::runtime::LinuxPidsBuilder::default()
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .build()
+        .map_err(|e| internal("the pids limit", e))?;
+    let linux = spec.linux_mut().get_or_insert_with(Default::default);
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    resources.set_pids(Some(pids));
+    linux.set_resources(Some(resources));
+    Ok(())
 }
 
 /// One request to the monitor, one line back.
@@ -525,8 +541,12 @@ pub fn update_resources(
     if r.memory_limit_in_bytes > 0 {
         mem.insert("limit".into(), r.memory_limit_in_bytes.into());
     }
-    if r.memory_swap_limit_in_bytes > 0 {
+    if r.memory_swap_limit_in_bytes != 0 {
         mem.insert("swap".into(), r.memory_swap_limit_in_bytes.into());
+    } else if r.memory_limit_in_bytes > 0 {
+        // No swap unless asked for, as at creation (executor::spec): on
+        // cgroup v1 a limit above the old memory+swap limit is refused.
+        mem.insert("swap".into(), r.memory_limit_in_bytes.into());
     }
     let json = serde_json::json!({ "cpu": cpu, "memory": mem });
     let resources: oci_spec::runtime::LinuxResources =

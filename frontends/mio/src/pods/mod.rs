@@ -141,6 +141,11 @@ impl Host {
                 }
             }
             Action::RemoveContainer { container_id, .. } => container::remove(self, &container_id),
+            Action::UpdateContainerResources {
+                container_id,
+                resources,
+                ..
+            } => container::update_resources(self, &container_id, &resources),
         };
         match result {
             Ok(()) => Outcome::Done,

@@ -1,0 +1,433 @@
+"""Containers through crispd's real socket, with the busybox test image
+from the registry: status fields over the lifecycle, the stop signal and
+its SIGKILL, resource limits (OOM kill, pids), security (capabilities,
+seccomp, read-only rootfs, masked and read-only paths), ExecSync's
+timeout, live resource updates, log reopening after rotation, and an
+upgrade of crispd's binary under running containers."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+
+import imagetest as it
+from conftest import Cri
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr) (P|F) (.*)$")
+
+# Prints what it finds in /tmp/say (written by ExecSync) to stdout: a
+# container whose output the test controls.
+SAY_LOOP = "echo ready; while true; do if [ -e /tmp/say ]; then cat /tmp/say; busybox rm /tmp/say; fi; busybox usleep 50000; done"
+
+
+def stubs(client):
+    return (client.pb, __import__("runtime.v1.api_pb2_grpc", fromlist=["x"]))
+
+
+def create(client, pod, pod_cfg, name, image, command, log_path="", tweak=None):
+    pb = client.pb
+    cfg = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name, attempt=0),
+        image=pb.ImageSpec(image=image),
+        command=command,
+        log_path=log_path or f"{name}.log",
+    )
+    if tweak:
+        tweak(cfg)
+    req = pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)
+    return client.rt.CreateContainer(req, timeout=60).container_id
+
+
+def start(client, cid):
+    client.rt.StartContainer(client.pb.StartContainerRequest(container_id=cid), timeout=60)
+
+
+def status(client, cid):
+    return client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid), timeout=10).status
+
+
+def pid_of(client, cid):
+    r = client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid, verbose=True), timeout=10)
+    return int(re.search(r'"pid":\s*(\d+)', r.info["info"]).group(1))
+
+
+def wait_exited(client, cid):
+    it.wait_until("container exit", lambda: status(client, cid).state == client.pb.CONTAINER_EXITED)
+    return status(client, cid)
+
+
+def log_lines(path, stream=None):
+    """The texts of the log's lines (partials joined), per stream."""
+    out, partial = [], {}
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    for line in text.splitlines():
+        m = LOG_LINE.match(line)
+        assert m, f"not a CRI log line: {line!r}"
+        _, s, tag, body = m.groups()
+        partial[s] = partial.get(s, "") + body
+        if tag == "F":
+            if stream in (None, s):
+                out.append(partial[s])
+            partial[s] = ""
+    return out
+
+
+def exec_sync(client, cid, cmd, timeout=30):
+    return client.rt.ExecSync(client.pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout), timeout=timeout + 30)
+
+
+def say(client, cid, text):
+    r = exec_sync(client, cid, ["/bin/sh", "-c", f"echo '{text}' > /tmp/say.new && busybox mv /tmp/say.new /tmp/say"])
+    assert r.exit_code == 0, r.stderr
+
+
+def host_cgroup_dir(client, cid, controller):
+    """The container's v1 cgroup directory for `controller`, as the kernel
+    reports it for the container's process."""
+    for line in Path(f"/proc/{pid_of(client, cid)}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if controller in ctrls.split(","):
+            return Path("/sys/fs/cgroup") / ctrls / path.lstrip("/")
+    raise AssertionError(f"no {controller} cgroup")
+
+
+@pytest.fixture
+def pod(client, registry, tmp_path):
+    """A running pod with the busybox images pulled; its logs in tmp_path/logs."""
+    client.pull(registry.busybox)
+    client.pull(registry.busybox_usr1)
+    pod_id, cfg = client.runp("ctr", log_directory=str(tmp_path / "logs"))
+
+    class Pod:
+        pass
+
+    p = Pod()
+    p.id, p.cfg, p.logs, p.image = pod_id, cfg, tmp_path / "logs", registry.busybox
+    yield p
+    client.rmp(pod_id)
+
+
+def run_to_exit(client, pod, name, script, tweak=None, image=None):
+    cid = create(client, pod.id, pod.cfg, name, image or pod.image, ["/bin/sh", "-c", script], tweak=tweak)
+    start(client, cid)
+    st = wait_exited(client, cid)
+    return st, log_lines(pod.logs / f"{name}.log", "stdout"), log_lines(pod.logs / f"{name}.log", "stderr")
+
+
+# ------------------------------------------------------------ lifecycle
+
+
+def test_status_fields_over_the_lifecycle(client, pod):
+    pb = client.pb
+    script = "echo waiting; while [ ! -e /tmp/go ]; do busybox usleep 50000; done; echo done"
+    cid = create(client, pod.id, pod.cfg, "life", pod.image, ["/bin/sh", "-c", script])
+    st = status(client, cid)
+    assert st.state == pb.CONTAINER_CREATED
+    assert st.created_at > 0 and st.started_at == 0 and st.finished_at == 0
+    assert st.metadata.name == "life"
+    assert st.log_path == str(pod.logs / "life.log")
+    start(client, cid)
+    st = status(client, cid)
+    assert st.state == pb.CONTAINER_RUNNING
+    assert st.started_at >= st.created_at and st.finished_at == 0
+    assert st.reason == "" and st.exit_code == 0
+    assert exec_sync(client, cid, ["/bin/busybox", "touch", "/tmp/go"]).exit_code == 0
+    st = wait_exited(client, cid)
+    assert st.finished_at >= st.started_at > 0
+    assert (st.exit_code, st.reason, st.message) == (0, "Completed", "")
+    assert log_lines(pod.logs / "life.log", "stdout") == ["waiting", "done"]
+    # Stopping and removing what has exited is idempotent.
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
+    assert status(client, cid).finished_at == st.finished_at
+    client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    with pytest.raises(grpc.RpcError) as e:
+        status(client, cid)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_stop_sends_sigterm_then_sigkill_after_the_timeout(client, pod):
+    pb = client.pb
+    # PID 1 of its namespace ignores SIGTERM unless it handles it: this one
+    # handles it and carries on.
+    script = "trap 'echo got TERM' TERM; echo ready; while true; do busybox usleep 100000; done"
+    cid = create(client, pod.id, pod.cfg, "stubborn", pod.image, ["/bin/sh", "-c", script])
+    start(client, cid)
+    log = pod.logs / "stubborn.log"
+    it.wait_until("ready", lambda: "ready" in log_lines(log))
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=5), timeout=60)
+    st = status(client, cid)
+    assert st.state == pb.CONTAINER_EXITED
+    assert "got TERM" in log_lines(log, "stdout"), "SIGTERM was not sent first"
+    assert st.exit_code == 137, "not killed by SIGKILL"
+    assert st.reason == "Error"
+    assert st.finished_at >= st.started_at
+
+
+def test_stop_uses_the_images_stop_signal(client, pod, registry):
+    pb = client.pb
+    script = "trap 'echo got USR1; exit 42' USR1; trap 'echo got TERM; exit 43' TERM; echo ready; while true; do busybox usleep 100000; done"
+    cid = create(client, pod.id, pod.cfg, "usr1", registry.busybox_usr1, ["/bin/sh", "-c", script])
+    start(client, cid)
+    log = pod.logs / "usr1.log"
+    it.wait_until("ready", lambda: "ready" in log_lines(log))
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=60), timeout=120)
+    st = status(client, cid)
+    assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 42, "Error")
+    assert log_lines(log, "stdout") == ["ready", "got USR1"]
+
+
+# ------------------------------------------------------------ resources
+
+
+def test_memory_limit_exceeded_is_oomkilled(client, pod):
+    def limit(cfg):
+        cfg.linux.resources.memory_limit_in_bytes = 32 << 20
+
+    # The shell holds 200 MB in a variable.
+    st, out, _ = run_to_exit(client, pod, "hog", "x=$(head -c 200000000 /dev/zero | busybox tr '\\0' a); echo survived", tweak=limit)
+    assert "survived" not in out
+    assert st.reason == "OOMKilled"
+    assert st.exit_code == 137
+
+
+def test_pids_limit_is_enforced(make_crispd, registry, tmp_path):
+    d = make_crispd(config="pids_limit = 10\n")
+    client = d.client
+    client.pull(registry.busybox)
+    pod_id, cfg = client.runp("pids", log_directory=str(tmp_path / "logs"))
+    sleeper = create(client, pod_id, cfg, "sleeper", registry.busybox, ["/bin/busybox", "sleep", "1000"])
+    start(client, sleeper)
+    assert (host_cgroup_dir(client, sleeper, "pids") / "pids.max").read_text().strip() == "10"
+    # The shell (PID 1) and 9 children fill the limit; the 10th fork fails
+    # and the shell gives up.
+    script = "i=0; while [ $i -lt 40 ]; do busybox sleep 1000 & i=$((i+1)); echo $i; done; echo forked all"
+    cid = create(client, pod_id, cfg, "forker", registry.busybox, ["/bin/sh", "-c", script])
+    start(client, cid)
+    st = wait_exited(client, cid)
+    log = tmp_path / "logs" / "forker.log"
+    out = log_lines(log, "stdout")
+    assert out == [str(i) for i in range(1, 10)], log.read_text()
+    assert any("can't fork" in line for line in log_lines(log, "stderr")), log.read_text()
+    assert st.exit_code != 0
+    client.rmp(pod_id)
+
+
+def test_update_container_resources_changes_the_live_cgroup(client, pod):
+    pb = client.pb
+
+    def limits(cfg):
+        cfg.linux.resources.memory_limit_in_bytes = 64 << 20
+        cfg.linux.resources.cpu_period = 100000
+        cfg.linux.resources.cpu_quota = 50000
+
+    cid = create(client, pod.id, pod.cfg, "upd", pod.image, ["/bin/busybox", "sleep", "1000"], tweak=limits)
+    start(client, cid)
+    mem, cpu = host_cgroup_dir(client, cid, "memory"), host_cgroup_dir(client, cid, "cpu")
+    assert (mem / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    # Only the memory limit, as `crictl update --memory` sends it: memory
+    # and swap stay equal (no swap), as at creation.
+    new = pb.LinuxContainerResources(memory_limit_in_bytes=128 << 20, cpu_period=100000, cpu_quota=20000)
+    client.rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(container_id=cid, linux=new), timeout=60)
+    assert (mem / "memory.limit_in_bytes").read_text().strip() == str(128 << 20)
+    if (mem / "memory.memsw.limit_in_bytes").exists():
+        assert (mem / "memory.memsw.limit_in_bytes").read_text().strip() == str(128 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "20000"
+    # And down again.
+    new = pb.LinuxContainerResources(memory_limit_in_bytes=48 << 20)
+    client.rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(container_id=cid, linux=new), timeout=60)
+    assert (mem / "memory.limit_in_bytes").read_text().strip() == str(48 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "20000"
+    # The process itself is unaffected.
+    assert exec_sync(client, cid, ["/bin/echo", "alive"]).stdout == b"alive\n"
+
+
+def test_container_status_reports_updated_resources(make_crispd, registry, tmp_path):
+    d = make_crispd()
+    client, pb = d.client, d.client.pb
+    client.pull(registry.busybox)
+    pod_id, cfg = client.runp("res")
+
+    def limits(cfg):
+        cfg.linux.resources.memory_limit_in_bytes = 64 << 20
+        cfg.linux.resources.cpu_shares = 512
+
+    cid = create(client, pod_id, cfg, "upd", registry.busybox, ["/bin/busybox", "sleep", "1000"], tweak=limits)
+    start(client, cid)
+    assert status(client, cid).resources.linux.memory_limit_in_bytes == 64 << 20
+    new = pb.LinuxContainerResources(memory_limit_in_bytes=48 << 20, cpu_period=100000, cpu_quota=20000)
+    client.rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(container_id=cid, linux=new), timeout=60)
+
+    def check(client):
+        r = status(client, cid).resources.linux
+        # What was set is replaced; the rest stays as created.
+        assert (r.memory_limit_in_bytes, r.cpu_period, r.cpu_quota, r.cpu_shares) == (48 << 20, 100000, 20000, 512)
+
+    check(client)
+    # Recorded, so a restarted crispd reports the same.
+    d.kill()
+    d.start()
+    d.client = Cri(d, stubs(client))
+    check(d.client)
+    # An exited container's limits are recorded too, as containerd does.
+    d.client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0), timeout=60)
+    new = pb.LinuxContainerResources(cpu_shares=256)
+    d.client.rt.UpdateContainerResources(pb.UpdateContainerResourcesRequest(container_id=cid, linux=new), timeout=60)
+    assert status(d.client, cid).resources.linux.cpu_shares == 256
+    d.client.rmp(pod_id)
+
+
+# ------------------------------------------------------------ security
+
+
+def test_dropped_capability_is_really_missing(client, pod):
+    script = "busybox touch /tmp/f && busybox chown 1000:1000 /tmp/f && echo chowned; busybox grep CapEff /proc/self/status"
+    st, out, _ = run_to_exit(client, pod, "caps", script)
+    assert st.exit_code == 0 and out[0] == "chowned", out
+    assert int(out[1].split()[1], 16) & 1 == 1  # CAP_CHOWN is bit 0
+
+    def drop(cfg):
+        cfg.linux.security_context.capabilities.drop_capabilities.append("CHOWN")
+
+    st, out, err = run_to_exit(client, pod, "nocaps", script, tweak=drop)
+    assert "chowned" not in out
+    assert any("Operation not permitted" in line for line in err), err
+    assert int(out[0].split()[1], 16) & 1 == 0
+
+
+def test_seccomp_runtime_default_blocks_unshare_unconfined_allows_it(client, pod):
+    pb = client.pb
+    # A user namespace needs no capability: only seccomp can refuse it.
+    script = "busybox grep '^Seccomp:' /proc/self/status; busybox unshare -U true && echo unshared"
+
+    def profile(kind):
+        def tweak(cfg):
+            cfg.linux.security_context.seccomp.profile_type = kind
+
+        return tweak
+
+    st, out, err = run_to_exit(client, pod, "confined", script, tweak=profile(pb.SecurityProfile.RuntimeDefault))
+    assert out == ["Seccomp:\t2"], (out, err)
+    assert any("Operation not permitted" in line for line in err), err
+    st, out, err = run_to_exit(client, pod, "unconfined", script, tweak=profile(pb.SecurityProfile.Unconfined))
+    assert out == ["Seccomp:\t0", "unshared"], (out, err)
+
+
+def test_readonly_rootfs_refuses_writes(client, pod):
+    script = "for p in /x /tmp/x /etc/x /dev/shm/x; do if busybox touch $p 2>/dev/null; then echo $p written; else echo $p refused; fi; done"
+
+    def ro(cfg):
+        cfg.linux.security_context.readonly_rootfs = True
+
+    _, out, _ = run_to_exit(client, pod, "ro", script, tweak=ro)
+    # As with containerd and runc: the whole rootfs (its /tmp too) is
+    # read-only; /dev/shm is a tmpfs of its own.
+    assert out == ["/x refused", "/tmp/x refused", "/etc/x refused", "/dev/shm/x written"]
+    _, out, _ = run_to_exit(client, pod, "rw", script)
+    assert out == ["/x written", "/tmp/x written", "/etc/x written", "/dev/shm/x written"]
+
+
+def test_masked_and_readonly_paths(client, pod):
+    # What the host shows there, so masking is what hides it.
+    assert Path("/proc/timer_list").read_text() != ""
+    assert list(Path("/sys/firmware").iterdir()) != []
+    script = (
+        "echo timer_list $(busybox wc -c < /proc/timer_list);"
+        "echo firmware $(busybox ls -A /sys/firmware | busybox wc -l);"
+        "echo crisp > /sys/firmware/x 2>/dev/null && echo firmware writable || echo firmware read-only;"
+        "echo crisp > /proc/sys/kernel/domainname 2>/dev/null && echo sys writable || echo sys read-only"
+    )
+    _, out, _ = run_to_exit(client, pod, "masked", script)
+    assert out == ["timer_list 0", "firmware 0", "firmware read-only", "sys read-only"]
+
+
+# ------------------------------------------------------------ exec, logs
+
+
+def test_exec_sync_timeout_kills_the_command(client, pod):
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "host", pod.image, ["/bin/busybox", "sleep", "1000"])
+    start(client, cid)
+    with pytest.raises(grpc.RpcError) as e:
+        client.rt.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["/bin/busybox", "sleep", "100"], timeout=1), timeout=60)
+    # kubelet reads DEADLINE_EXCEEDED as a probe timeout (as containerd
+    # answers); the message is crispd's, not grpcio's own deadline.
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "timed out after 1s" in e.value.details()
+    ps = exec_sync(client, cid, ["/bin/busybox", "ps", "-o", "pid,args"]).stdout.decode()
+    procs = [line.split(None, 1)[1] for line in ps.splitlines()[1:]]
+    assert any(a.endswith("sleep 1000") for a in procs), ps
+    assert not any(a.endswith("sleep 100") for a in procs), ps
+    # The container is unharmed.
+    assert status(client, cid).state == pb.CONTAINER_RUNNING
+
+
+def test_reopen_container_log_after_rotation(client, pod):
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "rot", pod.image, ["/bin/sh", "-c", SAY_LOOP])
+    start(client, cid)
+    log = pod.logs / "rot.log"
+    say(client, cid, "before rotation")
+    it.wait_until("first line", lambda: "before rotation" in log_lines(log))
+    rotated = pod.logs / "rot.log.1"
+    os.rename(log, rotated)
+    client.rt.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid), timeout=30)
+    assert log.exists()
+    say(client, cid, "after rotation")
+    it.wait_until("line after rotation", lambda: "after rotation" in log_lines(log))
+    assert log_lines(log) == ["after rotation"]
+    assert log_lines(rotated) == ["ready", "before rotation"]
+
+
+# ------------------------------------------------------------ upgrade
+
+
+def test_upgrade_keeps_containers_running(make_crispd, registry, tmp_path):
+    d = make_crispd()
+    pb = d.client.pb
+    d.client.pull(registry.busybox)
+    pod_id, cfg = d.client.runp("upg", log_directory=str(tmp_path / "logs"))
+    script = "trap 'echo bye; exit 0' TERM; " + SAY_LOOP
+    cid = create(d.client, pod_id, cfg, "keep", registry.busybox, ["/bin/sh", "-c", script])
+    start(d.client, cid)
+    log = tmp_path / "logs" / "keep.log"
+    say(d.client, cid, "before upgrade")
+    it.wait_until("first line", lambda: "before upgrade" in log_lines(log))
+    pid = pid_of(d.client, cid)
+    started_at = status(d.client, cid).started_at
+
+    # The new binary at a new path; the old one stops gracefully.
+    new_bin = tmp_path / "crispd-upgraded"
+    shutil.copy2(d.binary, new_bin)
+    d.stop()
+    assert d.proc.returncode == 0, d.log()
+    assert Path(f"/proc/{pid}").exists(), "SIGTERM to crispd killed a container"
+    d.client.close()
+    d.binary = new_bin
+    d.start()
+    assert Path(f"/proc/{d.proc.pid}/exe").resolve() == new_bin
+    d.client = Cri(d, stubs(d.client))
+
+    st = status(d.client, cid)
+    assert st.state == pb.CONTAINER_RUNNING
+    assert st.started_at == started_at
+    assert pid_of(d.client, cid) == pid
+    r = exec_sync(d.client, cid, ["/bin/sh", "-c", "echo still here; exit 4"])
+    assert (r.stdout, r.exit_code) == (b"still here\n", 4)
+    say(d.client, cid, "after upgrade")
+    it.wait_until("line after the upgrade", lambda: "after upgrade" in log_lines(log))
+    d.client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=30), timeout=60)
+    st = status(d.client, cid)
+    assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 0, "Completed")
+    assert log_lines(log, "stdout") == ["ready", "before upgrade", "after upgrade", "bye"]
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    d.client.rmp(pod_id)
