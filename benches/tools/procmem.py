@@ -55,8 +55,9 @@ def rollup(pid):
 def breakdown(pid, exe_path):
     """Where one process's RSS is, in KiB: the executable's file pages
     (code, read-only data), its private copies (relocated data), shared
-    libraries, stacks, and heap and other anonymous memory."""
-    out = {"exe_file": 0, "exe_private": 0, "libs": 0, "stack": 0, "anon": 0}
+    libraries, stacks, and heap and other anonymous memory; and the size of
+    the executable's code mapping."""
+    out = {"exe_file": 0, "exe_private": 0, "libs": 0, "stack": 0, "anon": 0, "exe_code_size": 0}
     cur = None
     try:
         with open(f"/proc/{pid}/smaps") as f:
@@ -64,8 +65,10 @@ def breakdown(pid, exe_path):
                 first = line.split(" ", 1)[0]
                 if "-" in first and ":" not in first:
                     parts = line.split()
-                    cur = {"path": parts[5] if len(parts) > 5 else ""}
+                    cur = {"path": parts[5] if len(parts) > 5 else "", "perms": parts[1]}
                     continue
+                if line.startswith("Size:") and cur["path"] == exe_path and "x" in cur["perms"]:
+                    out["exe_code_size"] += int(line.split()[1])
                 k, _, v = line.partition(":")
                 if k in ("Rss", "Anonymous"):
                     cur[k] = int(v.split()[0])
