@@ -189,7 +189,8 @@ for c, desc in cfgs:
     w(f"* **{c}**: {desc}.")
 lb, ls_ = p50_of("blocking"), p50_of("spin")
 w("* crispd's default is `spin_us = 50`, for latency: with a blocking client its p50 is "
-  + (f"{x(ratio(lb, ls_), 2)} lower than with `spin_us = 0`" if lb and ls_ else "n/a")
+  + ((f"{x(ratio(lb, ls_), 2)} lower" if lb >= ls_ else f"{x(ratio(ls_, lb), 2)} higher (in this run)")
+     + " than with `spin_us = 0`" if lb and ls_ else "n/a")
   + " (**blocking** vs **spin**); it costs at most 50 µs of CPU after each burst of work, and an idle crispd never")
 w("  spins. Its effect on throughput is in the table below (on this shared 2-vCPU machine a spinning server also")
 w("  competes with h2load for the CPUs).")
