@@ -261,6 +261,11 @@ w("pod sandbox is a re-executed crispd (no pause image). **containerd 1.6 + runc
 w("snapshotter, a private config, root, state and socket; its pause image is the same busybox image (whose default")
 w("command sleeps), so each pod also runs a `sleep`. Figures are medians over the iterations; the pair and the")
 w("whole lifecycle are medians of each iteration's sum.")
+ll = load("load-lifecycle.json", {})
+if ll:
+    w(f"Load average (1, 5, 15 min) when this section started: {ll.get('before')}; when it ended: {ll.get('after')}."
+      " crispd's steps are mostly waits (for a CPU at each hand-off between processes, for the disk), so they")
+    w("stretch more than containerd's when the machine is busy: compare runs at similar load.")
 w("")
 w("| step | crispd | containerd + runc | containerd / crispd |")
 w("|---|---:|---:|---:|")
