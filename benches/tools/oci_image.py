@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Write a one-layer OCI image archive (for `ctr images import`) whose root
-filesystem is Debian's static busybox, with no registry and no download.
+"""Write a one-layer OCI image archive (an oci-archive, which scripts/bench
+pushes to its local docker-registry with skopeo) whose root filesystem is
+Debian's static busybox, plus the bench's `stamp` binary as /bin/stamp.
 
-    oci_image.py OUT.tar NAME
+    oci_image.py OUT.tar NAME STAMP_BINARY
 
-NAME is the full reference (e.g. docker.io/bench/busybox:1). The default
-command sleeps, so the same image can be a pod's sandbox (pause) image.
+NAME is the full reference (e.g. 127.0.0.1:5000/bench/busybox:1). The
+default command sleeps, so the same image can be containerd's sandbox
+(pause) image.
 """
 import hashlib
 import io
@@ -17,8 +19,9 @@ import time
 APPLETS = ["sh", "sleep", "true", "ls", "cat"]
 
 
-def layer_bytes():
+def layer_bytes(stamp_path):
     busybox = open("/bin/busybox", "rb").read()
+    stamp = open(stamp_path, "rb").read()
     buf = io.BytesIO()
     mtime = int(time.time())
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -29,6 +32,9 @@ def layer_bytes():
         ti = tarfile.TarInfo("bin/busybox")
         ti.size, ti.mode, ti.mtime = len(busybox), 0o755, mtime
         t.addfile(ti, io.BytesIO(busybox))
+        ti = tarfile.TarInfo("bin/stamp")
+        ti.size, ti.mode, ti.mtime = len(stamp), 0o755, mtime
+        t.addfile(ti, io.BytesIO(stamp))
         for a in APPLETS:
             ti = tarfile.TarInfo(f"bin/{a}")
             ti.type, ti.linkname, ti.mtime = tarfile.LNKTYPE, "bin/busybox", mtime
@@ -38,7 +44,7 @@ def layer_bytes():
 
 
 def main():
-    out, name = sys.argv[1], sys.argv[2]
+    out, name, stamp = sys.argv[1], sys.argv[2], sys.argv[3]
     blobs = {}
 
     def blob(data):
@@ -46,7 +52,7 @@ def main():
         blobs[d] = data
         return "sha256:" + d
 
-    layer = layer_bytes()
+    layer = layer_bytes(stamp)
     layer_digest = blob(layer)
     config = json.dumps({
         "architecture": "amd64",

@@ -11,15 +11,18 @@
 //!   bench-client hold SOCKET N
 //!       opens N connections, makes one checked Version call on each, prints
 //!       "ready", and keeps them open (idle) until stdin closes.
-//!   bench-client lifecycle SOCKET ITERS IMAGE
+//!   bench-client pull SOCKET IMAGE
+//!       PullImage through the CRI; prints the image ref.
+//!   bench-client lifecycle SOCKET ITERS IMAGE [HOLD]
 //!       ITERS × (RunPodSandbox, CreateContainer, StartContainer,
-//!       StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox);
-//!       prints one JSON line of per-step medians in ms, or
-//!       {"unimplemented": "RunPodSandbox"}.
-//!   bench-client lifecycle-hold SOCKET ITERS IMAGE
-//!       the same, then one more pod and container (not timed) left running
-//!       after printing "ready" until stdin closes (to measure the runtime's
-//!       memory with a container running), then removed.
+//!       StopContainer, RemoveContainer, StopPodSandbox, RemovePodSandbox)
+//!       of a host-network pod whose container runs /bin/stamp; prints one
+//!       JSON line: per-step medians in ms, the Create+Start pair and the
+//!       whole lifecycle (medians of per-iteration sums), StartContainer
+//!       sent → the container's first instruction (from the CLOCK_MONOTONIC
+//!       stamp it logs). With HOLD: then HOLD more pods with one running
+//!       container each (not timed), "ready HOLD" on stdout, held until
+//!       stdin closes (to measure the runtime's memory), then removed.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -28,7 +31,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use crisp_benches::wire::{self, CoreClient, RawH2};
-use crisp_core::grpc::Code;
 use crisp_proto::cri;
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -92,164 +94,347 @@ fn hold(socket: &Path, n: usize) -> std::io::Result<()> {
 }
 
 const RS: &str = "/runtime.v1.RuntimeService/";
+const IS: &str = "/runtime.v1.ImageService/";
 
-fn lifecycle(socket: &Path, iters: usize, image: &str, keep: bool) -> std::io::Result<bool> {
-    let mut c = CoreClient::connect(socket)?;
-    let steps = [
-        "RunPodSandbox",
-        "CreateContainer",
-        "StartContainer",
-        "StopContainer",
-        "RemoveContainer",
-        "StopPodSandbox",
-        "RemovePodSandbox",
-    ];
-    let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
-    let fail = |step: &str, s: crisp_core::grpc::Status| {
-        std::io::Error::other(format!("{step}: {:?} {}", s.code, s.message))
+/// CLOCK_MONOTONIC in ns: the clock `stamp` reads in the container (no
+/// time namespaces: the same clock on both sides).
+fn mono_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let log_dir = std::env::temp_dir().join("crisp-bench-logs");
-    std::fs::create_dir_all(&log_dir)?;
-    for i in 0..iters + usize::from(keep) {
-        let measured = i < iters;
-        let pod = cri::PodSandboxConfig {
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+fn call<Req: prost::Message, Resp: prost::Message + Default>(
+    c: &mut CoreClient,
+    method: &str,
+    req: &Req,
+) -> std::io::Result<Resp> {
+    let prefix = if method.ends_with("Image") { IS } else { RS };
+    c.unary(&format!("{prefix}{method}"), req)?
+        .map_err(|s| std::io::Error::other(format!("{method}: {:?} {}", s.code, s.message)))
+}
+
+fn pull(socket: &Path, image: &str) -> std::io::Result<()> {
+    let mut c = CoreClient::connect(socket)?;
+    let r: cri::PullImageResponse = call(
+        &mut c,
+        "PullImage",
+        &cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )?;
+    println!("{}", r.image_ref);
+    Ok(())
+}
+
+const STEPS: [&str; 7] = [
+    "RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "StopContainer",
+    "RemoveContainer",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+];
+
+/// One pod (host network, so no CNI for either runtime; a PID namespace
+/// per container, as kubelet asks by default) and its container running
+/// `/bin/stamp`.
+struct Lifecycle {
+    c: CoreClient,
+    image: String,
+    log_dir: std::path::PathBuf,
+    tag: String,
+    /// Each pod's cgroup goes under `<cgroup_root>/<pod name>-<tag>`
+    /// (CRISP_BENCH_CGROUP, default /crisp-bench), as kubelet always names
+    /// one; scripts/bench removes the root afterwards.
+    cgroup_root: String,
+}
+
+impl Lifecycle {
+    fn pod(&self, name: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
-                name: format!("bench-pod-{i}"),
-                uid: format!("bench-uid-{i}-{}", std::process::id()),
+                name: name.into(),
+                uid: format!("{name}-{}", self.tag),
                 namespace: "bench".into(),
                 attempt: 0,
             }),
             // No hostname: with the node network namespace the pod shares
             // the node UTS namespace, where runc may not set one.
-            log_directory: log_dir.display().to_string(),
+            log_directory: self.log_dir.display().to_string(),
             linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("{}/{name}-{}", self.cgroup_root, self.tag),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(cri::NamespaceOption {
-                        network: cri::NamespaceMode::Node as i32,
-                        ..Default::default()
-                    }),
+                    namespace_options: Some(namespaces()),
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..Default::default()
-        };
-        let mut timed = |step: &'static str, t: Instant| {
-            if measured {
-                times
-                    .entry(step)
-                    .or_default()
-                    .push(t.elapsed().as_secs_f64() * 1e3)
-            }
-        };
-        let t = Instant::now();
-        let r: Result<cri::RunPodSandboxResponse, _> = c.unary(
-            &format!("{RS}RunPodSandbox"),
+        }
+    }
+
+    fn run_pod(&mut self, pod: &cri::PodSandboxConfig) -> std::io::Result<String> {
+        let r: cri::RunPodSandboxResponse = call(
+            &mut self.c,
+            "RunPodSandbox",
             &cri::RunPodSandboxRequest {
                 config: Some(pod.clone()),
                 runtime_handler: String::new(),
             },
         )?;
-        let pod_id = match r {
-            Ok(r) => r.pod_sandbox_id,
-            Err(s) if s.code == Code::Unimplemented => {
-                println!("{{\"unimplemented\": \"RunPodSandbox\"}}");
-                return Ok(false);
-            }
-            Err(s) => return Err(fail("RunPodSandbox", s)),
-        };
-        timed("RunPodSandbox", t);
-        let t = Instant::now();
-        let r: cri::CreateContainerResponse = c
-            .unary(
-                &format!("{RS}CreateContainer"),
-                &cri::CreateContainerRequest {
-                    pod_sandbox_id: pod_id.clone(),
-                    config: Some(cri::ContainerConfig {
-                        metadata: Some(cri::ContainerMetadata {
-                            name: "sleeper".into(),
-                            attempt: 0,
-                        }),
-                        image: Some(cri::ImageSpec {
-                            image: image.into(),
-                            ..Default::default()
-                        }),
-                        command: vec!["/bin/sleep".into(), "3600".into()],
-                        log_path: format!("sleeper-{i}.log"),
+        Ok(r.pod_sandbox_id)
+    }
+
+    fn create(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        log: &str,
+    ) -> std::io::Result<String> {
+        let r: cri::CreateContainerResponse = call(
+            &mut self.c,
+            "CreateContainer",
+            &cri::CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(cri::ContainerConfig {
+                    metadata: Some(cri::ContainerMetadata {
+                        name: "stamp".into(),
+                        attempt: 0,
+                    }),
+                    image: Some(cri::ImageSpec {
+                        image: self.image.clone(),
                         ..Default::default()
                     }),
-                    sandbox_config: Some(pod),
-                },
-            )?
-            .map_err(|s| fail("CreateContainer", s))?;
-        timed("CreateContainer", t);
-        let ctr = r.container_id;
+                    command: vec!["/bin/stamp".into()],
+                    log_path: log.into(),
+                    linux: Some(cri::LinuxContainerConfig {
+                        security_context: Some(cri::LinuxContainerSecurityContext {
+                            namespace_options: Some(namespaces()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                sandbox_config: Some(pod.clone()),
+            },
+        )?;
+        Ok(r.container_id)
+    }
+
+    fn start(&mut self, id: &str) -> std::io::Result<()> {
+        let _: cri::StartContainerResponse = call(
+            &mut self.c,
+            "StartContainer",
+            &cri::StartContainerRequest {
+                container_id: id.into(),
+            },
+        )?;
+        Ok(())
+    }
+
+    fn stop(&mut self, id: &str) -> std::io::Result<()> {
+        let _: cri::StopContainerResponse = call(
+            &mut self.c,
+            "StopContainer",
+            &cri::StopContainerRequest {
+                container_id: id.into(),
+                timeout: 0,
+            },
+        )?;
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &str) -> std::io::Result<()> {
+        let _: cri::RemoveContainerResponse = call(
+            &mut self.c,
+            "RemoveContainer",
+            &cri::RemoveContainerRequest {
+                container_id: id.into(),
+            },
+        )?;
+        Ok(())
+    }
+
+    fn stop_pod(&mut self, id: &str) -> std::io::Result<()> {
+        let _: cri::StopPodSandboxResponse = call(
+            &mut self.c,
+            "StopPodSandbox",
+            &cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            },
+        )?;
+        Ok(())
+    }
+
+    fn remove_pod(&mut self, id: &str) -> std::io::Result<()> {
+        let _: cri::RemovePodSandboxResponse = call(
+            &mut self.c,
+            "RemovePodSandbox",
+            &cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The CLOCK_MONOTONIC ns `stamp` wrote first thing, from the CRI log
+    /// (`<time> stdout F stamp <mono> <real>`); waits up to 5 s for it.
+    fn stamp(&self, log: &str) -> Option<u64> {
+        // The log is the pod's log directory + the container's log_path.
+        let path = self.log_dir.join(log);
+        let until = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let found = text.lines().find_map(|l| {
+                let rest = &l[l.find(" stamp ")? + 7..];
+                rest.split(' ').next()?.parse().ok()
+            });
+            if found.is_some() || Instant::now() > until {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+fn namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Node as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// ITERS timed lifecycles; then, with HOLD > 0, HOLD pods with one running
+/// container each, "ready" on stdout, held until stdin closes, removed.
+/// Prints one JSON line: per-step medians in ms, the Create+Start pair and
+/// the whole lifecycle (medians of the per-iteration sums), and StartContainer
+/// sent → the container's first instruction.
+fn lifecycle(socket: &Path, iters: usize, image: &str, hold: usize) -> std::io::Result<()> {
+    let log_dir = std::env::temp_dir().join(format!("crisp-bench-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir)?;
+    let mut l = Lifecycle {
+        c: CoreClient::connect(socket)?,
+        image: image.into(),
+        log_dir: log_dir.clone(),
+        tag: format!("{}", std::process::id()),
+        cgroup_root: std::env::var("CRISP_BENCH_CGROUP").unwrap_or_else(|_| "/crisp-bench".into()),
+    };
+    let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
+    let (mut pair, mut total, mut first, mut answered) = (vec![], vec![], vec![], vec![]);
+    let mut missing = 0;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    for i in 0..iters {
+        let pod = l.pod(&format!("bench-pod-{i}"));
+        let log = format!("stamp-{i}.log");
+        let mut step = [0f64; 7];
         let t = Instant::now();
-        let _: cri::StartContainerResponse = c
-            .unary(
-                &format!("{RS}StartContainer"),
-                &cri::StartContainerRequest {
-                    container_id: ctr.clone(),
-                },
-            )?
-            .map_err(|s| fail("StartContainer", s))?;
-        timed("StartContainer", t);
-        if !measured {
-            println!("ready");
-            std::io::Write::flush(&mut std::io::stdout())?;
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
+        let pod_id = l.run_pod(&pod)?;
+        step[0] = ms(t);
+        let t = Instant::now();
+        let ctr = l.create(&pod_id, &pod, &log)?;
+        step[1] = ms(t);
+        let sent = mono_ns();
+        let t = Instant::now();
+        l.start(&ctr)?;
+        step[2] = ms(t);
+        let answer = mono_ns();
+        // Not timed: wait for the stamp in the log. (runc's start returns
+        // once the container is released, before its execve: stopping at
+        // once could kill it before its first instruction.)
+        match l.stamp(&log) {
+            Some(s) => {
+                first.push((s as f64 - sent as f64) / 1e6);
+                answered.push((answer as f64 - s as f64) / 1e6);
+            }
+            None => missing += 1,
         }
         let t = Instant::now();
-        let _: cri::StopContainerResponse = c
-            .unary(
-                &format!("{RS}StopContainer"),
-                &cri::StopContainerRequest {
-                    container_id: ctr.clone(),
-                    timeout: 0,
-                },
-            )?
-            .map_err(|s| fail("StopContainer", s))?;
-        timed("StopContainer", t);
+        l.stop(&ctr)?;
+        step[3] = ms(t);
         let t = Instant::now();
-        let _: cri::RemoveContainerResponse = c
-            .unary(
-                &format!("{RS}RemoveContainer"),
-                &cri::RemoveContainerRequest { container_id: ctr },
-            )?
-            .map_err(|s| fail("RemoveContainer", s))?;
-        timed("RemoveContainer", t);
+        l.remove(&ctr)?;
+        step[4] = ms(t);
         let t = Instant::now();
-        let _: cri::StopPodSandboxResponse = c
-            .unary(
-                &format!("{RS}StopPodSandbox"),
-                &cri::StopPodSandboxRequest {
-                    pod_sandbox_id: pod_id.clone(),
-                },
-            )?
-            .map_err(|s| fail("StopPodSandbox", s))?;
-        timed("StopPodSandbox", t);
+        l.stop_pod(&pod_id)?;
+        step[5] = ms(t);
         let t = Instant::now();
-        let _: cri::RemovePodSandboxResponse = c
-            .unary(
-                &format!("{RS}RemovePodSandbox"),
-                &cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: pod_id,
-                },
-            )?
-            .map_err(|s| fail("RemovePodSandbox", s))?;
-        timed("RemovePodSandbox", t);
+        l.remove_pod(&pod_id)?;
+        step[6] = ms(t);
+        for (s, v) in STEPS.iter().zip(step) {
+            times.entry(s).or_default().push(v);
+        }
+        pair.push(step[1] + step[2]);
+        total.push(step.iter().sum());
     }
-    let fields: Vec<String> = steps
+    let mut held = vec![];
+    let mut hold_ms = 0.0;
+    if hold > 0 {
+        let t = Instant::now();
+        for i in 0..hold {
+            let pod = l.pod(&format!("bench-held-{i}"));
+            let pod_id = l.run_pod(&pod)?;
+            let ctr = l.create(&pod_id, &pod, &format!("held-{i}.log"))?;
+            l.start(&ctr)?;
+            held.push((pod_id, ctr));
+        }
+        hold_ms = ms(t);
+        println!("ready {hold}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        for (pod_id, ctr) in held {
+            l.stop(&ctr)?;
+            l.remove(&ctr)?;
+            l.stop_pod(&pod_id)?;
+            l.remove_pod(&pod_id)?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let mut fields: Vec<String> = STEPS
         .iter()
-        .map(|s| {
-            let v = times.get_mut(s).expect("timed");
-            v.sort_by(|a, b| a.total_cmp(b));
-            format!("\"{s}\": {:.2}", v[v.len() / 2])
-        })
+        .map(|s| format!("\"{s}\": {:.3}", median(times.entry(s).or_default())))
         .collect();
-    println!("{{\"iters\": {iters}, {}}}", fields.join(", "));
-    Ok(true)
+    fields.push(format!("\"create_start\": {:.3}", median(&mut pair)));
+    fields.push(format!("\"total\": {:.3}", median(&mut total)));
+    fields.push(format!("\"first_insn\": {:.3}", median(&mut first)));
+    fields.push(format!(
+        "\"first_insn_min\": {:.3}, \"first_insn_max\": {:.3}",
+        first.first().copied().unwrap_or(f64::NAN),
+        first.last().copied().unwrap_or(f64::NAN)
+    ));
+    fields.push(format!(
+        "\"first_insn_to_answer\": {:.3}",
+        median(&mut answered)
+    ));
+    fields.push(format!("\"stamps_missing\": {missing}"));
+    fields.push(format!("\"hold\": {hold}, \"hold_setup_ms\": {hold_ms:.1}"));
+    println!(
+        "{{\"iters\": {iters}, {}}}",
+        fields.join(", ").replace("NaN", "null")
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -261,11 +446,10 @@ fn main() -> ExitCode {
         ["latency", sock, n, w, raw] => latency(Path::new(sock), num(n), num(w), Some(num(raw))),
         ["req-body", path] => std::fs::write(path, wire::version_request_body()),
         ["hold", sock, n] => hold(Path::new(sock), num(n)),
-        ["lifecycle", sock, iters, image] => {
-            lifecycle(Path::new(sock), num(iters), image, false).map(|_| ())
-        }
-        ["lifecycle-hold", sock, iters, image] => {
-            lifecycle(Path::new(sock), num(iters), image, true).map(|_| ())
+        ["pull", sock, image] => pull(Path::new(sock), image),
+        ["lifecycle", sock, iters, image] => lifecycle(Path::new(sock), num(iters), image, 0),
+        ["lifecycle", sock, iters, image, hold] => {
+            lifecycle(Path::new(sock), num(iters), image, num(hold))
         }
         _ => {
             eprintln!("usage: see the comment at the top of benches/src/bin/bench-client.rs");
