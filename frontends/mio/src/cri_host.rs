@@ -267,6 +267,7 @@ fn action_name(action: &Action) -> &'static str {
         Action::StartContainer { .. } => "StartContainer",
         Action::StopContainer { .. } => "StopContainer",
         Action::RemoveContainer { .. } => "RemoveContainer",
+        Action::UpdateContainerResources { .. } => "UpdateContainerResources",
     }
 }
 
