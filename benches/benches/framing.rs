@@ -310,10 +310,18 @@ impl Pair {
                         black_box(message);
                     }
                 }
-                client::Event::Finished { id: i, status, .. } if i == id => {
+                client::Event::Finished {
+                    id: i,
+                    status,
+                    trailers,
+                } if i == id => {
                     assert!(status.is_ok());
+                    self.c.recycle_headers(trailers);
                     done = true;
                 }
+                // Done with the header lists: handed back for reuse, as the
+                // client's API invites (`recycle_headers`).
+                client::Event::Headers { headers, .. } => self.c.recycle_headers(headers),
                 _ => {}
             }
         }

@@ -13,14 +13,13 @@ use bytes::Bytes;
 
 use super::error::ErrorCode;
 use super::flow::{RecvWindow, Window};
-use super::hpack::Header;
 
 /// Something a stream wants to send, in order.
 #[derive(Debug)]
 pub enum Outgoing {
     /// Encoded at transmit time, so HPACK state follows wire order.
     Headers {
-        headers: Vec<Header>,
+        headers: super::connection::HeaderList,
         end_stream: bool,
     },
     Data {
