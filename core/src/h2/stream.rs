@@ -143,6 +143,9 @@ impl Hasher for StreamIdHasher {
     fn write_u32(&mut self, n: u32) {
         self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 pub type StreamMap = HashMap<u32, Stream, BuildHasherDefault<StreamIdHasher>>;

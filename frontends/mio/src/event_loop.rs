@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -48,11 +49,13 @@ struct Daemon {
     workers: Workers,
     dispatcher: Dispatcher,
     cri: CriHost,
-    conns: HashMap<usize, Conn>,
+    /// By token: looked up several times per call, so hashed with a
+    /// multiply rather than SipHash (tokens are ours, not the peer's).
+    conns: HashMap<usize, Conn, BuildHasherDefault<h2::StreamIdHasher>>,
     next_conn: usize,
     /// Each connection's next core deadline, earliest first.
     timers: BTreeSet<(Instant, usize)>,
-    scheduled: HashMap<usize, Instant>,
+    scheduled: HashMap<usize, Instant, BuildHasherDefault<h2::StreamIdHasher>>,
     server_config: ServerConfig,
     shutdown_at: Option<Instant>,
     _lock: Flock<File>,
@@ -101,10 +104,10 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
         workers,
         dispatcher,
         cri,
-        conns: HashMap::new(),
+        conns: HashMap::default(),
         next_conn: FIRST_CONN,
         timers: BTreeSet::new(),
-        scheduled: HashMap::new(),
+        scheduled: HashMap::default(),
         shutdown_at: None,
         _lock: lock,
     };
