@@ -217,7 +217,6 @@ impl Server {
             return Err(CallError::UnknownCall);
         }
         let mut buf = std::mem::take(&mut self.buf);
-        buf.reserve(codec::PREFIX_LEN + message.encoded_len());
         let framed = codec::encode_message(message, &mut buf);
         let payload = buf.split().freeze();
         self.buf = buf;
