@@ -164,11 +164,14 @@ w("")
 w("Three servers answer the same pre-encoded request: **crispd** (release), the **baseline** (the `h2` crate on")
 w("tokio's multi-threaded runtime, what tonic runs on, same handler: `benches/src/bin/h2-baseline.rs`) and the")
 w("**floor** (a raw Unix-socket ping-pong of the same request and response byte counts, no HTTP/2:")
-w("`uds-floor`). One client (`bench-client latency`): one connection, calls one after another.")
+w("`uds-floor`). One client (`bench-client latency`): one connection, calls one after another. It is the same")
+w("binary and code path for all three servers: a replay of pre-encoded HEADERS + DATA frames that reads until the")
+w("trailers (against the floor: until the same byte count), not crisp's core client, so its cost per call is the")
+w("same in every column and no server shares code with it.")
 w("")
 cfgs = [
     ("blocking", "unpinned; everyone blocks in the kernel when idle (crispd `spin_us = 0`, blocking client and floor)"),
-    ("spin", "unpinned; crispd `spin_us = 50` (polls without sleeping up to 50 µs after work), blocking client and floor"),
+    ("spin", "unpinned; crispd `spin_us = 50` (polls without sleeping up to 50 µs after work, reading the connection that last brought a request directly between polls), blocking client and floor"),
     ("pinned", "server and client pinned to one vCPU (`taskset -c 0`), all blocking, crispd `spin_us = 0`"),
     ("busypoll", "unpinned; busy-poll: the client spins on its reads, crispd `spin_us = 50`, the floor spins (the baseline cannot: tokio parks)"),
 ]
