@@ -361,7 +361,12 @@ impl CoreClient {
         let now = Instant::now();
         let id = self
             .client
-            .unary(path, req, Some(Duration::from_secs(120)), now)
+            .unary(
+                Bytes::copy_from_slice(path.as_bytes()),
+                req,
+                Some(Duration::from_secs(120)),
+                now,
+            )
             .map_err(|e| proto_err(format!("start call: {e:?}")))?;
         let mut message = None;
         loop {

@@ -83,6 +83,81 @@ fn unary_version_round_trip() {
     assert_eq!(s.connection().open_streams(), 0);
 }
 
+/// The request's metadata is readable while the call lives; the header
+/// lists go back to the connection and later calls (with the client handing
+/// its lists back) see the same headers, trailers and statuses.
+#[test]
+fn request_headers_live_with_the_call_and_lists_are_reused() {
+    let now = Instant::now();
+    let mut c = Client::new(ClientConfig::default());
+    let mut s = Server::new(ServerConfig::default());
+    for round in 0..3 {
+        let metadata = vec![crisp_core::h2::Header::new(
+            "x-round",
+            round.to_string().into_bytes(),
+        )];
+        let id = c
+            .start_call(
+                "/runtime.v1.RuntimeService/Version",
+                metadata,
+                Some(Duration::from_secs(5)),
+                now,
+            )
+            .unwrap();
+        c.send_message(id, &version_request(), true).unwrap();
+        pump(&mut c, &mut s, now);
+        let Some(server::Event::Request { call, .. }) = s.poll_event() else {
+            panic!("no request")
+        };
+        let headers = s.request_headers(call.id).expect("headers of a live call");
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|h| &h.name[..] == name.as_bytes())
+                .map(|h| h.value.clone())
+        };
+        assert_eq!(
+            find(":path").as_deref(),
+            Some(&b"/runtime.v1.RuntimeService/Version"[..])
+        );
+        assert_eq!(find("grpc-timeout").as_deref(), Some(&b"5000000u"[..]));
+        assert_eq!(find("x-round"), Some(round.to_string().into()));
+        // Odd rounds end with an error status (a built list), even ones OK
+        // (the static blocks).
+        if round % 2 == 0 {
+            s.respond(call.id, &cri::VersionResponse::default())
+                .unwrap();
+        } else {
+            s.finish(call.id, &Status::not_found("nothing")).unwrap();
+        }
+        assert_eq!(s.request_headers(call.id), None);
+        pump(&mut c, &mut s, now);
+        let mut status = None;
+        while let Some(ev) = c.poll_event() {
+            match ev {
+                client::Event::Headers { headers, .. } => c.recycle_headers(headers),
+                client::Event::Finished {
+                    status: st,
+                    trailers,
+                    ..
+                } => {
+                    let code = trailers.iter().find(|h| &h.name[..] == b"grpc-status");
+                    assert!(code.is_some(), "{trailers:?}");
+                    c.recycle_headers(trailers);
+                    status = Some(st);
+                }
+                _ => {}
+            }
+        }
+        let want = if round % 2 == 0 {
+            Status::ok()
+        } else {
+            Status::not_found("nothing")
+        };
+        assert_eq!(status, Some(want));
+    }
+}
+
 #[test]
 fn unknown_method_is_unimplemented() {
     let now = Instant::now();

@@ -100,7 +100,7 @@ fn exchange(calls: &[(&str, Vec<u8>)], cancel: bool) -> Exchange {
     let mut ids = Vec::new();
     for (path, msg) in calls {
         let id = c
-            .start_call(path, Vec::new(), Some(Duration::from_secs(5)), now)
+            .start_call(path.to_string(), Vec::new(), Some(Duration::from_secs(5)), now)
             .unwrap();
         c.send_encoded(id, msg, true).unwrap();
         ids.push(id);

@@ -522,12 +522,19 @@ impl Harness {
             };
             match ev {
                 Event::Request { call, message: _ } => {
-                    let path = call.headers.iter().find(|h| &h.name[..] == b":path");
-                    assert_eq!(
-                        path.map(|h| &h.value[..]),
-                        Some(call.method.path.as_bytes()),
-                        "call routed to the wrong method"
-                    );
+                    // The request headers stay with the server while the
+                    // call lives (a call already gone has none).
+                    match self.server.request_headers(call.id) {
+                        Some(headers) => {
+                            let path = headers.iter().find(|h| &h.name[..] == b":path");
+                            assert_eq!(
+                                path.map(|h| &h.value[..]),
+                                Some(call.method.path.as_bytes()),
+                                "call routed to the wrong method"
+                            );
+                        }
+                        None => assert!(gone_later(call.id), "headers of a live call missing"),
+                    }
                     if let Some(deadline) = call.deadline {
                         assert!(deadline >= self.now);
                     }

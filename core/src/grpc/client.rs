@@ -38,6 +38,10 @@ impl Default for ClientConfig {
 
 pub type CallId = u32;
 
+/// The send buffer's least capacity once a call starts: a small request
+/// and its `grpc-timeout` fit without growing it.
+const SEND_BUF_MIN: usize = 512;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The server's response headers (absent for Trailers-Only answers).
@@ -131,20 +135,23 @@ impl Client {
 
     /// Start a call to `path` (e.g. `/runtime.v1.RuntimeService/Version`).
     /// `metadata` is added to the request headers.
+    ///
+    /// `path` is anything that converts into `Bytes`: a `&'static str` (or
+    /// `Bytes::from_static`) is used without copying; a `String` is moved.
     pub fn start_call(
         &mut self,
-        path: &str,
+        path: impl Into<Bytes>,
         metadata: Vec<Header>,
         timeout: Option<Duration>,
         now: Instant,
     ) -> Result<CallId, UsageError> {
-        let mut headers = Vec::with_capacity(7 + metadata.len());
+        // A spare list of the connection's (the previous call's request
+        // block, once encoded): building the block does not allocate.
+        let mut headers = self.conn.header_list();
+        headers.reserve(7 + metadata.len());
         headers.push(Header::from_static(":method", "POST"));
         headers.push(Header::from_static(":scheme", "http"));
-        headers.push(Header::new(
-            Bytes::from_static(b":path"),
-            Bytes::copy_from_slice(path.as_bytes()),
-        ));
+        headers.push(Header::new(Bytes::from_static(b":path"), path.into()));
         headers.push(Header::new(
             Bytes::from_static(b":authority"),
             self.config.authority.clone(),
@@ -155,9 +162,16 @@ impl Client {
         ));
         headers.push(Header::from_static("te", "trailers"));
         if let Some(t) = timeout {
+            // Into the send buffer, as messages are: a slice of it, not an
+            // allocation per call. Room for the message too, so the buffer
+            // (reclaimed once the last call's slices are sent) is not
+            // outgrown at once.
+            self.buf.reserve(SEND_BUF_MIN);
+            self.buf
+                .extend_from_slice(timeout::encode_timeout(t).as_bytes());
             headers.push(Header::new(
                 Bytes::from_static(b"grpc-timeout"),
-                Bytes::copy_from_slice(timeout::encode_timeout(t).as_bytes()),
+                self.buf.split().freeze(),
             ));
         }
         headers.extend(metadata);
@@ -186,7 +200,6 @@ impl Client {
         end: bool,
     ) -> Result<(), UsageError> {
         let mut buf = std::mem::take(&mut self.buf);
-        buf.reserve(codec::PREFIX_LEN + message.encoded_len());
         let framed = codec::encode_message(message, &mut buf);
         let payload = buf.split().freeze();
         self.buf = buf;
@@ -223,7 +236,7 @@ impl Client {
     /// A unary call in one step.
     pub fn unary<M: prost::Message>(
         &mut self,
-        path: &str,
+        path: impl Into<Bytes>,
         message: &M,
         timeout: Option<Duration>,
         now: Instant,
@@ -257,6 +270,13 @@ impl Client {
 
     pub fn transmit_into(&mut self, dst: &mut BytesMut) -> usize {
         self.conn.transmit_into(dst)
+    }
+
+    /// Hand back a header list from an event ([`Event::Headers`],
+    /// [`Event::Finished`]) once done with it, so the next response's
+    /// headers are decoded into it without allocating. Optional.
+    pub fn recycle_headers(&mut self, list: Vec<Header>) {
+        self.conn.recycle_headers(list);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

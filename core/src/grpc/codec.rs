@@ -372,15 +372,13 @@ pub fn encode_payload(
 /// Appends `msg` protobuf-encoded behind an uncompressed prefix, encoding
 /// in place: at most one allocation, none if `dst` already has room.
 pub fn encode_message<M: prost::Message>(msg: &M, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    // One pass to size the message, one to write it: `encode` would size
+    // it again to check room that the reserve below already made (and a
+    // `BytesMut` grows anyway).
     let len = msg.encoded_len();
-    let start = dst.len();
     encode_prefix(false, len, dst)?;
     dst.reserve(len);
-    if msg.encode(dst).is_err() {
-        // Cannot happen after the reserve above; keep `dst` consistent anyway.
-        dst.truncate(start);
-        return Err(EncodeError { len });
-    }
+    msg.encode_raw(dst);
     Ok(())
 }
 

@@ -50,15 +50,14 @@ impl Default for ServerConfig {
 /// A call is named by its HTTP/2 stream id.
 pub type CallId = u32;
 
-/// What the application needs to know about a call.
+/// What the application needs to know about a call. Its request headers
+/// (metadata) stay with the server: [`Server::request_headers`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallInfo {
     pub id: CallId,
     pub method: &'static MethodDesc,
     /// When the call must be over, from `grpc-timeout`.
     pub deadline: Option<Instant>,
-    /// The request headers (pseudo-headers included), for metadata.
-    pub headers: Vec<Header>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +116,9 @@ struct Call {
     headers_sent: bool,
     /// Info held back until a unary request is complete.
     pending: Option<CallInfo>,
+    /// The request headers, until the call ends; then the list goes back to
+    /// the connection for reuse.
+    headers: Vec<Header>,
 }
 
 /// A gRPC server connection.
@@ -158,6 +160,12 @@ impl Server {
 
     pub fn is_closed(&self) -> bool {
         self.conn.is_closed()
+    }
+
+    /// The request headers of a call in progress (pseudo-headers included),
+    /// for its metadata; `None` once the call is finished or cancelled.
+    pub fn request_headers(&self, id: CallId) -> Option<&[Header]> {
+        self.calls.get(&id).map(|c| &c.headers[..])
     }
 
     // ---- Inputs ----
@@ -209,7 +217,6 @@ impl Server {
             return Err(CallError::UnknownCall);
         }
         let mut buf = std::mem::take(&mut self.buf);
-        buf.reserve(codec::PREFIX_LEN + message.encoded_len());
         let framed = codec::encode_message(message, &mut buf);
         let payload = buf.split().freeze();
         self.buf = buf;
@@ -235,7 +242,7 @@ impl Server {
         if !call.headers_sent {
             call.headers_sent = true;
             self.conn
-                .send_headers(id, response_headers(), false)
+                .send_headers(id, &RESPONSE_HEADERS, false)
                 .map_err(|_| CallError::UnknownCall)?;
         }
         self.conn
@@ -247,11 +254,20 @@ impl Server {
     /// nothing was sent yet).
     pub fn finish(&mut self, id: CallId, status: &Status) -> Result<(), CallError> {
         let call = self.calls.remove(&id).ok_or(CallError::UnknownCall)?;
-        let trailers = status_headers(status);
-        let sent = if call.headers_sent {
-            self.conn.send_trailers(id, trailers)
-        } else {
-            self.conn.send_headers(id, trailers_only(trailers), true)
+        let headers_sent = call.headers_sent;
+        self.conn.recycle_headers(call.headers);
+        let sent = match (
+            headers_sent,
+            status.code == Code::Ok && status.message.is_empty(),
+        ) {
+            (true, true) => self.conn.send_trailers(id, &OK_TRAILERS),
+            (false, true) => self.conn.send_headers(id, &OK_TRAILERS_ONLY, true),
+            (true, false) => self.conn.send_trailers(id, status_headers(status)),
+            (false, false) => {
+                let mut block = RESPONSE_HEADERS.to_vec();
+                block.extend(status_headers(status));
+                self.conn.send_headers(id, block, true)
+            }
         };
         // Answered before the client finished sending: refuse the rest.
         let _ = self.conn.reset_after_send(id, ErrorCode::NO_ERROR);
@@ -297,10 +313,14 @@ impl Server {
                     data,
                     end_stream,
                 } => self.on_data(stream_id, data, end_stream),
-                h2::Event::Trailers { stream_id, .. } => self.on_end(stream_id),
+                h2::Event::Trailers { stream_id, headers } => {
+                    self.conn.recycle_headers(headers);
+                    self.on_end(stream_id)
+                }
                 h2::Event::StreamReset { stream_id, .. } => {
                     self.refused.remove(&stream_id);
                     if let Some(call) = self.calls.remove(&stream_id) {
+                        self.conn.recycle_headers(call.headers);
                         if call.announced {
                             self.events.push_back(Event::Cancelled {
                                 id: stream_id,
@@ -337,7 +357,6 @@ impl Server {
                     id,
                     method,
                     deadline,
-                    headers,
                 };
                 let streaming_request = matches!(
                     method.kind,
@@ -352,6 +371,7 @@ impl Server {
                     announced: streaming_request,
                     headers_sent: false,
                     pending: None,
+                    headers,
                 };
                 if streaming_request {
                     self.events.push_back(Event::StreamStarted { call: info });
@@ -367,6 +387,7 @@ impl Server {
                 }
             }
             Err(reject) if reject.http_status != "200" => {
+                self.conn.recycle_headers(headers);
                 // Not a gRPC request: answer as an HTTP server would, after
                 // the whole request, with a body saying what was wrong.
                 if end_stream {
@@ -376,6 +397,7 @@ impl Server {
                 }
             }
             Err(reject) => {
+                self.conn.recycle_headers(headers);
                 let mut block = vec![
                     Header::new(
                         Bytes::from_static(b":status"),
@@ -597,18 +619,19 @@ impl Reject {
     }
 }
 
-fn response_headers() -> Vec<Header> {
-    vec![
-        Header::from_static(":status", "200"),
-        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
-    ]
-}
-
-fn trailers_only(status: Vec<Header>) -> Vec<Header> {
-    let mut block = response_headers();
-    block.extend(status);
-    block
-}
+/// The response headers of every answered call, and the blocks of an OK
+/// status without a message: sent from these statics, so answering a call
+/// builds no header list.
+static RESPONSE_HEADERS: [Header; 2] = [
+    Header::from_static(":status", "200"),
+    Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
+];
+static OK_TRAILERS: [Header; 1] = [Header::from_static("grpc-status", "0")];
+static OK_TRAILERS_ONLY: [Header; 3] = [
+    Header::from_static(":status", "200"),
+    Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
+    Header::from_static("grpc-status", "0"),
+];
 
 fn status_headers(status: &Status) -> Vec<Header> {
     let mut block = Vec::with_capacity(2);

@@ -20,6 +20,7 @@
 //! stream (RST_STREAM) and the connection carries on; a [`ConnectionError`]
 //! sends GOAWAY and the connection accepts no further input.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -242,6 +243,18 @@ struct PartialBlock {
 /// How many emptied stream send queues a connection keeps for reuse.
 const SPARE_QUEUES: usize = 32;
 
+/// How many emptied header lists a connection keeps for reuse, and the
+/// largest (in fields) it keeps: a gRPC block has 6 to 12.
+const SPARE_LISTS: usize = 16;
+const SPARE_LIST_MAX_FIELDS: usize = 32;
+
+/// A header block to send: borrowed from a `static` (the fixed blocks sent
+/// on every call, built with the `const` [`Header::from_static`]) or owned.
+/// `Vec<Header>`, `&'static [Header]` and `&'static [Header; N]` convert
+/// into it. An owned list is kept for reuse once encoded (see
+/// [`Connection::header_list`]).
+pub type HeaderList = Cow<'static, [Header]>;
+
 /// An HTTP/2 connection.
 pub struct Connection {
     role: Role,
@@ -279,7 +292,10 @@ pub struct Connection {
     remote_resets: RateLimit,
     local_resets: RateLimit,
     empty_frames: RateLimit,
-    scratch: Vec<Header>,
+    /// Emptied header lists (decoded blocks handed back with
+    /// `recycle_headers`, sent blocks once encoded), reused so a steady
+    /// stream of calls decodes and sends header blocks without allocating.
+    spare_lists: Vec<Vec<Header>>,
     /// Emptied send queues of closed streams, reused by new streams so a
     /// call's frames are queued without allocating (at most
     /// `SPARE_QUEUES`, each small).
@@ -348,7 +364,7 @@ impl Connection {
             remote_resets: RateLimit::new(config.max_remote_resets),
             local_resets: RateLimit::new(config.max_local_resets),
             empty_frames: RateLimit::new(config.max_empty_frames),
-            scratch: Vec::new(),
+            spare_lists: Vec::new(),
             spare_queues: Vec::new(),
             config,
         };
@@ -453,7 +469,7 @@ impl Connection {
     /// Client: open a stream with a request header block.
     pub fn open_stream(
         &mut self,
-        headers: Vec<Header>,
+        headers: impl Into<HeaderList>,
         end_stream: bool,
     ) -> Result<u32, UsageError> {
         if self.role != Role::Client {
@@ -489,7 +505,7 @@ impl Connection {
     pub fn send_headers(
         &mut self,
         stream_id: u32,
-        headers: Vec<Header>,
+        headers: impl Into<HeaderList>,
         end_stream: bool,
     ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
@@ -499,7 +515,7 @@ impl Connection {
         stream.headers_queued = true;
         stream.send_ended = end_stream;
         stream.queue.push_back(Outgoing::Headers {
-            headers,
+            headers: headers.into(),
             end_stream,
         });
         self.schedule(stream_id);
@@ -528,7 +544,7 @@ impl Connection {
     pub fn send_trailers(
         &mut self,
         stream_id: u32,
-        headers: Vec<Header>,
+        headers: impl Into<HeaderList>,
     ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
         if !stream.headers_queued {
@@ -536,11 +552,27 @@ impl Connection {
         }
         stream.send_ended = true;
         stream.queue.push_back(Outgoing::Headers {
-            headers,
+            headers: headers.into(),
             end_stream: true,
         });
         self.schedule(stream_id);
         Ok(())
+    }
+
+    /// An empty header list to fill and hand to [`Connection::send_headers`]
+    /// (or `open_stream`, `send_trailers`): a spare one when there is one,
+    /// so building a block per call need not allocate.
+    pub fn header_list(&mut self) -> Vec<Header> {
+        self.spare_lists
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(12))
+    }
+
+    /// Hand back a header list taken from an [`Event`] once done with it:
+    /// the next header block is decoded into it instead of a new
+    /// allocation. Optional; a list not handed back is simply dropped.
+    pub fn recycle_headers(&mut self, list: Vec<Header>) {
+        recycle(&mut self.spare_lists, list);
     }
 
     /// Reset a stream (RST_STREAM), dropping whatever it still had queued.
@@ -891,8 +923,7 @@ impl Connection {
         end_stream: bool,
         now: Instant,
     ) -> Result<(), ConnectionError> {
-        let mut headers = std::mem::take(&mut self.scratch);
-        headers.clear();
+        let mut headers = self.header_list();
         // A gRPC request has 6 to 10 fields: one allocation of this size
         // instead of growing from 4 to 8 to 16.
         headers.reserve(12);
@@ -909,7 +940,7 @@ impl Connection {
         if let Some(stream) = self.streams.get_mut(&id) {
             if stream.recv_closed && stream.reset_when_sent.is_some() {
                 // Trailers of a request answered unread (see on_data).
-                self.scratch = headers;
+                self.recycle_headers(headers);
                 return Ok(());
             }
             if stream.recv_closed {
@@ -953,7 +984,7 @@ impl Connection {
                         now,
                     );
                 }
-                self.scratch = headers;
+                self.recycle_headers(headers);
                 return Ok(());
             }
             if kind == BlockKind::Trailers {
@@ -1003,7 +1034,7 @@ impl Connection {
 
         match self.lookup_inactive(id) {
             Inactive::Closed(Some(Closed::LocalReset)) => {
-                self.scratch = headers;
+                self.recycle_headers(headers);
                 Ok(())
             }
             Inactive::Closed(Some(Closed::RemoteReset)) => self.stream_error(
@@ -1039,7 +1070,7 @@ impl Connection {
             // them elsewhere. Remember the stream so that its frames still
             // in flight are ignored too (§6.8), not taken for a closed one.
             self.closed.insert(id, Closed::LocalReset);
-            self.scratch = headers;
+            self.recycle_headers(headers);
             return Ok(());
         }
         if self.remote_open >= self.config.max_concurrent_streams {
@@ -1048,7 +1079,7 @@ impl Connection {
                 stream_id: id,
                 code: ErrorCode::REFUSED_STREAM,
             });
-            self.scratch = headers;
+            self.recycle_headers(headers);
             // Refusals cost us a decode and a frame each: they count
             // against the same limit as the peer's other stream errors.
             if self.local_resets.exceeded(now, self.config.flood_window) {
@@ -1075,12 +1106,13 @@ impl Connection {
 
         if too_large {
             // RFC 9113 §8.1: answer 431, then ask the client to stop sending.
-            self.scratch = headers;
+            self.recycle_headers(headers);
             if let Some(s) = self.streams.get_mut(&id) {
                 s.recv_closed = true;
                 s.reset_when_sent = (!end_stream).then_some(ErrorCode::NO_ERROR);
             }
-            let _ = self.send_headers(id, vec![Header::from_static(":status", "431")], true);
+            static TOO_LARGE: [Header; 1] = [Header::from_static(":status", "431")];
+            let _ = self.send_headers(id, &TOO_LARGE, true);
             return Ok(());
         }
         let info = match message::check(&headers, BlockKind::Request) {
@@ -1465,6 +1497,7 @@ impl Connection {
                 &mut self.encoder,
                 &mut self.send_window,
                 self.remote.max_frame_size,
+                &mut self.spare_lists,
             ) {
                 Progress::More => {
                     stream.scheduled = true;
@@ -1504,6 +1537,7 @@ fn write_stream(
     encoder: &mut hpack::Encoder,
     conn_window: &mut Window,
     max_frame_size: u32,
+    spare_lists: &mut Vec<Vec<Header>>,
 ) -> Progress {
     while let Some(item) = stream.queue.front_mut() {
         match item {
@@ -1513,7 +1547,13 @@ fn write_stream(
             } => {
                 let end_stream = *end_stream;
                 write_header_block(stream.id, headers, end_stream, out, encoder, max_frame_size);
-                stream.queue.pop_front();
+                if let Some(Outgoing::Headers {
+                    headers: Cow::Owned(list),
+                    ..
+                }) = stream.queue.pop_front()
+                {
+                    recycle(spare_lists, list);
+                }
                 if end_stream {
                     stream.send_closed = true;
                 }
@@ -1629,6 +1669,16 @@ fn write_header_block(
         }
         .encode(out);
     }
+}
+
+/// Keep an emptied header list for reuse, within the pool's bounds.
+fn recycle(spare: &mut Vec<Vec<Header>>, mut list: Vec<Header>) {
+    if list.capacity() == 0 || list.capacity() > SPARE_LIST_MAX_FIELDS || spare.len() >= SPARE_LISTS
+    {
+        return;
+    }
+    list.clear();
+    spare.push(list);
 }
 
 fn patch_head(buf: &mut [u8], len: usize, kind: u8, flags: u8, stream_id: u32) {

@@ -13,7 +13,7 @@ pub mod hpack;
 pub mod message;
 pub mod stream;
 
-pub use connection::{Config, Connection, Event, Role, UsageError};
+pub use connection::{Config, Connection, Event, HeaderList, Role, UsageError};
 pub use error::{ConnectionError, ErrorCode, ProtocolError, StreamError};
 pub use hpack::Header;
 pub use stream::StreamIdHasher;

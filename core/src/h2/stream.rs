@@ -13,14 +13,13 @@ use bytes::Bytes;
 
 use super::error::ErrorCode;
 use super::flow::{RecvWindow, Window};
-use super::hpack::Header;
 
 /// Something a stream wants to send, in order.
 #[derive(Debug)]
 pub enum Outgoing {
     /// Encoded at transmit time, so HPACK state follows wire order.
     Headers {
-        headers: Vec<Header>,
+        headers: super::connection::HeaderList,
         end_stream: bool,
     },
     Data {
@@ -143,6 +142,9 @@ impl Hasher for StreamIdHasher {
     }
     fn write_u32(&mut self, n: u32) {
         self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

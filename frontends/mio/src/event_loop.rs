@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -48,15 +49,33 @@ struct Daemon {
     workers: Workers,
     dispatcher: Dispatcher,
     cri: CriHost,
-    conns: HashMap<usize, Conn>,
+    /// By token: looked up several times per call, so hashed with a
+    /// multiply rather than SipHash (tokens are ours, not the peer's).
+    conns: HashMap<usize, Conn, BuildHasherDefault<h2::StreamIdHasher>>,
     next_conn: usize,
     /// Each connection's next core deadline, earliest first.
     timers: BTreeSet<(Instant, usize)>,
-    scheduled: HashMap<usize, Instant>,
+    scheduled: HashMap<usize, Instant, BuildHasherDefault<h2::StreamIdHasher>>,
     server_config: ServerConfig,
     shutdown_at: Option<Instant>,
+    /// The connection that last brought a request: while the loop spins it
+    /// is read directly (see `wait`).
+    hot: Option<usize>,
     _lock: Flock<File>,
 }
+
+/// Why `wait` returned.
+enum Woke {
+    /// `events` holds what the poll reported (possibly nothing: a timer).
+    Events,
+    /// Nothing was polled: the hot connection was read directly and must
+    /// be settled.
+    Hot(usize),
+}
+
+/// While spinning, the hot connection is read this many times per poll of
+/// everything else.
+const HOT_READS_PER_POLL: u32 = 4;
 
 /// Start serving; returns when a shutdown completes.
 pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
@@ -101,11 +120,12 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
         workers,
         dispatcher,
         cri,
-        conns: HashMap::new(),
+        conns: HashMap::default(),
         next_conn: FIRST_CONN,
         timers: BTreeSet::new(),
-        scheduled: HashMap::new(),
+        scheduled: HashMap::default(),
         shutdown_at: None,
+        hot: None,
         _lock: lock,
     };
     d.register_sources()?;
@@ -154,11 +174,11 @@ impl Daemon {
         let mut touched = Vec::new();
         let spin = Duration::from_micros(self.config.event_loop.spin_us);
         loop {
-            if let Err(e) = self.wait(&mut events, spin) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("poll failed: {e}"));
+            match self.wait(&mut events, spin, &mut read_buf) {
+                Ok(Woke::Events) => {}
+                Ok(Woke::Hot(id)) => touched.push(id),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("poll failed: {e}")),
             }
             let now = Instant::now();
             for event in events.iter() {
@@ -178,6 +198,7 @@ impl Daemon {
                             let closed = event.is_read_closed() || event.is_error();
                             if event.is_readable() || closed {
                                 conn.on_readable(&mut ctx, now, closed);
+                                self.hot = Some(id);
                             }
                             touched.push(id);
                         }
@@ -240,14 +261,45 @@ impl Daemon {
     /// Wait for events: first poll without sleeping for up to `spin` (see
     /// `event_loop.spin_us`), stopping early at the next timer, then block
     /// until an event or the next timer.
-    fn wait(&mut self, events: &mut Events, spin: Duration) -> io::Result<()> {
+    ///
+    /// While spinning, the hot connection (the last to bring a request) is
+    /// also read directly, `HOT_READS_PER_POLL` times per poll: its next
+    /// request is then served on the read that finds it, without a poll
+    /// syscall before that read. Everything else is polled as usual.
+    fn wait(
+        &mut self,
+        events: &mut Events,
+        spin: Duration,
+        read_buf: &mut [u8],
+    ) -> io::Result<Woke> {
         let next = self.next_wake();
         if !spin.is_zero() {
             let start = Instant::now();
+            let mut round = 0u32;
             loop {
-                self.poll.poll(events, Some(Duration::ZERO))?;
-                if !events.is_empty() {
-                    return Ok(());
+                if round % HOT_READS_PER_POLL == 0 {
+                    self.poll.poll(events, Some(Duration::ZERO))?;
+                    if !events.is_empty() {
+                        return Ok(Woke::Events);
+                    }
+                }
+                round = round.wrapping_add(1);
+                if let Some(id) = self.hot {
+                    match self.conns.get_mut(&id) {
+                        Some(conn) => {
+                            let mut ctx = Ctx {
+                                dispatcher: &self.dispatcher,
+                                cri: &mut self.cri,
+                                workers: &self.workers,
+                                read_buf,
+                            };
+                            if conn.read_now(&mut ctx, Instant::now()) {
+                                events.clear();
+                                return Ok(Woke::Hot(id));
+                            }
+                        }
+                        None => self.hot = None,
+                    }
                 }
                 let now = Instant::now();
                 if now.duration_since(start) >= spin || next.is_some_and(|at| at <= now) {
@@ -257,7 +309,8 @@ impl Daemon {
             }
         }
         let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
-        self.poll.poll(events, timeout)
+        self.poll.poll(events, timeout)?;
+        Ok(Woke::Events)
     }
 
     /// Run the CRI state machine's outputs: actions to the workers,

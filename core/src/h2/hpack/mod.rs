@@ -44,12 +44,14 @@ impl Header {
         }
     }
 
-    /// A header whose bytes need no allocation.
-    pub fn from_static(name: &'static str, value: &'static str) -> Self {
-        Self::new(
-            Bytes::from_static(name.as_bytes()),
-            Bytes::from_static(value.as_bytes()),
-        )
+    /// A header whose bytes need no allocation. `const`, so fixed header
+    /// blocks can live in `static`s and be sent without building a list.
+    pub const fn from_static(name: &'static str, value: &'static str) -> Self {
+        Self {
+            name: Bytes::from_static(name.as_bytes()),
+            value: Bytes::from_static(value.as_bytes()),
+            sensitive: false,
+        }
     }
 
     /// The same header, marked never-indexed.
