@@ -5,6 +5,7 @@ seccomp, read-only rootfs, masked and read-only paths), ExecSync's
 timeout, live resource updates, log reopening after rotation, and an
 upgrade of crispd's binary under running containers."""
 
+import json
 import os
 import re
 import shutil
@@ -431,3 +432,45 @@ def test_upgrade_keeps_containers_running(make_crispd, registry, tmp_path):
     assert log_lines(log, "stdout") == ["ready", "before upgrade", "after upgrade", "bye"]
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
     d.client.rmp(pod_id)
+
+
+# ------------------------------------------------------------ the tiny monitor
+
+
+def vm_rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_monitor_after_start_is_the_tiny_program(client, pod):
+    """Once the container is created, `crispd monitor` execs the tiny static
+    monitor (run from a memfd): the container's parent is that program, one
+    thread, and it serves logs, exec and stop as before. Its RSS is printed
+    (`pytest -s`), not asserted."""
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "tiny", pod.image, ["/bin/sh", "-c", SAY_LOOP])
+    start(client, cid)
+    log = pod.logs / "tiny.log"
+    it.wait_until("first line", lambda: "ready" in log_lines(log))
+    pid = pid_of(client, cid)
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    monitor = int(stat.rsplit(") ", 1)[1].split()[1])
+    exe = os.readlink(f"/proc/{monitor}/exe")
+    assert exe.startswith("/memfd:crispd-monitor"), exe
+    cmdline = Path(f"/proc/{monitor}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[:2] == [b"crispd-monitor", cid.encode()], cmdline
+    status_text = Path(f"/proc/{monitor}/status").read_text()
+    assert re.search(r"^Threads:\s+1$", status_text, re.M), status_text
+    print(f"\ntiny monitor pid {monitor}: VmRSS {vm_rss_kib(monitor)} KiB")
+    say(client, cid, "through the tiny monitor")
+    it.wait_until("line", lambda: "through the tiny monitor" in log_lines(log))
+    # The shell is pid 1 in its namespace: SIGTERM is ignored, SIGKILL ends it.
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1), timeout=60)
+    st = status(client, cid)
+    assert (st.state, st.exit_code, st.message) == (pb.CONTAINER_EXITED, 137, "killed by signal 9")
+    assert log_lines(log, "stdout") == ["ready", "through the tiny monitor"]
+    record = json.loads((Path(client.daemon.runtime_dir) / "containers" / cid / "exit.json").read_text())
+    assert record["exit_code"] == 137 and record["signal"] == 9 and record["oom_killed"] is False
+    it.wait_until("monitor gone", lambda: not Path(f"/proc/{monitor}").exists() or "Z" in Path(f"/proc/{monitor}/stat").read_text().rsplit(") ", 1)[1][:1])
