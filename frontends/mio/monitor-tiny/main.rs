@@ -931,7 +931,8 @@ impl Monitor<'_> {
                 }
             }
             Request::Signal(n) => {
-                if self.exited {
+                // Once reaped, the pid may be another process's.
+                if self.exited || self.reaped.is_some() {
                     o.push(b"ok");
                 } else if !logic::known_signal(n) {
                     let _ = write!(o, "error unknown signal {n}");

@@ -13,6 +13,12 @@
 //! wait         → exited          (when the container has exited)
 //! ```
 //!
+//! Once the container is created and the socket bound, this process execs
+//! the tiny monitor (`monitor-tiny/main.rs`, see `tiny` below), which carries
+//! on with the same descriptors, files and protocol in ~1/50 of the memory;
+//! the threads below run only where it cannot (another architecture,
+//! `CRISP_STD_MONITOR` set, or a failed exec).
+//!
 //! A Unix socket's address holds at most 107 bytes, and `<dir>` (under the
 //! configured runtime_dir, with a 64-hex container ID) may be longer:
 //! both sides name the socket as `/proc/self/fd/<fd>/sock` through a
