@@ -474,3 +474,19 @@ def test_monitor_after_start_is_the_tiny_program(client, pod):
     record = json.loads((Path(client.daemon.runtime_dir) / "containers" / cid / "exit.json").read_text())
     assert record["exit_code"] == 137 and record["signal"] == 9 and record["oom_killed"] is False
     it.wait_until("monitor gone", lambda: not Path(f"/proc/{monitor}").exists() or "Z" in Path(f"/proc/{monitor}/stat").read_text().rsplit(") ", 1)[1][:1])
+
+
+def test_start_that_cannot_exec_reports_why(client, pod):
+    """The executable is there at CreateContainer (it is looked up then) and
+    gone at StartContainer: the container's exec fails, the monitor (the
+    tiny one) reports the executor's reason, and the container is removed
+    as usual."""
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "noexec", pod.image, ["/bin/busybox", "true"])
+    rootfs = Path(client.daemon.runtime_dir) / "containers" / cid / "rootfs"
+    (rootfs / "bin" / "busybox").unlink()
+    with pytest.raises(grpc.RpcError) as e:
+        client.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INTERNAL, e.value.details()
+    assert "exec: /bin/busybox: ENOENT: No such file or directory" in e.value.details(), e.value.details()
+    client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
