@@ -72,7 +72,9 @@ mod sys {
     pub const O_CLOEXEC: usize = 0o2000000;
     pub const SOCK_NONBLOCK: usize = 0o4000;
     pub const SOCK_CLOEXEC: usize = 0o2000000;
+    pub const ECONNABORTED: i32 = 103;
     pub const POLLIN: i16 = 1;
+    pub const POLLNVAL: i16 = 0x20;
     pub const WNOHANG: usize = 1;
     pub const CLOCK_REALTIME: usize = 0;
     pub const CLOCK_MONOTONIC: usize = 1;
@@ -520,6 +522,9 @@ struct Monitor<'a> {
     /// Not our child after all: watch it with kill(pid, 0).
     orphan: bool,
     drain_until: i64,
+    /// accept(2) failed for want of resources: leave the listener alone
+    /// until then (else poll would report it ready at once, forever).
+    accept_again_at: i64,
     exited: bool,
     close_at: i64,
 }
@@ -542,10 +547,8 @@ extern "C" fn entry(sp: *const usize) -> ! {
             None => fail(b"bad argument"),
         }
     };
-    let sigfd = match sys::sigchld_fd() {
-        Ok(fd) => fd,
-        Err(_) => fail(b"cannot set up the SIGCHLD signalfd"),
-    };
+    // Without a signalfd (never seen), the loop polls for the exit.
+    let sigfd = sys::sigchld_fd().unwrap_or(-1);
     let mut m = Monitor {
         id: args[1].to_bytes(),
         pid: num(2),
@@ -564,6 +567,7 @@ extern "C" fn entry(sp: *const usize) -> ! {
         reaped: None,
         orphan: false,
         drain_until: 0,
+        accept_again_at: 0,
         exited: false,
         close_at: 0,
     };
@@ -655,15 +659,20 @@ impl Monitor<'_> {
                 let _ = sys::unlinkat(self.dir, c"sock");
                 sys::exit(0);
             }
-            let timeout = if self.exited {
+            let mut timeout = if self.exited {
                 Some(self.close_at - now)
             } else if self.reaped.is_some() {
                 Some(self.drain_until - now)
-            } else if self.orphan {
+            } else if self.orphan || self.sigfd < 0 {
                 Some(50_000_000)
             } else {
                 None
             };
+            let accepting = now >= self.accept_again_at;
+            if !accepting {
+                let wait = self.accept_again_at - now;
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
 
             // Which descriptor each poll entry is: 0 signalfd, 1-2 pipes,
             // 3 report pipe, 4 listener, 5.. connections.
@@ -682,7 +691,7 @@ impl Monitor<'_> {
             if self.sync_fd >= 0 && self.start_fd < 0 {
                 fds[3].fd = self.sync_fd;
             }
-            if slots.iter().any(|s| s.conn == Conn::Free) {
+            if accepting && slots.iter().any(|s| s.conn == Conn::Free) {
                 fds[4].fd = self.listen;
             }
             for (f, s) in fds[5..].iter_mut().zip(slots.iter()) {
@@ -699,7 +708,12 @@ impl Monitor<'_> {
                     continue;
                 }
             }
-            if fds[0].revents != 0 {
+            if self.sigfd < 0 {
+                self.reap();
+            } else if fds[0].revents & sys::POLLNVAL != 0 {
+                // Not a descriptor after all: poll for the exit instead.
+                self.sigfd = -1;
+            } else if fds[0].revents != 0 {
                 let mut info = [0u8; 128 * 4];
                 while let Ok(n) = sys::read(self.sigfd, &mut info) {
                     if n == 0 {
@@ -817,7 +831,12 @@ impl Monitor<'_> {
     fn accept(&mut self, slots: &mut [Slot; CONNS]) {
         let fd = match sys::accept(self.listen) {
             Ok(fd) => fd,
-            Err(_) => return,
+            Err(sys::EAGAIN | sys::EINTR | sys::ECONNABORTED) => return,
+            Err(_) => {
+                // EMFILE, ENOMEM, EBADF...: try again in a while.
+                self.accept_again_at = sys::now(sys::CLOCK_MONOTONIC) + 100_000_000;
+                return;
+            }
         };
         // Only root (crispd) may drive the monitor.
         if let Ok(uid) = sys::peer_uid(fd) {
