@@ -490,3 +490,95 @@ def test_start_that_cannot_exec_reports_why(client, pod):
     assert e.value.code() == grpc.StatusCode.INTERNAL, e.value.details()
     assert "exec: /bin/busybox: ENOENT: No such file or directory" in e.value.details(), e.value.details()
     client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+
+
+def test_long_lines_are_split_into_partials(client, pod):
+    """Lines longer than 16 KiB are written as partial lines (P) of 16 KiB
+    and a final one (F); a last line without a newline is written whole at
+    the end of the stream; stdout and stderr stay apart."""
+    script = (
+        "busybox head -c 40000 /dev/zero | busybox tr '\\0' x; echo; "
+        "echo short; echo err >&2; "
+        "busybox head -c 16384 /dev/zero | busybox tr '\\0' y; echo; "
+        "printf 'no newline'"
+    )
+    st, out, err = run_to_exit(client, pod, "long", script)
+    assert st.exit_code == 0
+    assert out == ["x" * 40000, "short", "y" * 16384, "no newline"]
+    assert err == ["err"]
+    tags = [
+        (m.group(2), m.group(3), len(m.group(4)))
+        for m in (LOG_LINE.match(line) for line in (pod.logs / "long.log").read_text().splitlines())
+    ]
+    # The order between the two streams is the pipes' business.
+    assert [t[1:] for t in tags if t[0] == "stdout"] == [
+        ("P", 16384),
+        ("P", 16384),
+        ("F", 40000 - 2 * 16384),
+        ("F", 5),
+        ("F", 16384),
+        ("F", 10),
+    ], tags
+    assert [t[1:] for t in tags if t[0] == "stderr"] == [("F", 3)], tags
+
+
+def monitor_ask(sock_path, request, timeout=10):
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+        s.sendall(request)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_monitor_protocol(client, pod):
+    """The monitor's socket, spoken to directly: states, unknown requests,
+    a non-root peer refused, `wait` answered at the exit."""
+    import socket
+
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "proto", pod.image, ["/bin/sh", "-c", "trap 'exit 7' TERM; while true; do busybox usleep 20000; done"])
+    sock = Path(client.daemon.runtime_dir) / "containers" / cid / "sock"
+    state = monitor_ask(sock, b"state\n").decode()
+    assert re.fullmatch(r"created \d+\n", state), state
+    assert monitor_ask(sock, b"bogus \"x\"\n") == b'error unknown request "bogus"\n'
+    assert monitor_ask(sock, b"signal 99\n") == b"error unknown signal 99\n"
+    # Only root may drive it: another uid gets no answer (here it cannot
+    # even reach the socket; the monitor checks SO_PEERCRED too).
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        try:
+            os.setuid(65534)
+            try:
+                answer = monitor_ask(sock, b"state\n")
+            except OSError:
+                answer = b""
+            os.write(w, answer or b"none")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    assert os.read(r, 100) == b"none"
+    os.close(r)
+    waiter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    waiter.settimeout(30)
+    waiter.connect(str(sock))
+    waiter.sendall(b"wait\n")
+    start(client, cid)
+    state = monitor_ask(sock, b"state\n").decode()
+    assert re.fullmatch(r"running \d+ \d{19}\n", state), state
+    assert monitor_ask(sock, b"start\n") == b"error already started\n"
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=30), timeout=60)
+    assert waiter.recv(100) == b"exited\n"
+    waiter.close()
+    st = status(client, cid)
+    assert (st.exit_code, st.message) == (7, "")
