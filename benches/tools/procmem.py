@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Memory of a container runtime and its helper processes, from /proc.
 
-    procmem.py crispd EXE MAIN_PID
+    procmem.py crispd EXE MAIN_PID [RUNTIME_DIR]
         crispd (MAIN_PID) and every process running the binary EXE: its
         monitors (`crispd monitor`) and sandbox holders (`crispd sandbox`),
-        plus, apart, the containers whose parent is a monitor.
+        plus, apart, the containers whose parent is a monitor. A monitor
+        that has exec'd the tiny monitor runs `/memfd:crispd-monitor`; it is
+        ours when the container directory it holds (its argument 8 is that
+        descriptor) is under RUNTIME_DIR.
     procmem.py containerd SOCKET MAIN_PID
         containerd (MAIN_PID), its shims (`containerd-shim* -address
         SOCKET`), the pause processes (a shim's child running the sandbox
@@ -103,6 +106,21 @@ def exe(pid):
         return ""
 
 
+TINY = "/memfd:crispd-monitor"
+
+
+def tiny_monitor_of(pid, runtime_dir):
+    """Whether `pid` is a tiny monitor holding a directory under runtime_dir."""
+    if not runtime_dir or not exe(pid).startswith(TINY):
+        return False
+    args = cmdline(pid)
+    try:
+        held = os.readlink(f"/proc/{pid}/fd/{int(args[8])}")
+    except (IndexError, ValueError, OSError):
+        return False
+    return held.startswith(runtime_dir.rstrip("/") + "/")
+
+
 def pids():
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
@@ -134,24 +152,32 @@ def ppid(pid):
 
 def main():
     kind, key, main_pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    runtime_dir = sys.argv[4] if len(sys.argv) > 4 else ""
     g = Groups()
     g.add("main", main_pid)
     all_pids = pids()
     if kind == "crispd":
         monitors = set()
         for p in all_pids:
-            if p == main_pid or exe(p) != key:
+            if p == main_pid:
                 continue
-            args = cmdline(p)
-            role = args[1] if len(args) > 1 else ""
+            if tiny_monitor_of(p, runtime_dir):
+                role = "monitor"
+            elif exe(p) == key:
+                args = cmdline(p)
+                role = args[1] if len(args) > 1 else ""
+            else:
+                continue
             if role in ("monitor", "sandbox"):
                 g.add(role, p)
                 if role == "monitor":
                     if not monitors:
-                        g.g["monitor_breakdown_kib"] = breakdown(p, key)
+                        path = exe(p).removesuffix(" (deleted)")
+                        g.g["monitor_breakdown_kib"] = breakdown(p, path)
+                        g.g["monitor_kind"] = "tiny" if path == TINY else "crispd"
                     monitors.add(p)
         for p in all_pids:
-            if ppid(p) in monitors and exe(p) != key:
+            if ppid(p) in monitors and exe(p) != key and not exe(p).startswith(TINY):
                 g.add("containers", p)
     else:
         shims = set()

@@ -403,29 +403,43 @@ if bd:
     w("")
     w("| part | RSS |")
     w("|---|---:|")
-    for k, label in [("exe_file", "crispd's code and read-only data (file pages, shared with crispd and every monitor)"),
-                     ("exe_private", "crispd's relocated data (RELRO: a private copy per process of a PIE binary)"),
-                     ("libs", "libc, ld.so, libgcc_s (file pages, shared)"),
-                     ("anon", "heap, thread stacks, other anonymous memory"),
-                     ("stack", "main stack")]:
+    tiny = hc.get("monitor_kind") == "tiny"
+    parts = [("exe_file", "the tiny monitor's code and read-only data (its memfd's pages, one copy per monitor)"),
+             ("exe_private", "its writable data"),
+             ("stack", "main stack (its log, request and poll buffers)"),
+             ("anon", "other anonymous memory"),
+             ("libs", "other files")] if tiny else [
+             ("exe_file", "crispd's code and read-only data (file pages, shared with crispd and every monitor)"),
+             ("exe_private", "crispd's relocated data (RELRO: a private copy per process of a PIE binary)"),
+             ("libs", "libc, ld.so, libgcc_s (file pages, shared)"),
+             ("anon", "heap, thread stacks, other anonymous memory"),
+             ("stack", "main stack")]
+    for k, label in parts:
         w(f"| {label} | {kibf(bd.get(k))} |")
 w("")
+if hc.get("monitor_kind") == "tiny":
+    w("Each monitor is `crispd monitor` only until its container is created; it then execs the tiny monitor")
+    w("(`frontends/mio/monitor-tiny/`, a static no_std program without libc, embedded in crispd and run from a")
+    w("memfd), which keeps the descriptors and the pid, so the container stays its child: one thread, a few")
+    w("pages of code and its buffers.")
+    w("")
 binsz = mc.get("crispd_bin_bytes")
 code = (bd or {}).get("exe_code_size")
-w("Why the monitor misses 1 MiB RSS: it is crispd"
-  + (f" (a {binsz / 2**20:.0f} MiB binary with line tables" if binsz else " (")
-  + (f", {code / 1024:.1f} MiB of code)" if code else ")") + " re-executed.")
-w("RSS counts every page of the binary and of libc the monitor touched while it parsed its arguments and the")
-w("spec, built the plan and created the container, plus the pages the kernel maps around each fault: those")
-w("file pages are shared with crispd and the other monitors (hence the low Pss), but RSS counts them in full")
-w("in every process. Its private memory (Uss) is the relocated data of a position-independent binary, the")
-w("heap and the stacks of its threads (two output pumps, the socket listener, one per connection waiting on")
-slp = load("memory-crispd-lc.json", {}).get("sleep_kib")
-w("the container's exit). A dynamically linked glibc program that does nothing (coreutils `sleep`) has"
-  f" {kibf(slp)} RSS here;")
-w("under 1 MiB needs a monitor that is its own small static program (or crispd exec'ing such a loop once the")
-w("container is created: `execve` keeps the pid, so the container stays its child), not a tuning of this one.")
-w("")
+if hc.get("monitor_kind") != "tiny":
+    w("Why the monitor misses 1 MiB RSS: it is crispd"
+      + (f" (a {binsz / 2**20:.0f} MiB binary with line tables" if binsz else " (")
+      + (f", {code / 1024:.1f} MiB of code)" if code else ")") + " re-executed.")
+    w("RSS counts every page of the binary and of libc the monitor touched while it parsed its arguments and the")
+    w("spec, built the plan and created the container, plus the pages the kernel maps around each fault: those")
+    w("file pages are shared with crispd and the other monitors (hence the low Pss), but RSS counts them in full")
+    w("in every process. Its private memory (Uss) is the relocated data of a position-independent binary, the")
+    w("heap and the stacks of its threads (two output pumps, the socket listener, one per connection waiting on")
+    slp = load("memory-crispd-lc.json", {}).get("sleep_kib")
+    w("the container's exit). A dynamically linked glibc program that does nothing (coreutils `sleep`) has"
+      f" {kibf(slp)} RSS here;")
+    w("under 1 MiB needs a monitor that is its own small static program (or crispd exec'ing such a loop once the")
+    w("container is created: `execve` keeps the pid, so the container stays its child), not a tuning of this one.")
+    w("")
 w("| binary | size |")
 w("|---|---:|")
 w(f"| crispd release (with `debug = 1` line tables, as built) | {mib(mc.get('crispd_bin_bytes', 0) / 1024 if mc.get('crispd_bin_bytes') else None)} |")

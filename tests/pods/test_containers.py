@@ -5,6 +5,7 @@ seccomp, read-only rootfs, masked and read-only paths), ExecSync's
 timeout, live resource updates, log reopening after rotation, and an
 upgrade of crispd's binary under running containers."""
 
+import json
 import os
 import re
 import shutil
@@ -431,3 +432,153 @@ def test_upgrade_keeps_containers_running(make_crispd, registry, tmp_path):
     assert log_lines(log, "stdout") == ["ready", "before upgrade", "after upgrade", "bye"]
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
     d.client.rmp(pod_id)
+
+
+# ------------------------------------------------------------ the tiny monitor
+
+
+def vm_rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_monitor_after_start_is_the_tiny_program(client, pod):
+    """Once the container is created, `crispd monitor` execs the tiny static
+    monitor (run from a memfd): the container's parent is that program, one
+    thread, and it serves logs, exec and stop as before. Its RSS is printed
+    (`pytest -s`), not asserted."""
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "tiny", pod.image, ["/bin/sh", "-c", SAY_LOOP])
+    start(client, cid)
+    log = pod.logs / "tiny.log"
+    it.wait_until("first line", lambda: "ready" in log_lines(log))
+    pid = pid_of(client, cid)
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    monitor = int(stat.rsplit(") ", 1)[1].split()[1])
+    exe = os.readlink(f"/proc/{monitor}/exe")
+    assert exe.startswith("/memfd:crispd-monitor"), exe
+    cmdline = Path(f"/proc/{monitor}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[:2] == [b"crispd-monitor", cid.encode()], cmdline
+    status_text = Path(f"/proc/{monitor}/status").read_text()
+    assert re.search(r"^Threads:\s+1$", status_text, re.M), status_text
+    print(f"\ntiny monitor pid {monitor}: VmRSS {vm_rss_kib(monitor)} KiB")
+    say(client, cid, "through the tiny monitor")
+    it.wait_until("line", lambda: "through the tiny monitor" in log_lines(log))
+    # The shell is pid 1 in its namespace: SIGTERM is ignored, SIGKILL ends it.
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1), timeout=60)
+    st = status(client, cid)
+    assert (st.state, st.exit_code, st.message) == (pb.CONTAINER_EXITED, 137, "killed by signal 9")
+    assert log_lines(log, "stdout") == ["ready", "through the tiny monitor"]
+    record = json.loads((Path(client.daemon.runtime_dir) / "containers" / cid / "exit.json").read_text())
+    assert record["exit_code"] == 137 and record["signal"] == 9 and record["oom_killed"] is False
+    it.wait_until("monitor gone", lambda: not Path(f"/proc/{monitor}").exists() or "Z" in Path(f"/proc/{monitor}/stat").read_text().rsplit(") ", 1)[1][:1])
+
+
+def test_start_that_cannot_exec_reports_why(client, pod):
+    """The executable is there at CreateContainer (it is looked up then) and
+    gone at StartContainer: the container's exec fails, the monitor (the
+    tiny one) reports the executor's reason, and the container is removed
+    as usual."""
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "noexec", pod.image, ["/bin/busybox", "true"])
+    rootfs = Path(client.daemon.runtime_dir) / "containers" / cid / "rootfs"
+    (rootfs / "bin" / "busybox").unlink()
+    with pytest.raises(grpc.RpcError) as e:
+        client.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INTERNAL, e.value.details()
+    assert "exec: /bin/busybox: ENOENT: No such file or directory" in e.value.details(), e.value.details()
+    client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+
+
+def test_long_lines_are_split_into_partials(client, pod):
+    """Lines longer than 16 KiB are written as partial lines (P) of 16 KiB
+    and a final one (F); a last line without a newline is written whole at
+    the end of the stream; stdout and stderr stay apart."""
+    script = (
+        "busybox head -c 40000 /dev/zero | busybox tr '\\0' x; echo; "
+        "echo short; echo err >&2; "
+        "busybox head -c 16384 /dev/zero | busybox tr '\\0' y; echo; "
+        "printf 'no newline'"
+    )
+    st, out, err = run_to_exit(client, pod, "long", script)
+    assert st.exit_code == 0
+    assert out == ["x" * 40000, "short", "y" * 16384, "no newline"]
+    assert err == ["err"]
+    tags = [
+        (m.group(2), m.group(3), len(m.group(4)))
+        for m in (LOG_LINE.match(line) for line in (pod.logs / "long.log").read_text().splitlines())
+    ]
+    # The order between the two streams is the pipes' business.
+    assert [t[1:] for t in tags if t[0] == "stdout"] == [
+        ("P", 16384),
+        ("P", 16384),
+        ("F", 40000 - 2 * 16384),
+        ("F", 5),
+        ("F", 16384),
+        ("F", 10),
+    ], tags
+    assert [t[1:] for t in tags if t[0] == "stderr"] == [("F", 3)], tags
+
+
+def monitor_ask(sock_path, request, timeout=10):
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+        s.sendall(request)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_monitor_protocol(client, pod):
+    """The monitor's socket, spoken to directly: states, unknown requests,
+    a non-root peer refused, `wait` answered at the exit."""
+    import socket
+
+    pb = client.pb
+    cid = create(client, pod.id, pod.cfg, "proto", pod.image, ["/bin/sh", "-c", "trap 'exit 7' TERM; while true; do busybox usleep 20000; done"])
+    sock = Path(client.daemon.runtime_dir) / "containers" / cid / "sock"
+    state = monitor_ask(sock, b"state\n").decode()
+    assert re.fullmatch(r"created \d+\n", state), state
+    assert monitor_ask(sock, b"bogus \"x\"\n") == b'error unknown request "bogus"\n'
+    assert monitor_ask(sock, b"signal 99\n") == b"error unknown signal 99\n"
+    # Only root may drive it: another uid gets no answer (here it cannot
+    # even reach the socket; the monitor checks SO_PEERCRED too).
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        try:
+            os.setuid(65534)
+            try:
+                answer = monitor_ask(sock, b"state\n")
+            except OSError:
+                answer = b""
+            os.write(w, answer or b"none")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    assert os.read(r, 100) == b"none"
+    os.close(r)
+    waiter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    waiter.settimeout(30)
+    waiter.connect(str(sock))
+    waiter.sendall(b"wait\n")
+    start(client, cid)
+    state = monitor_ask(sock, b"state\n").decode()
+    assert re.fullmatch(r"running \d+ \d{19}\n", state), state
+    assert monitor_ask(sock, b"start\n") == b"error already started\n"
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=30), timeout=60)
+    assert waiter.recv(100) == b"exited\n"
+    waiter.close()
+    st = status(client, cid)
+    assert (st.exit_code, st.message) == (7, "")

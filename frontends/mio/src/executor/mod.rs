@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use oci_spec::runtime::Spec;
@@ -78,6 +78,13 @@ pub struct Created {
 }
 
 impl Created {
+    /// The start and report descriptors, for a monitor that hands them to
+    /// the program it execs (`pods::monitor`'s tiny monitor), which then
+    /// does what [`Created::start`] does.
+    pub fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        (self.start.as_fd(), self.sync.as_fd())
+    }
+
     /// Release the process into the container's entrypoint. Returns once
     /// the process has called `execve` successfully, or with the reason it
     /// failed (the process then exits with status 127; the caller reaps it).

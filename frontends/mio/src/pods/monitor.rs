@@ -13,6 +13,12 @@
 //! wait         → exited          (when the container has exited)
 //! ```
 //!
+//! Once the container is created and the socket bound, this process execs
+//! the tiny monitor (`monitor-tiny/main.rs`, see `tiny` below), which carries
+//! on with the same descriptors, files and protocol in ~1/50 of the memory;
+//! the threads below run only where it cannot (another architecture,
+//! `CRISP_STD_MONITOR` set, or a failed exec).
+//!
 //! A Unix socket's address holds at most 107 bytes, and `<dir>` (under the
 //! configured runtime_dir, with a 64-hex container ID) may be longer:
 //! both sides name the socket as `/proc/self/fd/<fd>/sock` through a
@@ -286,6 +292,14 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     }
     let _ = std::env::set_current_dir("/");
 
+    // From here on, the tiny monitor does the same with a fraction of the
+    // memory (see `tiny`); this process carries on only if it cannot run.
+    #[cfg(tiny_monitor)]
+    if std::env::var_os("CRISP_STD_MONITOR").is_none() {
+        let e = tiny::exec(id, &created, &listener, [&out_r, &err_r], dir, log, cgroup);
+        eprintln!("crispd monitor {id}: cannot run the tiny monitor ({e}); carrying on");
+    }
+
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             created: Some(created),
@@ -354,6 +368,133 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     std::thread::sleep(Duration::from_millis(200));
     let _ = fs::remove_file(&sock);
     ExitCode::SUCCESS
+}
+
+/// The tiny monitor (`monitor-tiny/main.rs`, built by build.rs): a static
+/// program without libc that does this module's steady-state work (log
+/// pumps, requests, reaping, `exit.json`) in one thread with ~1/20 of the
+/// memory. It is embedded in crispd and run from a sealed memfd, so that
+/// it is always the one this crispd was built with, and a crispd upgrade
+/// leaves running monitors alone. `exec` keeps the pid: the container stays
+/// its child.
+#[cfg(tiny_monitor)]
+mod tiny {
+    use std::ffi::CString;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::net::UnixListener;
+    use std::path::{Path, PathBuf};
+
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+
+    use crate::executor;
+
+    static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crispd-monitor"));
+
+    /// Exec the tiny monitor with the descriptors it carries on with.
+    /// Returns only on failure.
+    pub fn exec(
+        id: &str,
+        created: &executor::Created,
+        listener: &UnixListener,
+        pipes: [&OwnedFd; 2],
+        dir: &Path,
+        log: &str,
+        cgroup: &str,
+    ) -> std::io::Error {
+        match try_exec(id, created, listener, pipes, dir, log, cgroup) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    fn try_exec(
+        id: &str,
+        created: &executor::Created,
+        listener: &UnixListener,
+        pipes: [&OwnedFd; 2],
+        dir: &Path,
+        log: &str,
+        cgroup: &str,
+    ) -> std::io::Result<std::convert::Infallible> {
+        // For exit.json: written and synced through this descriptor.
+        let dir_fd = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY)
+            .open(dir)?;
+        let (start, sync) = created.fds();
+        let fds = [
+            listener.as_fd(),
+            pipes[0].as_fd(),
+            pipes[1].as_fd(),
+            start,
+            sync,
+            dir_fd.as_fd(),
+        ];
+        for fd in fds {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        }
+        let [oom, oom_fallback] = oom_files(cgroup);
+        let program = memfd_create(
+            c"crispd-monitor",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        std::fs::File::from(program.try_clone()?).write_all(PROGRAM)?;
+        fcntl(
+            &program,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SEAL
+                    | SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_WRITE,
+            ),
+        )?;
+        let arg =
+            |s: &str| CString::new(s).map_err(|_| std::io::Error::other(format!("NUL in {s:?}")));
+        let mut argv = vec![
+            arg("crispd-monitor")?,
+            arg(id)?,
+            arg(&created.pid.to_string())?,
+        ];
+        for fd in fds {
+            argv.push(arg(&fd.as_raw_fd().to_string())?);
+        }
+        for s in [
+            log,
+            &*oom.to_string_lossy(),
+            &*oom_fallback.to_string_lossy(),
+        ] {
+            argv.push(arg(s)?);
+        }
+        let env: [&std::ffi::CStr; 0] = [];
+        match nix::unistd::fexecve(&program, &argv, &env) {
+            Ok(never) => match never {},
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where the tiny monitor reads whether the container was OOM-killed
+    /// (as `Cgroups::oom_killed` does): v2 `memory.events`; v1
+    /// `memory.oom_control`, or `memory.failcnt` on kernels without the
+    /// kill counter. Empty paths: no memory cgroup.
+    fn oom_files(cgroup: &str) -> [PathBuf; 2] {
+        let Ok(cg) = executor::cgroup::detect() else {
+            return Default::default();
+        };
+        for procs in cg.procs_files(cgroup) {
+            let Some(d) = procs.parent() else { continue };
+            if cg.version() == "v2" {
+                return [d.join("memory.events"), PathBuf::new()];
+            }
+            if d.join("memory.oom_control").exists() {
+                return [d.join("memory.oom_control"), d.join("memory.failcnt")];
+            }
+        }
+        Default::default()
+    }
 }
 
 fn spawn_pump(f: File, stream: &'static str, shared: &Arc<Shared>) -> std::thread::JoinHandle<()> {
@@ -439,9 +580,276 @@ fn answer(req: &str, shared: &Shared) -> String {
     }
 }
 
+/// The tiny monitor's pure parts, held to this module's code below.
+#[cfg(test)]
+#[path = "../../monitor-tiny/logic.rs"]
+#[allow(dead_code)]
+mod tiny_logic;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tiny_ts(ns: i64) -> String {
+        let mut b = [0u8; 64];
+        let mut o = tiny_logic::Out::new(&mut b);
+        tiny_logic::rfc3339_nano(ns, &mut o);
+        assert!(!o.full);
+        String::from_utf8(o.bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn tiny_timestamps_match() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut cases = vec![
+            0,
+            1,
+            -1,
+            999_999_999,
+            1_000_000_000,
+            1_700_000_000_123_456_789,
+            951_782_400_500_000_000,
+            4_102_444_800_000_000_000,
+            -62_135_596_800_000_000,
+            i64::MAX,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push((x % 8_000_000_000_000_000_000) as i64 - 1_000_000_000_000_000_000);
+            cases.push((x % 90_000_000_000) as i64 * 100_000_000);
+        }
+        for ns in cases {
+            assert_eq!(tiny_ts(ns), rfc3339_nano(ns), "{ns}");
+        }
+    }
+
+    /// The tiny monitor's cutting of `input`, read in `chunks`, as log
+    /// lines without timestamps.
+    fn tiny_cut(input: &[u8], chunk: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut show = |partial: bool, text: &[u8]| {
+            let mut b = [0u8; 64];
+            let mut o = tiny_logic::Out::new(&mut b);
+            tiny_logic::log_head("stdout", partial, 0, &mut o);
+            let mut l = String::from_utf8(o.bytes().to_vec()).unwrap();
+            l.push_str(&String::from_utf8_lossy(text));
+            lines.push(l.split_once(' ').unwrap().1.to_owned());
+        };
+        for c in input.chunks(chunk) {
+            pending.extend_from_slice(c);
+            while let Some((text, used, partial)) = tiny_logic::next_line(&pending) {
+                show(partial, &pending[..text]);
+                pending.drain(..used);
+            }
+            assert!(pending.len() <= MAX_LINE);
+        }
+        if !pending.is_empty() {
+            show(false, &pending);
+        }
+        lines
+    }
+
+    /// The std monitor's cutting of the same input.
+    fn std_cut(input: &[u8]) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!(
+            "crisp-cut-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.log");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            log: Mutex::new(LogFile::open(path.to_str().unwrap()).unwrap()),
+        });
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || File::from(w).write_all(&input).unwrap());
+        pump(File::from(r), "stdout", shared);
+        writer.join().unwrap();
+        let text = fs::read(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn tiny_log_lines_match() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let exact = vec![b'y'; MAX_LINE];
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"hello\nworld\n".to_vec(),
+            [&b"hello\nworld\n"[..], &long, b"\nend"].concat(),
+            [&exact[..], b"\n", &exact, b"z\n", &exact].concat(),
+            vec![b'a'; 3 * MAX_LINE + 1],
+            b"\n\n\nno newline at the end".to_vec(),
+            Vec::new(),
+        ];
+        let mut x: u32 = 12345;
+        let mut random = Vec::new();
+        for _ in 0..200_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            random.push(if x >> 16 & 0x3fff == 0 {
+                b'\n'
+            } else {
+                b'a' + (x >> 24) as u8 % 26
+            });
+        }
+        cases.push(random);
+        for input in &cases {
+            let want = std_cut(input);
+            for chunk in [1, 7, 4096, 65536, usize::MAX] {
+                assert_eq!(
+                    tiny_cut(input, chunk.min(input.len().max(1))),
+                    want,
+                    "chunk {chunk}"
+                );
+            }
+        }
+        assert_eq!(
+            std_cut(&cases[1])
+                .iter()
+                .map(|l| &l[..9])
+                .collect::<Vec<_>>(),
+            [
+                "stdout F ",
+                "stdout F ",
+                "stdout P ",
+                "stdout F ",
+                "stdout F "
+            ]
+        );
+    }
+
+    #[test]
+    fn tiny_requests() {
+        use tiny_logic::{parse_request as p, Request::*};
+        assert_eq!(p("start\n"), Start);
+        assert_eq!(p("  state \r\n"), State);
+        assert_eq!(p("wait"), Wait);
+        assert_eq!(p("reopen-log\n"), ReopenLog);
+        assert_eq!(p("signal 15\n"), Signal(15));
+        assert_eq!(p("signal +9"), Signal(9));
+        assert_eq!(p("signal  9"), Signal(0));
+        assert_eq!(p("signal x"), Signal(0));
+        assert_eq!(p("signal"), Signal(0));
+        assert_eq!(p("start now"), Start);
+        assert_eq!(p("Start"), Unknown("Start"));
+        assert_eq!(p(""), Unknown(""));
+        for n in -2..40 {
+            assert_eq!(
+                tiny_logic::known_signal(n),
+                nix::sys::signal::Signal::try_from(n).is_ok(),
+                "{n}"
+            );
+        }
+        let mut b = [0u8; 64];
+        let mut o = tiny_logic::Out::new(&mut b);
+        use std::fmt::Write as _;
+        write!(o, "{:?}", "a\"b\\c\u{1}").unwrap();
+        assert_eq!(o.bytes(), format!("{:?}", "a\"b\\c\u{1}").as_bytes());
+    }
+
+    #[test]
+    fn tiny_exit_record_and_status_match() {
+        for (code, signal, oom, at) in [
+            (0, 0, false, 0),
+            (3, 0, false, 1_700_000_000_123_456_789),
+            (137, 9, true, -5),
+            (255, 0, false, i64::MAX),
+        ] {
+            let mut b = [0u8; 160];
+            let mut o = tiny_logic::Out::new(&mut b);
+            tiny_logic::exit_json(code, signal, oom, at, &mut o);
+            let want = serde_json::to_vec(&ExitFile {
+                exit_code: code,
+                signal,
+                oom_killed: oom,
+                finished_at: at,
+            })
+            .unwrap();
+            assert_eq!(o.bytes(), &want[..]);
+        }
+        // Real statuses from real children.
+        for (script, want) in [
+            ("exit 0", (0, 0)),
+            ("exit 3", (3, 0)),
+            ("kill -9 $$", (137, 9)),
+        ] {
+            use std::os::unix::process::ExitStatusExt;
+            let status = std::process::Command::new("/bin/sh")
+                .args(["-c", script])
+                .status()
+                .unwrap();
+            let sig = status.signal().unwrap_or(0);
+            let seen = status.code().map_or((128 + sig, sig), |c| (c, 0));
+            assert_eq!(seen, want);
+            assert_eq!(
+                tiny_logic::exit_status(status.into_raw()),
+                Some(want),
+                "{script}"
+            );
+        }
+        assert_eq!(tiny_logic::exit_status(0x137f), None);
+        let oc = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(tiny_logic::keyed(oc, "oom_kill"), Some(3));
+        assert_eq!(tiny_logic::keyed("oom_kill x\n", "oom_kill"), None);
+        assert_eq!(tiny_logic::keyed(oc, "missing"), None);
+    }
+
+    #[test]
+    fn tiny_error_texts() {
+        let show = |f: &dyn Fn(&mut tiny_logic::Out)| {
+            let mut b = [0u8; 2048];
+            let mut o = tiny_logic::Out::new(&mut b);
+            f(&mut o);
+            String::from_utf8(o.bytes().to_vec()).unwrap()
+        };
+        for e in 1..134 {
+            let io = show(&|o| tiny_logic::errno_io(e, o));
+            if !io.starts_with("Unknown") {
+                assert_eq!(io, std::io::Error::from_raw_os_error(e).to_string());
+                let nix = show(&|o| tiny_logic::errno_nix(e, o));
+                let name = format!("{:?}", nix::errno::Errno::from_raw(e));
+                assert!(nix.starts_with(&format!("{name}: ")), "{nix} vs {name}");
+            }
+        }
+        let report = |step: u16, errno: i32, detail: &[u8]| {
+            let mut r = vec![b'E', 0];
+            r.extend_from_slice(&step.to_le_bytes());
+            r.extend_from_slice(&errno.to_le_bytes());
+            r.extend_from_slice(&(detail.len() as u16).to_le_bytes());
+            r.extend_from_slice(detail);
+            show(&|o| tiny_logic::start_error(&r, o))
+        };
+        assert_eq!(
+            report(37, 2, b"nosuch"),
+            "exec: \"nosuch\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            report(37, 13, b"/bin/x"),
+            "exec: /bin/x: EACCES: Permission denied"
+        );
+        assert_eq!(report(36, 32, b""), "wait for start: EPIPE: Broken pipe");
+        assert_eq!(
+            report(99, 1, b""),
+            "container setup step 99: EPERM: Operation not permitted"
+        );
+        assert_eq!(
+            show(&|o| tiny_logic::start_error(b"E\0\x25", o)),
+            "container setup: truncated report"
+        );
+        assert_eq!(
+            show(&|o| tiny_logic::start_error(b"P\0\0\0\0\0\0\0\0\0", o)),
+            "container setup: unexpected report 'P'"
+        );
+    }
 
     #[test]
     fn sockets_in_directories_longer_than_sun_path() {
