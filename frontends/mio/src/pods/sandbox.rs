@@ -10,19 +10,20 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crisp_core::cri::SandboxCreated;
 use crisp_core::grpc::Status;
 use crisp_proto::cri;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    cni, exec_status, internal, pod_cgroup, process_matches, remove_tree, sandbox_cgroup, Host,
+    cni, exec_status, internal, kill_and_wait, pod_cgroup, process_matches, remove_tree,
+    sandbox_cgroup, Host,
 };
 
 /// What a pod set up on the host, kept in `<pod dir>/sandbox.json` so
@@ -292,13 +293,7 @@ pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
         // Never got far enough to record anything but maybe the network.
         return cni::teardown(host, id);
     };
-    if process_matches(meta.pid, id) {
-        let _ = kill(Pid::from_raw(meta.pid as i32), Signal::SIGKILL);
-        let until = Instant::now() + Duration::from_secs(10);
-        while process_matches(meta.pid, id) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    kill_and_wait(meta.pid, id, Duration::from_secs(10));
     cni::teardown(host, id)?;
     let dir = host.pod_dir(id).join("ns");
     for ns in meta.namespaces.drain(..) {
