@@ -102,6 +102,9 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// How many output pumps have seen their stream's end.
+    pumps_done: Mutex<usize>,
+    pumped: Condvar,
     log: Mutex<LogFile>,
 }
 
@@ -293,12 +296,13 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
             ..State::default()
         }),
         changed: Condvar::new(),
+        pumps_done: Mutex::new(0),
+        pumped: Condvar::new(),
         log: Mutex::new(log_file),
     });
-    let pumps = [
-        spawn_pump(File::from(out_r), "stdout", &shared),
-        spawn_pump(File::from(err_r), "stderr", &shared),
-    ];
+    spawn_pump(File::from(out_r), "stdout", &shared);
+    spawn_pump(File::from(err_r), "stderr", &shared);
+    let pumps = 2;
     {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -328,10 +332,16 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     let finished_at = now_ns();
     // Drain what the container wrote (a daemonized grandchild may keep the
     // pipes open: do not wait for it forever).
-    for p in pumps {
+    {
         let until = std::time::Instant::now() + Duration::from_secs(2);
-        while !p.is_finished() && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
+        let mut done = shared.pumps_done.lock().unwrap_or_else(|p| p.into_inner());
+        while *done < pumps && std::time::Instant::now() < until {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            done = shared
+                .pumped
+                .wait_timeout(done, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
     let oom_killed = executor::cgroup::detect().is_ok_and(|cg| cg.oom_killed(cgroup));
@@ -356,9 +366,15 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn spawn_pump(f: File, stream: &'static str, shared: &Arc<Shared>) -> std::thread::JoinHandle<()> {
+/// A thread copying `f` to the log; it counts itself in `pumps_done` and
+/// wakes the waiters when the stream ends.
+fn spawn_pump(f: File, stream: &'static str, shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
-    std::thread::spawn(move || pump(f, stream, shared))
+    std::thread::spawn(move || {
+        pump(f, stream, Arc::clone(&shared));
+        *shared.pumps_done.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        shared.pumped.notify_all();
+    });
 }
 
 fn serve(conn: UnixStream, shared: &Shared) {
@@ -502,6 +518,8 @@ mod tests {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            pumps_done: Mutex::new(0),
+            pumped: Condvar::new(),
             log: Mutex::new(LogFile::open(path.to_str().unwrap()).unwrap()),
         });
         let (r, w) = nix::unistd::pipe().unwrap();
