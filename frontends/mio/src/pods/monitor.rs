@@ -352,7 +352,7 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
         finished_at,
     };
     let bytes = serde_json::to_vec(&record).unwrap_or_default();
-    if let Err(e) = crate::persist::write_atomic(&dir.join("exit.json"), &bytes) {
+    if let Err(e) = crate::persist::write_runtime(&dir.join("exit.json"), &bytes) {
         eprintln!("crispd monitor {id}: cannot record the exit: {e}");
     }
     {

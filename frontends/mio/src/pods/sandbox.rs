@@ -45,7 +45,7 @@ pub fn read_meta(host: &Host, id: &str) -> Option<Meta> {
 fn write_meta(host: &Host, id: &str, m: &Meta) -> Result<(), Status> {
     let p = host.pod_dir(id).join("sandbox.json");
     let b = serde_json::to_vec(m).map_err(|e| internal("encode sandbox meta", e))?;
-    crate::persist::write_atomic(&p, &b).map_err(|e| internal(format!("write {}", p.display()), e))
+    crate::persist::write_runtime(&p, &b).map_err(|e| internal(format!("write {}", p.display()), e))
 }
 
 /// The holder's pid when it is alive.
