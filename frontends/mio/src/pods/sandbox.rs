@@ -157,8 +157,18 @@ fn create_inner(
     if pod_pid {
         namespaces.push("pid");
     }
+    // The holder's cgroup, made now: the holder's parent joins it itself
+    // before it forks the holder (see `main`).
+    let sb_cg = sandbox_cgroup(&pod_cg, id);
+    host.cgroups
+        .create(&sb_cg, &Default::default())
+        .map_err(|e| exec_status(&format!("cannot create the sandbox cgroup {sb_cg}"), &e))?;
     let mut cmd = Command::new(&host.exe);
-    cmd.arg("sandbox").arg("--id").arg(id);
+    cmd.arg("sandbox")
+        .arg("--id")
+        .arg(id)
+        .arg("--cgroup")
+        .arg(&sb_cg);
     if !host_net {
         cmd.arg("--hostname").arg(&hostname);
     }
@@ -225,12 +235,6 @@ fn create_inner(
         meta.namespaces.push((*ns).to_owned());
         write_meta(host, id, &meta)?;
     }
-
-    let sb_cg = sandbox_cgroup(&pod_cg, id);
-    host.cgroups
-        .create(&sb_cg, &Default::default())
-        .and_then(|()| host.cgroups.add(&sb_cg, pid as i32))
-        .map_err(|e| exec_status(&format!("cannot put the sandbox into cgroup {sb_cg}"), &e))?;
 
     let mut created = SandboxCreated {
         pid,
@@ -326,16 +330,34 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
 }
 
 /// `crispd sandbox`: runs already inside the pod's new namespaces (the
-/// parent unshared them before exec). Sets the hostname and sysctls,
-/// forks the holder (PID 1 of a new PID namespace with `pid_ns`), reports
+/// parent unshared them before exec). Joins the holder's `cgroup`
+/// (single-threaded, through [`crate::executor::cgroup::Cgroups::self_attach_files`]: no RCU
+/// grace period on cgroup v1, unlike crispd writing the holder's pid to
+/// `cgroup.procs`), sets the hostname and sysctls, forks the holder (PID 1 of a new PID namespace with `pid_ns`), reports
 /// `ready <holder pid>` or `error <why>` on stdout, and exits; the holder
 /// reaps zombies and sleeps until killed.
-pub fn main(hostname: Option<&str>, pid_ns: bool, sysctls: &[String]) -> std::process::ExitCode {
+pub fn main(
+    hostname: Option<&str>,
+    pid_ns: bool,
+    sysctls: &[String],
+    cgroup: Option<&str>,
+) -> std::process::ExitCode {
     use std::process::ExitCode;
     let fail = |msg: String| {
         println!("error {msg}");
         ExitCode::FAILURE
     };
+    if let Some(path) = cgroup {
+        let cg = match crate::executor::cgroup::detect() {
+            Ok(cg) => cg,
+            Err(e) => return fail(format!("cgroups: {e}")),
+        };
+        for f in cg.self_attach_files(path) {
+            if let Err(e) = fs::write(&f, "0") {
+                return fail(format!("cannot join cgroup {path} ({}): {e}", f.display()));
+            }
+        }
+    }
     if let Some(h) = hostname {
         if let Err(e) = nix::unistd::sethostname(h) {
             return fail(format!("cannot set hostname {h:?}: {e}"));
