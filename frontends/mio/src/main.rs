@@ -83,6 +83,9 @@ enum Command {
         pid_ns: bool,
         #[arg(long)]
         sysctl: Vec<String>,
+        /// The holder's cgroup (made by crispd), which it joins itself.
+        #[arg(long)]
+        cgroup: Option<String>,
     },
     /// (internal) A container's monitor process.
     #[command(hide = true)]
@@ -107,7 +110,8 @@ fn main() -> ExitCode {
             hostname,
             pid_ns,
             sysctl,
-        }) => return pods::sandbox::main(hostname.as_deref(), *pid_ns, sysctl),
+            cgroup,
+        }) => return pods::sandbox::main(hostname.as_deref(), *pid_ns, sysctl, cgroup.as_deref()),
         Some(Command::Monitor {
             id,
             dir,

@@ -48,6 +48,15 @@ pub trait Cgroups: Send + Sync {
     /// executor opens them before it forks, so that the container's
     /// process is born in its cgroup.
     fn procs_files(&self, path: &str) -> Vec<PathBuf>;
+    /// The files through which a *single-threaded* process moves itself
+    /// into the cgroup by writing `0` to each (the executor's intermediate
+    /// child, the sandbox holder's parent). On v1 these are the `tasks`
+    /// files: moving only the calling thread (pid 0 in `tasks`) skips the
+    /// global threadgroup lock, whose writer waits for an RCU grace period
+    /// (7-15 ms on our VMs) each time it is taken after an idle spell,
+    /// while a `cgroup.procs` write takes it always. For a single-threaded
+    /// process the thread is the whole process. On v2, `cgroup.procs`.
+    fn self_attach_files(&self, path: &str) -> Vec<PathBuf>;
     /// "v1" or "v2", for logs and status.
     fn version(&self) -> &'static str;
 }
@@ -421,6 +430,13 @@ impl Cgroups for V1 {
             .collect()
     }
 
+    fn self_attach_files(&self, path: &str) -> Vec<PathBuf> {
+        self.hierarchies
+            .iter()
+            .map(|h| h.mount.join(rel(path)).join("tasks"))
+            .collect()
+    }
+
     fn version(&self) -> &'static str {
         "v1"
     }
@@ -600,6 +616,10 @@ impl Cgroups for V2 {
 
     fn procs_files(&self, path: &str) -> Vec<PathBuf> {
         vec![self.dir(path).join("cgroup.procs")]
+    }
+
+    fn self_attach_files(&self, path: &str) -> Vec<PathBuf> {
+        self.procs_files(path)
     }
 
     fn version(&self) -> &'static str {

@@ -172,7 +172,7 @@ fn create_in(
         _ => None,
     };
     if let Some((cg, path)) = cgroup {
-        p.cgroup_procs = plan::cgroup_fds(&cg.procs_files(path), &mut held)?;
+        p.cgroup_procs = plan::cgroup_fds(&cg.self_attach_files(path), &mut held)?;
     }
     let (start_r, start_w) = pipe()?;
     p.start_r = held.keep(start_r);
@@ -404,7 +404,7 @@ pub fn exec(
     {
         let cg = cgroup::detect()?;
         let path = path.to_string_lossy();
-        p.cgroup_procs = plan::cgroup_fds(&cg.procs_files(&path), &mut held)?;
+        p.cgroup_procs = plan::cgroup_fds(&cg.self_attach_files(&path), &mut held)?;
     }
     let (pid, mut reports) = spawn(p, held, stdio)?;
     match reports.next() {

@@ -788,7 +788,8 @@ pub(crate) fn empty_plan() -> Plan {
     }
 }
 
-/// Open each `cgroup.procs` of the container's cgroup for writing.
+/// Open each file of `Cgroups::self_attach_files` for writing (the
+/// intermediate child writes `0` to each).
 pub(crate) fn cgroup_fds(files: &[PathBuf], held: &mut Held) -> Result<Vec<libc::c_int>, Error> {
     files
         .iter()

@@ -100,7 +100,7 @@ fn create_inner(
         stop_signal,
     };
     let meta_bytes = serde_json::to_vec(&meta).map_err(|e| internal("encode meta", e))?;
-    crate::persist::write_atomic(&dir.join("meta.json"), &meta_bytes)
+    crate::persist::write_runtime(&dir.join("meta.json"), &meta_bytes)
         .map_err(|e| internal("write the container meta", e))?;
 
     let target = dir.join("rootfs");
@@ -140,7 +140,7 @@ fn create_inner(
         set_pids_limit(&mut spec, host.config.pids_limit)?;
     }
     let spec_bytes = serde_json::to_vec(&spec).map_err(|e| internal("encode the spec", e))?;
-    crate::persist::write_atomic(&dir.join("config.json"), &spec_bytes)
+    crate::persist::write_runtime(&dir.join("config.json"), &spec_bytes)
         .map_err(|e| internal("write the container spec", e))?;
     if !log_path.is_empty() {
         if let Some(parent) = Path::new(log_path).parent() {

@@ -295,6 +295,71 @@ pub fn remove_tree(path: &Path) -> Result<(), Status> {
     }
 }
 
+/// SIGKILL the process `pid` if it is alive and its command line mentions
+/// `needle`, then wait until it has exited (at most `timeout`). The wait
+/// is a `poll` on a pidfd (which also pins the pid, so a reused pid is
+/// never signalled): it returns as soon as the process is gone, where a
+/// polling loop would sleep past it. Falls back to polling `/proc` on
+/// kernels without pidfds (before 5.3).
+pub fn kill_and_wait(pid: u32, needle: &str, timeout: std::time::Duration) {
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::time::Instant;
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw < 0 {
+        if !process_matches(pid, needle) {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let until = Instant::now() + timeout;
+        while process_matches(pid, needle) && Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        return;
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    if !process_matches(pid, needle) {
+        return;
+    }
+    // SAFETY: pidfd_send_signal(pidfd, sig, info = NULL, flags = 0).
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+    let until = Instant::now() + timeout;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        if n == 0 && !left.is_zero() {
+            continue;
+        }
+        return;
+    }
+}
+
 /// Whether `pid` is alive and its command line mentions `needle`.
 pub fn process_matches(pid: u32, needle: &str) -> bool {
     if pid == 0 {

@@ -108,6 +108,9 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// How many output pumps have seen their stream's end.
+    pumps_done: Mutex<usize>,
+    pumped: Condvar,
     log: Mutex<LogFile>,
 }
 
@@ -307,12 +310,13 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
             ..State::default()
         }),
         changed: Condvar::new(),
+        pumps_done: Mutex::new(0),
+        pumped: Condvar::new(),
         log: Mutex::new(log_file),
     });
-    let pumps = [
-        spawn_pump(File::from(out_r), "stdout", &shared),
-        spawn_pump(File::from(err_r), "stderr", &shared),
-    ];
+    spawn_pump(File::from(out_r), "stdout", &shared);
+    spawn_pump(File::from(err_r), "stderr", &shared);
+    let pumps = 2;
     {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -342,10 +346,16 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     let finished_at = now_ns();
     // Drain what the container wrote (a daemonized grandchild may keep the
     // pipes open: do not wait for it forever).
-    for p in pumps {
+    {
         let until = std::time::Instant::now() + Duration::from_secs(2);
-        while !p.is_finished() && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
+        let mut done = shared.pumps_done.lock().unwrap_or_else(|p| p.into_inner());
+        while *done < pumps && std::time::Instant::now() < until {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            done = shared
+                .pumped
+                .wait_timeout(done, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
     let oom_killed = executor::cgroup::detect().is_ok_and(|cg| cg.oom_killed(cgroup));
@@ -356,7 +366,7 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
         finished_at,
     };
     let bytes = serde_json::to_vec(&record).unwrap_or_default();
-    if let Err(e) = crate::persist::write_atomic(&dir.join("exit.json"), &bytes) {
+    if let Err(e) = crate::persist::write_runtime(&dir.join("exit.json"), &bytes) {
         eprintln!("crispd monitor {id}: cannot record the exit: {e}");
     }
     {
@@ -497,9 +507,15 @@ mod tiny {
     }
 }
 
-fn spawn_pump(f: File, stream: &'static str, shared: &Arc<Shared>) -> std::thread::JoinHandle<()> {
+/// A thread copying `f` to the log; it counts itself in `pumps_done` and
+/// wakes the waiters when the stream ends.
+fn spawn_pump(f: File, stream: &'static str, shared: &Arc<Shared>) {
     let shared = Arc::clone(shared);
-    std::thread::spawn(move || pump(f, stream, shared))
+    std::thread::spawn(move || {
+        pump(f, stream, Arc::clone(&shared));
+        *shared.pumps_done.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        shared.pumped.notify_all();
+    });
 }
 
 fn serve(conn: UnixStream, shared: &Shared) {
@@ -664,6 +680,8 @@ mod tests {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            pumps_done: Mutex::new(0),
+            pumped: Condvar::new(),
             log: Mutex::new(LogFile::open(path.to_str().unwrap()).unwrap()),
         });
         let (r, w) = nix::unistd::pipe().unwrap();
@@ -910,6 +928,8 @@ mod tests {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            pumps_done: Mutex::new(0),
+            pumped: Condvar::new(),
             log: Mutex::new(LogFile::open(path.to_str().unwrap()).unwrap()),
         });
         let (r, w) = nix::unistd::pipe().unwrap();

@@ -10,19 +10,20 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crisp_core::cri::SandboxCreated;
 use crisp_core::grpc::Status;
 use crisp_proto::cri;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    cni, exec_status, internal, pod_cgroup, process_matches, remove_tree, sandbox_cgroup, Host,
+    cni, exec_status, internal, kill_and_wait, pod_cgroup, process_matches, remove_tree,
+    sandbox_cgroup, Host,
 };
 
 /// What a pod set up on the host, kept in `<pod dir>/sandbox.json` so
@@ -44,7 +45,7 @@ pub fn read_meta(host: &Host, id: &str) -> Option<Meta> {
 fn write_meta(host: &Host, id: &str, m: &Meta) -> Result<(), Status> {
     let p = host.pod_dir(id).join("sandbox.json");
     let b = serde_json::to_vec(m).map_err(|e| internal("encode sandbox meta", e))?;
-    crate::persist::write_atomic(&p, &b).map_err(|e| internal(format!("write {}", p.display()), e))
+    crate::persist::write_runtime(&p, &b).map_err(|e| internal(format!("write {}", p.display()), e))
 }
 
 /// The holder's pid when it is alive.
@@ -156,8 +157,18 @@ fn create_inner(
     if pod_pid {
         namespaces.push("pid");
     }
+    // The holder's cgroup, made now: the holder's parent joins it itself
+    // before it forks the holder (see `main`).
+    let sb_cg = sandbox_cgroup(&pod_cg, id);
+    host.cgroups
+        .create(&sb_cg, &Default::default())
+        .map_err(|e| exec_status(&format!("cannot create the sandbox cgroup {sb_cg}"), &e))?;
     let mut cmd = Command::new(&host.exe);
-    cmd.arg("sandbox").arg("--id").arg(id);
+    cmd.arg("sandbox")
+        .arg("--id")
+        .arg(id)
+        .arg("--cgroup")
+        .arg(&sb_cg);
     if !host_net {
         cmd.arg("--hostname").arg(&hostname);
     }
@@ -225,12 +236,6 @@ fn create_inner(
         write_meta(host, id, &meta)?;
     }
 
-    let sb_cg = sandbox_cgroup(&pod_cg, id);
-    host.cgroups
-        .create(&sb_cg, &Default::default())
-        .and_then(|()| host.cgroups.add(&sb_cg, pid as i32))
-        .map_err(|e| exec_status(&format!("cannot put the sandbox into cgroup {sb_cg}"), &e))?;
-
     let mut created = SandboxCreated {
         pid,
         ..SandboxCreated::default()
@@ -292,13 +297,7 @@ pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
         // Never got far enough to record anything but maybe the network.
         return cni::teardown(host, id);
     };
-    if process_matches(meta.pid, id) {
-        let _ = kill(Pid::from_raw(meta.pid as i32), Signal::SIGKILL);
-        let until = Instant::now() + Duration::from_secs(10);
-        while process_matches(meta.pid, id) && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    kill_and_wait(meta.pid, id, Duration::from_secs(10));
     cni::teardown(host, id)?;
     let dir = host.pod_dir(id).join("ns");
     for ns in meta.namespaces.drain(..) {
@@ -331,16 +330,34 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
 }
 
 /// `crispd sandbox`: runs already inside the pod's new namespaces (the
-/// parent unshared them before exec). Sets the hostname and sysctls,
-/// forks the holder (PID 1 of a new PID namespace with `pid_ns`), reports
+/// parent unshared them before exec). Joins the holder's `cgroup`
+/// (single-threaded, through [`crate::executor::cgroup::Cgroups::self_attach_files`]: no RCU
+/// grace period on cgroup v1, unlike crispd writing the holder's pid to
+/// `cgroup.procs`), sets the hostname and sysctls, forks the holder (PID 1 of a new PID namespace with `pid_ns`), reports
 /// `ready <holder pid>` or `error <why>` on stdout, and exits; the holder
 /// reaps zombies and sleeps until killed.
-pub fn main(hostname: Option<&str>, pid_ns: bool, sysctls: &[String]) -> std::process::ExitCode {
+pub fn main(
+    hostname: Option<&str>,
+    pid_ns: bool,
+    sysctls: &[String],
+    cgroup: Option<&str>,
+) -> std::process::ExitCode {
     use std::process::ExitCode;
     let fail = |msg: String| {
         println!("error {msg}");
         ExitCode::FAILURE
     };
+    if let Some(path) = cgroup {
+        let cg = match crate::executor::cgroup::detect() {
+            Ok(cg) => cg,
+            Err(e) => return fail(format!("cgroups: {e}")),
+        };
+        for f in cg.self_attach_files(path) {
+            if let Err(e) = fs::write(&f, "0") {
+                return fail(format!("cannot join cgroup {path} ({}): {e}", f.display()));
+            }
+        }
+    }
     if let Some(h) = hostname {
         if let Err(e) = nix::unistd::sethostname(h) {
             return fail(format!("cannot set hostname {h:?}: {e}"));
