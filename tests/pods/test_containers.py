@@ -582,3 +582,65 @@ def test_monitor_protocol(client, pod):
     waiter.close()
     st = status(client, cid)
     assert (st.exit_code, st.message) == (7, "")
+
+
+# ------------------------------------------------------------ spare monitors
+
+
+def spares_of(daemon):
+    """Pids of the spare monitors the crispd `daemon` started."""
+    mark = f"monitor-spare\0--daemon\0{daemon.proc.pid}\0".encode()
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if mark in (p / "cmdline").read_bytes() and "Z" not in (p / "stat").read_text().rsplit(") ", 1)[1][:1]:
+                out.append(int(p.name))
+        except OSError:
+            pass
+    return out
+
+
+def parent_of(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+
+
+def test_containers_get_the_spare_monitor_and_a_dead_spare_is_replaced(client, pod):
+    """After RunPodSandbox crispd keeps one monitor started ahead of need;
+    CreateContainer hands it the container (the spare becomes the
+    container's parent) and starts the next. A spare killed while it waits
+    costs nothing but a fresh monitor on the call's path."""
+    d = client.daemon
+    it.wait_until("a spare monitor", lambda: len(spares_of(d)) == 1)
+    (spare,) = spares_of(d)
+    cid = create(client, pod.id, pod.cfg, "first", pod.image, ["/bin/sh", "-c", SAY_LOOP])
+    start(client, cid)
+    assert parent_of(pid_of(client, cid)) == spare
+    it.wait_until("the next spare", lambda: len(spares_of(d)) == 1 and spares_of(d) != [spare])
+
+    (spare,) = spares_of(d)
+    os.kill(spare, 9)
+    it.wait_until("the spare gone", lambda: spares_of(d) == [])
+    cid2 = create(client, pod.id, pod.cfg, "second", pod.image, ["/bin/sh", "-c", SAY_LOOP])
+    start(client, cid2)
+    assert parent_of(pid_of(client, cid2)) != spare
+    it.wait_until("second line", lambda: "ready" in log_lines(pod.logs / "second.log"))
+    it.wait_until("a new spare", lambda: len(spares_of(d)) == 1)
+    for c in (cid, cid2):
+        client.rt.StopContainer(client.pb.StopContainerRequest(container_id=c, timeout=0), timeout=60)
+        client.rt.RemoveContainer(client.pb.RemoveContainerRequest(container_id=c), timeout=60)
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_spare_monitor_goes_with_crispd(make_crispd, registry, tmp_path, how):
+    """A spare holds no container: it exits when its crispd does, stopped or
+    SIGKILLed (its stdin, held only by crispd, reaches end of file)."""
+    d = make_crispd()
+    d.client.pull(registry.busybox)
+    pod_id, _ = d.client.runp("spare", log_directory=str(tmp_path / "logs"))
+    it.wait_until("a spare monitor", lambda: len(spares_of(d)) == 1)
+    (spare,) = spares_of(d)
+    d.client.rmp(pod_id)
+    d.kill() if how == "kill" else d.stop()
+    it.wait_until("the spare gone", lambda: not Path(f"/proc/{spare}").exists() or "Z" in Path(f"/proc/{spare}/stat").read_text().rsplit(") ", 1)[1][:1])

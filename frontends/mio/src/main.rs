@@ -99,6 +99,14 @@ enum Command {
         #[arg(long)]
         cgroup: String,
     },
+    /// (internal) A monitor started ahead of need, waiting on stdin for
+    /// its container's arguments.
+    #[command(hide = true)]
+    MonitorSpare {
+        /// The pid of the crispd that started it (for `ps` readers only).
+        #[arg(long)]
+        daemon: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +126,7 @@ fn main() -> ExitCode {
             log,
             cgroup,
         }) => return pods::monitor::main(id, dir, log, cgroup),
+        Some(Command::MonitorSpare { .. }) => return pods::spare::main(),
         _ => {}
     }
     let mut config = match Config::load(cli.config.as_deref()) {
@@ -156,7 +165,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Import { path, name }) => return import(&config, &path, name.as_deref()),
         Some(Command::Images) => return images(&config),
-        Some(Command::Sandbox { .. } | Command::Monitor { .. }) | None => {}
+        Some(Command::Sandbox { .. } | Command::Monitor { .. } | Command::MonitorSpare { .. })
+        | None => {}
     }
     let policy = match policy::Policy::from_config(&config.access) {
         Ok(p) => p,

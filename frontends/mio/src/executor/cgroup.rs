@@ -66,10 +66,34 @@ pub trait Cgroups: Send + Sync {
 /// else v1 (a hybrid layout, with a cgroup2 mount at
 /// `/sys/fs/cgroup/unified`, counts as v1: resources live in the v1
 /// hierarchies).
+///
+/// The layout is read once per process (a host does not remount its
+/// cgroup hierarchies under a running runtime); a failed detection is
+/// tried again next time.
 pub fn detect() -> Result<Box<dyn Cgroups>, Error> {
+    static LAYOUT: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+    let layout = match LAYOUT.get() {
+        Some(l) => l,
+        None => {
+            let l = detect_layout()?;
+            LAYOUT.get_or_init(|| l)
+        }
+    };
+    Ok(match layout {
+        Layout::V1(v1) => Box::new(v1.clone()),
+        Layout::V2(v2) => Box::new(v2.clone()),
+    })
+}
+
+enum Layout {
+    V1(V1),
+    V2(V2),
+}
+
+fn detect_layout() -> Result<Layout, Error> {
     let root = Path::new("/sys/fs/cgroup");
     if root.join("cgroup.controllers").exists() {
-        return Ok(Box::new(V2::at(root)));
+        return Ok(Layout::V2(V2::at(root)));
     }
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| io_error("read /proc/self/mountinfo", e))?;
@@ -77,7 +101,7 @@ pub fn detect() -> Result<Box<dyn Cgroups>, Error> {
     if v1.hierarchies.is_empty() {
         return Err(Error::new("no cgroup v1 or v2 hierarchy is mounted"));
     }
-    Ok(Box::new(v1))
+    Ok(Layout::V1(v1))
 }
 
 fn io_error(context: impl Into<String>, e: io::Error) -> Error {

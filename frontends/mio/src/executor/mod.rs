@@ -121,6 +121,22 @@ const INIT_STACK: usize = 1 << 20;
 /// removes it again. The executable is looked up (in the spec's `PATH`)
 /// before this returns, so a missing binary fails here, as with runc.
 pub fn create(spec: &Spec, stdio: Stdio) -> Result<Created, Error> {
+    create_with(spec, stdio, CgroupSetup::Create)
+}
+
+/// Who makes the container's cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupSetup {
+    /// [`create`] makes it with the spec's resources (and removes it if
+    /// the container cannot be created).
+    Create,
+    /// The caller made it already, with the spec's resources, and removes
+    /// it: crispd does, while it mounts the rootfs.
+    Made,
+}
+
+/// [`create`], with the cgroup made by the caller or not.
+pub fn create_with(spec: &Spec, stdio: Stdio, setup: CgroupSetup) -> Result<Created, Error> {
     let process = spec
         .process()
         .as_ref()
@@ -130,10 +146,12 @@ pub fn create(spec: &Spec, stdio: Stdio) -> Result<Created, Error> {
         Some(path) => {
             let path = path.to_string_lossy().into_owned();
             let cg = cgroup::detect()?;
-            let resources = linux
-                .and_then(|l| l.resources().clone())
-                .unwrap_or_default();
-            cg.create(&path, &resources)?;
+            if setup == CgroupSetup::Create {
+                let resources = linux
+                    .and_then(|l| l.resources().clone())
+                    .unwrap_or_default();
+                cg.create(&path, &resources)?;
+            }
             Some((cg, path))
         }
         None => None,
@@ -144,7 +162,7 @@ pub fn create(spec: &Spec, stdio: Stdio) -> Result<Created, Error> {
         stdio,
         cgroup.as_ref().map(|(cg, p)| (cg.as_ref(), p.as_str())),
     );
-    if result.is_err() {
+    if result.is_err() && setup == CgroupSetup::Create {
         if let Some((cg, path)) = &cgroup {
             if let Err(e) = cg.remove(path) {
                 tracing::warn!(cgroup = %path, error = %e, "removing the cgroup of a failed container");

@@ -8,9 +8,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crisp_core::cri::{Exit, Observed, UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON};
@@ -103,15 +101,103 @@ fn create_inner(
     crate::persist::write_runtime(&dir.join("meta.json"), &meta_bytes)
         .map_err(|e| internal("write the container meta", e))?;
 
+    // The cgroup is made (empty) while the rootfs is mounted and the spec
+    // built; on cgroup v1 that is a directory in every hierarchy, the
+    // slowest part of this call. Its limits are applied once the spec is.
     let target = dir.join("rootfs");
+    let (made, spec) = std::thread::scope(|scope| {
+        let made = scope.spawn(|| {
+            host.cgroups
+                .create(&cgroup, &Default::default())
+                .map_err(|e| exec_status(&format!("create cgroup {cgroup}"), &e))
+        });
+        let spec = container_spec(
+            host,
+            id,
+            pod_id,
+            config,
+            sandbox_config,
+            &image_config,
+            layers,
+            &target,
+            &cgroup,
+        );
+        let made = made
+            .join()
+            .unwrap_or_else(|_| Err(Status::internal("creating the cgroup panicked")));
+        (made, spec)
+    });
+    made?;
+    let spec = spec?;
+    if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        host.cgroups
+            .update(&cgroup, resources)
+            .map_err(|e| exec_status(&format!("set the limits of cgroup {cgroup}"), &e))?;
+    }
+    let spec_bytes = serde_json::to_vec(&spec).map_err(|e| internal("encode the spec", e))?;
+    crate::persist::write_runtime(&dir.join("config.json"), &spec_bytes)
+        .map_err(|e| internal("write the container spec", e))?;
+    if !log_path.is_empty() {
+        if let Some(parent) = Path::new(log_path).parent() {
+            fs::create_dir_all(parent).map_err(|e| {
+                internal(format!("create the log directory {}", parent.display()), e)
+            })?;
+        }
+    }
+
+    let stdout = host
+        .monitors
+        .launch(&super::spare::MonitorArgs {
+            id: id.into(),
+            dir: dir.clone(),
+            log: log_path.into(),
+            cgroup: cgroup.clone(),
+        })
+        .map_err(|e| internal("cannot start the container monitor", e))?;
+    // `ready <pid>` or `error <why>`; other lines are diagnostics.
+    let answer = stdout
+        .lines()
+        .find(|l| l.starts_with("ready ") || l.starts_with("error "));
+    match answer {
+        Some(l) if l.starts_with("ready ") => {}
+        Some(l) => {
+            return Err(Status::internal(format!(
+                "the container monitor failed: {}",
+                &l["error ".len()..]
+            )))
+        }
+        None => {
+            return Err(Status::internal(format!(
+                "the container monitor exited without an answer: {}",
+                stdout.trim()
+            )))
+        }
+    }
+    Ok((record.id.clone(), record.id))
+}
+
+/// Mount the container's root filesystem and build its OCI spec (which
+/// reads the rootfs' /etc/passwd to resolve the user).
+#[allow(clippy::too_many_arguments)]
+fn container_spec(
+    host: &Host,
+    id: &str,
+    pod_id: &str,
+    config: &cri::ContainerConfig,
+    sandbox_config: &cri::PodSandboxConfig,
+    image_config: &oci_spec::image::ImageConfiguration,
+    layers: Vec<PathBuf>,
+    target: &Path,
+    cgroup: &str,
+) -> Result<executor::Spec, Status> {
+    let state = host.ctr_state_dir(id);
     rootfs::mount_overlay(&rootfs::Overlay {
         lower: layers,
         upper: state.join("upper"),
         work: state.join("work"),
-        target: target.clone(),
+        target: target.to_path_buf(),
     })
     .map_err(|e| exec_status("mount the root filesystem", &e))?;
-
     let ns = |n: &str| sandbox::ns_path(host, pod_id, n);
     let namespaces = PodNamespaces {
         net: ns("net"),
@@ -129,69 +215,17 @@ fn create_inner(
         container_id: id,
         config,
         sandbox: sandbox_config,
-        image: &image_config,
-        rootfs: &target,
+        image: image_config,
+        rootfs: target,
         namespaces: &namespaces,
         files: &files,
-        cgroup_path: &cgroup,
+        cgroup_path: cgroup,
     })
     .map_err(|e| exec_status("build the container spec", &e))?;
     if host.config.pids_limit > 0 {
         set_pids_limit(&mut spec, host.config.pids_limit)?;
     }
-    let spec_bytes = serde_json::to_vec(&spec).map_err(|e| internal("encode the spec", e))?;
-    crate::persist::write_runtime(&dir.join("config.json"), &spec_bytes)
-        .map_err(|e| internal("write the container spec", e))?;
-    if !log_path.is_empty() {
-        if let Some(parent) = Path::new(log_path).parent() {
-            fs::create_dir_all(parent).map_err(|e| {
-                internal(format!("create the log directory {}", parent.display()), e)
-            })?;
-        }
-    }
-
-    // The monitor, detached in its own session: it survives crispd.
-    let mut cmd = Command::new(&host.exe);
-    cmd.arg("monitor")
-        .arg("--id")
-        .arg(id)
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--log")
-        .arg(log_path)
-        .arg("--cgroup")
-        .arg(&cgroup)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| internal("cannot start the container monitor", e))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !stdout.trim().starts_with("ready ") {
-        let msg = stdout
-            .trim()
-            .strip_prefix("error ")
-            .map(str::to_owned)
-            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        if msg.contains("not implemented") {
-            return Err(Status::unimplemented(format!(
-                "create the container: {msg} (crisp's executor is not merged yet)"
-            )));
-        }
-        return Err(Status::internal(format!(
-            "the container monitor failed: {msg}"
-        )));
-    }
-    Ok((record.id.clone(), record.id))
+    Ok(spec)
 }
 
 /// The configured `pids_limit` in the spec's resources.

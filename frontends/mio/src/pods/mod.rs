@@ -16,6 +16,7 @@ pub mod cni;
 pub mod container;
 pub mod monitor;
 pub mod sandbox;
+pub mod spare;
 
 use std::fs;
 use std::io::Read;
@@ -39,6 +40,8 @@ pub struct Host {
     pub images: Arc<ImageService>,
     /// The host's cgroups (v1 or v2), the executor's implementation.
     pub cgroups: Box<dyn Cgroups>,
+    /// Container monitors, one started ahead of need.
+    pub monitors: spare::Monitors,
 }
 
 impl Host {
@@ -48,6 +51,7 @@ impl Host {
         let cgroups = cgroup::detect().map_err(|e| format!("cgroups: {e}"))?;
         Ok(Self {
             config,
+            monitors: spare::Monitors::new(exe.clone()),
             exe,
             images,
             cgroups,
@@ -92,9 +96,13 @@ impl Host {
                 ..
             } => {
                 return match sandbox::create(self, &pod_id, &config, &runtime_handler) {
-                    Ok(c) => Outcome::SandboxCreated(c),
+                    Ok(c) => {
+                        // Its containers come next: have a monitor ready.
+                        self.monitors.refill();
+                        Outcome::SandboxCreated(c)
+                    }
                     Err(st) => Outcome::Failed(st),
-                }
+                };
             }
             Action::StopSandbox { pod_id } => sandbox::stop(self, &pod_id),
             Action::RemoveSandbox { pod_id } => sandbox::remove(self, &pod_id),

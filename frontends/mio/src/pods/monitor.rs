@@ -1,6 +1,7 @@
 //! `crispd monitor`: one per container, detached from crispd (its own
 //! session; the process crispd started forks it and exits), so it outlives
-//! crispd restarts and upgrades. It creates the container with the
+//! crispd restarts and upgrades. Usually it was started ahead of need as
+//! `crispd monitor-spare` and told its container on stdin (see `spare`). It creates the container with the
 //! executor (becoming its parent), holds its stdout and stderr and writes
 //! them to the CRI log file, records the exit atomically in `exit.json`,
 //! and answers crispd on `<dir>/sock`, one line per request:
@@ -226,19 +227,31 @@ fn pump(mut r: File, stream: &'static str, shared: Arc<Shared>) {
     }
 }
 
+fn fail(msg: String) -> ExitCode {
+    println!("error {msg}");
+    let _ = std::io::stdout().flush();
+    ExitCode::FAILURE
+}
+
+/// `crispd monitor`: leave the process crispd waits for (the monitor is a
+/// grandchild), then [`run`].
 pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
-    let fail = |msg: String| {
-        println!("error {msg}");
-        let _ = std::io::stdout().flush();
-        ExitCode::FAILURE
-    };
-    // Leave the process crispd waits for: the monitor is a grandchild.
     // SAFETY: single-threaded here (just exec'd).
     match unsafe { nix::unistd::fork() } {
-        Err(e) => return fail(format!("fork: {e}")),
-        Ok(nix::unistd::ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
-        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => fail(format!("fork: {e}")),
+        Ok(nix::unistd::ForkResult::Parent { .. }) => ExitCode::SUCCESS,
+        Ok(nix::unistd::ForkResult::Child) => {
+            // Out of crispd's session: no signal meant for it reaches us.
+            let _ = nix::unistd::setsid();
+            run(id, dir, log, cgroup)
+        }
     }
+}
+
+/// Create the container described by `<dir>/config.json`, answer `ready
+/// <pid>` or `error <why>` on stdout, then monitor it until it exits.
+/// Called single-threaded, detached from crispd.
+pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     let spec: executor::Spec = match fs::read(dir.join("config.json"))
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -258,13 +271,15 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(format!("pipe: {e}")),
     };
-    let created = match executor::create(
+    // crispd made the container's cgroup (and removes it).
+    let created = match executor::create_with(
         &spec,
         executor::Stdio {
             stdin: None,
             stdout: out_w,
             stderr: err_w,
         },
+        executor::CgroupSetup::Made,
     ) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
