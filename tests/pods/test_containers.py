@@ -616,7 +616,11 @@ def test_containers_get_the_spare_monitor_and_a_dead_spare_is_replaced(client, p
     (spare,) = spares_of(d)
     cid = create(client, pod.id, pod.cfg, "first", pod.image, ["/bin/sh", "-c", SAY_LOOP])
     start(client, cid)
-    assert parent_of(pid_of(client, cid)) == spare
+    pid = pid_of(client, cid)
+    assert parent_of(pid) == spare
+    # The spare starts with SCHED_IDLE; its container runs with the normal
+    # policy (field 41 of stat: 0 is SCHED_OTHER, 5 SCHED_IDLE).
+    assert Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[38] == "0"
     it.wait_until("the next spare", lambda: len(spares_of(d)) == 1 and spares_of(d) != [spare])
 
     (spare,) = spares_of(d)

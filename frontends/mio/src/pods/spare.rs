@@ -90,6 +90,10 @@ impl Monitors {
         let spawned = std::thread::Builder::new()
             .name("crispd-spare".into())
             .spawn(move || {
+                // The spare's exec and loader run on idle CPU only (the
+                // policy is inherited; the spare restores the normal one
+                // before it waits): they do not slow the calls that follow.
+                let _ = set_policy(nix::libc::SCHED_IDLE);
                 match start_spare(&exe) {
                     Ok(s) => {
                         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,6 +108,20 @@ impl Monitors {
         if spawned.is_err() {
             self.refilling.store(false, Ordering::Release);
         }
+    }
+}
+
+/// Set the calling thread's scheduling policy (priority 0: SCHED_OTHER or
+/// SCHED_IDLE; the nice value is kept).
+fn set_policy(policy: nix::libc::c_int) -> std::io::Result<()> {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread, with a valid
+    // parameter struct.
+    let rc = unsafe { nix::libc::sched_setscheduler(0, policy, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -222,6 +240,12 @@ pub fn main() -> ExitCode {
     }
     // Out of crispd's session: no signal meant for it reaches us.
     let _ = nix::unistd::setsid();
+    // Started with SCHED_IDLE; the monitor and its container must run with
+    // the normal policy: a spare that cannot have it does not serve.
+    if let Err(e) = set_policy(nix::libc::SCHED_OTHER) {
+        println!("error cannot leave SCHED_IDLE: {e}");
+        return ExitCode::FAILURE;
+    }
     // What every container needs, done while we wait.
     let _ = crate::executor::cgroup::detect();
     let mut line = String::new();
