@@ -64,9 +64,9 @@ impl Monitors {
     pub fn launch(&self, args: &MonitorArgs) -> std::io::Result<String> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
         let out = match spare.map(|s| hand(s, args)) {
-            Some(Ok(out)) => Ok(out),
-            // Dead before it read anything: nothing was started.
-            Some(Err(e)) => {
+            Some(Handed::Answered(out)) => out,
+            // Dead before it could read anything: nothing was started.
+            Some(Handed::Gone(e)) => {
                 tracing::warn!(error = %e, "the spare container monitor was gone; starting one");
                 launch_fresh(&self.exe, args)
             }
@@ -212,16 +212,29 @@ fn start_spare(exe: &Path) -> std::io::Result<Spare> {
     }
 }
 
-/// Hand `args` to a spare and read its answer. An error means the spare
-/// was gone before it read them.
-fn hand(mut spare: Spare, args: &MonitorArgs) -> std::io::Result<String> {
-    let mut line = serde_json::to_vec(args).map_err(std::io::Error::other)?;
+enum Handed {
+    /// What the monitor printed (or why it could not be read).
+    Answered(std::io::Result<String>),
+    /// The spare was gone before it could read its arguments.
+    Gone(std::io::Error),
+}
+
+/// Hand `args` to a spare and read its answer.
+fn hand(mut spare: Spare, args: &MonitorArgs) -> Handed {
+    let mut line = match serde_json::to_vec(args) {
+        Ok(l) => l,
+        Err(e) => return Handed::Answered(Err(std::io::Error::other(e))),
+    };
     line.push(b'\n');
     // A spare that died has no reader left: EPIPE (crispd ignores SIGPIPE,
-    // as every Rust program does).
-    spare.to.write_all(&line)?;
+    // as every Rust program does). The write fails only when no reader is
+    // left: the spare died before it had the whole line, so it started
+    // nothing.
+    if let Err(e) = spare.to.write_all(&line) {
+        return Handed::Gone(e);
+    }
     drop(spare.to);
-    read_answer(spare.from)
+    Handed::Answered(read_answer(spare.from))
 }
 
 /// `crispd monitor-spare`: fork off the waiting monitor (our parent, crispd,
