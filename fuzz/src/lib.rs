@@ -1,4 +1,5 @@
-//! Fuzz targets for crisp-core, crisp-proto and crispd's layer unpacker.
+//! Fuzz targets for crisp-core, crisp-proto, crispd's layer unpacker and
+//! its record files.
 //!
 //! Each target is a plain function over bytes so that the libFuzzer
 //! binaries in `fuzz_targets/` and the corpus replay test in
@@ -11,6 +12,7 @@ mod deframer;
 mod frames;
 mod hpack;
 mod lifecycle;
+mod records;
 mod server;
 mod unpack;
 pub mod util;
@@ -20,6 +22,7 @@ pub use deframer::grpc_deframer;
 pub use frames::frame_decoder;
 pub use hpack::{hpack_decoder, hpack_differential};
 pub use lifecycle::cri_lifecycle;
+pub use records::record_slots;
 pub use server::{server_bytes, server_frames, server_frames_input, server_frames_stats, Stats};
 pub use unpack::image_unpack;
 
@@ -37,4 +40,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cri_decode", cri_decode),
     ("cri_lifecycle", cri_lifecycle),
     ("image_unpack", image_unpack),
+    ("record_slots", record_slots),
 ];

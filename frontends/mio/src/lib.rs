@@ -5,3 +5,6 @@ pub mod image {
     /// See `image/unpack.rs`.
     pub mod unpack;
 }
+
+/// See `persist.rs` (the record files' slots are fuzzed).
+pub mod persist;

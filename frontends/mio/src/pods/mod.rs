@@ -166,7 +166,7 @@ impl Host {
             return Err(Status::internal("a record of no kind"));
         };
         let path = self.record_path(&key);
-        persist::write_atomic(&path, &r.encode_to_vec())
+        persist::write_slotted(&path, &r.encode_to_vec())
             .map_err(|e| Status::internal(format!("cannot write {key} to {}: {e}", path.display())))
     }
 
@@ -206,7 +206,14 @@ impl Host {
                 warnings.push(format!("cannot read record {name}: {e}"));
                 continue;
             }
-            match Record::decode(buf.as_slice()) {
+            let data = match persist::read_slotted(&buf) {
+                Ok(d) => d,
+                Err(e) => {
+                    warnings.push(format!("cannot read record {name}: {e}"));
+                    continue;
+                }
+            };
+            match Record::decode(data) {
                 Ok(r) => out.push(r),
                 Err(e) => warnings.push(format!("cannot decode record {name}: {e}")),
             }
