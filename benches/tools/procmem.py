@@ -3,7 +3,8 @@
 
     procmem.py crispd EXE MAIN_PID [RUNTIME_DIR]
         crispd (MAIN_PID) and every process running the binary EXE: its
-        monitors (`crispd monitor`) and sandbox holders (`crispd sandbox`),
+        monitors (`crispd monitor`), the spare monitor (`crispd
+        monitor-spare`) and sandbox holders (`crispd sandbox`),
         plus, apart, the containers whose parent is a monitor. A monitor
         that has exec'd the tiny monitor runs `/memfd:crispd-monitor`; it is
         ours when the container directory it holds (its argument 8 is that
@@ -168,6 +169,9 @@ def main():
                 role = args[1] if len(args) > 1 else ""
             else:
                 continue
+            if role == "monitor-spare":
+                # The monitor crispd keeps started ahead of need.
+                g.add("spare", p)
             if role in ("monitor", "sandbox"):
                 g.add(role, p)
                 if role == "monitor":

@@ -378,6 +378,7 @@ w("| processes | count | RSS | Pss | Uss | threads |")
 w("|---|---:|---:|---:|---:|---:|")
 tot_c, tot_d = {"rss_kib": 0, "pss_kib": 0, "uss_kib": 0}, {"rss_kib": 0, "pss_kib": 0, "uss_kib": 0}
 for label, d, k, acc in [("crispd", hc, "main", tot_c), ("crispd monitors", hc, "monitor", tot_c),
+                         ("crispd spare monitor (started ahead of need)", hc, "spare", tot_c),
                          ("crispd sandbox holders", hc, "sandbox", tot_c),
                          ("containerd", hd, "main", tot_d), ("containerd shims", hd, "shim", tot_d),
                          ("pause (busybox sleep)", hd, "pause", tot_d)]:
