@@ -323,6 +323,44 @@ def test_seccomp_runtime_default_blocks_unshare_unconfined_allows_it(client, pod
     assert out == ["Seccomp:\t0", "unshared"], (out, err)
 
 
+def test_seccomp_localhost_profile_and_a_profile_crispd_cannot_compile(client, pod, tmp_path):
+    pb = client.pb
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }))
+
+    def localhost(path):
+        def tweak(cfg):
+            cfg.linux.security_context.seccomp.profile_type = pb.SecurityProfile.Localhost
+            cfg.linux.security_context.seccomp.localhost_ref = str(path)
+
+        return tweak
+
+    script = "busybox mkdir /tmp/d && echo made; echo x > /tmp/f && echo wrote"
+    st, out, err = run_to_exit(client, pod, "nomkdir", script, tweak=localhost(profile))
+    assert out == ["wrote"], (out, err)
+    assert any("Operation not permitted" in line for line in err), err
+    # crispd compiled the profile and handed the monitor the programs.
+    cid = client.rt.ListContainers(pb.ListContainersRequest(), timeout=10).containers
+    cid = next(c.id for c in cid if c.metadata.name == "nomkdir")
+    assert (Path(client.daemon.runtime_dir) / "containers" / cid / "seccomp.bpf").stat().st_size > 0
+
+    # A profile that parses but whose action crispd's filters cannot carry.
+    notify = tmp_path / "notify.json"
+    notify.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}],
+    }))
+    with pytest.raises(grpc.RpcError) as e:
+        create(client, pod.id, pod.cfg, "notify", pod.image, ["/bin/true"], tweak=localhost(notify))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    assert "SCMP_ACT_NOTIFY" in e.value.details()
+    names = [c.metadata.name for c in client.rt.ListContainers(pb.ListContainersRequest(), timeout=10).containers]
+    assert "notify" not in names
+
+
 def test_readonly_rootfs_refuses_writes(client, pod):
     script = "for p in /x /tmp/x /etc/x /dev/shm/x; do if busybox touch $p 2>/dev/null; then echo $p written; else echo $p refused; fi; done"
 

@@ -121,7 +121,7 @@ const INIT_STACK: usize = 1 << 20;
 /// removes it again. The executable is looked up (in the spec's `PATH`)
 /// before this returns, so a missing binary fails here, as with runc.
 pub fn create(spec: &Spec, stdio: Stdio) -> Result<Created, Error> {
-    create_with(spec, stdio, CgroupSetup::Create)
+    create_with(spec, stdio, CgroupSetup::Create, None)
 }
 
 /// Who makes the container's cgroup.
@@ -135,8 +135,15 @@ pub enum CgroupSetup {
     Made,
 }
 
-/// [`create`], with the cgroup made by the caller or not.
-pub fn create_with(spec: &Spec, stdio: Stdio, setup: CgroupSetup) -> Result<Created, Error> {
+/// [`create`], with the cgroup made by the caller or not, and with the
+/// spec's seccomp profile compiled by the caller ([`seccomp::decode`]) or
+/// not (`None`: compiled here).
+pub fn create_with(
+    spec: &Spec,
+    stdio: Stdio,
+    setup: CgroupSetup,
+    seccomp: Option<Vec<seccompiler::BpfProgram>>,
+) -> Result<Created, Error> {
     let process = spec
         .process()
         .as_ref()
@@ -160,6 +167,7 @@ pub fn create_with(spec: &Spec, stdio: Stdio, setup: CgroupSetup) -> Result<Crea
         spec,
         process,
         stdio,
+        seccomp,
         cgroup.as_ref().map(|(cg, p)| (cg.as_ref(), p.as_str())),
     );
     if result.is_err() && setup == CgroupSetup::Create {
@@ -176,11 +184,12 @@ fn create_in(
     spec: &Spec,
     process: &oci_spec::runtime::Process,
     stdio: Stdio,
+    seccomp: Option<Vec<seccompiler::BpfProgram>>,
     cgroup: Option<(&dyn cgroup::Cgroups, &str)>,
 ) -> Result<Created, Error> {
     let mut held = plan::Held::default();
     let mut p = plan::empty_plan();
-    plan::process_plan(spec, process, &mut p)?;
+    plan::process_plan(spec, process, seccomp, &mut p)?;
     let (setns, unshare, has_uts) = plan::namespaces_for_create(spec, &mut held)?;
     p.setns = setns;
     p.unshare = unshare;
@@ -413,7 +422,7 @@ pub fn exec(
 ) -> Result<nix::unistd::Pid, Error> {
     let mut held = plan::Held::default();
     let mut p = plan::empty_plan();
-    plan::process_plan(spec, process, &mut p)?;
+    plan::process_plan(spec, process, None, &mut p)?;
     p.setns = plan::namespaces_for_exec(container_pid.as_raw(), &mut held)?;
     if let Some(path) = spec
         .linux()

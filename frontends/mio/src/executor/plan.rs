@@ -18,6 +18,7 @@ use nix::sys::stat::Mode;
 use oci_spec::runtime::{
     Capabilities, LinuxDeviceType, LinuxNamespaceType, PosixRlimitType, Process, Spec,
 };
+use seccompiler::BpfProgram;
 use tracing::warn;
 
 use super::child::{CapsPlan, DevicePlan, MountPlan, Plan, RootfsPlan};
@@ -699,7 +700,14 @@ fn caps_plan(process: &Process) -> Option<CapsPlan> {
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything about the process itself (create and exec alike).
-pub(crate) fn process_plan(spec: &Spec, process: &Process, plan: &mut Plan) -> Result<(), Error> {
+/// `seccomp`: the spec's seccomp profile compiled already, if the caller
+/// has it; else it is compiled here.
+pub(crate) fn process_plan(
+    spec: &Spec,
+    process: &Process,
+    seccomp: Option<Vec<BpfProgram>>,
+    plan: &mut Plan,
+) -> Result<(), Error> {
     let args = process.args().as_deref().unwrap_or(&[]);
     let argv0 = args
         .first()
@@ -747,9 +755,13 @@ pub(crate) fn process_plan(spec: &Spec, process: &Process, plan: &mut Plan) -> R
     plan.rlimits = rlimits(process);
     plan.caps = caps_plan(process);
     plan.no_new_privs = process.no_new_privileges().unwrap_or(false);
-    plan.seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(profile) => seccomp::compile(profile)?,
-        None => Vec::new(),
+    plan.seccomp = match (
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+        seccomp,
+    ) {
+        (Some(_), Some(compiled)) => compiled,
+        (Some(profile), None) => seccomp::compile_cached(profile)?.to_vec(),
+        (None, _) => Vec::new(),
     };
     plan.oom_score_adj = oom_score_adj(process)?;
     Ok(())

@@ -12,10 +12,15 @@
 //!    the default action;
 //! 2. one filter per other action A (errno ENOSYS, kill, trap, ...): the
 //!    rules with action A → A, anything else → allow.
+//!
+//! Compiling is slow for a process that has not compiled before (~5 ms for
+//! RuntimeDefault: every syscall name is probed once), so crispd compiles
+//! with [`compile_cached`], which keeps what it compiled, and hands a
+//! container's monitor the programs ready-made ([`encode`], [`decode`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
@@ -834,12 +839,99 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, Error> {
     Ok(out)
 }
 
+/// [`compile`], keeping the programs of the last few profiles compiled in
+/// this process: containers of a node mostly share one or two profiles.
+pub fn compile_cached(profile: &LinuxSeccomp) -> Result<Arc<[BpfProgram]>, Error> {
+    const KEEP: usize = 16;
+    static CACHE: Mutex<Vec<(String, Arc<[BpfProgram]>)>> = Mutex::new(Vec::new());
+    let key = serde_json::to_string(profile)
+        .map_err(|e| Error::new(format!("seccomp: encode the profile: {e}")))?;
+    let lock = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, progs)) = lock().iter().find(|(k, _)| *k == key) {
+        return Ok(progs.clone());
+    }
+    // Not under the lock: another thread's hit need not wait for this.
+    let progs: Arc<[BpfProgram]> = compile(profile)?.into();
+    let mut cache = lock();
+    if cache.len() >= KEEP {
+        cache.remove(0);
+    }
+    cache.push((key, progs.clone()));
+    Ok(progs)
+}
+
+/// Size of one BPF instruction in [`encode`]'s format.
+const INSN: usize = 8;
+
+/// Compiled programs as bytes, for the container's monitor: per program
+/// its instruction count (u32), then each instruction's code (u16), jt,
+/// jf (u8) and k (u32), all little-endian.
+pub fn encode(programs: &[BpfProgram]) -> Vec<u8> {
+    let len = programs.iter().map(|p| 4 + p.len() * INSN).sum();
+    let mut out = Vec::with_capacity(len);
+    for prog in programs {
+        out.extend_from_slice(&(prog.len() as u32).to_le_bytes());
+        for insn in prog {
+            out.extend_from_slice(&insn.code.to_le_bytes());
+            out.push(insn.jt);
+            out.push(insn.jf);
+            out.extend_from_slice(&insn.k.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The programs [`encode`] wrote, checked: whole instructions, none empty
+/// and none longer than the kernel takes.
+pub fn decode(mut bytes: &[u8]) -> Result<Vec<BpfProgram>, Error> {
+    let bad = |why: &str| Error::new(format!("seccomp: bad compiled programs: {why}"));
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (count, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("truncated count"))?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if count == 0 || count > 4096 {
+            return Err(bad(&format!("a program of {count} instructions")));
+        }
+        let body = rest
+            .get(..count * INSN)
+            .ok_or_else(|| bad("truncated program"))?;
+        let prog = body
+            .chunks_exact(INSN)
+            .map(|i| seccompiler::sock_filter {
+                code: u16::from_le_bytes([i[0], i[1]]),
+                jt: i[2],
+                jf: i[3],
+                k: u32::from_le_bytes([i[4], i[5], i[6], i[7]]),
+            })
+            .collect();
+        out.push(prog);
+        bytes = &rest[count * INSN..];
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn caps(names: &[&str]) -> HashSet<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn compiled_programs_survive_encoding_and_are_kept() {
+        let p = runtime_default(&caps(&["CAP_CHOWN"]));
+        let progs = compile_cached(&p).unwrap();
+        assert_eq!(&*progs, &compile(&p).unwrap()[..]);
+        assert!(Arc::ptr_eq(&progs, &compile_cached(&p).unwrap()));
+        let bytes = encode(&progs);
+        assert_eq!(decode(&bytes).unwrap(), progs.to_vec());
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(&[0, 0, 0, 0]).is_err());
+        assert!(decode(&[1, 0]).is_err());
+        assert_eq!(decode(&[]).unwrap(), Vec::<BpfProgram>::new());
     }
 
     #[test]

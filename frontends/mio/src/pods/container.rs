@@ -137,6 +137,17 @@ fn create_inner(
     let spec_bytes = serde_json::to_vec(&spec).map_err(|e| internal("encode the spec", e))?;
     crate::persist::write_runtime(&dir.join("config.json"), &spec_bytes)
         .map_err(|e| internal("write the container spec", e))?;
+    // The monitor is a new process, slow to compile a profile: crispd
+    // compiles it (kept for the next container) and hands it the programs.
+    if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        let programs = executor::seccomp::compile_cached(profile)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::persist::write_runtime(
+            &dir.join(super::monitor::SECCOMP_FILE),
+            &executor::seccomp::encode(&programs),
+        )
+        .map_err(|e| internal("write the container's seccomp programs", e))?;
+    }
     if !log_path.is_empty() {
         if let Some(parent) = Path::new(log_path).parent() {
             fs::create_dir_all(parent).map_err(|e| {

@@ -9,7 +9,7 @@
 //! <state_dir>/cri/net/<id>.json              CNI networks set up for a pod (for DEL after a crash)
 //! <state_dir>/containers/<id>/{upper,work}   a container's writable layer
 //! <runtime_dir>/pods/<id>/                   pid, ns/{net,ipc,uts,pid}, hostname, hosts, resolv.conf
-//! <runtime_dir>/containers/<id>/             config.json, rootfs/, sock (monitor), exit.json
+//! <runtime_dir>/containers/<id>/             config.json, seccomp.bpf, rootfs/, sock (monitor), exit.json
 //! ```
 
 pub mod cni;
@@ -29,6 +29,7 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::executor::cgroup::{self, Cgroups};
+use crate::executor::{seccomp, spec};
 use crate::image::ImageService;
 use crate::persist;
 
@@ -49,6 +50,16 @@ impl Host {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find crispd's binary: {e}"))?;
         let cgroups = cgroup::detect().map_err(|e| format!("cgroups: {e}"))?;
+        // The first RuntimeDefault container would wait for the profile's
+        // first compilation (~5 ms): have it done now, out of the way.
+        let _ = std::thread::Builder::new()
+            .name("seccomp-warm".into())
+            .spawn(|| {
+                if let Ok(caps) = spec::capabilities(&Default::default()) {
+                    let caps = caps.into_iter().collect();
+                    let _ = seccomp::compile_cached(&seccomp::runtime_default(&caps));
+                }
+            });
         Ok(Self {
             config,
             monitors: spare::Monitors::new(exe.clone()),

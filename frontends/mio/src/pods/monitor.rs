@@ -248,6 +248,11 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     }
 }
 
+/// Beside config.json: the spec's seccomp profile, compiled by crispd
+/// ([`executor::seccomp::encode`]). Without it the monitor compiles the
+/// profile itself.
+pub const SECCOMP_FILE: &str = "seccomp.bpf";
+
 /// Create the container described by `<dir>/config.json`, answer `ready
 /// <pid>` or `error <why>` on stdout, then monitor it until it exits.
 /// Called single-threaded, detached from crispd.
@@ -258,6 +263,14 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot read the spec: {e}")),
+    };
+    let seccomp = match fs::read(dir.join(SECCOMP_FILE)) {
+        Ok(b) => match executor::seccomp::decode(&b) {
+            Ok(programs) => Some(programs),
+            Err(e) => return fail(e.to_string()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return fail(format!("cannot read {SECCOMP_FILE}: {e}")),
     };
     let log_file = match LogFile::open(log) {
         Ok(l) => l,
@@ -280,6 +293,7 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
             stderr: err_w,
         },
         executor::CgroupSetup::Made,
+        seccomp,
     ) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
