@@ -23,6 +23,8 @@
 //!       stamp it logs). With HOLD: then HOLD more pods with one running
 //!       container each (not timed), "ready HOLD" on stdout, held until
 //!       stdin closes (to measure the runtime's memory), then removed.
+//!       CRISP_BENCH_SECCOMP=runtime-default: the containers ask for the
+//!       RuntimeDefault seccomp profile (else none: unconfined).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -157,6 +159,8 @@ struct Lifecycle {
     /// (CRISP_BENCH_CGROUP, default /crisp-bench), as kubelet always names
     /// one; scripts/bench removes the root afterwards.
     cgroup_root: String,
+    /// Containers ask for the RuntimeDefault seccomp profile.
+    seccomp: bool,
 }
 
 impl Lifecycle {
@@ -220,6 +224,11 @@ impl Lifecycle {
                     linux: Some(cri::LinuxContainerConfig {
                         security_context: Some(cri::LinuxContainerSecurityContext {
                             namespace_options: Some(namespaces()),
+                            seccomp: self.seccomp.then(|| cri::SecurityProfile {
+                                profile_type: cri::security_profile::ProfileType::RuntimeDefault
+                                    as i32,
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -340,6 +349,7 @@ fn lifecycle(socket: &Path, iters: usize, image: &str, hold: usize) -> std::io::
         log_dir: log_dir.clone(),
         tag: format!("{}", std::process::id()),
         cgroup_root: std::env::var("CRISP_BENCH_CGROUP").unwrap_or_else(|_| "/crisp-bench".into()),
+        seccomp: std::env::var("CRISP_BENCH_SECCOMP").as_deref() == Ok("runtime-default"),
     };
     let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
     let (mut pair, mut total, mut first, mut answered) = (vec![], vec![], vec![], vec![]);
