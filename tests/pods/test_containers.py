@@ -626,14 +626,18 @@ def test_monitor_protocol(client, pod):
 
 
 def spares_of(daemon):
-    """Pids of the spare monitors the crispd `daemon` started."""
+    """Pids of the spare monitors the crispd `daemon` started: the process
+    crispd runs forks the spare off and exits, so crispd's own child is
+    not one (counting it could see one spare, then none, as it exits before
+    a /proc listing that began earlier reaches the spare's pid)."""
     mark = f"monitor-spare\0--daemon\0{daemon.proc.pid}\0".encode()
     out = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
-            if mark in (p / "cmdline").read_bytes() and "Z" not in (p / "stat").read_text().rsplit(") ", 1)[1][:1]:
+            stat = (p / "stat").read_text().rsplit(") ", 1)[1].split()
+            if mark in (p / "cmdline").read_bytes() and stat[0] != "Z" and int(stat[1]) != daemon.proc.pid:
                 out.append(int(p.name))
         except OSError:
             pass
