@@ -378,6 +378,11 @@ ci, di = mc.get("crispd_idle_kib"), md.get("containerd_idle_kib")
 if mc.get("crispd_1000conns_kib") and ci:
     w(f"Per idle connection: {(mc['crispd_1000conns_kib'] - ci) / 1000:.1f} KiB.")
     w("")
+w("Every runtime binary measured (crispd; containerd, its shim, runc) is dropped from the page cache before it")
+w("starts, so each is mapped as read back from disk: a file just written by the linker or `cp` is cached in large")
+w("folios that a process maps whole, and its RSS would then depend on how the file was last written (about")
+w("+1.4 MiB for crispd on this kernel).")
+w("")
 w(f"Targets: idle crispd RSS < 8 MiB: {ok(None if ci is None else ci < 8 * 1024)} ({mib(ci)});"
   f" ≥ 5× below containerd idle: {ok(None if (ci is None or di is None) else di / ci >= 5)} ({x(ratio(di, ci))}).")
 w("")
