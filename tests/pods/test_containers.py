@@ -343,8 +343,8 @@ def test_seccomp_localhost_profile_and_a_profile_crispd_cannot_compile(client, p
     assert out == ["wrote"], (out, err)
     assert any("Operation not permitted" in line for line in err), err
     # crispd compiled the profile and handed the monitor the programs.
-    cid = client.rt.ListContainers(pb.ListContainersRequest(), timeout=10).containers
-    cid = next(c.id for c in cid if c.metadata.name == "nomkdir")
+    ctrs = client.rt.ListContainers(pb.ListContainersRequest(), timeout=10).containers
+    cid = next(c.id for c in ctrs if c.metadata.name == "nomkdir")
     assert (Path(client.daemon.runtime_dir) / "containers" / cid / "seccomp.bpf").stat().st_size > 0
 
     # A profile that parses but whose action crispd's filters cannot carry.
