@@ -1,4 +1,4 @@
-//! Builds the tiny container monitor (`monitor-tiny/main.rs`): a static
+//! Builds the tiny container monitor (`frontends/monitor/src/main.rs`): a static
 //! program without libc that `crispd monitor` execs once the container is
 //! created (see `pods/monitor.rs`). Plain rustc, as scripts/bench builds
 //! its `stamp`: the workspace profile cannot set `panic = abort` for one
@@ -10,8 +10,8 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=monitor-tiny/main.rs");
-    println!("cargo:rerun-if-changed=monitor-tiny/logic.rs");
+    println!("cargo:rerun-if-changed=../monitor/src/main.rs");
+    println!("cargo:rerun-if-changed=../monitor/src/logic.rs");
     println!("cargo:rustc-check-cfg=cfg(tiny_monitor)");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
@@ -50,9 +50,9 @@ fn main() {
         ])
         .arg("-o")
         .arg(&out)
-        .arg("monitor-tiny/main.rs")
+        .arg("../monitor/src/main.rs")
         .status()
         .expect("run rustc for the tiny monitor");
-    assert!(status.success(), "building monitor-tiny/main.rs failed");
+    assert!(status.success(), "building ../monitor/src/main.rs failed");
     println!("cargo:rustc-cfg=tiny_monitor");
 }

@@ -135,25 +135,8 @@ pub struct ImagesConfig {
     pub registries: Vec<RegistryConfig>,
 }
 
-/// How to reach one registry, as named in image references.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RegistryConfig {
-    /// The registry as image names write it: "docker.io",
-    /// "registry.k8s.io", "127.0.0.1:5000".
-    pub host: String,
-    /// Endpoints tried first, in order, keeping the repository path and
-    /// tag ("http://127.0.0.1:5000", "https://mirror.example/prefix");
-    /// the registry itself is tried last. Credentials from a pull request
-    /// are sent only to the registry itself, never to a mirror.
-    pub mirrors: Vec<String>,
-    /// Plain HTTP instead of HTTPS. Unset: plain for localhost and
-    /// loopback addresses, HTTPS for everything else.
-    pub plain_http: Option<bool>,
-    /// PEM files of CA certificates trusted for this host, in addition to
-    /// the system's roots.
-    pub ca_files: Vec<PathBuf>,
-}
+/// How to reach one registry (`[[images.registries]]`): crisp-image's.
+pub use crisp_image::RegistryConfig;
 
 impl Default for ImagesConfig {
     fn default() -> Self {
@@ -212,6 +195,17 @@ impl Default for GrpcConfig {
 }
 
 impl Config {
+    /// The image store's and registry client's settings: the store in
+    /// `<state_dir>/images`, registries as `[images]` says.
+    pub fn image_settings(&self) -> crisp_image::Settings {
+        crisp_image::Settings {
+            store_dir: self.state_dir.join("images"),
+            connect_timeout_secs: self.images.connect_timeout_secs,
+            read_timeout_secs: self.images.read_timeout_secs,
+            registries: self.images.registries.clone(),
+        }
+    }
+
     /// Read `path`. A missing file is fine only when it is the default path
     /// (a node without a config file runs on defaults).
     pub fn load(path: Option<&Path>) -> Result<Self, String> {

@@ -339,7 +339,7 @@ mod tests {
             ..Default::default()
         };
         let config = Arc::new(config);
-        let images = Arc::new(crate::image::ImageService::new(&config).unwrap());
+        let images = Arc::new(crisp_image::ImageService::new(&config.image_settings()).unwrap());
         let host = Arc::new(Host::new(config, images).unwrap());
         CriHost::restore(host, Arc::default())
     }

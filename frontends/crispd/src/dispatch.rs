@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use crisp_core::grpc::server::{CallInfo, Server};
 use crisp_core::grpc::{Code, Status};
+use crisp_image::registry::Credentials;
+use crisp_image::ImageService;
 use crisp_proto::cri;
 use crisp_proto::methods::{Method, MethodDesc};
 use prost::Message;
@@ -16,8 +18,6 @@ use prost::Message;
 use crate::config::Config;
 use crate::cri_host::{self, CriHost};
 use crate::host::{self, CgroupMode};
-use crate::image::registry::Credentials;
-use crate::image::ImageService;
 use crate::persist;
 use crate::pods::{container, Host};
 use crate::policy::{Peer, Policy};
@@ -61,7 +61,7 @@ impl Dispatcher {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let mut images = ImageService::new(&config)?;
+        let mut images = ImageService::new(&config.image_settings())?;
         let in_use: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
         let users = Arc::clone(&in_use);
         images.set_in_use(Box::new(move |r| {

@@ -20,10 +20,11 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{LinuxPidsBuilder, Spec};
 use serde_json::json;
 
-use super::cgroup::{self, Cgroups};
-use super::rootfs::{self, Overlay};
-use super::spec::{container_spec, SpecInput};
-use super::{PodFiles, PodNamespaces, Stdio};
+use crisp_executor::cgroup::{self, Cgroups};
+use crisp_executor::rootfs::{self, Overlay};
+use crisp_executor::Stdio;
+
+use crate::oci_spec::{container_spec, PodFiles, PodNamespaces, SpecInput};
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -111,7 +112,7 @@ impl Fixture {
             target: rootfs.clone(),
         })
         .expect("mount overlay");
-        assert!(super::is_mounted(&rootfs));
+        assert!(crisp_executor::is_mounted(&rootfs));
 
         let pod = dir.join("pod");
         fs::create_dir_all(&pod).unwrap();
@@ -171,7 +172,7 @@ impl Drop for Fixture {
             .collect();
         rootfs::unmount(&self.rootfs).unwrap();
         rootfs::unmount(&self.rootfs).expect("unmount is idempotent");
-        let mounted = super::is_mounted(&self.dir);
+        let mounted = crisp_executor::is_mounted(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
         if !thread::panicking() {
             cg_removed.expect("remove cgroup");
@@ -241,7 +242,7 @@ impl Outcome {
 fn run_spec(spec: &Spec) -> Outcome {
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
-    let created = super::create(
+    let created = crisp_executor::create(
         spec,
         Stdio {
             stdin: None,
@@ -382,7 +383,7 @@ fn terminal_is_the_controlling_tty() {
     let spec = f.spec(&c);
     let pty = nix::pty::openpty(None, None).unwrap();
     let (_unused_r, unused_w) = pipe();
-    let created = super::create(
+    let created = crisp_executor::create(
         &spec,
         Stdio {
             stdin: None,
@@ -583,7 +584,7 @@ fn missing_executable_fails_create() {
     let (_out_r, out_w) = pipe();
     let (_err_r, err_w) = pipe();
     let spec = f.spec(&config(&["/bin/nope"]));
-    let err = super::create(
+    let err = crisp_executor::create(
         &spec,
         Stdio {
             stdin: None,
@@ -599,7 +600,7 @@ fn missing_executable_fails_create() {
     let spec = f.spec(&config(&["nope"]));
     let (_out_r, out_w) = pipe();
     let (_err_r, err_w) = pipe();
-    let err = super::create(
+    let err = crisp_executor::create(
         &spec,
         Stdio {
             stdin: None,
@@ -644,7 +645,7 @@ fn pids_limit_is_enforced() {
     linux.set_resources(Some(r));
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
-    let created = super::create(
+    let created = crisp_executor::create(
         &spec,
         Stdio {
             stdin: None,
@@ -677,7 +678,7 @@ fn exec_joins_a_running_container() {
     let (in_r, in_w) = pipe();
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
-    let created = super::create(
+    let created = crisp_executor::create(
         &spec,
         Stdio {
             stdin: Some(in_r),
@@ -715,7 +716,7 @@ fn exec_joins_a_running_container() {
         process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
         let (o_r, o_w) = pipe();
         let (e_r, e_w) = pipe();
-        let p = super::exec(
+        let p = crisp_executor::exec(
             pid,
             &spec,
             &process,
@@ -749,7 +750,7 @@ fn exec_joins_a_running_container() {
     process.set_args(Some(vec!["/bin/nope".into()]));
     let (_o_r, o_w) = pipe();
     let (_e_r, e_w) = pipe();
-    let e = super::exec(
+    let e = crisp_executor::exec(
         pid,
         &spec,
         &process,
@@ -795,7 +796,7 @@ fn overlay_of_layers(prefix: &str, count: usize) {
     let top = fs::read_to_string(target.join("top"));
     let f0 = fs::read_to_string(target.join("f0"));
     rootfs::unmount(&target).unwrap();
-    let left = super::is_mounted(&base);
+    let left = crisp_executor::is_mounted(&base);
     fs::remove_dir_all(&base).unwrap();
     mounted.expect("mount overlay");
     assert_eq!(top.unwrap(), (count - 1).to_string());

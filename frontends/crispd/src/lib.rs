@@ -1,10 +1,25 @@
-//! crispd's library target: the parts of the daemon that other crates
-//! (fuzz targets, benchmarks) reach. The daemon itself is `main.rs`.
+//! crispd: serves the Kubernetes CRI (gRPC over HTTP/2) on a Unix socket.
+//! This library is the daemon; `main.rs` parses the command line and
+//! calls into it.
+//!
+//! A reader following one call: `event_loop` accepts and polls sockets,
+//! `conn` feeds their bytes to the core's gRPC server state machine and
+//! writes its output, `dispatch` checks the caller and answers the method.
+//! The CRI's runtime calls go through `cri_host` to `pods`, which runs
+//! containers with `crisp_executor` from the OCI spec `oci_spec` makes;
+//! image calls go to `crisp_image`.
 
-pub mod image {
-    /// See `image/unpack.rs`.
-    pub mod unpack;
-}
-
-/// See `persist.rs` (the record files' slots are fuzzed).
+pub mod config;
+pub mod conn;
+pub mod cri_host;
+pub mod dispatch;
+pub mod event_loop;
+pub mod host;
+pub mod oci_spec;
 pub mod persist;
+pub mod pods;
+pub mod policy;
+pub mod workers;
+
+#[cfg(test)]
+mod executor_tests;

@@ -1,21 +1,5 @@
 //! crispd: serves the Kubernetes CRI (gRPC over HTTP/2) on a Unix socket.
-//!
-//! A reader following one call: `event_loop` accepts and polls sockets,
-//! `conn` feeds their bytes to the core's gRPC server state machine and
-//! writes its output, `dispatch` checks the caller and answers the method.
-
-mod config;
-mod conn;
-mod cri_host;
-mod dispatch;
-mod event_loop;
-mod executor;
-mod host;
-mod image;
-mod persist;
-mod pods;
-mod policy;
-mod workers;
+//! The command line; the daemon is the library (`lib.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use config::{Config, LogFormat};
+use crispd::config::{Config, LogFormat};
+use crispd::{event_loop, pods, policy};
 
 /// crisp's container runtime daemon: a CRI server for kubelet and crictl.
 /// Without a subcommand, crispd serves.
@@ -185,7 +170,7 @@ fn main() -> ExitCode {
 }
 
 fn import(config: &Config, path: &std::path::Path, name: Option<&str>) -> ExitCode {
-    match image::import_cli(config, path, name) {
+    match crisp_image::import_cli(&config.image_settings(), path, name) {
         Ok(imported) => {
             for i in imported {
                 println!("{} {}", i.id, i.names.join(" "));
@@ -200,8 +185,8 @@ fn import(config: &Config, path: &std::path::Path, name: Option<&str>) -> ExitCo
 }
 
 fn images(config: &Config) -> ExitCode {
-    let root = config.state_dir.join("images");
-    let records = match image::store::Store::open(&root).and_then(|s| s.records()) {
+    let root = config.image_settings().store_dir;
+    let records = match crisp_image::store::Store::open(&root).and_then(|s| s.records()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!(
@@ -211,7 +196,7 @@ fn images(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match image::print_table(&records, &mut std::io::stdout().lock()) {
+    match crisp_image::print_table(&records, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }

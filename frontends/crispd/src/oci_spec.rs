@@ -11,11 +11,28 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crisp_executor::{seccomp, Error, Spec};
 use crisp_proto::cri;
 use oci_spec::image::ImageConfiguration;
 use serde_json::{json, Value};
 
-use super::{plan, seccomp, Error, PodFiles, PodNamespaces, Spec};
+/// Paths of the pod's namespaces a container joins.
+#[derive(Clone, Debug, Default)]
+pub struct PodNamespaces {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    /// Set when the pod shares one PID namespace among its containers.
+    pub pid: Option<PathBuf>,
+}
+
+/// Files crispd writes per pod and bind-mounts into each container.
+#[derive(Clone, Debug, Default)]
+pub struct PodFiles {
+    pub hostname: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+}
 
 /// Everything the spec depends on besides the request itself.
 pub struct SpecInput<'a> {
@@ -306,7 +323,7 @@ struct GroupEntry {
 }
 
 fn read_in_root(root: &Path, path: &str) -> String {
-    fs::read_to_string(plan::resolve_in_root(root, Path::new(path), &[])).unwrap_or_default()
+    fs::read_to_string(crisp_executor::resolve_in_root(root, Path::new(path))).unwrap_or_default()
 }
 
 fn passwd(root: &Path) -> Vec<PasswdEntry> {

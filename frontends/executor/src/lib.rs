@@ -1,16 +1,17 @@
-//! The host side of a container: a small OCI runtime inside crispd.
+//! crisp's OCI runtime: runs a container from an OCI runtime [`Spec`]
+//! without runc. It knows the OCI runtime spec, not the CRI: crispd
+//! translates CRI requests into a spec (its `oci_spec` module).
 //!
-//! crispd turns a CRI `ContainerConfig` (plus the image's config and the
-//! pod's namespaces) into an OCI runtime [`Spec`] ([`spec`]), mounts the
-//! container's root filesystem ([`rootfs`]), and carries the spec out with
-//! nix syscalls: namespaces, mounts, pivot_root, capabilities, seccomp,
-//! rlimits, user and groups ([`create`]), in a cgroup ([`cgroup`]). A
-//! container is created stopped before `execve` and released by
-//! [`Created::start`], matching CRI's CreateContainer / StartContainer.
+//! The caller mounts the container's root filesystem ([`rootfs`]); this
+//! crate carries the spec out with nix syscalls: namespaces, mounts,
+//! pivot_root, capabilities, seccomp ([`seccomp`]), rlimits, user and
+//! groups ([`create`]), in a cgroup ([`cgroup`]). A container is created
+//! stopped before `execve` and released by [`Created::start`], matching
+//! CRI's CreateContainer / StartContainer; [`exec`] runs another process
+//! in a running container.
 //!
 //! The calling process becomes the container's parent: in crispd that is
 //! the container's monitor process, which outlives crispd restarts.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -23,7 +24,6 @@ mod child;
 mod plan;
 pub mod rootfs;
 pub mod seccomp;
-pub mod spec;
 
 /// Why a container could not be set up.
 #[derive(Debug)]
@@ -447,22 +447,12 @@ pub fn exec(
     }
 }
 
-/// Paths of the pod's namespaces a container joins.
-#[derive(Clone, Debug, Default)]
-pub struct PodNamespaces {
-    pub net: Option<PathBuf>,
-    pub ipc: Option<PathBuf>,
-    pub uts: Option<PathBuf>,
-    /// Set when the pod shares one PID namespace among its containers.
-    pub pid: Option<PathBuf>,
-}
-
-/// Files crispd writes per pod and bind-mounts into each container.
-#[derive(Clone, Debug, Default)]
-pub struct PodFiles {
-    pub hostname: Option<PathBuf>,
-    pub hosts: Option<PathBuf>,
-    pub resolv_conf: Option<PathBuf>,
+/// `path` (absolute, in the container) as a host path under the root
+/// filesystem `root`, following symlinks the way the container would see
+/// them (an absolute link target is relative to `root`, `..` never leaves
+/// it): where to read the image's `/etc/passwd`, for example.
+pub fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
+    plan::resolve_in_root(root, path, &[])
 }
 
 /// Whether anything is mounted at `path` or below it (for cleanup checks:
@@ -475,6 +465,3 @@ pub fn is_mounted(path: &Path) -> bool {
         .iter()
         .any(|(mount_point, _, _)| Path::new(mount_point).starts_with(path))
 }
-
-#[cfg(test)]
-mod tests;

@@ -7,7 +7,7 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
@@ -814,12 +814,6 @@ pub(crate) fn cgroup_fds(files: &[PathBuf], held: &mut Held) -> Result<Vec<libc:
                 })
         })
         .collect()
-}
-
-/// Whether `m` is a char/block device (for privileged containers' device
-/// lists).
-pub(crate) fn is_device(m: &fs::Metadata) -> bool {
-    m.file_type().is_char_device() || m.file_type().is_block_device()
 }
 
 #[cfg(test)]

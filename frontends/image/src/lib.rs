@@ -1,20 +1,23 @@
 //! The ImageService's host side: the registry client, the content store,
 //! the layer unpacker, pulls and offline imports. The CRI rules (how a
 //! name finds an image, filters, untag vs delete, platform choice) are in
-//! `crisp_core::cri::images`; this module does the I/O around them.
+//! `crisp_core::cri::images`; this crate does the I/O around them, with
+//! its own [`Settings`] (crispd makes them from its config).
 //!
 //! Every method here blocks (network, disk): dispatch runs them on the
 //! worker pool, never on the event loop.
 
 pub mod import;
 mod oci;
+mod persist;
 mod pull;
 pub mod registry;
+mod settings;
 pub mod store;
+/// The layer unpacker (fuzzed through `unpack::fuzz_unpack`).
+pub mod unpack;
 
-/// The unpacker lives in crispd's library target so that fuzz targets
-/// can reach it (`crispd::image::unpack::fuzz_unpack`).
-pub use crispd::image::unpack;
+pub use settings::{RegistryConfig, Settings};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,7 +30,6 @@ use crisp_core::cri::reference::Digest;
 use crisp_core::grpc::{Code, Status};
 use crisp_proto::cri;
 
-use crate::config::Config;
 use registry::{ErrorKind, Registries, RegistryError};
 use store::{ImageRecord, Store};
 
@@ -158,13 +160,13 @@ pub struct ImageService {
 }
 
 impl ImageService {
-    /// Open the store under `<state_dir>/images` and clean up after any
+    /// Open the store in `settings.store_dir` and clean up after any
     /// crash (temporaries, unreferenced content).
-    pub fn new(config: &Config) -> Result<Self, String> {
-        let root = config.state_dir.join("images");
-        let store = Store::open(&root)
+    pub fn new(settings: &Settings) -> Result<Self, String> {
+        let root = &settings.store_dir;
+        let store = Store::open(root)
             .map_err(|e| format!("cannot open the image store {}: {e}", root.display()))?;
-        let registries = Registries::new(&config.images)?;
+        let registries = Registries::new(settings)?;
         let svc = Self {
             store,
             registries,
@@ -436,11 +438,11 @@ fn human_size(n: u64) -> String {
 /// Import from the command line (`crispd import`): works whether or not
 /// a crispd is running on the same state directory.
 pub fn import_cli(
-    config: &Config,
+    settings: &Settings,
     path: &Path,
     name: Option<&str>,
 ) -> Result<Vec<import::Imported>, String> {
-    let svc = ImageService::new(config)?;
+    let svc = ImageService::new(settings)?;
     svc.import(path, name).map_err(|e| e.message)
 }
 

@@ -30,7 +30,7 @@ use base64::Engine as _;
 use crisp_core::cri::reference::DOCKER_HUB_API_HOST;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::config::ImagesConfig;
+use crate::Settings;
 
 /// Why a registry request failed; the message names the registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,13 +169,13 @@ pub struct Endpoint {
 
 /// Per-registry settings, resolved from the config.
 pub struct Registries {
-    config: ImagesConfig,
+    config: Settings,
     agents: Mutex<HashMap<(String, bool), ureq::Agent>>,
     system_roots: OnceLock<Arc<Vec<Certificate<'static>>>>,
 }
 
 impl Registries {
-    pub fn new(config: &ImagesConfig) -> Result<Self, String> {
+    pub fn new(config: &Settings) -> Result<Self, String> {
         for r in &config.registries {
             if r.host.is_empty() {
                 return Err("[[images.registries]] entry without host".into());
@@ -752,7 +752,16 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RegistryConfig;
+    use crate::RegistryConfig;
+
+    fn settings(registries: Vec<RegistryConfig>) -> Settings {
+        Settings {
+            store_dir: std::path::PathBuf::new(),
+            connect_timeout_secs: 15,
+            read_timeout_secs: 60,
+            registries,
+        }
+    }
 
     #[test]
     fn challenges() {
@@ -797,17 +806,14 @@ mod tests {
 
     #[test]
     fn endpoints_mirrors_first() {
-        let config = ImagesConfig {
-            registries: vec![RegistryConfig {
-                host: "registry.k8s.io".into(),
-                mirrors: vec![
-                    "127.0.0.1:5000".into(),
-                    "https://mirror.example/cache/".into(),
-                ],
-                ..RegistryConfig::default()
-            }],
-            ..ImagesConfig::default()
-        };
+        let config = settings(vec![RegistryConfig {
+            host: "registry.k8s.io".into(),
+            mirrors: vec![
+                "127.0.0.1:5000".into(),
+                "https://mirror.example/cache/".into(),
+            ],
+            ..RegistryConfig::default()
+        }]);
         let r = Registries::new(&config).unwrap();
         let eps = r.endpoints("registry.k8s.io").unwrap();
         let bases: Vec<_> = eps.iter().map(|e| (e.base.as_str(), e.is_mirror)).collect();
@@ -827,24 +833,18 @@ mod tests {
 
     #[test]
     fn bad_config_is_refused() {
-        let config = ImagesConfig {
-            registries: vec![RegistryConfig {
-                host: "x".into(),
-                mirrors: vec!["ftp://m".into()],
-                ..RegistryConfig::default()
-            }],
-            ..ImagesConfig::default()
-        };
+        let config = settings(vec![RegistryConfig {
+            host: "x".into(),
+            mirrors: vec!["ftp://m".into()],
+            ..RegistryConfig::default()
+        }]);
         assert!(Registries::new(&config).is_err());
 
-        let config = ImagesConfig {
-            registries: vec![RegistryConfig {
-                host: "x".into(),
-                ca_files: vec!["/nonexistent/ca.pem".into()],
-                ..RegistryConfig::default()
-            }],
-            ..ImagesConfig::default()
-        };
+        let config = settings(vec![RegistryConfig {
+            host: "x".into(),
+            ca_files: vec!["/nonexistent/ca.pem".into()],
+            ..RegistryConfig::default()
+        }]);
         let err = Registries::new(&config).err().expect("refused");
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use crisp_core::cri::{Exit, Observed, UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON};
 use crisp_core::grpc::Status;
+use crisp_executor::{self as executor, rootfs};
 use crisp_proto::cri;
 use serde::{Deserialize, Serialize};
 
 use super::monitor::ExitFile;
 use super::{container_cgroup, exec_status, internal, remove_tree, sandbox, Host};
-use crate::executor::{self, rootfs, spec, PodFiles, PodNamespaces};
+use crate::oci_spec::{self as spec, PodFiles, PodNamespaces};
 
 /// What crispd keeps about a container next to its monitor.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -25,12 +25,13 @@ use std::sync::Arc;
 
 use crisp_core::cri::{Action, Observation, Outcome, Record, RecordKey};
 use crisp_core::grpc::Status;
+use crisp_executor::cgroup::{self, Cgroups};
+use crisp_executor::seccomp;
+use crisp_image::ImageService;
 use prost::Message;
 
 use crate::config::Config;
-use crate::executor::cgroup::{self, Cgroups};
-use crate::executor::{seccomp, spec};
-use crate::image::ImageService;
+use crate::oci_spec as spec;
 use crate::persist;
 
 /// Compile the RuntimeDefault profile (for the default capabilities) once,
@@ -315,7 +316,7 @@ pub fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Stat
 
 /// The executor's errors: its "not implemented yet" placeholders answer
 /// UNIMPLEMENTED (never a fake success), the rest INTERNAL.
-pub fn exec_status(what: &str, e: &crate::executor::Error) -> Status {
+pub fn exec_status(what: &str, e: &crisp_executor::Error) -> Status {
     if e.context.contains("not implemented") {
         Status::unimplemented(format!("{what}: {e} (crisp's executor is not merged yet)"))
     } else {

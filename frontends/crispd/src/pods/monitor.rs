@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Once the container is created and the socket bound, this process execs
-//! the tiny monitor (`monitor-tiny/main.rs`, see `tiny` below), which carries
+//! the tiny monitor (`frontends/monitor/src/main.rs`, see `tiny` below), which carries
 //! on with the same descriptors, files and protocol in ~1/50 of the memory;
 //! the threads below run only where it cannot (another architecture,
 //! `CRISP_STD_MONITOR` set, or a failed exec).
@@ -42,7 +42,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::now_ns;
-use crate::executor;
+use crisp_executor as executor;
 
 /// `dir` opened as a path-only descriptor and `name` addressed through
 /// it: an address of at most 35 bytes, whatever `dir`'s length. The
@@ -409,7 +409,7 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The tiny monitor (`monitor-tiny/main.rs`, built by build.rs): a static
+/// The tiny monitor (`frontends/monitor/src/main.rs`, built by build.rs): a static
 /// program without libc that does this module's steady-state work (log
 /// pumps, requests, reaping, `exit.json`) in one thread with ~1/20 of the
 /// memory. It is embedded in crispd and run from a sealed memfd, so that
@@ -429,7 +429,7 @@ mod tiny {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
     use nix::sys::memfd::{memfd_create, MFdFlags};
 
-    use crate::executor;
+    use crisp_executor as executor;
 
     static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crispd-monitor"));
 
@@ -627,9 +627,7 @@ fn answer(req: &str, shared: &Shared) -> String {
 
 /// The tiny monitor's pure parts, held to this module's code below.
 #[cfg(test)]
-#[path = "../../monitor-tiny/logic.rs"]
-#[allow(dead_code)]
-mod tiny_logic;
+use crisp_monitor as tiny_logic;
 
 #[cfg(test)]
 mod tests {

@@ -331,7 +331,7 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
 
 /// `crispd sandbox`: runs already inside the pod's new namespaces (the
 /// parent unshared them before exec). Joins the holder's `cgroup`
-/// (single-threaded, through [`crate::executor::cgroup::Cgroups::self_attach_files`]: no RCU
+/// (single-threaded, through [`crisp_executor::cgroup::Cgroups::self_attach_files`]: no RCU
 /// grace period on cgroup v1, unlike crispd writing the holder's pid to
 /// `cgroup.procs`), sets the hostname and sysctls, forks the holder (PID 1 of a new PID namespace with `pid_ns`), reports
 /// `ready <holder pid>` or `error <why>` on stdout, and exits; the holder
@@ -348,7 +348,7 @@ pub fn main(
         ExitCode::FAILURE
     };
     if let Some(path) = cgroup {
-        let cg = match crate::executor::cgroup::detect() {
+        let cg = match crisp_executor::cgroup::detect() {
             Ok(cg) => cg,
             Err(e) => return fail(format!("cgroups: {e}")),
         };

@@ -260,7 +260,7 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // What every container needs, done while we wait.
-    let _ = crate::executor::cgroup::detect();
+    let _ = crisp_executor::cgroup::detect();
     let mut line = String::new();
     match std::io::stdin().read_line(&mut line) {
         Ok(0) | Err(_) => return ExitCode::SUCCESS,
