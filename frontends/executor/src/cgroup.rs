@@ -23,12 +23,18 @@ use super::Error;
 /// Usage figures for stats calls.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Usage {
+    /// CPU time used, in nanoseconds.
     pub cpu_usage_ns: u64,
+    /// Memory charged to the cgroup, page cache included.
     pub memory_usage_bytes: u64,
+    /// Usage less inactive file pages, as kubelet computes it.
     pub memory_working_set_bytes: u64,
+    /// Processes (and threads) in the cgroup.
     pub pids: u64,
 }
 
+/// A cgroup hierarchy (v1 or v2) that creates, fills, limits, measures
+/// and removes cgroups named by paths relative to its root.
 pub trait Cgroups: Send + Sync {
     /// Create the cgroup `path` (relative to the root) with `resources`.
     fn create(&self, path: &str, resources: &LinuxResources) -> Result<(), Error>;
@@ -36,6 +42,7 @@ pub trait Cgroups: Send + Sync {
     fn add(&self, path: &str, pid: i32) -> Result<(), Error>;
     /// Apply changed limits to a live cgroup (UpdateContainerResources).
     fn update(&self, path: &str, resources: &LinuxResources) -> Result<(), Error>;
+    /// What the cgroup uses now (stats calls).
     fn usage(&self, path: &str) -> Result<Usage, Error>;
     /// Whether the kernel OOM-killed a process in the cgroup.
     fn oom_killed(&self, path: &str) -> bool;
@@ -157,6 +164,7 @@ fn rmdir_retry(dir: &Path) -> Result<(), Error> {
 /// One cgroup v1 hierarchy: where it is mounted, which controllers it has.
 #[derive(Clone, Debug)]
 pub struct Hierarchy {
+    /// Where the hierarchy is mounted.
     pub mount: PathBuf,
     /// `cpu`, `memory`, ..., or `name=systemd` for a named hierarchy.
     pub controllers: Vec<String>,
@@ -165,6 +173,7 @@ pub struct Hierarchy {
 /// cgroup v1: one directory per hierarchy.
 #[derive(Clone, Debug)]
 pub struct V1 {
+    /// Every mounted hierarchy.
     pub hierarchies: Vec<Hierarchy>,
 }
 
@@ -469,6 +478,8 @@ impl Cgroups for V1 {
 /// cgroup v2: one unified tree.
 #[derive(Clone, Debug)]
 pub struct V2 {
+    /// Where the unified hierarchy is mounted: `/sys/fs/cgroup`, or the
+    /// `unified` mount of a hybrid v1 host.
     pub root: PathBuf,
 }
 
@@ -482,6 +493,7 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 }
 
 impl V2 {
+    /// The unified hierarchy at `root`.
     pub fn at(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! crisp's OCI runtime: runs a container from an OCI runtime [`Spec`]
 //! without runc. It knows the OCI runtime spec, not the CRI: crispd
 //! translates CRI requests into a spec (its `oci_spec` module).
@@ -28,11 +29,14 @@ pub mod seccomp;
 /// Why a container could not be set up.
 #[derive(Debug)]
 pub struct Error {
+    /// What failed, e.g. `mount /proc` or `exec: "sh"`.
     pub context: String,
+    /// The system call's error, when one failed.
     pub errno: Option<nix::errno::Errno>,
 }
 
 impl Error {
+    /// An error without an errno.
     pub fn new(context: impl Into<String>) -> Self {
         Self {
             context: context.into(),
@@ -55,8 +59,11 @@ impl std::error::Error for Error {}
 /// Where the container's standard streams go. With `terminal` set in the
 /// spec, `stdout` is the pty's replica side and the others are ignored.
 pub struct Stdio {
+    /// The container's stdin; `None`: `/dev/null`.
     pub stdin: Option<OwnedFd>,
+    /// The container's stdout (or the pty replica).
     pub stdout: OwnedFd,
+    /// The container's stderr.
     pub stderr: OwnedFd,
 }
 
@@ -69,6 +76,8 @@ pub struct Stdio {
 /// makes the process exit with status 1 without running anything; it still
 /// has to be reaped.
 pub struct Created {
+    /// The container's init, as the caller's child (its pid in the
+    /// caller's PID namespace).
     pub pid: nix::unistd::Pid,
     /// Writing one byte here (then closing it) lets the process exec.
     start: OwnedFd,
@@ -79,7 +88,7 @@ pub struct Created {
 
 impl Created {
     /// The start and report descriptors, for a monitor that hands them to
-    /// the program it execs (`pods::monitor`'s tiny monitor), which then
+    /// the program it execs (crispd's tiny monitor), which then
     /// does what [`Created::start`] does.
     pub fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
         (self.start.as_fd(), self.sync.as_fd())

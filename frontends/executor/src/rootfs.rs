@@ -11,11 +11,16 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::Error;
 
+/// An overlay filesystem for a container's root: read-only image layers
+/// under a writable layer.
 pub struct Overlay {
     /// Image layers, topmost first.
     pub lower: Vec<PathBuf>,
+    /// The writable layer (overlayfs `upperdir`).
     pub upper: PathBuf,
+    /// overlayfs's scratch directory (`workdir`), on the upper's filesystem.
     pub work: PathBuf,
+    /// Where the overlay is mounted.
     pub target: PathBuf,
 }
 

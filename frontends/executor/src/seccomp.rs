@@ -633,6 +633,7 @@ pub fn load_profile(path: &Path, caps: &HashSet<String>) -> Result<LinuxSeccomp,
         .map_err(|e| Error::new(format!("seccomp profile {}: {e}", path.display())))
 }
 
+/// [`load_profile`] on the profile's text.
 pub fn parse_profile(text: &str, caps: &HashSet<String>) -> Result<LinuxSeccomp, String> {
     let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let obj = v.as_object_mut().ok_or("not a JSON object")?;
