@@ -590,7 +590,7 @@ pub fn update_resources(
     if r.memory_swap_limit_in_bytes != 0 {
         mem.insert("swap".into(), r.memory_swap_limit_in_bytes.into());
     } else if r.memory_limit_in_bytes > 0 {
-        // No swap unless asked for, as at creation (executor::spec): on
+        // No swap unless asked for, as at creation (oci_spec): on
         // cgroup v1 a limit above the old memory+swap limit is refused.
         mem.insert("swap".into(), r.memory_limit_in_bytes.into());
     }
