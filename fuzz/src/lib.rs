@@ -1,5 +1,5 @@
-//! Fuzz targets for crisp-core, crisp-proto, crispd's layer unpacker and
-//! its record files.
+//! Fuzz targets for crisp-core, crisp-proto, crisp-image's layer unpacker
+//! and crispd's record files.
 //!
 //! Each target is a plain function over bytes so that the libFuzzer
 //! binaries in `fuzz_targets/` and the corpus replay test in

@@ -1,7 +1,7 @@
-//! crispd's image layer unpacker on arbitrary archives: unpacked into a
+//! crisp-image's layer unpacker on arbitrary archives: unpacked into a
 //! scratch directory, nothing may appear outside it (`fuzz_unpack` checks
 //! and panics otherwise).
 
 pub fn image_unpack(data: &[u8]) {
-    crispd::image::unpack::fuzz_unpack(data);
+    crisp_image::unpack::fuzz_unpack(data);
 }
