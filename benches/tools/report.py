@@ -450,7 +450,7 @@ if bd:
 w("")
 if hc.get("monitor_kind") == "tiny":
     w("Each monitor is `crispd monitor` only until its container is created; it then execs the tiny monitor")
-    w("(`frontends/mio/monitor-tiny/`, a static no_std program without libc, embedded in crispd and run from a")
+    w("(`frontends/monitor/`, a static no_std program without libc, embedded in crispd and run from a")
     w("memfd), which keeps the descriptors and the pid, so the container stays its child: one thread, a few")
     w("pages of code and its buffers.")
     w("")
