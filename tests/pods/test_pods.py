@@ -294,6 +294,19 @@ mirrors = ["http://{registry.host}"]
         st = client.img.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=name)), timeout=10).image
         assert st.id == image_id, name
 
+    events, calls = [], []
+
+    def listen():
+        call = client.rt.GetContainerEvents(pb.GetEventsRequest())
+        calls.append(call)
+        try:
+            events.extend(call)
+        except grpc.RpcError:
+            pass
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    it.wait_until("subscriber", lambda: calls)
     pod, cfg = client.runp("ids")
     created = {}
     # As kubelet creates containers: the image ID, and the name the user
@@ -320,6 +333,17 @@ mirrors = ["http://{registry.host}"]
         assert (st.image.image, st.image_ref) == expect[ctr], ctr
     by_id = client.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=created["by-id"]), timeout=10).status
     assert by_id.image.user_specified_image == mirrored
+    # GetContainerEvents carries the same statuses.
+    started = it.wait_until(
+        "the started event",
+        lambda: [e for e in list(events) if e.container_id == created["by-id"] and e.container_event_type == pb.CONTAINER_STARTED_EVENT],
+    )[0]
+    in_event = {st.id: st for st in started.containers_statuses}
+    for ctr, cid in created.items():
+        assert in_event[cid].image_id == image_id, ctr
+        assert (in_event[cid].image.image, in_event[cid].image_ref) == expect[ctr], ctr
+    calls[0].cancel()
+    listener.join(10)
 
     # An image a container uses is not removed, by any of its names.
     for name in [other, image_id]:
