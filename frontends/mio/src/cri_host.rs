@@ -87,7 +87,10 @@ impl CriHost {
     /// later through [`CriHost::replies`].
     pub fn handle(&mut self, conn: usize, call: u32, req: Request) -> Option<Reply> {
         match self.rt.handle(req, pods::now_ns()) {
-            Handled::Done(r) => Some(r.map(|r| r.encode_to_vec())),
+            Handled::Done(r) => Some(r.map(|mut r| {
+                self.name_images(&mut r);
+                r.encode_to_vec()
+            })),
             Handled::Pending(id) => {
                 self.waiting.insert(id, (conn, call));
                 None
@@ -146,11 +149,17 @@ impl CriHost {
         }
         while let Some((id, reply)) = self.rt.poll_reply() {
             if let Some((conn, call)) = self.waiting.remove(&id) {
-                self.replies
-                    .push((conn, call, reply.map(|r| r.encode_to_vec())));
+                let reply = reply.map(|mut r| {
+                    self.name_images(&mut r);
+                    r.encode_to_vec()
+                });
+                self.replies.push((conn, call, reply));
             }
         }
-        while let Some(ev) = self.rt.poll_event() {
+        while let Some(mut ev) = self.rt.poll_event() {
+            for st in &mut ev.containers_statuses {
+                self.name_image(st);
+            }
             self.events.push(ev.encode_to_vec());
         }
         let mut unwatched = Vec::new();
@@ -219,6 +228,23 @@ impl CriHost {
             }
         }
         failed
+    }
+
+    /// Container statuses name their image by a tag and a repo digest, as
+    /// containerd's do (`images::fill_container_status`); the state
+    /// machine knows only the image's ID.
+    fn name_images(&self, resp: &mut crisp_core::cri::Response) {
+        if let crisp_core::cri::Response::ContainerStatus(r) = resp {
+            if let Some(st) = r.status.as_mut() {
+                self.name_image(st);
+            }
+        }
+    }
+
+    fn name_image(&self, status: &mut cri::ContainerStatus) {
+        if let Some(names) = self.host.images.names_of(&status.image_id) {
+            crisp_core::cri::images::fill_container_status(status, &names);
+        }
     }
 
     fn update_in_use(&mut self) {
