@@ -154,7 +154,10 @@ mod tests;
 use crisp_proto::cri;
 
 pub use ids::{hex_id, is_valid_id, IdSource, SeqIds, ID_LEN, MAX_DRAWS};
-pub use query::{matches_labels, COMPLETED_REASON, ERROR_REASON};
+pub use query::{
+    matches_labels, stream_batches, COMPLETED_REASON, ERROR_REASON, STREAM_BATCH_BYTES,
+    STREAM_BATCH_ITEMS,
+};
 pub use record::{
     ContainerRecord, Observation, Observed, PodPhase, PodRecord, Record, RecordKey, RecordKind,
 };

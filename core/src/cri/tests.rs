@@ -1380,6 +1380,128 @@ fn lookups_take_unique_prefixes() {
 }
 
 #[test]
+fn stream_twins_answer_what_their_lists_do() {
+    let mut h = H::with(Runtime::new(fixed_ids(&[0x11, 0x12, 0x21, 0x22])));
+    let p1 = h.run_pod("a");
+    let p2 = h.run_pod("b");
+    let c1 = h.running(&p1, "x");
+    let c2 = h.create(&p2, "y");
+    let sel = |k: &str, v: &str| [(k.to_owned(), v.to_owned())].into();
+    let pods = Some(cri::PodSandboxFilter {
+        label_selector: sel("app", "b"),
+        ..Default::default()
+    });
+    let ctrs = Some(cri::ContainerFilter {
+        pod_sandbox_id: p1.clone(),
+        ..Default::default()
+    });
+    let cases = [
+        (
+            Method::StreamPodSandboxes,
+            cri::StreamPodSandboxesRequest {
+                filter: pods.clone(),
+            }
+            .encode_to_vec(),
+            Request::ListPodSandbox(cri::ListPodSandboxRequest { filter: pods }),
+        ),
+        (
+            Method::StreamContainers,
+            cri::StreamContainersRequest {
+                filter: ctrs.clone(),
+            }
+            .encode_to_vec(),
+            Request::ListContainers(cri::ListContainersRequest { filter: ctrs }),
+        ),
+        (
+            Method::StreamContainerStats,
+            Vec::new(),
+            Request::ListContainerStats(Default::default()),
+        ),
+        (
+            Method::StreamPodSandboxStats,
+            Vec::new(),
+            Request::ListPodSandboxStats(Default::default()),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (method, buf, list) in cases {
+        let twin = Request::decode_stream(method, &buf).unwrap().unwrap();
+        assert_eq!(twin, list, "{method:?}");
+        let Handled::Done(Ok(listed)) = h.rt.handle(list, h.now) else {
+            panic!("{method:?} is answered at once")
+        };
+        let batches = listed.clone().encode_stream().unwrap();
+        assert_eq!(
+            batches.len(),
+            1,
+            "{method:?}: a short listing is one message"
+        );
+        let got: Vec<String> = match listed {
+            Response::ListPodSandbox(r) => {
+                let s = cri::StreamPodSandboxesResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.pod_sandboxes, r.items);
+                r.items.into_iter().map(|p| p.id).collect()
+            }
+            Response::ListContainers(r) => {
+                let s = cri::StreamContainersResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.containers, r.containers);
+                r.containers.into_iter().map(|c| c.id).collect()
+            }
+            Response::ListContainerStats(r) => {
+                let s = cri::StreamContainerStatsResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.container_stats, r.stats);
+                r.stats
+                    .into_iter()
+                    .map(|c| c.attributes.unwrap().id)
+                    .collect()
+            }
+            Response::ListPodSandboxStats(r) => {
+                let s = cri::StreamPodSandboxStatsResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.pod_sandbox_stats, r.stats);
+                r.stats
+                    .into_iter()
+                    .map(|p| p.attributes.unwrap().id)
+                    .collect()
+            }
+            other => panic!("{other:?}"),
+        };
+        ids.push(got);
+    }
+    assert_eq!(
+        ids,
+        [
+            vec![p2.clone()],
+            vec![c1.clone()],
+            vec![c1.clone(), c2.clone()],
+            vec![p1.clone(), p2.clone()]
+        ]
+    );
+    // Nothing matches: no message at all.
+    let none = Request::ListContainers(cri::ListContainersRequest {
+        filter: Some(cri::ContainerFilter {
+            id: "99".into(),
+            ..Default::default()
+        }),
+    });
+    let Handled::Done(Ok(listed)) = h.rt.handle(none, h.now) else {
+        panic!()
+    };
+    assert!(listed.encode_stream().unwrap().is_empty());
+    // Other methods and responses have no stream twin; garbage is refused.
+    assert!(Request::decode_stream(Method::ListContainers, &[]).is_none());
+    let bad = Request::decode_stream(Method::StreamContainers, &[0xff]).unwrap();
+    assert_eq!(bad.unwrap_err().code, Code::InvalidArgument);
+    let status = Request::PodSandboxStatus(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: p1,
+        verbose: false,
+    });
+    let Handled::Done(Ok(resp)) = h.rt.handle(status, h.now) else {
+        panic!()
+    };
+    assert!(resp.encode_stream().is_none());
+}
+
+#[test]
 fn list_filters() {
     let mut h = H::with(Runtime::new(fixed_ids(&[0x11, 0x12, 0x21, 0x22, 0x23])));
     let p1 = h.run_pod("a");
