@@ -13,6 +13,7 @@ use crisp_core::grpc::Status;
 use crisp_proto::cri;
 use prost::Message;
 
+use crate::metrics;
 use crate::pods::{self, container, Host};
 use crate::workers::{caught, Done, Reply, Workers};
 
@@ -297,24 +298,40 @@ fn action_name(action: &Action) -> &'static str {
     }
 }
 
-/// Fill the usage numbers of stats skeletons from the host (on a worker).
+/// Fill the usage numbers of a stats response's skeletons from the host
+/// (on a worker); other responses are left as they are.
+pub fn fill_stats(host: &Host, resp: &mut crisp_core::cri::Response) {
+    use crisp_core::cri::Response;
+    match resp {
+        Response::ContainerStats(r) => r
+            .stats
+            .iter_mut()
+            .for_each(|s| fill_container_stats(host, s)),
+        Response::ListContainerStats(r) => r
+            .stats
+            .iter_mut()
+            .for_each(|s| fill_container_stats(host, s)),
+        Response::PodSandboxStats(r) => r.stats.iter_mut().for_each(|s| fill_pod_stats(host, s)),
+        Response::ListPodSandboxStats(r) => {
+            r.stats.iter_mut().for_each(|s| fill_pod_stats(host, s))
+        }
+        _ => {}
+    }
+}
+
+/// Fill the usage numbers of stats skeletons from the host (on a worker):
+/// CPU, memory and IO pressure from the container's cgroup, and its
+/// writable layer.
 pub fn fill_container_stats(host: &Host, s: &mut cri::ContainerStats) {
     let Some(id) = s.attributes.as_ref().map(|a| a.id.clone()) else {
         return;
     };
     let now = pods::now_ns();
     if let Some(meta) = container::read_meta(host, &id) {
-        let (cpu, mem) = pods::cgroup_usage(host, &meta.cgroup);
-        s.cpu = cpu.map(|v| cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
-        s.memory = mem.map(|v| cri::MemoryUsage {
-            timestamp: now,
-            working_set_bytes: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
+        match host.cgroups.stats(&meta.cgroup) {
+            Ok(st) => (s.cpu, s.memory, s.io) = metrics::usage(&st, now),
+            Err(e) => tracing::debug!(cgroup = meta.cgroup, error = %e, "cgroup stats"),
+        }
     }
     let (bytes, inodes) = container::writable_usage(host, &id);
     s.writable_layer = Some(cri::FilesystemUsage {
@@ -327,6 +344,8 @@ pub fn fill_container_stats(host: &Host, s: &mut cri::ContainerStats) {
     });
 }
 
+/// The pod's figures: its cgroup's (as a container's), its network
+/// namespace's counters, and each container's.
 pub fn fill_pod_stats(host: &Host, s: &mut cri::PodSandboxStats) {
     let Some(id) = s.attributes.as_ref().map(|a| a.id.clone()) else {
         return;
@@ -334,18 +353,18 @@ pub fn fill_pod_stats(host: &Host, s: &mut cri::PodSandboxStats) {
     let now = pods::now_ns();
     let linux = s.linux.get_or_insert_with(Default::default);
     if let Some(meta) = pods::sandbox::read_meta(host, &id) {
-        let (cpu, mem) = pods::cgroup_usage(host, &meta.pod_cgroup);
-        linux.cpu = cpu.map(|v| cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
-        linux.memory = mem.map(|v| cri::MemoryUsage {
-            timestamp: now,
-            working_set_bytes: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
+        match host.cgroups.stats(&meta.pod_cgroup) {
+            Ok(st) => {
+                (linux.cpu, linux.memory, linux.io) = metrics::usage(&st, now);
+                linux.process = st.pids.map(|n| cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: Some(cri::UInt64Value { value: n }),
+                });
+            }
+            Err(e) => tracing::debug!(cgroup = meta.pod_cgroup, error = %e, "cgroup stats"),
+        }
     }
+    linux.network = metrics::pod_network(host, &id).map(|n| metrics::network_usage(n, now));
     for c in &mut linux.containers {
         fill_container_stats(host, c);
     }

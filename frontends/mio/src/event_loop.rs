@@ -214,6 +214,12 @@ impl Daemon {
                             touched.push(conn);
                         }
                     }
+                    Done::Stream { conn, call, reply } => {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.complete_stream(call, reply);
+                            touched.push(conn);
+                        }
+                    }
                     Done::Action { id, outcome } => self.cri.outcome(id, outcome),
                     Done::Notice(n) => self.cri.notice(n),
                 }

@@ -12,6 +12,7 @@ mod event_loop;
 mod executor;
 mod host;
 mod image;
+mod metrics;
 mod persist;
 mod pods;
 mod policy;

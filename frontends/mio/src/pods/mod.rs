@@ -288,18 +288,6 @@ pub fn container_cgroup(pod_cgroup: &str, ctr_id: &str) -> String {
     format!("{pod_cgroup}/crisp-{ctr_id}")
 }
 
-/// CPU time (ns) and memory working set (bytes) of a cgroup, for stats;
-/// `None` where the host cannot say.
-pub fn cgroup_usage(host: &Host, path: &str) -> (Option<u64>, Option<u64>) {
-    match host.cgroups.usage(path) {
-        Ok(u) => (Some(u.cpu_usage_ns), Some(u.memory_working_set_bytes)),
-        Err(e) => {
-            tracing::debug!(cgroup = path, error = %e, "cgroup usage");
-            (None, None)
-        }
-    }
-}
-
 /// Unix nanoseconds now.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
