@@ -202,6 +202,10 @@ def test_list_filters(client, registry, images):
     # StreamImages answers the same.
     assert {i.id for i in client.stream()} == {images.busybox.id, images.user.id}
     assert [i.id for i in client.stream(images.user.id)] == [images.user.id]
+    # Nothing matches: no message at all (batches hold at least one item).
+    req = client.pb.StreamImagesRequest()
+    req.filter.image.image = "docker.io/library/nothing:1"
+    assert list(client.stub.StreamImages(req, timeout=60)) == []
 
 
 def test_user_from_the_config(client, registry, images):
