@@ -297,14 +297,12 @@ impl Dispatcher {
                     Ok(resp)
                 })
             }
-            req if shape == Shape::Stream => match cri.query(req) {
-                Ok(resp) => match shape.encode(resp) {
-                    Ok(Encoded::Stream(messages)) => Handled::Stream(messages),
-                    Ok(Encoded::One(bytes)) => Handled::Reply(Ok(bytes)),
+            req if shape == Shape::Stream => {
+                match cri.query(req).and_then(|resp| shape.messages(resp)) {
+                    Ok(messages) => Handled::Stream(messages),
                     Err(s) => Handled::Reply(Err(s)),
-                },
-                Err(s) => Handled::Reply(Err(s)),
-            },
+                }
+            }
             req => match cri.handle(conn, call, req) {
                 Some(reply) => Handled::Reply(reply),
                 None => Handled::Deferred,
@@ -353,29 +351,16 @@ impl Dispatcher {
                 _ => HashMap::new(),
             };
         let host = Arc::clone(&self.host);
-        let job = move || metrics::pod_metrics(&host, pods, &images);
-        let submitted = match shape {
-            Shape::List => workers.submit(conn, call, move || {
-                Ok(cri::ListPodSandboxMetricsResponse { pod_metrics: job() }.encode_to_vec())
-            }),
-            Shape::Stream => workers.submit_stream(conn, call, move || {
-                Ok(crisp_core::cri::stream_batches(job())
-                    .into_iter()
-                    .map(|pod_sandbox_metrics| {
-                        cri::StreamPodSandboxMetricsResponse {
-                            pod_sandbox_metrics,
-                        }
-                        .encode_to_vec()
-                    })
-                    .collect())
-            }),
-        };
-        match submitted {
-            Ok(()) => Handled::Deferred,
-            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-                "crispd's worker queue is full",
-            ))),
-        }
+        submit_items(
+            workers,
+            (conn, call),
+            shape,
+            move || Ok(metrics::pod_metrics(&host, pods, &images)),
+            |pod_metrics| cri::ListPodSandboxMetricsResponse { pod_metrics },
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )
     }
 
     /// ListImages and StreamImages: one listing, answered whole or in
@@ -402,24 +387,14 @@ impl Dispatcher {
             .map(|s| s.image)
             .unwrap_or_default();
         let images = Arc::clone(&self.images);
-        let job = move || images.list(&filter).map_err(|e| e.to_status());
-        let submitted = match shape {
-            Shape::List => workers.submit(conn, call, move || {
-                Ok(cri::ListImagesResponse { images: job()? }.encode_to_vec())
-            }),
-            Shape::Stream => workers.submit_stream(conn, call, move || {
-                Ok(crisp_core::cri::stream_batches(job()?)
-                    .into_iter()
-                    .map(|images| cri::StreamImagesResponse { images }.encode_to_vec())
-                    .collect())
-            }),
-        };
-        match submitted {
-            Ok(()) => Handled::Deferred,
-            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-                "crispd's worker queue is full",
-            ))),
-        }
+        submit_items(
+            workers,
+            (conn, call),
+            shape,
+            move || images.list(&filter).map_err(|e| e.to_status()),
+            |images| cri::ListImagesResponse { images },
+            |images| cri::StreamImagesResponse { images },
+        )
     }
 
     /// The ImageService: decode here, do the work (network, disk) on a
@@ -579,19 +554,50 @@ enum Shape {
     Stream,
 }
 
-enum Encoded {
-    One(Vec<u8>),
-    Stream(Vec<Vec<u8>>),
-}
-
 impl Shape {
-    fn encode(self, resp: crisp_core::cri::Response) -> Result<Encoded, Status> {
+    /// The messages that answer a listing in this shape: the one `List*`
+    /// message, or the `Stream*` batches (on the wire, a unary answer is
+    /// a stream of one message).
+    fn messages(self, resp: crisp_core::cri::Response) -> Result<Vec<Vec<u8>>, Status> {
         match self {
-            Shape::List => Ok(Encoded::One(resp.encode_to_vec())),
-            Shape::Stream => resp.encode_stream().map(Encoded::Stream).ok_or_else(|| {
+            Shape::List => Ok(vec![resp.encode_to_vec()]),
+            Shape::Stream => resp.encode_stream().ok_or_else(|| {
                 Status::internal("crispd answered a stream with a response that is no listing")
             }),
         }
+    }
+}
+
+/// Run `job` on a worker; answer the call (`conn`, `call`) with its items
+/// as one `List*` message (`list`) or in `Stream*` batches (`stream`).
+fn submit_items<T, L, S>(
+    workers: &Workers,
+    (conn, call): (usize, u32),
+    shape: Shape,
+    job: impl FnOnce() -> Result<Vec<T>, Status> + Send + 'static,
+    list: impl FnOnce(Vec<T>) -> L + Send + 'static,
+    stream: impl Fn(Vec<T>) -> S + Send + 'static,
+) -> Handled
+where
+    T: Message + Send + 'static,
+    L: Message,
+    S: Message,
+{
+    let messages = move || {
+        let items = job()?;
+        Ok(match shape {
+            Shape::List => vec![list(items).encode_to_vec()],
+            Shape::Stream => crisp_core::cri::stream_batches(items)
+                .into_iter()
+                .map(|batch| stream(batch).encode_to_vec())
+                .collect(),
+        })
+    };
+    match workers.submit_stream(conn, call, messages) {
+        Ok(()) => Handled::Deferred,
+        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
+            "crispd's worker queue is full",
+        ))),
     }
 }
 
@@ -603,14 +609,7 @@ fn submit_shaped(
     shape: Shape,
     job: impl FnOnce() -> Result<crisp_core::cri::Response, Status> + Send + 'static,
 ) -> Handled {
-    let submitted = match shape {
-        Shape::List => workers.submit(conn, call, move || Ok(job()?.encode_to_vec())),
-        Shape::Stream => workers.submit_stream(conn, call, move || match shape.encode(job()?)? {
-            Encoded::Stream(messages) => Ok(messages),
-            Encoded::One(bytes) => Ok(vec![bytes]),
-        }),
-    };
-    match submitted {
+    match workers.submit_stream(conn, call, move || shape.messages(job()?)) {
         Ok(()) => Handled::Deferred,
         Err(_) => Handled::Reply(Err(Status::resource_exhausted(
             "crispd's worker queue is full",
