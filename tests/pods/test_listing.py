@@ -303,3 +303,27 @@ def test_update_pod_sandbox_resources_leaves_kubelets_cgroup(client):
                     x.rmdir()
                 except OSError:
                     pass
+
+
+def test_a_long_listing_comes_in_several_batches(make_crispd):
+    """Above crisp's per-message budget (1 MiB of items) a stream carries
+    several messages: every one holds items, each item comes once, and
+    together they are the List* answer (which still fits in one message
+    of grpcio's default 4 MiB here)."""
+    d = make_crispd(cni=False)
+    client, pb = d.client, d.client.pb
+    big = "x" * (400 << 10)
+    pods = []
+    for i in range(6):
+        cfg = client.pod_config(f"big{i}", host_network=True)
+        cfg.annotations["filler"] = big
+        pods.append(client.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id)
+    batches = [m.pod_sandboxes for m in client.rt.StreamPodSandboxes(pb.StreamPodSandboxesRequest(), timeout=60)]
+    assert len(batches) >= 2, [len(b) for b in batches]
+    assert all(len(b) > 0 for b in batches)
+    got = [p.id for b in batches for p in b]
+    assert sorted(got) == sorted(pods) and len(set(got)) == len(got)
+    listed = client.rt.ListPodSandbox(pb.ListPodSandboxRequest(), timeout=60).items
+    assert sorted(p.id for p in listed) == sorted(got)
+    for p in pods:
+        client.rmp(p)

@@ -15,9 +15,10 @@ pub const ERROR_REASON: &str = "Error";
 
 /// Most items in one message of a `Stream*` call (containerd's batch).
 pub const STREAM_BATCH_ITEMS: usize = 5000;
-/// Most encoded bytes of items in one message of a `Stream*` call, well
-/// under the 16 MiB kubelet accepts per message.
-pub const STREAM_BATCH_BYTES: usize = 4 << 20;
+/// Most encoded bytes of items in one message of a `Stream*` call: well
+/// under the 16 MiB kubelet accepts per message, and under the 4 MiB
+/// gRPC clients accept by default.
+pub const STREAM_BATCH_BYTES: usize = 1 << 20;
 
 /// Cut a listing into the messages of its `Stream*` twin, as CRI v1.36
 /// asks: every batch holds at least one item (an item above the byte
