@@ -28,11 +28,12 @@ use seccompiler::BpfProgram;
 pub(crate) struct RootfsPlan {
     /// The root filesystem (host path), already mounted.
     pub root: CString,
-    /// The mount holding `root`'s parent: made private so that pivot_root
-    /// accepts it.
-    pub parent_mount: CString,
-    /// Propagation applied recursively to `/` first (MS_SLAVE or
-    /// MS_PRIVATE, with MS_REC).
+    /// The mounts holding `root` and its parent: made private (after
+    /// `propagation`) so that pivot_root accepts them and nothing mounted
+    /// on the rootfs reaches the host.
+    pub private_mounts: Vec<CString>,
+    /// Propagation applied recursively to `/` first (MS_SLAVE, MS_PRIVATE
+    /// or, for `rshared`, MS_SHARED; with MS_REC).
     pub propagation: c_ulong,
     /// After pivot_root, when the spec asks for `rshared`.
     pub shared_after_pivot: bool,
@@ -616,7 +617,8 @@ unsafe fn setup_rootfs(plan: &Plan, r: &RootfsPlan) {
     // SAFETY (whole function): mount(2) family calls and file creation on
     // NUL-terminated paths from the plan.
     unsafe {
-        // Nothing we mount may propagate back to the host.
+        // Nothing we mount may propagate back to the host, except below
+        // a bidirectional (rshared) bind.
         mount(
             plan,
             null,
@@ -626,15 +628,10 @@ unsafe fn setup_rootfs(plan: &Plan, r: &RootfsPlan) {
             null,
             Step::Propagation,
         );
-        if libc::mount(
-            null,
-            r.parent_mount.as_ptr(),
-            null,
-            libc::MS_PRIVATE,
-            null.cast(),
-        ) != 0
-        {
-            fail(plan, Step::Propagation, bytes(&r.parent_mount));
+        for m in &r.private_mounts {
+            if libc::mount(null, m.as_ptr(), null, libc::MS_PRIVATE, null.cast()) != 0 {
+                fail(plan, Step::Propagation, bytes(m));
+            }
         }
         // pivot_root needs the new root to be a mount point.
         mount(

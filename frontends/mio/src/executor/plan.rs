@@ -290,15 +290,24 @@ pub(crate) fn resolve_in_root(root: &Path, dest: &Path, covered: &[PathBuf]) -> 
     out
 }
 
-/// The mount point holding `path` (longest prefix in mountinfo).
-fn mount_point_of(path: &Path) -> PathBuf {
+/// The mount point holding each of `paths` (longest prefix in mountinfo).
+fn mount_points_of(paths: &[&Path]) -> Vec<PathBuf> {
     let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    cgroup::parse_mountinfo(&mi)
+    let points: Vec<PathBuf> = cgroup::parse_mountinfo(&mi)
         .into_iter()
         .map(|(mp, _, _)| PathBuf::from(mp))
-        .filter(|mp| path.starts_with(mp))
-        .max_by_key(|mp| mp.as_os_str().len())
-        .unwrap_or_else(|| PathBuf::from("/"))
+        .collect();
+    paths
+        .iter()
+        .map(|path| {
+            points
+                .iter()
+                .filter(|mp| path.starts_with(mp))
+                .max_by_key(|mp| mp.as_os_str().len())
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/"))
+        })
+        .collect()
 }
 
 fn mkdirs_between(root: &Path, target: &Path) -> Result<Vec<CString>, Error> {
@@ -332,16 +341,30 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
     let root = fs::canonicalize(root_spec.path())
         .map_err(|e| io_err(format!("rootfs {}", root_spec.path().display()), e))?;
     let linux = spec.linux().as_ref();
+    // As runc: `rshared` makes the whole tree shared before the binds, so
+    // that a bind of a shared host mount joins the host's peer group (a
+    // bind of a slave would only be another slave) and mounts propagate
+    // both ways; the default, `rslave`, lets nothing out.
     let (propagation, shared_after_pivot) = match linux
         .and_then(|l| l.rootfs_propagation().as_deref())
         .unwrap_or("")
     {
         "private" | "rprivate" => (libc::MS_PRIVATE | libc::MS_REC, false),
-        "shared" | "rshared" => (libc::MS_SLAVE | libc::MS_REC, true),
+        "shared" | "rshared" => (libc::MS_SHARED | libc::MS_REC, true),
         _ => (libc::MS_SLAVE | libc::MS_REC, false),
     };
+    // The mount holding the rootfs (the overlay itself when the rootfs is
+    // a mount point) and the one holding its parent are made private:
+    // pivot_root refuses a shared parent, and the bind of the rootfs onto
+    // itself, and every mount on it, must not propagate to the host.
     let parent = root.parent().unwrap_or(Path::new("/"));
-    let parent_mount = cstring(mount_point_of(parent))?;
+    let mut private_mounts: Vec<CString> = Vec::new();
+    for mp in mount_points_of(&[&root, parent]) {
+        let mp = cstring(mp)?;
+        if !private_mounts.contains(&mp) {
+            private_mounts.push(mp);
+        }
+    }
 
     let mut mounts = Vec::new();
     let mut covered: Vec<PathBuf> = Vec::new();
@@ -476,7 +499,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
     };
     Ok(RootfsPlan {
         root: cstring(&root)?,
-        parent_mount,
+        private_mounts,
         propagation,
         shared_after_pivot,
         mounts,

@@ -17,7 +17,7 @@ use crisp_proto::cri;
 use serde::{Deserialize, Serialize};
 
 use super::monitor::ExitFile;
-use super::{container_cgroup, exec_status, internal, remove_tree, sandbox, Host};
+use super::{container_cgroup, exec_status, internal, mounts, remove_tree, sandbox, Host};
 use crate::executor::{self, rootfs, spec, PodFiles, PodNamespaces};
 
 /// What crispd keeps about a container next to its monitor.
@@ -90,6 +90,8 @@ fn create_inner(
     let state = host.ctr_state_dir(id);
     fs::create_dir_all(&dir).map_err(|e| internal("create the container directory", e))?;
     fs::create_dir_all(&state).map_err(|e| internal("create the container state directory", e))?;
+    // The host must be able to give every mount what it asks for.
+    mounts::check_host(&config.mounts)?;
     let cgroup = container_cgroup(&sb.pod_cgroup, id);
     let meta = Meta {
         pod_id: pod_id.into(),

@@ -15,6 +15,7 @@
 pub mod cni;
 pub mod container;
 pub mod monitor;
+pub mod mounts;
 pub mod sandbox;
 pub mod spare;
 

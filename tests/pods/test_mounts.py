@@ -1,0 +1,148 @@
+"""CRI mounts through crispd's real socket: propagation (private,
+host-to-container, bidirectional, as critest checks it: a mount made on
+the host under the source and one made in the container, each looked for
+on the other side), and the host refusing a propagation its mounts cannot
+give."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
+
+
+def sh(*args):
+    subprocess.run(args, check=True)
+
+
+def create(client, pod, name, image, command, mounts=(), privileged=False):
+    pb = client.pb
+    cfg = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name, attempt=0),
+        image=pb.ImageSpec(image=image),
+        command=command,
+        mounts=list(mounts),
+    )
+    cfg.linux.security_context.privileged = privileged
+    req = pb.CreateContainerRequest(pod_sandbox_id=pod.id, config=cfg, sandbox_config=pod.cfg)
+    return client.rt.CreateContainer(req, timeout=60).container_id
+
+
+def start(client, cid):
+    client.rt.StartContainer(client.pb.StartContainerRequest(container_id=cid), timeout=60)
+
+
+def status(client, cid):
+    return client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid), timeout=10).status
+
+
+def run(client, cid, script):
+    r = client.rt.ExecSync(client.pb.ExecSyncRequest(container_id=cid, cmd=["/bin/sh", "-c", script], timeout=30), timeout=60)
+    return r.exit_code, r.stdout.decode(), r.stderr.decode()
+
+
+def remove(client, cid):
+    client.rt.RemoveContainer(client.pb.RemoveContainerRequest(container_id=cid), timeout=60)
+
+
+SLEEP = ["/bin/busybox", "sleep", "1000"]
+
+
+@pytest.fixture
+def pod(crispd, registry):
+    client = crispd.client
+    client.pull(registry.busybox)
+    pod_id, cfg = client.runp("mnt")
+
+    class Pod:
+        pass
+
+    p = Pod()
+    p.id, p.cfg, p.image = pod_id, cfg, registry.busybox
+    yield p
+    crispd.client.rmp(pod_id)  # the client of the moment: a test may restart crispd
+
+
+@pytest.fixture
+def host_mounts():
+    """Mount points the test makes on the host, unmounted (innermost first,
+    lazily) whatever happens."""
+    made = []
+    yield made
+    for m in reversed(made):
+        subprocess.run(["umount", "-R", "-l", str(m)], stderr=subprocess.DEVNULL)
+
+
+def bind_self(path, propagation, host_mounts):
+    """`path` bound onto itself with the given propagation (as critest makes
+    its sources), so the test does not depend on how / is mounted."""
+    sh("mount", "--bind", str(path), str(path))
+    host_mounts.append(path)
+    sh("mount", f"--make-{propagation}", str(path))
+
+
+# ------------------------------------------------------------ propagation
+
+
+@pytest.mark.parametrize(
+    "propagation, source, host_to_ctr, ctr_to_host",
+    [
+        ("PROPAGATION_PRIVATE", "rprivate", False, False),
+        ("PROPAGATION_HOST_TO_CONTAINER", "rshared", True, False),
+        ("PROPAGATION_BIDIRECTIONAL", "rshared", True, True),
+    ],
+)
+def test_mount_propagation_like_critest(client, pod, tmp_path, host_mounts, propagation, source, host_to_ctr, ctr_to_host):
+    pb = client.pb
+    src = tmp_path / "mnt"
+    (src / "from-host").mkdir(parents=True)
+    flag_dir = tmp_path / "flag"
+    flag_dir.mkdir()
+    (flag_dir / "flagFile").write_text("host\n")
+    bind_self(src, source, host_mounts)
+    mode = getattr(pb, propagation)
+    # critest's container: privileged (to mount), the source at its own path.
+    m = pb.Mount(container_path=str(src), host_path=str(src), propagation=mode)
+    cid = create(client, pod, "prop", pod.image, SLEEP, [m], privileged=True)
+    st = status(client, cid)
+    assert len(st.mounts) == 1
+    assert (st.mounts[0].container_path, st.mounts[0].host_path, st.mounts[0].propagation) == (str(src), str(src), mode)
+    start(client, cid)
+
+    # A mount made on the host after the start.
+    sh("mount", "--bind", str(flag_dir), str(src / "from-host"))
+    host_mounts.append(src / "from-host")
+    code, out, err = run(client, cid, f"busybox ls -A {src}/from-host")
+    assert code == 0, err
+    assert ("flagFile" in out) == host_to_ctr, out
+
+    # A mount made in the container.
+    code, _, err = run(client, cid, f"busybox mkdir -p {src}/from-ctr && busybox mount --bind /etc {src}/from-ctr")
+    assert code == 0, err
+    host_mounts.append(src / "from-ctr")
+    seen = sorted(p.name for p in (src / "from-ctr").iterdir())
+    assert ("passwd" in seen) == ctr_to_host, seen
+    # Nothing else of the container's leaks out: its rootfs stays its own.
+    code, _, err = run(client, cid, "busybox mkdir -p /leak && busybox mount -t tmpfs none /leak")
+    assert code == 0, err
+    assert not any(line.split(" ")[4].endswith("/leak") for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    remove(client, cid)
+
+
+@pytest.mark.parametrize("propagation", ["PROPAGATION_BIDIRECTIONAL", "PROPAGATION_HOST_TO_CONTAINER"])
+def test_propagation_the_source_mount_cannot_give_is_refused(client, pod, tmp_path, host_mounts, propagation):
+    pb = client.pb
+    src = tmp_path / "private"
+    src.mkdir()
+    bind_self(src, "rprivate", host_mounts)
+    m = pb.Mount(container_path="/data", host_path=str(src / "sub"), propagation=getattr(pb, propagation))
+    with pytest.raises(grpc.RpcError) as e:
+        create(client, pod, "refused", pod.image, SLEEP, [m])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "mounts[0].propagation" in e.value.details() and str(src) in e.value.details(), e.value.details()
+    names = [c.metadata.name for c in client.rt.ListContainers(pb.ListContainersRequest(), timeout=10).containers]
+    assert "refused" not in names
