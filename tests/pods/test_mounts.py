@@ -1,8 +1,9 @@
 """CRI mounts through crispd's real socket: propagation (private,
 host-to-container, bidirectional, as critest checks it: a mount made on
 the host under the source and one made in the container, each looked for
-on the other side), and the host refusing a propagation its mounts cannot
-give."""
+on the other side), the host refusing a propagation its mounts cannot
+give, recursive read-only binds (and the combinations the CRI forbids),
+and the feature in Status."""
 
 import os
 import subprocess
@@ -146,3 +147,65 @@ def test_propagation_the_source_mount_cannot_give_is_refused(client, pod, tmp_pa
     assert "mounts[0].propagation" in e.value.details() and str(src) in e.value.details(), e.value.details()
     names = [c.metadata.name for c in client.rt.ListContainers(pb.ListContainersRequest(), timeout=10).containers]
     assert "refused" not in names
+
+
+# ------------------------------------------------------------ read-only
+
+
+def test_status_advertises_recursive_read_only_mounts(client):
+    r = client.rt.Status(client.pb.StatusRequest(), timeout=10)
+    default = [h for h in r.runtime_handlers if h.name == ""]
+    assert len(default) == 1
+    assert default[0].features.recursive_read_only_mounts is True
+    assert default[0].features.user_namespaces is False
+
+
+def test_recursive_read_only_reaches_submounts_plain_readonly_does_not(client, pod, tmp_path, host_mounts):
+    pb = client.pb
+    # critest's source: a directory with a tmpfs mounted inside.
+    src = tmp_path / "vol"
+    (src / "tmpfs").mkdir(parents=True)
+    sh("mount", "-t", "tmpfs", "none", str(src / "tmpfs"))
+    host_mounts.append(src / "tmpfs")
+    mounts = [
+        pb.Mount(container_path="/ro", host_path=str(src), readonly=True, selinux_relabel=True),
+        pb.Mount(container_path="/rro", host_path=str(src), readonly=True, recursive_read_only=True, selinux_relabel=True),
+    ]
+    cid = create(client, pod, "rro", pod.image, SLEEP, mounts)
+    start(client, cid)
+    probe = "busybox touch {p} 2>&1 && echo written || echo refused"
+    assert run(client, cid, probe.format(p="/ro/top"))[1].split()[-1] == "refused"
+    assert run(client, cid, probe.format(p="/ro/tmpfs/sub"))[1].split()[-1] == "written"
+    assert run(client, cid, probe.format(p="/rro/top"))[1].split()[-1] == "refused"
+    code, out, _ = run(client, cid, probe.format(p="/rro/tmpfs/sub"))
+    assert "Read-only file system" in out and out.split()[-1] == "refused", out
+    # The host's tmpfs itself stays writable.
+    (src / "tmpfs" / "host").write_text("x")
+    remove(client, cid)
+
+
+@pytest.mark.parametrize(
+    "fields, why",
+    [
+        ({"readonly": False}, "must also be readonly"),
+        ({"propagation": "PROPAGATION_HOST_TO_CONTAINER"}, "PROPAGATION_PRIVATE"),
+        ({"propagation": "PROPAGATION_BIDIRECTIONAL"}, "PROPAGATION_PRIVATE"),
+    ],
+)
+def test_invalid_recursive_read_only_combinations_are_refused(client, pod, tmp_path, fields, why):
+    pb = client.pb
+    kw = {"container_path": "/mnt", "host_path": str(tmp_path), "readonly": True, "recursive_read_only": True, "selinux_relabel": True}
+    kw.update({k: getattr(pb, v) if k == "propagation" else v for k, v in fields.items()})
+    with pytest.raises(grpc.RpcError) as e:
+        create(client, pod, "bad", pod.image, SLEEP, [pb.Mount(**kw)])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "mounts[0].recursive_read_only" in e.value.details() and why in e.value.details(), e.value.details()
+
+
+def test_idmapped_mounts_are_refused(client, pod, tmp_path):
+    pb = client.pb
+    m = pb.Mount(container_path="/mnt", host_path=str(tmp_path), uidMappings=[pb.IDMapping(host_id=1000, container_id=0, length=1)])
+    with pytest.raises(grpc.RpcError) as e:
+        create(client, pod, "idmap", pod.image, SLEEP, [m])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "mounts[0].uidMappings" in e.value.details()

@@ -141,6 +141,7 @@
 
 mod ids;
 pub mod images;
+pub mod mounts;
 mod query;
 mod record;
 pub mod reference;

@@ -710,6 +710,9 @@ impl Runtime {
         if image.image.is_empty() {
             return bad("the container config needs an image");
         }
+        if let Err(st) = super::mounts::check_mounts(&config.mounts) {
+            return refuse(st);
+        }
         let Some(pod) = self.pods.get(&pod_id) else {
             return refuse(Status::not_found(format!(
                 "pod sandbox {pod_id:?} not found"

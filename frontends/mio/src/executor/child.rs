@@ -64,6 +64,8 @@ pub(crate) struct MountPlan {
     pub remount: Option<c_ulong>,
     /// MS_PRIVATE / MS_SLAVE / MS_SHARED (| MS_REC), or 0.
     pub propagation: c_ulong,
+    /// Make the mount and every mount below it read-only, last.
+    pub recursive_readonly: bool,
 }
 
 pub(crate) struct DevicePlan {
@@ -166,12 +168,13 @@ pub(crate) enum Step {
     Executable,
     Start,
     Exec,
+    RecursiveReadonly,
 }
 
 impl Step {
     pub fn from_u16(v: u16) -> Option<Self> {
         use Step::*;
-        const ALL: [Step; 37] = [
+        const ALL: [Step; 38] = [
             CloseFds,
             Cgroup,
             Setns,
@@ -209,6 +212,7 @@ impl Step {
             Executable,
             Start,
             Exec,
+            RecursiveReadonly,
         ];
         ALL.iter().copied().find(|s| *s as u16 == v)
     }
@@ -253,6 +257,7 @@ impl Step {
             Executable => "exec",
             Start => "wait for start",
             Exec => "exec",
+            RecursiveReadonly => "make mount recursively read-only",
         }
     }
 }
@@ -581,6 +586,40 @@ unsafe fn mount(
     }
 }
 
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Make `target` and every mount below it read-only (Linux 5.12+).
+unsafe fn set_recursive_readonly(plan: &Plan, target: &CStr) {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `target` is NUL-terminated and `attr` a live local of the
+    // size passed; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_RECURSIVE as c_ulong,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(plan, rc, Step::RecursiveReadonly, target.to_bytes());
+}
+
 fn ptr(c: &Option<CString>) -> *const c_char {
     c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
 }
@@ -695,6 +734,9 @@ unsafe fn setup_rootfs(plan: &Plan, r: &RootfsPlan) {
                     null,
                     Step::MountPropagation,
                 );
+            }
+            if m.recursive_readonly {
+                set_recursive_readonly(plan, &m.target);
             }
         }
 

@@ -159,6 +159,8 @@ pub(crate) struct MountOptions {
     pub clear: libc::c_ulong,
     pub propagation: libc::c_ulong,
     pub bind: bool,
+    /// `rro`: read-only, every submount too (`mount_setattr`).
+    pub recursive_readonly: bool,
     pub data: Vec<String>,
 }
 
@@ -167,6 +169,10 @@ pub(crate) fn parse_options(opts: &[String]) -> MountOptions {
     for o in opts {
         let (set, clear): (libc::c_ulong, libc::c_ulong) = match o.as_str() {
             "ro" => (libc::MS_RDONLY, 0),
+            "rro" => {
+                m.recursive_readonly = true;
+                (libc::MS_RDONLY, 0)
+            }
             "rw" => (0, libc::MS_RDONLY),
             "nosuid" => (libc::MS_NOSUID, 0),
             "suid" => (0, libc::MS_NOSUID),
@@ -414,6 +420,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
             data: data.map(cstring).transpose()?,
             remount,
             propagation: opts.propagation,
+            recursive_readonly: opts.recursive_readonly,
         });
         if dest == Path::new("/dev") {
             dev_mounted = true;
@@ -545,6 +552,7 @@ fn cgroup_mounts(
             data: None,
             remount: Some(ro),
             propagation: 0,
+            recursive_readonly: false,
         })
     };
     let dirs: Vec<PathBuf> = cg
@@ -568,6 +576,7 @@ fn cgroup_mounts(
         data: Some(cstring("mode=755")?),
         remount: None,
         propagation: 0,
+        recursive_readonly: false,
     });
     let rel = path.trim_start_matches('/');
     for d in dirs {
@@ -592,6 +601,7 @@ fn cgroup_mounts(
         data: None,
         remount: None,
         propagation: 0,
+        recursive_readonly: false,
     });
     Ok(())
 }
@@ -855,6 +865,10 @@ mod tests {
         assert!(o.bind);
         assert_eq!(o.flags, libc::MS_REC | libc::MS_RDONLY);
         assert_eq!(o.propagation, libc::MS_SLAVE | libc::MS_REC);
+        assert!(!o.recursive_readonly);
+        let o = parse_options(&["rbind".into(), "rprivate".into(), "rro".into()]);
+        assert_eq!(o.flags, libc::MS_REC | libc::MS_RDONLY);
+        assert!(o.recursive_readonly);
         let o = parse_options(&["nosuid".into(), "mode=755".into(), "size=65536k".into()]);
         assert_eq!(o.flags, libc::MS_NOSUID);
         assert_eq!(o.data, ["mode=755", "size=65536k"]);

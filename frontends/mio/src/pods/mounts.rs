@@ -1,13 +1,39 @@
-//! The host's part of a container's CRI mounts: whether the host can give
-//! a mount the propagation it asks for.
+//! The host's part of a container's CRI mounts (the CRI rules themselves
+//! are checked in the core, `crisp_core::cri::mounts`): whether the host
+//! can give a mount the propagation it asks for, and whether the kernel
+//! can make a bind recursively read-only.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crisp_core::grpc::Status;
 use crisp_proto::cri;
+use nix::errno::Errno;
+use nix::libc;
 
 use super::internal;
+
+/// Whether this kernel has `mount_setattr` (Linux 5.12), which recursive
+/// read-only mounts need. Asked once.
+pub fn recursive_read_only_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // An invalid call: EBADF or EINVAL where the system call exists.
+        // SAFETY: no pointer is dereferenced (null attributes, size 0).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                -1,
+                c"".as_ptr(),
+                0,
+                std::ptr::null::<u8>(),
+                0,
+            )
+        };
+        rc == 0 || Errno::last() != Errno::ENOSYS
+    })
+}
 
 /// The propagation fields of the mount holding `path`, from
 /// `/proc/self/mountinfo`: (mount point, optional fields such as
@@ -79,7 +105,8 @@ fn resolve_existing(path: &Path) -> PathBuf {
 /// What the host must offer for each mount: a shared source mount for
 /// `PROPAGATION_BIDIRECTIONAL`, a shared or slave one for
 /// `PROPAGATION_HOST_TO_CONTAINER` (else mounts could not propagate, and
-/// containerd refuses the same).
+/// containerd refuses the same), and `mount_setattr` for
+/// `recursive_read_only`.
 pub fn check_host(mounts: &[cri::Mount]) -> Result<(), Status> {
     let needs_mountinfo = mounts
         .iter()
@@ -91,6 +118,12 @@ pub fn check_host(mounts: &[cri::Mount]) -> Result<(), Status> {
         String::new()
     };
     for (i, m) in mounts.iter().enumerate() {
+        if m.recursive_read_only && !recursive_read_only_supported() {
+            return Err(Status::invalid_argument(format!(
+                "mounts[{i}].recursive_read_only ({:?}): this kernel has no mount_setattr (Linux 5.12)",
+                m.container_path
+            )));
+        }
         let (want, what) = match cri::MountPropagation::try_from(m.propagation) {
             Ok(cri::MountPropagation::PropagationBidirectional) => (&["shared:"][..], "shared"),
             Ok(cri::MountPropagation::PropagationHostToContainer) => {
