@@ -3,7 +3,7 @@ host-to-container, bidirectional, as critest checks it: a mount made on
 the host under the source and one made in the container, each looked for
 on the other side), the host refusing a propagation its mounts cannot
 give, recursive read-only binds (and the combinations the CRI forbids),
-and the feature in Status."""
+the feature in Status, and ContainerStatus.mounts."""
 
 import os
 import subprocess
@@ -209,3 +209,23 @@ def test_idmapped_mounts_are_refused(client, pod, tmp_path):
         create(client, pod, "idmap", pod.image, SLEEP, [m])
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "mounts[0].uidMappings" in e.value.details()
+
+
+def test_container_status_reports_every_mount_field(client, pod, tmp_path, host_mounts):
+    pb = client.pb
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    bind_self(shared, "rshared", host_mounts)
+    mounts = [
+        pb.Mount(container_path="/a", host_path=str(tmp_path / "a"), readonly=True, recursive_read_only=True, selinux_relabel=True),
+        pb.Mount(container_path="/b", host_path=str(shared), propagation=pb.PROPAGATION_HOST_TO_CONTAINER),
+        pb.Mount(container_path="/c", host_path=str(shared), propagation=pb.PROPAGATION_BIDIRECTIONAL),
+        pb.Mount(container_path="/d", host_path=str(tmp_path / "a"), readonly=True),
+    ]
+    cid = create(client, pod, "fields", pod.image, SLEEP, mounts)
+    # Every field as requested, in order (a missing host path was created).
+    assert list(status(client, cid).mounts) == mounts
+    assert (tmp_path / "a").is_dir()
+    start(client, cid)
+    assert list(status(client, cid).mounts) == mounts
+    remove(client, cid)
