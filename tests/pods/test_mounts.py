@@ -3,7 +3,8 @@ host-to-container, bidirectional, as critest checks it: a mount made on
 the host under the source and one made in the container, each looked for
 on the other side), the host refusing a propagation its mounts cannot
 give, recursive read-only binds (and the combinations the CRI forbids),
-the feature in Status, and ContainerStatus.mounts."""
+the feature in Status, ContainerStatus.mounts, and image volumes (an
+image's layers read-only in the container, kept in use while mounted)."""
 
 import os
 import subprocess
@@ -12,12 +13,23 @@ from pathlib import Path
 import grpc
 import pytest
 
+import imagetest as it
+from conftest import Cri
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
 
 def sh(*args):
     subprocess.run(args, check=True)
+
+
+def is_mount_point(path):
+    target = str(Path(path))
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mp = line.split(" ")[4].replace("\\040", " ")
+        if mp == target:
+            return True
+    return False
 
 
 def create(client, pod, name, image, command, mounts=(), privileged=False):
@@ -229,3 +241,104 @@ def test_container_status_reports_every_mount_field(client, pod, tmp_path, host_
     start(client, cid)
     assert list(status(client, cid).mounts) == mounts
     remove(client, cid)
+
+
+# ------------------------------------------------------------ image volumes
+
+
+@pytest.fixture
+def data_image(registry):
+    """Two layers written with Python's tarfile: the second adds a file and
+    whites one out, so the volume must be the overlay of both."""
+    if not hasattr(registry, "data"):
+        lay = it.Layout(registry.root.parent / "data-layout")
+        one = it.Layer().dir("data").file("data/a.txt", b"one\n").dir("data/sub").file("data/sub/b.txt", b"two\n")
+        one.file("data/plain", b"not a directory\n").symlink("data/link", "/data/sub")
+        two = it.Layer().dir("data").file("data/c.txt", b"three\n").whiteout("data/a.txt")
+        img = lay.image([one.bytes(), two.bytes()])
+        lay.tag(img.desc, "data")
+        lay.write_index()
+        registry.push(lay, "data", "test/data:1.0")
+        registry.data = f"{registry.host}/test/data:1.0"
+    return registry.data
+
+
+def test_image_volume_is_read_only_in_use_while_mounted_and_cleaned_up(crispd, pod, data_image, cri):
+    client = crispd.client
+    pb = client.pb
+    image_id = client.pull(data_image)
+    vol = pb.ImageSpec(image=data_image)
+    mounts = [
+        pb.Mount(container_path="/vol", image=vol, readonly=True),
+        pb.Mount(container_path="/sub", image=vol, image_sub_path="data/sub", readonly=True),
+        pb.Mount(container_path="/via-link", image=vol, image_sub_path="data/link", readonly=True),
+    ]
+    cid = create(client, pod, "vol", pod.image, SLEEP, mounts)
+    st = status(client, cid)
+    assert [m.container_path for m in st.mounts] == ["/vol", "/sub", "/via-link"]
+    for got, want in zip(st.mounts, mounts):
+        assert got.image.image == data_image and got.readonly and got.image_sub_path == want.image_sub_path
+    # The host path each is bound from, as containerd reports it.
+    host_paths = [Path(m.host_path) for m in st.mounts]
+    assert is_mount_point(host_paths[0])
+    # One overlay of the image, however many mounts use it.
+    assert host_paths[1] == host_paths[0] / "data" / "sub"
+    assert host_paths[2] == host_paths[0] / "data" / "sub"
+    assert host_paths[0].name == image_id.split(":")[1]
+    start(client, cid)
+
+    code, out, err = run(client, cid, "busybox cat /vol/data/c.txt /sub/b.txt /via-link/b.txt; busybox ls /vol/data")
+    assert code == 0, err
+    assert out.split("\n")[:3] == ["three", "two", "two"]
+    assert "a.txt" not in out.split("\n")[3:], "the upper layer's whiteout was not applied"
+    for p in ["/vol/new", "/vol/data/c.txt", "/sub/new"]:
+        code, out, _ = run(client, cid, f"echo x > {p} 2>&1 && echo written || echo refused")
+        assert out.split()[-1] == "refused", (p, out)
+    assert "Read-only file system" in run(client, cid, "busybox touch /vol/new 2>&1")[1]
+
+    # Kept in use: RemoveImage is refused while the container exists, even
+    # stopped.
+    client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=0), timeout=60)
+    with pytest.raises(grpc.RpcError) as e:
+        client.img.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)), timeout=30)
+    assert "container" in e.value.details(), e.value.details()
+    # And after a restart of crispd, from the container's record.
+    crispd.stop()
+    client.close()
+    crispd.start()
+    client = crispd.client = Cri(crispd, cri)
+    assert list(status(client, cid).mounts) == list(st.mounts)
+    with pytest.raises(grpc.RpcError) as e:
+        client.img.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)), timeout=30)
+    assert "container" in e.value.details(), e.value.details()
+    remove(client, cid)
+    assert not host_paths[0].exists() and not is_mount_point(host_paths[0])
+    client.img.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)), timeout=30)
+    assert client.img.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=data_image)), timeout=10).image.id == ""
+
+
+def test_image_volume_refusals(client, pod, data_image):
+    pb = client.pb
+    vol = pb.ImageSpec(image=data_image)
+    # Not pulled: refused, as containerd does (kubelet pulls first).
+    client.img.RemoveImage(pb.RemoveImageRequest(image=vol), timeout=30)
+    with pytest.raises(grpc.RpcError) as e:
+        create(client, pod, "nopull", pod.image, SLEEP, [pb.Mount(container_path="/vol", image=vol, readonly=True)])
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "mounts[0].image" in e.value.details() and "pulled" in e.value.details(), e.value.details()
+    client.pull(data_image)
+    cases = [
+        (pb.Mount(container_path="/vol", image=vol), grpc.StatusCode.INVALID_ARGUMENT, "mounts[0].readonly"),
+        (pb.Mount(container_path="/vol", image=vol, readonly=True, host_path="/tmp"), grpc.StatusCode.INVALID_ARGUMENT, "mounts[0].host_path"),
+        (pb.Mount(container_path="/vol", image=vol, readonly=True, image_sub_path="../etc"), grpc.StatusCode.INVALID_ARGUMENT, "mounts[0].image_sub_path"),
+        (pb.Mount(container_path="/vol", image=vol, readonly=True, image_sub_path="data/plain"), grpc.StatusCode.INVALID_ARGUMENT, "mounts[0].image_sub_path"),
+        (pb.Mount(container_path="/vol", image=vol, readonly=True, image_sub_path="data/missing"), grpc.StatusCode.INVALID_ARGUMENT, "mounts[0].image_sub_path"),
+    ]
+    for m, code, what in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            create(client, pod, "bad", pod.image, SLEEP, [m])
+        assert e.value.code() == code, (what, e.value.details())
+        assert what in e.value.details(), e.value.details()
+    # A failed creation leaves nothing mounted and the image free.
+    assert not any("/volumes/" in line.split(" ")[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    client.img.RemoveImage(pb.RemoveImageRequest(image=vol), timeout=30)

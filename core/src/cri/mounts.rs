@@ -4,8 +4,9 @@
 //! reference).
 //!
 //! * `container_path` is absolute.
-//! * A mount names its `host_path`; image volumes (`image`) are not
-//!   supported yet.
+//! * A host path mount names its `host_path`; an image volume (`image`
+//!   set) names an image, has no `host_path`, is `readonly`, and its
+//!   `image_sub_path` is a relative path that stays inside the image.
 //! * `recursive_read_only` needs `readonly` and `PROPAGATION_PRIVATE`.
 //! * `uidMappings`/`gidMappings` (idmapped mounts) need a user namespace,
 //!   which crisp does not create: refused.
@@ -34,11 +35,32 @@ fn check_mount(i: usize, m: &cri::Mount) -> Result<(), Status> {
     if !m.container_path.starts_with('/') {
         return bad("container_path", "must be an absolute path");
     }
-    if m.image.is_some() || !m.image_sub_path.is_empty() {
-        return bad("image", "image volumes are not supported yet");
-    }
-    if m.host_path.is_empty() {
-        return bad("host_path", "a mount needs a host path");
+    match &m.image {
+        Some(image) => {
+            if image.image.is_empty() {
+                return bad("image.image", "an image volume must name an image");
+            }
+            if !m.host_path.is_empty() {
+                return bad("host_path", "must be empty for an image volume");
+            }
+            if !m.readonly {
+                return bad("readonly", "an image volume must be read-only");
+            }
+            if m.image_sub_path.starts_with('/') {
+                return bad("image_sub_path", "must be a relative path");
+            }
+            if m.image_sub_path.split('/').any(|c| c == "..") {
+                return bad("image_sub_path", "must not contain '..'");
+            }
+        }
+        None => {
+            if m.host_path.is_empty() {
+                return bad("host_path", "a mount needs a host path or an image");
+            }
+            if !m.image_sub_path.is_empty() {
+                return bad("image_sub_path", "is only for image volumes");
+            }
+        }
     }
     if m.recursive_read_only {
         if !m.readonly {
@@ -118,6 +140,41 @@ mod tests {
             shared.propagation = p as i32;
             refused(shared, "recursive_read_only");
         }
+    }
+
+    #[test]
+    fn image_volume_rules() {
+        let image = |r: &str| {
+            Some(cri::ImageSpec {
+                image: r.into(),
+                ..Default::default()
+            })
+        };
+        let ok = cri::Mount {
+            container_path: "/vol".into(),
+            image: image("busybox"),
+            image_sub_path: "etc/ssl".into(),
+            readonly: true,
+            ..Default::default()
+        };
+        assert!(check_mounts(std::slice::from_ref(&ok)).is_ok());
+        let mut m = ok.clone();
+        m.image = image("");
+        refused(m, "image.image");
+        let mut m = ok.clone();
+        m.host_path = "/x".into();
+        refused(m, "host_path");
+        let mut m = ok.clone();
+        m.readonly = false;
+        refused(m, "readonly");
+        for sub in ["/etc", "../x", "a/../../b", ".."] {
+            let mut m = ok.clone();
+            m.image_sub_path = sub.into();
+            refused(m, "image_sub_path");
+        }
+        let mut m = host("/x");
+        m.image_sub_path = "a".into();
+        refused(m, "image_sub_path");
     }
 
     #[test]

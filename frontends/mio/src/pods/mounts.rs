@@ -1,18 +1,28 @@
 //! The host's part of a container's CRI mounts (the CRI rules themselves
 //! are checked in the core, `crisp_core::cri::mounts`): whether the host
-//! can give a mount the propagation it asks for, and whether the kernel
-//! can make a bind recursively read-only.
+//! can give a mount the propagation it asks for, whether the kernel can
+//! make a bind recursively read-only, and image volumes.
+//!
+//! An image volume is mounted, as containerd does, as an overlay of the
+//! image's layers at `<runtime_dir>/containers/<id>/volumes/<image id>`
+//! (its empty upper layer under `<state_dir>/containers/<id>/volumes/`),
+//! made read-only, and bound read-only into the container from there (or
+//! from its `image_sub_path`); once per image and container, however many
+//! mounts use it. RemoveContainer unmounts it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crisp_core::cri::ImageVolume;
 use crisp_core::grpc::Status;
 use crisp_proto::cri;
 use nix::errno::Errno;
 use nix::libc;
+use nix::mount::{mount, MsFlags};
 
-use super::internal;
+use super::{exec_status, internal, Host};
+use crate::executor::{self, rootfs};
 
 /// Whether this kernel has `mount_setattr` (Linux 5.12), which recursive
 /// read-only mounts need. Asked once.
@@ -143,6 +153,104 @@ pub fn check_host(mounts: &[cri::Mount]) -> Result<(), Status> {
                 source.display(),
             )));
         }
+    }
+    Ok(())
+}
+
+fn volumes_dir(host: &Host, id: &str) -> PathBuf {
+    host.ctr_dir(id).join("volumes")
+}
+
+/// Mount the container's image volumes on the host; their mounts'
+/// `host_path` is then where each is, so the spec binds them like any
+/// host path. An image that is not in the store fails, as with
+/// containerd: image volumes are pulled beforehand (kubelet does).
+pub fn mount_image_volumes(
+    host: &Host,
+    id: &str,
+    mounts: &mut [cri::Mount],
+) -> Result<Vec<ImageVolume>, Status> {
+    let mut out = Vec::new();
+    let mut mounted: Vec<String> = Vec::new();
+    for (i, m) in mounts.iter_mut().enumerate() {
+        let Some(image) = &m.image else { continue };
+        let (record, layers, _) = host.images.resolve(&image.image).map_err(|e| {
+            let st = e.to_status();
+            Status::new(
+                st.code,
+                format!(
+                    "mounts[{i}].image ({:?}): {} (image volumes must be pulled first)",
+                    m.container_path, st.message
+                ),
+            )
+        })?;
+        // One mount per image, however many mounts use it.
+        let name = record.id.rsplit(':').next().unwrap_or(&record.id);
+        let target = volumes_dir(host, id).join(name);
+        if !mounted.contains(&record.id) {
+            let state = host.ctr_state_dir(id).join("volumes").join(name);
+            rootfs::mount_overlay(&rootfs::Overlay {
+                lower: layers,
+                upper: state.join("upper"),
+                work: state.join("work"),
+                target: target.clone(),
+            })
+            .map_err(|e| exec_status(&format!("mount image volume mounts[{i}]"), &e))?;
+            mounted.push(record.id.clone());
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                exec_status(
+                    &format!("make image volume mounts[{i}] read-only"),
+                    &executor::Error {
+                        context: target.display().to_string(),
+                        errno: Some(e),
+                    },
+                )
+            })?;
+        }
+        let source = if m.image_sub_path.is_empty() {
+            target
+        } else {
+            let sub =
+                executor::resolve_in_root(&target, &Path::new("/").join(&m.image_sub_path), &[]);
+            if !sub.is_dir() {
+                return Err(Status::invalid_argument(format!(
+                    "mounts[{i}].image_sub_path ({:?}): {:?} is not a directory in image {}",
+                    m.container_path, m.image_sub_path, record.id
+                )));
+            }
+            sub
+        };
+        m.host_path = source.to_string_lossy().into_owned();
+        out.push(ImageVolume {
+            index: i,
+            host_path: m.host_path.clone(),
+            image_id: record.id.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Unmount every image volume of a container (idempotent), before its
+/// directories are removed: a removal must never walk into an image.
+pub fn unmount_image_volumes(host: &Host, id: &str) -> Result<(), Status> {
+    let dir = volumes_dir(host, id);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(internal(format!("read {}", dir.display()), e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        rootfs::unmount(&path).map_err(|e| exec_status("unmount an image volume", &e))?;
+        // Still a mount point (stacked twice)? Then leave the directory.
+        rootfs::unmount(&path).map_err(|e| exec_status("unmount an image volume", &e))?;
     }
     Ok(())
 }
