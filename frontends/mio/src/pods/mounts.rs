@@ -30,7 +30,8 @@ pub fn recursive_read_only_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| {
         // An invalid call: EBADF or EINVAL where the system call exists.
-        // SAFETY: no pointer is dereferenced (null attributes, size 0).
+        // SAFETY: a valid empty C string and null attributes of size 0,
+        // which the kernel refuses without reading.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_mount_setattr,
