@@ -297,6 +297,25 @@ impl Runtime {
         })
     }
 
+    /// The images containers use, by ID: each container's own and the
+    /// ones it mounts as volumes. RemoveImage refuses these.
+    pub fn images_in_use(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .ctrs
+            .values()
+            .flat_map(|c| {
+                [&c.image_ref, &c.image_id]
+                    .into_iter()
+                    .chain(c.volume_image_ids.iter())
+            })
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// ListContainers. `id` and `pod_sandbox_id` may be unique prefixes;
     /// all set filter fields must match. Sorted by ID.
     pub fn list_containers(&self, req: &cri::ListContainersRequest) -> cri::ListContainersResponse {

@@ -229,6 +229,7 @@ impl H {
             Action::CreateContainer { .. } => Outcome::ContainerCreated {
                 image_ref: "sha256:abc".into(),
                 image_id: "sha256:abc".into(),
+                image_volumes: Vec::new(),
             },
             Action::StartContainer { .. } => Outcome::ContainerStarted {
                 pid: self.next_pid,
@@ -2108,4 +2109,95 @@ fn the_fuzz_entry_point_runs_bytes() {
         data.extend_from_slice(&[0, 1, 0, 9, 0, 1, 9, 0, 1, 4, 0, 1, 9, 0, 1, 6, 5, 0]);
     }
     assert_eq!(sim::fuzz(&data), Ok(()));
+}
+
+#[test]
+fn mounts_are_checked_and_image_volumes_recorded() {
+    let mut h = H::new();
+    let pod = h.run_pod("vol");
+    // A forbidden combination never reaches the host.
+    let mut config = ctr_config("bad", 0);
+    config.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: "/srv".into(),
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let st = h.now_err(Request::CreateContainer(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(config),
+        sandbox_config: None,
+    }));
+    assert_eq!(st.code, Code::InvalidArgument);
+    assert!(
+        st.message.contains("mounts[0].recursive_read_only"),
+        "{}",
+        st.message
+    );
+    assert!(h
+        .find(|a| matches!(a, Action::CreateContainer { .. }))
+        .is_none());
+
+    // An image volume: the host reports where it mounted it and which
+    // image it is; both are in the status and the record.
+    let mut config = ctr_config("vol", 0);
+    let plain = cri::Mount {
+        container_path: "/data".into(),
+        host_path: "/srv".into(),
+        ..Default::default()
+    };
+    config.mounts = vec![
+        plain.clone(),
+        cri::Mount {
+            container_path: "/vol".into(),
+            image: Some(cri::ImageSpec {
+                image: "data:1".into(),
+                ..Default::default()
+            }),
+            readonly: true,
+            ..Default::default()
+        },
+    ];
+    let call = h.pending(Request::CreateContainer(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(config),
+        sandbox_config: None,
+    }));
+    let (id, _) = h.take(|a| matches!(a, Action::CreateContainer { .. }));
+    h.outcome(
+        id,
+        Outcome::ContainerCreated {
+            image_ref: "sha256:abc".into(),
+            image_id: "sha256:abc".into(),
+            image_volumes: vec![crate::cri::ImageVolume {
+                index: 1,
+                host_path: "/run/crisp/containers/x/volumes/d47a".into(),
+                image_id: "sha256:d47a".into(),
+            }],
+        },
+    )
+    .unwrap();
+    h.settle();
+    let Ok(Response::CreateContainer(r)) = h.reply(call) else {
+        panic!()
+    };
+    let st = h.status(&r.container_id);
+    assert_eq!(st.mounts[0], plain);
+    assert_eq!(
+        st.mounts[1].host_path,
+        "/run/crisp/containers/x/volumes/d47a"
+    );
+    assert_eq!(st.mounts[1].image.as_ref().unwrap().image, "data:1");
+    assert_eq!(h.rt.images_in_use(), ["sha256:abc", "sha256:d47a"]);
+
+    let records: Vec<Record> = h.store.values().cloned().collect();
+    let (rt, warnings) = Runtime::restore(SeqIds::new(9), records, &[], h.now);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut r = H::with(rt);
+    assert_eq!(r.status(&st.id).mounts, st.mounts);
+    assert_eq!(r.rt.images_in_use(), ["sha256:abc", "sha256:d47a"]);
+    let call = r.pending(remove_req(&st.id));
+    r.settle();
+    assert!(r.reply(call).is_ok());
+    assert!(r.rt.images_in_use().is_empty());
 }

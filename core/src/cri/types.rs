@@ -324,6 +324,18 @@ pub struct SandboxCreated {
     pub additional_ips: Vec<String>,
 }
 
+/// An image volume (a mount with `image` set) as the host mounted it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImageVolume {
+    /// The mount's index in the container config's `mounts`.
+    pub index: usize,
+    /// Where the image (or its `image_sub_path`) is on the host: the
+    /// mount's `host_path` from now on, as containerd reports it.
+    pub host_path: String,
+    /// The image's ID: the image stays in use while the container exists.
+    pub image_id: String,
+}
+
 /// The result of an [`Action`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -335,6 +347,8 @@ pub enum Outcome {
         image_ref: String,
         /// The image ID as PullImage returned it; may equal `image_ref`.
         image_id: String,
+        /// The image volumes the host mounted for the container.
+        image_volumes: Vec<ImageVolume>,
     },
     ContainerStarted {
         pid: u32,

@@ -249,15 +249,7 @@ impl CriHost {
     }
 
     fn update_in_use(&mut self) {
-        let list = self
-            .rt
-            .list_containers(&cri::ListContainersRequest::default());
-        let set: HashSet<String> = list
-            .containers
-            .into_iter()
-            .flat_map(|c| [c.image_ref, c.image_id])
-            .filter(|s| !s.is_empty())
-            .collect();
+        let set: HashSet<String> = self.rt.images_in_use().into_iter().collect();
         if let Ok(mut u) = self.in_use.lock() {
             *u = set;
         }
@@ -401,6 +393,7 @@ mod tests {
                 Action::CreateContainer { .. } => Outcome::ContainerCreated {
                     image_ref: "sha256:1".into(),
                     image_id: "sha256:1".into(),
+                    image_volumes: Vec::new(),
                 },
                 Action::StartContainer { .. } => Outcome::ContainerStarted {
                     pid: 4243,

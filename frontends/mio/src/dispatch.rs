@@ -522,7 +522,11 @@ impl Dispatcher {
             info,
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
-                features: Some(cri::RuntimeHandlerFeatures::default()),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: crate::pods::mounts::recursive_read_only_supported(
+                    ),
+                    user_namespaces: false,
+                }),
             }],
             features: Some(cri::RuntimeFeatures::default()),
         }

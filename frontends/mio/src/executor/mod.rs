@@ -22,6 +22,7 @@ pub mod cgroup;
 mod child;
 mod plan;
 pub mod rootfs;
+pub(crate) use plan::resolve_in_root;
 pub mod seccomp;
 pub mod spec;
 

@@ -15,6 +15,7 @@
 pub mod cni;
 pub mod container;
 pub mod monitor;
+pub mod mounts;
 pub mod sandbox;
 pub mod spare;
 
@@ -146,9 +147,10 @@ impl Host {
                     &image.image,
                     &log_path,
                 ) {
-                    Ok((image_ref, image_id)) => Outcome::ContainerCreated {
-                        image_ref,
-                        image_id,
+                    Ok(created) => Outcome::ContainerCreated {
+                        image_ref: created.image_ref,
+                        image_id: created.image_id,
+                        image_volumes: created.image_volumes,
                     },
                     Err(st) => Outcome::Failed(st),
                 }
