@@ -101,23 +101,83 @@ def test_pull_by_digest(client, registry, images):
     assert len(client.list()) == 1
 
 
-def test_untag_before_delete(client, crispd, registry, images):
-    one = f"{registry.host}/test/busybox:1.0"
-    alias = f"{registry.host}/test/busybox:alias"
-    assert client.pull(one) == client.pull(alias) == images.busybox.id
-    (img,) = client.list()
-    assert sorted(img.repo_tags) == sorted([one, alias])
-    layers = layer_dirs(crispd)
-    assert len(layers) == 1
+def busybox_names(registry):
+    """Names the registry fixture serves the busybox image under: two tags
+    of one repository, another repository, and another registry
+    (registry.k8s.io, through crispd's mirror)."""
+    return [
+        f"{registry.host}/test/busybox:1.0",
+        f"{registry.host}/test/busybox:alias",
+        f"{registry.host}/e2e-test-images/busybox:1.29-2",
+        "registry.k8s.io/e2e-test-images/busybox:1.29-2",
+    ]
 
-    client.remove(alias)
-    (img,) = client.list()
-    assert list(img.repo_tags) == [one]
-    assert layer_dirs(crispd) == layers
 
-    client.remove(one)
+def test_one_image_under_many_names(client, crispd, registry, images):
+    # The same content (config digest) pulled by four names, two
+    # registries: one image with every tag, a repo digest per repository,
+    # and one ID from every call (CRI v1.36: Image.id ==
+    # PullImageResponse.image_ref).
+    names = busybox_names(registry)
+    assert [client.pull(n) for n in names] == [images.busybox.id] * len(names)
+    (img,) = client.list()
+    assert img.id == images.busybox.id
+    assert list(img.repo_tags) == sorted(names)
+    d = images.busybox.digest
+    assert list(img.repo_digests) == sorted(
+        [
+            f"{registry.host}/test/busybox@{d}",
+            f"{registry.host}/e2e-test-images/busybox@{d}",
+            f"registry.k8s.io/e2e-test-images/busybox@{d}",
+        ]
+    )
+    # ImageStatus answers the same image by any of its names.
+    for name in [*names, *img.repo_digests, img.id]:
+        assert client.status(name).image == img, name
+    assert [i.id for i in client.list(names[3])] == [img.id]
+    assert [i.id for i in client.list("registry.k8s.io/e2e-test-images/busybox")] == [img.id]
+    assert len(layer_dirs(crispd)) == 1
+
+
+@pytest.mark.parametrize("by", ["tag", "other-registry", "digest"])
+def test_removing_one_name_removes_the_image_with_every_name(client, crispd, registry, images, by):
+    # CRI semantics (containerd, CRI-O; critest "removing image by one tag
+    # should remove all tags" and "... from one registry should remove all
+    # tags from other registries"), not docker rmi's untag.
+    names = busybox_names(registry)
+    for n in names:
+        client.pull(n)
+    client.pull(f"{registry.host}/test/user:1")
+    (img,) = client.list(images.busybox.id)
+    name = {
+        "tag": names[1],
+        "other-registry": names[3],
+        "digest": f"{registry.host}/test/busybox@{images.busybox.digest}",
+    }[by]
+    client.remove(name)
+    assert [i.id for i in client.list()] == [images.user.id]
+    for gone in [*names, *img.repo_digests, img.id]:
+        assert not client.status(gone).HasField("image"), gone
+    # The other image keeps its layer; busybox's is collected.
+    assert layer_dirs(crispd) == [images.user.diff_ids[0][7:]]
+    # Idempotent, by any name.
+    client.remove(name)
+    client.remove(names[0])
+
+
+def test_concurrent_removals_all_succeed(client, registry, images):
+    # critest "should not fail on simultaneous RemoveImage calls": each
+    # call answers OK and the image is gone when it does.
+    client.pull(f"{registry.host}/test/busybox:1.0")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def remove_then_status(_):
+        client.remove(images.busybox.id)
+        return client.status(images.busybox.id).HasField("image")
+
+    with ThreadPoolExecutor(5) as pool:
+        assert list(pool.map(remove_then_status, range(5))) == [False] * 5
     assert client.list() == []
-    assert layer_dirs(crispd) == []
 
 
 def test_shared_layers_are_stored_once_and_kept_while_used(client, crispd, registry, images):
@@ -142,6 +202,10 @@ def test_list_filters(client, registry, images):
     # StreamImages answers the same.
     assert {i.id for i in client.stream()} == {images.busybox.id, images.user.id}
     assert [i.id for i in client.stream(images.user.id)] == [images.user.id]
+    # Nothing matches: no message at all (batches hold at least one item).
+    req = client.pb.StreamImagesRequest()
+    req.filter.image.image = "docker.io/library/nothing:1"
+    assert list(client.stub.StreamImages(req, timeout=60)) == []
 
 
 def test_user_from_the_config(client, registry, images):

@@ -71,6 +71,9 @@ def registry(work):
     reg = it.Registry(work / "registry")
     reg.push(lay, "busybox", "test/busybox:1.0")
     reg.busybox = f"{reg.host}/test/busybox:1.0"
+    reg.busybox_digest = img.digest
+    # The same image under another repository, for the image-identity tests.
+    reg.push(lay, "busybox", "other/busybox:2")
     # The same busybox whose image config names SIGUSR1 as its StopSignal.
     usr1 = lay.image([it.busybox_layer()], stop_signal="SIGUSR1")
     lay.tag(usr1.desc, "busybox-usr1")

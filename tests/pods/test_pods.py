@@ -249,7 +249,9 @@ def test_container_lifecycle_and_logs(client, registry, tmp_path):
     cid = client.create(pod, cfg, "main", registry.busybox, ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], log_path="main.log")
     st = client.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
     assert st.state == pb.CONTAINER_CREATED
-    assert st.image_ref == image
+    assert st.image_id == image
+    assert st.image.image == registry.busybox
+    assert st.image_ref == f"{registry.host}/test/busybox@{registry.busybox_digest}"
     client.rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
     it.wait_until(
         "exit",
@@ -263,6 +265,99 @@ def test_container_lifecycle_and_logs(client, registry, tmp_path):
     assert ("stdout", "F", "out") in parsed and ("stderr", "F", "err") in parsed
     client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
     client.rmp(pod)
+
+
+def test_one_image_id_everywhere_and_removal_waits_for_its_containers(make_crispd, registry):
+    # CRI v1.36: Image.id, PullImageResponse.image_ref, Container.image_id
+    # and ContainerStatus.image_id are one value for one image, whatever
+    # name or registry it was pulled by (critest's "Image Identifier
+    # Consistency"). ContainerStatus.image and image_ref name it as
+    # containerd does: a tag and a repo digest, of the repository the
+    # container asked for.
+    d = make_crispd(
+        config=f"""
+[[images.registries]]
+host = "registry.k8s.io"
+mirrors = ["http://{registry.host}"]
+"""
+    )
+    client, pb = d.client, d.client.pb
+    other = f"{registry.host}/other/busybox:2"
+    mirrored = "registry.k8s.io/test/busybox:1.0"
+    ids = {client.pull(n) for n in [registry.busybox, other, mirrored]}
+    assert len(ids) == 1
+    (image_id,) = ids
+    (img,) = client.img.ListImages(pb.ListImagesRequest(), timeout=10).images
+    assert img.id == image_id
+    assert sorted(img.repo_tags) == sorted([registry.busybox, other, mirrored])
+    for name in [registry.busybox, other, mirrored, image_id]:
+        st = client.img.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=name)), timeout=10).image
+        assert st.id == image_id, name
+
+    events, calls = [], []
+
+    def listen():
+        call = client.rt.GetContainerEvents(pb.GetEventsRequest())
+        calls.append(call)
+        try:
+            events.extend(call)
+        except grpc.RpcError:
+            pass
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    it.wait_until("subscriber", lambda: calls)
+    pod, cfg = client.runp("ids")
+    created = {}
+    # As kubelet creates containers: the image ID, and the name the user
+    # wrote; and as crictl does: the name alone.
+    for ctr, spec in [
+        ("by-id", pb.ImageSpec(image=image_id, user_specified_image=mirrored)),
+        ("by-name", pb.ImageSpec(image=other)),
+    ]:
+        config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name=ctr), image=spec, command=["/bin/busybox", "sleep", "60"])
+        req = pb.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=cfg)
+        created[ctr] = client.rt.CreateContainer(req, timeout=60).container_id
+    client.rt.StartContainer(pb.StartContainerRequest(container_id=created["by-id"]), timeout=60)
+
+    listed = {c.id: c for c in client.rt.ListContainers(pb.ListContainersRequest(), timeout=10).containers}
+    expect = {
+        "by-id": (mirrored, f"registry.k8s.io/test/busybox@{registry.busybox_digest}"),
+        "by-name": (other, f"{registry.host}/other/busybox@{registry.busybox_digest}"),
+    }
+    for ctr, cid in created.items():
+        c = listed[cid]
+        assert c.image_id == image_id and c.image_ref == image_id, ctr
+        st = client.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=cid), timeout=10).status
+        assert st.image_id == image_id, ctr
+        assert (st.image.image, st.image_ref) == expect[ctr], ctr
+    by_id = client.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=created["by-id"]), timeout=10).status
+    assert by_id.image.user_specified_image == mirrored
+    # GetContainerEvents carries the same statuses.
+    started = it.wait_until(
+        "the started event",
+        lambda: [e for e in list(events) if e.container_id == created["by-id"] and e.container_event_type == pb.CONTAINER_STARTED_EVENT],
+    )[0]
+    in_event = {st.id: st for st in started.containers_statuses}
+    for ctr, cid in created.items():
+        assert in_event[cid].image_id == image_id, ctr
+        assert (in_event[cid].image.image, in_event[cid].image_ref) == expect[ctr], ctr
+    calls[0].cancel()
+    listener.join(10)
+
+    # An image a container uses is not removed, by any of its names.
+    for name in [other, image_id]:
+        with pytest.raises(grpc.RpcError) as e:
+            client.img.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=name)), timeout=10)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "in use" in e.value.details()
+    assert len(client.img.ListImages(pb.ListImagesRequest(), timeout=10).images) == 1
+
+    client.stopp(pod)
+    client.rmp(pod)
+    # Then one name removes it with all the others.
+    client.img.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=other)), timeout=10)
+    assert list(client.img.ListImages(pb.ListImagesRequest(), timeout=10).images) == []
 
 
 def test_exec_stop_stats(client, registry):

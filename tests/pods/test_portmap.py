@@ -142,3 +142,31 @@ def test_port_mapping_rules_go_after_a_crispd_crash(make_crispd, portmap_net):
     rules = nat_rules()
     assert pod not in rules, rules
     d.client.rmp(pod)
+
+
+def test_a_mapping_without_host_port_publishes_nothing(make_crispd, portmap_net):
+    """`host_port: 0` means no host port (kubelet sends such mappings for
+    a containerPort without hostPort): it reaches no plugin, the one with a
+    host port beside it does."""
+    d = make_crispd(cni=portmap_net)
+    client, pb = d.client, d.client.pb
+    cfg = client.pod_config("pmzero")
+    cfg.port_mappings.add(protocol=pb.TCP, container_port=9000, host_port=0)
+    cfg.port_mappings.add(protocol=pb.TCP, container_port=8080, host_port=HOST_PORT, host_ip="127.0.0.1")
+    pod = client.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+    ip = client.podstatus(pod).network.ip
+    rules = nat_rules()
+    assert f"--dport {HOST_PORT} -j DNAT --to-destination {ip}:8080" in rules, rules
+    mine = [l for l in rules.splitlines() if pod in l or ip + ":" in l]
+    assert not [l for l in mine if "9000" in l or "--dport 0 " in l], mine
+    client.stopp(pod)
+    assert pod not in nat_rules()
+    client.rmp(pod)
+
+    # Only mappings without a host port: the pod runs, nothing is published.
+    cfg = client.pod_config("pmzero2")
+    cfg.port_mappings.add(protocol=pb.UDP, container_port=53, host_port=0)
+    pod = client.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+    assert client.podstatus(pod).state == pb.SANDBOX_READY
+    assert pod not in nat_rules()
+    client.rmp(pod)

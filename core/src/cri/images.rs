@@ -1,11 +1,13 @@
 //! The CRI's image rules, without I/O: how a user's string names a local
 //! image, which images a ListImages filter matches, what RemoveImage
-//! removes, how names move between images when one is pulled, which
-//! manifest of a multi-platform index fits the host, and what the image
-//! config's `User` means for ImageStatus.
+//! removes (the whole image), how names move between images when one is
+//! pulled, which manifest of a multi-platform index fits the host, and
+//! what the image config's `User` means for ImageStatus.
 //!
 //! The host side keeps the records (in files) and the content; it asks
 //! these functions what to do with them.
+
+use crisp_proto::cri;
 
 use super::reference::{AnyReference, Digest, Reference, Repository};
 
@@ -121,31 +123,22 @@ fn repository_of(name: &str) -> Option<Repository> {
 pub enum Removal {
     /// No such image: nothing to do (RemoveImage is idempotent).
     NotFound,
-    /// Drop one tag; the image keeps its other tags and stays.
-    Untag { image: usize, tag: String },
     /// Delete the image with all its names; its content becomes garbage
     /// unless another image shares it.
     Delete { image: usize },
 }
 
-/// Decide what removing `query` means, as users of `crictl rmi` and
-/// kubelet's image GC expect: by ID or digest, the image goes; by a tag
-/// of an image that has other tags, only that tag goes (`docker rmi`
-/// semantics); by its last tag, the image goes.
+/// Decide what removing `query` means. The CRI removes the image a name
+/// finds, whatever the name: by ID, by digest or by any one of its tags,
+/// the image goes with every tag and digest it has, in every repository
+/// (as containerd and CRI-O do, and critest's "removing image by one tag
+/// should remove all tags" checks). This is not `docker rmi`, which drops
+/// only the tag it is given.
 pub fn plan_removal(images: &[ImageNames], query: &str) -> Removal {
-    let Some(image) = find(images, query) else {
-        return Removal::NotFound;
-    };
-    if let Ok(AnyReference::Named(r)) = AnyReference::parse(query.trim()) {
-        if r.digest().is_none() {
-            let tag = r.to_string();
-            let tags = images.get(image).map_or(&[][..], |n| &n.repo_tags[..]);
-            if tags.contains(&tag) && tags.len() > 1 {
-                return Removal::Untag { image, tag };
-            }
-        }
+    match find(images, query) {
+        Some(image) => Removal::Delete { image },
+        None => Removal::NotFound,
     }
-    Removal::Delete { image }
 }
 
 /// Give the image `id` the name `reference` (a tag or a digest), taking a
@@ -329,6 +322,63 @@ fn variant_rank(arch: &str, variant: &str, want: &str) -> Option<u32> {
     }
 }
 
+/// How ContainerStatus names the image a container runs, as containerd's
+/// CRI fills it: `image` a tag of the image (kubelet shows it as the
+/// container's image) and `image_ref` a repo digest (kubelet's `imageID`
+/// of the container), while `image_id` stays the image ID. `requested`
+/// is what the user asked for (`ImageSpec.user_specified_image`, else
+/// `ImageSpec.image`): a tag or digest in its repository is preferred, so
+/// that an image pulled from two registries shows the one the pod named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerImage {
+    /// A tag of the image; `None`: it has none, keep the request's spec.
+    pub tag: Option<String>,
+    /// A repo digest of the image, else its ID.
+    pub image_ref: String,
+}
+
+pub fn container_image(image: &ImageNames, requested: &str) -> ContainerImage {
+    let requested = match AnyReference::parse(requested.trim()) {
+        Ok(AnyReference::Named(r)) => Some(r),
+        _ => None,
+    };
+    let repo = requested.as_ref().map(Reference::repository);
+    let in_repo = |name: &&String| repo.is_some() && repository_of(name) == repo;
+    let exact = requested
+        .as_ref()
+        .map(Reference::to_string)
+        .filter(|r| image.repo_tags.contains(r));
+    let tag = exact
+        .or_else(|| image.repo_tags.iter().find(in_repo).cloned())
+        .or_else(|| image.repo_tags.first().cloned());
+    let image_ref = image
+        .repo_digests
+        .iter()
+        .find(in_repo)
+        .or_else(|| image.repo_digests.first())
+        .cloned()
+        .unwrap_or_else(|| image.id.clone());
+    ContainerImage { tag, image_ref }
+}
+
+/// Name the image of a ContainerStatus after `image`, the local image
+/// whose ID the status carries (see [`container_image`]): `image.image`
+/// becomes a tag (the rest of the spec stays as requested), `image_ref` a
+/// repo digest. `image_id` is left as it is.
+pub fn fill_container_status(status: &mut cri::ContainerStatus, image: &ImageNames) {
+    let spec = status.image.get_or_insert_with(cri::ImageSpec::default);
+    let requested = if spec.user_specified_image.is_empty() {
+        &spec.image
+    } else {
+        &spec.user_specified_image
+    };
+    let named = container_image(image, requested);
+    if let Some(tag) = named.tag {
+        spec.image = tag;
+    }
+    status.image_ref = named.image_ref;
+}
+
 /// The repo digest for `reference`'s repository and the manifest (or
 /// index) digest the registry served it as.
 pub fn repo_digest(reference: &Reference, digest: &Digest) -> String {
@@ -401,25 +451,37 @@ mod tests {
     }
 
     #[test]
-    fn removal_untags_before_it_deletes() {
-        let imgs = sample();
-        assert_eq!(
-            plan_removal(&imgs, "busybox:1.36"),
-            Removal::Untag {
-                image: 0,
-                tag: "docker.io/library/busybox:1.36".into()
-            }
-        );
-        assert_eq!(plan_removal(&imgs, A), Removal::Delete { image: 0 });
-        assert_eq!(
-            plan_removal(&imgs, &format!("busybox@{M}")),
-            Removal::Delete { image: 0 }
-        );
+    fn removal_by_any_name_deletes_the_whole_image() {
+        let mut imgs = sample();
+        // The same content pulled from a second registry: one image.
+        imgs[0]
+            .repo_tags
+            .push("registry.k8s.io/busybox:1.36".into());
+        imgs[0]
+            .repo_digests
+            .push(format!("registry.k8s.io/busybox@{M}"));
+        for name in [
+            "busybox:1.36",
+            "docker.io/library/busybox:latest",
+            "registry.k8s.io/busybox:1.36",
+            &format!("busybox@{M}"),
+            &format!("registry.k8s.io/busybox@{M}"),
+            A,
+            &A[7..20],
+        ] {
+            assert_eq!(
+                plan_removal(&imgs, name),
+                Removal::Delete { image: 0 },
+                "{name}"
+            );
+        }
         assert_eq!(
             plan_removal(&imgs, "quay.io/app/web:v1"),
             Removal::Delete { image: 1 }
         );
         assert_eq!(plan_removal(&imgs, "nginx"), Removal::NotFound);
+        assert_eq!(plan_removal(&imgs, "busybox:2"), Removal::NotFound);
+        assert_eq!(plan_removal(&imgs, ""), Removal::NotFound);
     }
 
     #[test]
@@ -500,6 +562,85 @@ mod tests {
         assert_eq!(choose_platform(&[p("linux", "arm64", "")], &arm64), Some(0));
         assert_eq!(amd64.to_string(), "linux/amd64");
         assert_eq!(arm64.to_string(), "linux/arm64/v8");
+    }
+
+    #[test]
+    fn container_image_prefers_the_requested_repository() {
+        let mut img = sample().remove(0);
+        img.repo_tags.push("registry.k8s.io/busybox:1.36".into());
+        img.repo_tags.sort();
+        img.repo_digests
+            .push(format!("registry.k8s.io/busybox@{M}"));
+        let docker_digest = format!("docker.io/library/busybox@{M}");
+        let k8s_digest = format!("registry.k8s.io/busybox@{M}");
+        let got = |requested: &str| container_image(&img, requested);
+        // The exact tag asked for.
+        assert_eq!(
+            got("busybox:latest"),
+            ContainerImage {
+                tag: Some("docker.io/library/busybox:latest".into()),
+                image_ref: docker_digest.clone(),
+            }
+        );
+        assert_eq!(
+            got("registry.k8s.io/busybox:1.36"),
+            ContainerImage {
+                tag: Some("registry.k8s.io/busybox:1.36".into()),
+                image_ref: k8s_digest.clone(),
+            }
+        );
+        // A digest: a tag of its repository.
+        assert_eq!(
+            got(&k8s_digest),
+            ContainerImage {
+                tag: Some("registry.k8s.io/busybox:1.36".into()),
+                image_ref: k8s_digest.clone(),
+            }
+        );
+        // The ID (what kubelet passes) or a tag the image lost: the first
+        // of each.
+        let first = ContainerImage {
+            tag: Some("docker.io/library/busybox:1.36".into()),
+            image_ref: docker_digest.clone(),
+        };
+        assert_eq!(got(A), first);
+        assert_eq!(got(""), first);
+        assert_eq!(got("quay.io/other:1"), first);
+        // No names at all: no tag, and the ID as the reference.
+        let bare = ImageNames {
+            id: B.into(),
+            ..ImageNames::default()
+        };
+        assert_eq!(
+            container_image(&bare, "quay.io/app/web:v1"),
+            ContainerImage {
+                tag: None,
+                image_ref: B.into(),
+            }
+        );
+    }
+
+    #[test]
+    fn container_status_names() {
+        let img = sample().remove(0);
+        let mut st = cri::ContainerStatus {
+            image: Some(cri::ImageSpec {
+                image: A.into(),
+                user_specified_image: "busybox:latest".into(),
+                runtime_handler: "h".into(),
+                ..cri::ImageSpec::default()
+            }),
+            image_ref: A.into(),
+            image_id: A.into(),
+            ..cri::ContainerStatus::default()
+        };
+        fill_container_status(&mut st, &img);
+        let spec = st.image.as_ref().unwrap();
+        assert_eq!(spec.image, "docker.io/library/busybox:latest");
+        assert_eq!(spec.user_specified_image, "busybox:latest");
+        assert_eq!(spec.runtime_handler, "h");
+        assert_eq!(st.image_ref, format!("docker.io/library/busybox@{M}"));
+        assert_eq!(st.image_id, A);
     }
 
     #[test]

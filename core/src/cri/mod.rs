@@ -76,7 +76,12 @@
 //!   `FAILED_PRECONDITION`. A failed start leaves the container EXITED with
 //!   exit code 128 and reason `StartError` (containerd).
 //! * CreateContainer in a sandbox that is not READY, or is being stopped,
-//!   is `FAILED_PRECONDITION`; in an unknown sandbox `NOT_FOUND`.
+//!   is `FAILED_PRECONDITION`; in an unknown sandbox `NOT_FOUND`. Its
+//!   mounts follow the rules in [`mounts`] (`INVALID_ARGUMENT` naming the
+//!   field otherwise); the host reports the image volumes it mounted
+//!   ([`ImageVolume`]): their host paths become the mounts' `host_path`,
+//!   and their images count as in use ([`Runtime::images_in_use`]) while
+//!   the container exists.
 //! * RemoveContainer of a RUNNING (or UNKNOWN) container stops it forcibly
 //!   (timeout 0) and then removes it, as containerd does.
 //! * StopPodSandbox first lets container creations and starts in flight
@@ -141,6 +146,7 @@
 
 mod ids;
 pub mod images;
+pub mod mounts;
 mod query;
 mod record;
 pub mod reference;
@@ -154,7 +160,10 @@ mod tests;
 use crisp_proto::cri;
 
 pub use ids::{hex_id, is_valid_id, IdSource, SeqIds, ID_LEN, MAX_DRAWS};
-pub use query::{matches_labels, COMPLETED_REASON, ERROR_REASON};
+pub use query::{
+    matches_labels, stream_batches, COMPLETED_REASON, ERROR_REASON, STREAM_BATCH_BYTES,
+    STREAM_BATCH_ITEMS,
+};
 pub use record::{
     ContainerRecord, Observation, Observed, PodPhase, PodRecord, Record, RecordKey, RecordKind,
 };
@@ -162,8 +171,8 @@ pub use runtime::{
     Runtime, START_ERROR_EXIT_CODE, START_ERROR_REASON, UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON,
 };
 pub use types::{
-    Action, ActionId, CallId, Exit, Handled, InputError, Notice, Outcome, Request, Response,
-    SandboxCreated,
+    Action, ActionId, CallId, Exit, Handled, ImageVolume, InputError, Notice, Outcome, Request,
+    Response, SandboxCreated,
 };
 
 /// The name reserved for a pod sandbox: `<name>_<namespace>_<uid>_<attempt>`.

@@ -13,6 +13,39 @@ use crate::grpc::Status;
 pub const COMPLETED_REASON: &str = "Completed";
 pub const ERROR_REASON: &str = "Error";
 
+/// Most items in one message of a `Stream*` call (containerd's batch).
+pub const STREAM_BATCH_ITEMS: usize = 5000;
+/// Most encoded bytes of items in one message of a `Stream*` call: well
+/// under the 16 MiB kubelet accepts per message, and under the 4 MiB
+/// gRPC clients accept by default.
+pub const STREAM_BATCH_BYTES: usize = 1 << 20;
+
+/// Cut a listing into the messages of its `Stream*` twin, as CRI v1.36
+/// asks: every batch holds at least one item (an item above the byte
+/// budget goes alone), every item is in exactly one batch, in order; an
+/// empty listing is no batch at all (the stream just ends).
+pub fn stream_batches<T: prost::Message>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let mut batch: Vec<T> = Vec::new();
+    let mut bytes = 0usize;
+    for item in items {
+        // Each repeated item costs its length prefix and tag too.
+        let size = item.encoded_len() + 8;
+        if !batch.is_empty()
+            && (batch.len() >= STREAM_BATCH_ITEMS || bytes + size > STREAM_BATCH_BYTES)
+        {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
 /// Whether every `selector` label is present in `labels` with the same
 /// value (an empty selector matches everything).
 pub fn matches_labels(
@@ -264,6 +297,25 @@ impl Runtime {
         })
     }
 
+    /// The images containers use, by ID: each container's own and the
+    /// ones it mounts as volumes. RemoveImage refuses these.
+    pub fn images_in_use(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .ctrs
+            .values()
+            .flat_map(|c| {
+                [&c.image_ref, &c.image_id]
+                    .into_iter()
+                    .chain(c.volume_image_ids.iter())
+            })
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// ListContainers. `id` and `pod_sandbox_id` may be unique prefixes;
     /// all set filter fields must match. Sorted by ID.
     pub fn list_containers(&self, req: &cri::ListContainersRequest) -> cri::ListContainersResponse {
@@ -393,6 +445,38 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_batches_cover_every_item_once_and_none_is_empty() {
+        let none: Vec<Vec<cri::Container>> = stream_batches(Vec::new());
+        assert!(none.is_empty(), "an empty listing sends no message");
+        let ctr = |i: usize| cri::Container {
+            id: format!("{i:064}"),
+            ..Default::default()
+        };
+        let items: Vec<_> = (0..STREAM_BATCH_ITEMS * 2 + 3).map(ctr).collect();
+        let batches = stream_batches(items.clone());
+        assert_eq!(batches.len(), 3);
+        assert!(batches.iter().all(|b| !b.is_empty()));
+        assert_eq!(batches.concat(), items);
+        // The byte budget cuts too; an item larger than it goes alone.
+        let big = |i: usize| cri::Container {
+            id: format!("{i}"),
+            annotations: [("a".to_owned(), "x".repeat(STREAM_BATCH_BYTES / 3))].into(),
+            ..Default::default()
+        };
+        let huge = cri::Container {
+            id: "huge".into(),
+            annotations: [("a".to_owned(), "x".repeat(STREAM_BATCH_BYTES + 1))].into(),
+            ..Default::default()
+        };
+        let items = vec![big(0), big(1), huge.clone(), big(2), big(3), big(4)];
+        let batches = stream_batches(items.clone());
+        let sizes: Vec<_> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1, 2, 1]);
+        assert_eq!(batches[1], [huge]);
+        assert_eq!(batches.concat(), items);
+    }
 
     #[test]
     fn json_escaping() {

@@ -15,7 +15,7 @@
 //!   string image_ref = 4; string image_id = 5; string log_path = 6;
 //!   runtime.v1.ContainerState state = 7; int64 created_at = 8; int64 started_at = 9;
 //!   int64 finished_at = 10; int32 exit_code = 11; string reason = 12; string message = 13;
-//!   uint32 pid = 14;
+//!   uint32 pid = 14; repeated string volume_image_ids = 15;
 //! }
 //! ```
 //!
@@ -100,6 +100,9 @@ pub struct ContainerRecord {
     pub message: String,
     #[prost(uint32, tag = "14")]
     pub pid: u32,
+    /// The images mounted as volumes.
+    #[prost(string, repeated, tag = "15")]
+    pub volume_image_ids: Vec<String>,
 }
 
 /// The lifecycle of a pod sandbox as persisted. `Ready` is CRI's

@@ -117,6 +117,8 @@ pub(crate) struct Ctr {
     pub config: cri::ContainerConfig,
     pub image_ref: String,
     pub image_id: String,
+    /// The IDs of the images mounted as volumes (in use while it exists).
+    pub volume_image_ids: Vec<String>,
     pub log_path: String,
     pub state: CtrState,
     pub created_at: i64,
@@ -710,6 +712,9 @@ impl Runtime {
         if image.image.is_empty() {
             return bad("the container config needs an image");
         }
+        if let Err(st) = super::mounts::check_mounts(&config.mounts) {
+            return refuse(st);
+        }
         let Some(pod) = self.pods.get(&pod_id) else {
             return refuse(Status::not_found(format!(
                 "pod sandbox {pod_id:?} not found"
@@ -763,6 +768,7 @@ impl Runtime {
                 config,
                 image_ref: String::new(),
                 image_id: String::new(),
+                volume_image_ids: Vec::new(),
                 log_path,
                 state: CtrState::Creating,
                 created_at: now,
@@ -1344,10 +1350,19 @@ impl Runtime {
                     Outcome::ContainerCreated {
                         image_ref,
                         image_id,
+                        image_volumes,
                     } if c.state == CtrState::Creating => {
                         c.state = CtrState::Created;
                         c.image_ref = image_ref;
                         c.image_id = image_id;
+                        for v in image_volumes {
+                            if let Some(m) = c.config.mounts.get_mut(v.index) {
+                                m.host_path = v.host_path;
+                            }
+                            if !c.volume_image_ids.contains(&v.image_id) {
+                                c.volume_image_ids.push(v.image_id);
+                            }
+                        }
                         let pod_id = c.pod_id.clone();
                         self.mark_dirty(RecordKey::Container(ctr_id.clone()));
                         self.emit(
@@ -1735,6 +1750,7 @@ impl Runtime {
                 config,
                 image_ref: c.image_ref,
                 image_id: c.image_id,
+                volume_image_ids: c.volume_image_ids,
                 log_path: c.log_path,
                 state: recorded,
                 created_at: c.created_at,
@@ -2017,6 +2033,7 @@ pub(crate) fn ctr_record(c: &Ctr) -> Record {
             reason: c.reason.clone(),
             message: c.message.clone(),
             pid: c.pid,
+            volume_image_ids: c.volume_image_ids.clone(),
         })),
     }
 }

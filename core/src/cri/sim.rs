@@ -290,6 +290,7 @@ pub fn fuzz_raw(data: &[u8]) -> Result<(), String> {
                         2 => Outcome::ContainerCreated {
                             image_ref: text.clone(),
                             image_id: key.clone(),
+                            image_volumes: Vec::new(),
                         },
                         3 => Outcome::ContainerStarted {
                             pid: u32::from(b(2)),
@@ -315,6 +316,7 @@ pub fn fuzz_raw(data: &[u8]) -> Result<(), String> {
                         Action::CreateContainer { .. } => Outcome::ContainerCreated {
                             image_ref: String::new(),
                             image_id: String::new(),
+                            image_volumes: Vec::new(),
                         },
                         Action::StartContainer { .. } => Outcome::ContainerStarted {
                             pid: 1,
@@ -1021,6 +1023,7 @@ impl Sim {
                 Outcome::ContainerCreated {
                     image_ref: "sha256:1111".into(),
                     image_id: "sha256:1111".into(),
+                    image_volumes: Vec::new(),
                 }
             }
             Action::StartContainer {

@@ -229,6 +229,7 @@ impl H {
             Action::CreateContainer { .. } => Outcome::ContainerCreated {
                 image_ref: "sha256:abc".into(),
                 image_id: "sha256:abc".into(),
+                image_volumes: Vec::new(),
             },
             Action::StartContainer { .. } => Outcome::ContainerStarted {
                 pid: self.next_pid,
@@ -1380,6 +1381,128 @@ fn lookups_take_unique_prefixes() {
 }
 
 #[test]
+fn stream_twins_answer_what_their_lists_do() {
+    let mut h = H::with(Runtime::new(fixed_ids(&[0x11, 0x12, 0x21, 0x22])));
+    let p1 = h.run_pod("a");
+    let p2 = h.run_pod("b");
+    let c1 = h.running(&p1, "x");
+    let c2 = h.create(&p2, "y");
+    let sel = |k: &str, v: &str| [(k.to_owned(), v.to_owned())].into();
+    let pods = Some(cri::PodSandboxFilter {
+        label_selector: sel("app", "b"),
+        ..Default::default()
+    });
+    let ctrs = Some(cri::ContainerFilter {
+        pod_sandbox_id: p1.clone(),
+        ..Default::default()
+    });
+    let cases = [
+        (
+            Method::StreamPodSandboxes,
+            cri::StreamPodSandboxesRequest {
+                filter: pods.clone(),
+            }
+            .encode_to_vec(),
+            Request::ListPodSandbox(cri::ListPodSandboxRequest { filter: pods }),
+        ),
+        (
+            Method::StreamContainers,
+            cri::StreamContainersRequest {
+                filter: ctrs.clone(),
+            }
+            .encode_to_vec(),
+            Request::ListContainers(cri::ListContainersRequest { filter: ctrs }),
+        ),
+        (
+            Method::StreamContainerStats,
+            Vec::new(),
+            Request::ListContainerStats(Default::default()),
+        ),
+        (
+            Method::StreamPodSandboxStats,
+            Vec::new(),
+            Request::ListPodSandboxStats(Default::default()),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (method, buf, list) in cases {
+        let twin = Request::decode_stream(method, &buf).unwrap().unwrap();
+        assert_eq!(twin, list, "{method:?}");
+        let Handled::Done(Ok(listed)) = h.rt.handle(list, h.now) else {
+            panic!("{method:?} is answered at once")
+        };
+        let batches = listed.clone().encode_stream().unwrap();
+        assert_eq!(
+            batches.len(),
+            1,
+            "{method:?}: a short listing is one message"
+        );
+        let got: Vec<String> = match listed {
+            Response::ListPodSandbox(r) => {
+                let s = cri::StreamPodSandboxesResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.pod_sandboxes, r.items);
+                r.items.into_iter().map(|p| p.id).collect()
+            }
+            Response::ListContainers(r) => {
+                let s = cri::StreamContainersResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.containers, r.containers);
+                r.containers.into_iter().map(|c| c.id).collect()
+            }
+            Response::ListContainerStats(r) => {
+                let s = cri::StreamContainerStatsResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.container_stats, r.stats);
+                r.stats
+                    .into_iter()
+                    .map(|c| c.attributes.unwrap().id)
+                    .collect()
+            }
+            Response::ListPodSandboxStats(r) => {
+                let s = cri::StreamPodSandboxStatsResponse::decode(&batches[0][..]).unwrap();
+                assert_eq!(s.pod_sandbox_stats, r.stats);
+                r.stats
+                    .into_iter()
+                    .map(|p| p.attributes.unwrap().id)
+                    .collect()
+            }
+            other => panic!("{other:?}"),
+        };
+        ids.push(got);
+    }
+    assert_eq!(
+        ids,
+        [
+            vec![p2.clone()],
+            vec![c1.clone()],
+            vec![c1.clone(), c2.clone()],
+            vec![p1.clone(), p2.clone()]
+        ]
+    );
+    // Nothing matches: no message at all.
+    let none = Request::ListContainers(cri::ListContainersRequest {
+        filter: Some(cri::ContainerFilter {
+            id: "99".into(),
+            ..Default::default()
+        }),
+    });
+    let Handled::Done(Ok(listed)) = h.rt.handle(none, h.now) else {
+        panic!()
+    };
+    assert!(listed.encode_stream().unwrap().is_empty());
+    // Other methods and responses have no stream twin; garbage is refused.
+    assert!(Request::decode_stream(Method::ListContainers, &[]).is_none());
+    let bad = Request::decode_stream(Method::StreamContainers, &[0xff]).unwrap();
+    assert_eq!(bad.unwrap_err().code, Code::InvalidArgument);
+    let status = Request::PodSandboxStatus(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: p1,
+        verbose: false,
+    });
+    let Handled::Done(Ok(resp)) = h.rt.handle(status, h.now) else {
+        panic!()
+    };
+    assert!(resp.encode_stream().is_none());
+}
+
+#[test]
 fn list_filters() {
     let mut h = H::with(Runtime::new(fixed_ids(&[0x11, 0x12, 0x21, 0x22, 0x23])));
     let p1 = h.run_pod("a");
@@ -1986,4 +2109,95 @@ fn the_fuzz_entry_point_runs_bytes() {
         data.extend_from_slice(&[0, 1, 0, 9, 0, 1, 9, 0, 1, 4, 0, 1, 9, 0, 1, 6, 5, 0]);
     }
     assert_eq!(sim::fuzz(&data), Ok(()));
+}
+
+#[test]
+fn mounts_are_checked_and_image_volumes_recorded() {
+    let mut h = H::new();
+    let pod = h.run_pod("vol");
+    // A forbidden combination never reaches the host.
+    let mut config = ctr_config("bad", 0);
+    config.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: "/srv".into(),
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let st = h.now_err(Request::CreateContainer(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(config),
+        sandbox_config: None,
+    }));
+    assert_eq!(st.code, Code::InvalidArgument);
+    assert!(
+        st.message.contains("mounts[0].recursive_read_only"),
+        "{}",
+        st.message
+    );
+    assert!(h
+        .find(|a| matches!(a, Action::CreateContainer { .. }))
+        .is_none());
+
+    // An image volume: the host reports where it mounted it and which
+    // image it is; both are in the status and the record.
+    let mut config = ctr_config("vol", 0);
+    let plain = cri::Mount {
+        container_path: "/data".into(),
+        host_path: "/srv".into(),
+        ..Default::default()
+    };
+    config.mounts = vec![
+        plain.clone(),
+        cri::Mount {
+            container_path: "/vol".into(),
+            image: Some(cri::ImageSpec {
+                image: "data:1".into(),
+                ..Default::default()
+            }),
+            readonly: true,
+            ..Default::default()
+        },
+    ];
+    let call = h.pending(Request::CreateContainer(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(config),
+        sandbox_config: None,
+    }));
+    let (id, _) = h.take(|a| matches!(a, Action::CreateContainer { .. }));
+    h.outcome(
+        id,
+        Outcome::ContainerCreated {
+            image_ref: "sha256:abc".into(),
+            image_id: "sha256:abc".into(),
+            image_volumes: vec![crate::cri::ImageVolume {
+                index: 1,
+                host_path: "/run/crisp/containers/x/volumes/d47a".into(),
+                image_id: "sha256:d47a".into(),
+            }],
+        },
+    )
+    .unwrap();
+    h.settle();
+    let Ok(Response::CreateContainer(r)) = h.reply(call) else {
+        panic!()
+    };
+    let st = h.status(&r.container_id);
+    assert_eq!(st.mounts[0], plain);
+    assert_eq!(
+        st.mounts[1].host_path,
+        "/run/crisp/containers/x/volumes/d47a"
+    );
+    assert_eq!(st.mounts[1].image.as_ref().unwrap().image, "data:1");
+    assert_eq!(h.rt.images_in_use(), ["sha256:abc", "sha256:d47a"]);
+
+    let records: Vec<Record> = h.store.values().cloned().collect();
+    let (rt, warnings) = Runtime::restore(SeqIds::new(9), records, &[], h.now);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut r = H::with(rt);
+    assert_eq!(r.status(&st.id).mounts, st.mounts);
+    assert_eq!(r.rt.images_in_use(), ["sha256:abc", "sha256:d47a"]);
+    let call = r.pending(remove_req(&st.id));
+    r.settle();
+    assert!(r.reply(call).is_ok());
+    assert!(r.rt.images_in_use().is_empty());
 }

@@ -86,6 +86,36 @@ impl Request {
         })
     }
 
+    /// Decodes the request of a `Stream*` listing as its `List*` twin
+    /// (the same filter): the state machine answers the listing, and
+    /// [`Response::encode_stream`] cuts it into the stream's messages.
+    /// `None` when `method` is not one of those streams.
+    pub fn decode_stream(method: Method, buf: &[u8]) -> Option<Result<Request, Status>> {
+        fn d<M: Message + Default>(
+            buf: &[u8],
+            f: impl FnOnce(M) -> Request,
+        ) -> Result<Request, Status> {
+            M::decode(buf)
+                .map(f)
+                .map_err(|e| Status::invalid_argument(format!("cannot decode request: {e}")))
+        }
+        Some(match method {
+            Method::StreamPodSandboxes => d(buf, |r: cri::StreamPodSandboxesRequest| {
+                Request::ListPodSandbox(cri::ListPodSandboxRequest { filter: r.filter })
+            }),
+            Method::StreamContainers => d(buf, |r: cri::StreamContainersRequest| {
+                Request::ListContainers(cri::ListContainersRequest { filter: r.filter })
+            }),
+            Method::StreamContainerStats => d(buf, |r: cri::StreamContainerStatsRequest| {
+                Request::ListContainerStats(cri::ListContainerStatsRequest { filter: r.filter })
+            }),
+            Method::StreamPodSandboxStats => d(buf, |r: cri::StreamPodSandboxStatsRequest| {
+                Request::ListPodSandboxStats(cri::ListPodSandboxStatsRequest { filter: r.filter })
+            }),
+            _ => return None,
+        })
+    }
+
     /// The rpc this request belongs to.
     pub fn method(&self) -> Method {
         match self {
@@ -130,6 +160,34 @@ impl Response {
             Response::ListPodSandboxStats(m) => m.encode_to_vec(),
             Response::UpdateContainerResources(m) => m.encode_to_vec(),
         }
+    }
+
+    /// A `List*` response as the messages of its `Stream*` twin, encoded,
+    /// in [`stream_batches`](super::stream_batches). `None` for responses
+    /// that are not listings with a stream twin.
+    pub fn encode_stream(self) -> Option<Vec<Vec<u8>>> {
+        use super::stream_batches;
+        fn each<T: Message, M: Message>(items: Vec<T>, wrap: impl Fn(Vec<T>) -> M) -> Vec<Vec<u8>> {
+            stream_batches(items)
+                .into_iter()
+                .map(|b| wrap(b).encode_to_vec())
+                .collect()
+        }
+        Some(match self {
+            Response::ListPodSandbox(m) => each(m.items, |pod_sandboxes| {
+                cri::StreamPodSandboxesResponse { pod_sandboxes }
+            }),
+            Response::ListContainers(m) => each(m.containers, |containers| {
+                cri::StreamContainersResponse { containers }
+            }),
+            Response::ListContainerStats(m) => each(m.stats, |container_stats| {
+                cri::StreamContainerStatsResponse { container_stats }
+            }),
+            Response::ListPodSandboxStats(m) => each(m.stats, |pod_sandbox_stats| {
+                cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+            }),
+            _ => return None,
+        })
     }
 }
 
@@ -266,6 +324,18 @@ pub struct SandboxCreated {
     pub additional_ips: Vec<String>,
 }
 
+/// An image volume (a mount with `image` set) as the host mounted it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImageVolume {
+    /// The mount's index in the container config's `mounts`.
+    pub index: usize,
+    /// Where the image (or its `image_sub_path`) is on the host: the
+    /// mount's `host_path` from now on, as containerd reports it.
+    pub host_path: String,
+    /// The image's ID: the image stays in use while the container exists.
+    pub image_id: String,
+}
+
 /// The result of an [`Action`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -277,6 +347,8 @@ pub enum Outcome {
         image_ref: String,
         /// The image ID as PullImage returned it; may equal `image_ref`.
         image_id: String,
+        /// The image volumes the host mounted for the container.
+        image_volumes: Vec<ImageVolume>,
     },
     ContainerStarted {
         pid: u32,

@@ -19,7 +19,7 @@ use mio::{Interest, Registry, Token};
 use crate::cri_host::CriHost;
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::policy::Peer;
-use crate::workers::{Reply, Workers};
+use crate::workers::{Reply, StreamReply, Workers};
 
 /// Unsent output above which we stop reading from the peer: a client that
 /// does not read its answers cannot make us buffer without bound.
@@ -247,6 +247,30 @@ impl Conn {
                 }
                 Err(_) => return,
             },
+            Err(status) => {
+                let _ = self.grpc.finish(call, &status);
+                status.code
+            }
+        };
+        log_call(self.peer, path, code, started);
+    }
+
+    /// A worker finished a `Stream*` listing of this connection: its
+    /// messages, then OK (or the failure, after nothing).
+    pub fn complete_stream(&mut self, call: u32, reply: StreamReply) {
+        let Some((path, started)) = self.calls.remove(&call) else {
+            return; // cancelled or timed out meanwhile
+        };
+        let code = match reply {
+            Ok(messages) => {
+                for m in &messages {
+                    if self.grpc.send_encoded(call, m).is_err() {
+                        return;
+                    }
+                }
+                let _ = self.grpc.finish(call, &Status::ok());
+                Code::Ok
+            }
             Err(status) => {
                 let _ = self.grpc.finish(call, &status);
                 status.code

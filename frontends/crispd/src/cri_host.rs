@@ -13,6 +13,7 @@ use crisp_core::grpc::Status;
 use crisp_proto::cri;
 use prost::Message;
 
+use crate::metrics;
 use crate::pods::{self, container, Host};
 use crate::workers::{caught, Done, Reply, Workers};
 
@@ -87,7 +88,10 @@ impl CriHost {
     /// later through [`CriHost::replies`].
     pub fn handle(&mut self, conn: usize, call: u32, req: Request) -> Option<Reply> {
         match self.rt.handle(req, pods::now_ns()) {
-            Handled::Done(r) => Some(r.map(|r| r.encode_to_vec())),
+            Handled::Done(r) => Some(r.map(|mut r| {
+                self.name_images(&mut r);
+                r.encode_to_vec()
+            })),
             Handled::Pending(id) => {
                 self.waiting.insert(id, (conn, call));
                 None
@@ -146,11 +150,17 @@ impl CriHost {
         }
         while let Some((id, reply)) = self.rt.poll_reply() {
             if let Some((conn, call)) = self.waiting.remove(&id) {
-                self.replies
-                    .push((conn, call, reply.map(|r| r.encode_to_vec())));
+                let reply = reply.map(|mut r| {
+                    self.name_images(&mut r);
+                    r.encode_to_vec()
+                });
+                self.replies.push((conn, call, reply));
             }
         }
-        while let Some(ev) = self.rt.poll_event() {
+        while let Some(mut ev) = self.rt.poll_event() {
+            for st in &mut ev.containers_statuses {
+                self.name_image(st);
+            }
             self.events.push(ev.encode_to_vec());
         }
         let mut unwatched = Vec::new();
@@ -221,16 +231,25 @@ impl CriHost {
         failed
     }
 
+    /// Container statuses name their image by a tag and a repo digest, as
+    /// containerd's do (`images::fill_container_status`); the state
+    /// machine knows only the image's ID.
+    fn name_images(&self, resp: &mut crisp_core::cri::Response) {
+        if let crisp_core::cri::Response::ContainerStatus(r) = resp {
+            if let Some(st) = r.status.as_mut() {
+                self.name_image(st);
+            }
+        }
+    }
+
+    fn name_image(&self, status: &mut cri::ContainerStatus) {
+        if let Some(names) = self.host.images.names_of(&status.image_id) {
+            crisp_core::cri::images::fill_container_status(status, &names);
+        }
+    }
+
     fn update_in_use(&mut self) {
-        let list = self
-            .rt
-            .list_containers(&cri::ListContainersRequest::default());
-        let set: HashSet<String> = list
-            .containers
-            .into_iter()
-            .flat_map(|c| [c.image_ref, c.image_id])
-            .filter(|s| !s.is_empty())
-            .collect();
+        let set: HashSet<String> = self.rt.images_in_use().into_iter().collect();
         if let Ok(mut u) = self.in_use.lock() {
             *u = set;
         }
@@ -271,24 +290,40 @@ fn action_name(action: &Action) -> &'static str {
     }
 }
 
-/// Fill the usage numbers of stats skeletons from the host (on a worker).
+/// Fill the usage numbers of a stats response's skeletons from the host
+/// (on a worker); other responses are left as they are.
+pub fn fill_stats(host: &Host, resp: &mut crisp_core::cri::Response) {
+    use crisp_core::cri::Response;
+    match resp {
+        Response::ContainerStats(r) => r
+            .stats
+            .iter_mut()
+            .for_each(|s| fill_container_stats(host, s)),
+        Response::ListContainerStats(r) => r
+            .stats
+            .iter_mut()
+            .for_each(|s| fill_container_stats(host, s)),
+        Response::PodSandboxStats(r) => r.stats.iter_mut().for_each(|s| fill_pod_stats(host, s)),
+        Response::ListPodSandboxStats(r) => {
+            r.stats.iter_mut().for_each(|s| fill_pod_stats(host, s))
+        }
+        _ => {}
+    }
+}
+
+/// Fill the usage numbers of stats skeletons from the host (on a worker):
+/// CPU, memory and IO pressure from the container's cgroup, and its
+/// writable layer.
 pub fn fill_container_stats(host: &Host, s: &mut cri::ContainerStats) {
     let Some(id) = s.attributes.as_ref().map(|a| a.id.clone()) else {
         return;
     };
     let now = pods::now_ns();
     if let Some(meta) = container::read_meta(host, &id) {
-        let (cpu, mem) = pods::cgroup_usage(host, &meta.cgroup);
-        s.cpu = cpu.map(|v| cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
-        s.memory = mem.map(|v| cri::MemoryUsage {
-            timestamp: now,
-            working_set_bytes: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
+        match host.cgroups.stats(&meta.cgroup) {
+            Ok(st) => (s.cpu, s.memory, s.io) = metrics::usage(&st, now),
+            Err(e) => tracing::debug!(cgroup = meta.cgroup, error = %e, "cgroup stats"),
+        }
     }
     let (bytes, inodes) = container::writable_usage(host, &id);
     s.writable_layer = Some(cri::FilesystemUsage {
@@ -301,6 +336,8 @@ pub fn fill_container_stats(host: &Host, s: &mut cri::ContainerStats) {
     });
 }
 
+/// The pod's figures: its cgroup's (as a container's), its network
+/// namespace's counters, and each container's.
 pub fn fill_pod_stats(host: &Host, s: &mut cri::PodSandboxStats) {
     let Some(id) = s.attributes.as_ref().map(|a| a.id.clone()) else {
         return;
@@ -308,18 +345,18 @@ pub fn fill_pod_stats(host: &Host, s: &mut cri::PodSandboxStats) {
     let now = pods::now_ns();
     let linux = s.linux.get_or_insert_with(Default::default);
     if let Some(meta) = pods::sandbox::read_meta(host, &id) {
-        let (cpu, mem) = pods::cgroup_usage(host, &meta.pod_cgroup);
-        linux.cpu = cpu.map(|v| cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
-        linux.memory = mem.map(|v| cri::MemoryUsage {
-            timestamp: now,
-            working_set_bytes: Some(cri::UInt64Value { value: v }),
-            ..Default::default()
-        });
+        match host.cgroups.stats(&meta.pod_cgroup) {
+            Ok(st) => {
+                (linux.cpu, linux.memory, linux.io) = metrics::usage(&st, now);
+                linux.process = st.pids.map(|n| cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: Some(cri::UInt64Value { value: n }),
+                });
+            }
+            Err(e) => tracing::debug!(cgroup = meta.pod_cgroup, error = %e, "cgroup stats"),
+        }
     }
+    linux.network = metrics::pod_network(host, &id).map(|n| metrics::network_usage(n, now));
     for c in &mut linux.containers {
         fill_container_stats(host, c);
     }
@@ -356,6 +393,7 @@ mod tests {
                 Action::CreateContainer { .. } => Outcome::ContainerCreated {
                     image_ref: "sha256:1".into(),
                     image_id: "sha256:1".into(),
+                    image_volumes: Vec::new(),
                 },
                 Action::StartContainer { .. } => Outcome::ContainerStarted {
                     pid: 4243,

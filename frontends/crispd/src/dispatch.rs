@@ -18,8 +18,9 @@ use prost::Message;
 use crate::config::Config;
 use crate::cri_host::{self, CriHost};
 use crate::host::{self, CgroupMode};
+use crate::metrics;
 use crate::persist;
-use crate::pods::{container, Host};
+use crate::pods::{container, sandbox, Host};
 use crate::policy::{Peer, Policy};
 use crate::workers::Workers;
 
@@ -117,6 +118,14 @@ impl Dispatcher {
                 }
             }
             Handled::Reply(Err(status)) => finish(server, call.id, &status),
+            Handled::Stream(messages) => {
+                for m in &messages {
+                    if server.send_encoded(call.id, m).is_err() {
+                        return Outcome::Done(Code::Internal);
+                    }
+                }
+                finish(server, call.id, &Status::ok())
+            }
             Handled::Deferred => Outcome::Deferred,
         }
     }
@@ -135,7 +144,14 @@ impl Dispatcher {
                 Ok(r) => r,
                 Err(s) => return Handled::Reply(Err(s)),
             };
-            return self.cri_call(req, conn, call, workers, cri);
+            return self.cri_call(req, Shape::List, conn, call, workers, cri);
+        }
+        if let Some(req) = crisp_core::cri::Request::decode_stream(method.method, &message) {
+            let req = match req {
+                Ok(r) => r,
+                Err(s) => return Handled::Reply(Err(s)),
+            };
+            return self.cri_call(req, Shape::Stream, conn, call, workers, cri);
         }
         match method.method {
             Method::GetContainerEvents => {
@@ -216,12 +232,35 @@ impl Dispatcher {
                     ))),
                 }
             }
-            Method::PullImage
-            | Method::ListImages
-            | Method::StreamImages
-            | Method::ImageStatus
-            | Method::RemoveImage
-            | Method::ImageFsInfo => self.image_call(method, message, conn, call, workers),
+            Method::ListMetricDescriptors => reply(
+                decode::<cri::ListMetricDescriptorsRequest>(method, message)
+                    .map(|_| metrics::descriptors()),
+            ),
+            Method::ListPodSandboxMetrics | Method::StreamPodSandboxMetrics => {
+                self.pod_metrics(method, message, conn, call, workers, cri)
+            }
+            Method::UpdatePodSandboxResources => {
+                let req = match decode::<cri::UpdatePodSandboxResourcesRequest>(method, message) {
+                    Ok(r) => r,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let id = match ready_pod(cri, &req.pod_sandbox_id) {
+                    Ok(id) => id,
+                    Err(s) => return Handled::Reply(Err(s)),
+                };
+                let host = Arc::clone(&self.host);
+                submit(workers, conn, call, move || {
+                    let (o, r) = (req.overhead.as_ref(), req.resources.as_ref());
+                    sandbox::update_resources(&host, &id, o, r)
+                        .map(|()| cri::UpdatePodSandboxResourcesResponse {}.encode_to_vec())
+                })
+            }
+            Method::ListImages | Method::StreamImages => {
+                self.list_images(method, message, conn, call, workers)
+            }
+            Method::PullImage | Method::ImageStatus | Method::RemoveImage | Method::ImageFsInfo => {
+                self.image_call(method, message, conn, call, workers)
+            }
             _ => Handled::Reply(Err(Status::unimplemented(format!(
                 "crisp does not implement {} yet",
                 method.path
@@ -230,61 +269,132 @@ impl Dispatcher {
     }
 
     /// The pod and container lifecycle: the state machine decides; stats
-    /// skeletons get their usage numbers on a worker.
+    /// skeletons get their usage numbers on a worker. A `Stream*` listing
+    /// comes here as its `List*` twin (`shape`), and is answered with the
+    /// same items in batches.
     fn cri_call(
         &self,
         req: crisp_core::cri::Request,
+        shape: Shape,
         conn: usize,
         call: u32,
         workers: &Workers,
         cri: &mut CriHost,
     ) -> Handled {
-        use crisp_core::cri::{Request, Response};
+        use crisp_core::cri::Request;
         let host = Arc::clone(&self.host);
         match req {
             Request::ContainerStats(_)
             | Request::ListContainerStats(_)
             | Request::PodSandboxStats(_)
             | Request::ListPodSandboxStats(_) => {
-                let resp = match cri.query(req) {
+                let mut resp = match cri.query(req) {
                     Ok(r) => r,
                     Err(s) => return Handled::Reply(Err(s)),
                 };
-                submit(workers, conn, call, move || {
-                    Ok(match resp {
-                        Response::ContainerStats(mut r) => {
-                            if let Some(s) = r.stats.as_mut() {
-                                cri_host::fill_container_stats(&host, s);
-                            }
-                            r.encode_to_vec()
-                        }
-                        Response::ListContainerStats(mut r) => {
-                            for s in &mut r.stats {
-                                cri_host::fill_container_stats(&host, s);
-                            }
-                            r.encode_to_vec()
-                        }
-                        Response::PodSandboxStats(mut r) => {
-                            if let Some(s) = r.stats.as_mut() {
-                                cri_host::fill_pod_stats(&host, s);
-                            }
-                            r.encode_to_vec()
-                        }
-                        Response::ListPodSandboxStats(mut r) => {
-                            for s in &mut r.stats {
-                                cri_host::fill_pod_stats(&host, s);
-                            }
-                            r.encode_to_vec()
-                        }
-                        other => other.encode_to_vec(),
-                    })
+                submit_shaped(workers, conn, call, shape, move || {
+                    cri_host::fill_stats(&host, &mut resp);
+                    Ok(resp)
                 })
+            }
+            req if shape == Shape::Stream => {
+                match cri.query(req).and_then(|resp| shape.messages(resp)) {
+                    Ok(messages) => Handled::Stream(messages),
+                    Err(s) => Handled::Reply(Err(s)),
+                }
             }
             req => match cri.handle(conn, call, req) {
                 Some(reply) => Handled::Reply(reply),
                 None => Handled::Deferred,
             },
         }
+    }
+
+    /// ListPodSandboxMetrics and StreamPodSandboxMetrics: the READY pods
+    /// and their containers from the state machine, their figures read on
+    /// a worker.
+    fn pod_metrics(
+        &self,
+        method: &MethodDesc,
+        message: Bytes,
+        conn: usize,
+        call: u32,
+        workers: &Workers,
+        cri: &mut CriHost,
+    ) -> Handled {
+        use crisp_core::cri::{Request, Response};
+        let shape = if method.method == Method::StreamPodSandboxMetrics {
+            decode::<cri::StreamPodSandboxMetricsRequest>(method, message).map(|_| Shape::Stream)
+        } else {
+            decode::<cri::ListPodSandboxMetricsRequest>(method, message).map(|_| Shape::List)
+        };
+        let shape = match shape {
+            Ok(s) => s,
+            Err(s) => return Handled::Reply(Err(s)),
+        };
+        let pods = match cri.query(Request::ListPodSandboxStats(Default::default())) {
+            Ok(Response::ListPodSandboxStats(r)) => r.stats,
+            Ok(_) => {
+                return Handled::Reply(Err(Status::internal(
+                    "pod stats came back as another answer",
+                )))
+            }
+            Err(s) => return Handled::Reply(Err(s)),
+        };
+        let images: HashMap<String, String> =
+            match cri.query(Request::ListContainers(Default::default())) {
+                Ok(Response::ListContainers(r)) => r
+                    .containers
+                    .into_iter()
+                    .map(|c| (c.id, c.image.map(|i| i.image).unwrap_or_default()))
+                    .collect(),
+                _ => HashMap::new(),
+            };
+        let host = Arc::clone(&self.host);
+        submit_items(
+            workers,
+            (conn, call),
+            shape,
+            move || Ok(metrics::pod_metrics(&host, pods, &images)),
+            |pod_metrics| cri::ListPodSandboxMetricsResponse { pod_metrics },
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )
+    }
+
+    /// ListImages and StreamImages: one listing, answered whole or in
+    /// batches.
+    fn list_images(
+        &self,
+        method: &MethodDesc,
+        message: Bytes,
+        conn: usize,
+        call: u32,
+        workers: &Workers,
+    ) -> Handled {
+        let decoded = if method.method == Method::StreamImages {
+            decode::<cri::StreamImagesRequest>(method, message).map(|r| (r.filter, Shape::Stream))
+        } else {
+            decode::<cri::ListImagesRequest>(method, message).map(|r| (r.filter, Shape::List))
+        };
+        let (filter, shape) = match decoded {
+            Ok(d) => d,
+            Err(s) => return Handled::Reply(Err(s)),
+        };
+        let filter = filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .unwrap_or_default();
+        let images = Arc::clone(&self.images);
+        submit_items(
+            workers,
+            (conn, call),
+            shape,
+            move || images.list(&filter).map_err(|e| e.to_status()),
+            |images| cri::ListImagesResponse { images },
+            |images| cri::StreamImagesResponse { images },
+        )
     }
 
     /// The ImageService: decode here, do the work (network, disk) on a
@@ -313,7 +423,6 @@ impl Dispatcher {
     fn image_job(&self, method: &MethodDesc, message: Bytes) -> Result<ImageJob, Status> {
         let images = Arc::clone(&self.images);
         let spec_image = |s: Option<cri::ImageSpec>| s.map(|s| s.image).unwrap_or_default();
-        let filter_image = |f: Option<cri::ImageFilter>| spec_image(f.and_then(|f| f.image));
         let job: ImageJob = match method.method {
             Method::PullImage => {
                 let req = decode::<cri::PullImageRequest>(method, message)?;
@@ -330,24 +439,6 @@ impl Dispatcher {
                 Box::new(move || {
                     let id = images.pull(&image, &creds).map_err(|e| e.to_status())?;
                     Ok(cri::PullImageResponse { image_ref: id }.encode_to_vec())
-                })
-            }
-            Method::ListImages => {
-                let req = decode::<cri::ListImagesRequest>(method, message)?;
-                let filter = filter_image(req.filter);
-                Box::new(move || {
-                    let images = images.list(&filter).map_err(|e| e.to_status())?;
-                    Ok(cri::ListImagesResponse { images }.encode_to_vec())
-                })
-            }
-            Method::StreamImages => {
-                // One message with every image: the server-streaming path
-                // of a deferred call carries one reply.
-                let req = decode::<cri::StreamImagesRequest>(method, message)?;
-                let filter = filter_image(req.filter);
-                Box::new(move || {
-                    let images = images.list(&filter).map_err(|e| e.to_status())?;
-                    Ok(cri::StreamImagesResponse { images }.encode_to_vec())
                 })
             }
             Method::ImageStatus => {
@@ -431,7 +522,11 @@ impl Dispatcher {
             info,
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
-                features: Some(cri::RuntimeHandlerFeatures::default()),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: crate::pods::mounts::recursive_read_only_supported(
+                    ),
+                    user_namespaces: false,
+                }),
             }],
             features: Some(cri::RuntimeFeatures::default()),
         }
@@ -450,7 +545,80 @@ impl Dispatcher {
 
 enum Handled {
     Reply(Result<Vec<u8>, Status>),
+    /// A `Stream*` listing answered now: its messages, then OK.
+    Stream(Vec<Vec<u8>>),
     Deferred,
+}
+
+/// How a listing is answered: one `List*` message, or the batches of its
+/// `Stream*` twin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    List,
+    Stream,
+}
+
+impl Shape {
+    /// The messages that answer a listing in this shape: the one `List*`
+    /// message, or the `Stream*` batches (on the wire, a unary answer is
+    /// a stream of one message).
+    fn messages(self, resp: crisp_core::cri::Response) -> Result<Vec<Vec<u8>>, Status> {
+        match self {
+            Shape::List => Ok(vec![resp.encode_to_vec()]),
+            Shape::Stream => resp.encode_stream().ok_or_else(|| {
+                Status::internal("crispd answered a stream with a response that is no listing")
+            }),
+        }
+    }
+}
+
+/// Run `job` on a worker; answer the call (`conn`, `call`) with its items
+/// as one `List*` message (`list`) or in `Stream*` batches (`stream`).
+fn submit_items<T, L, S>(
+    workers: &Workers,
+    (conn, call): (usize, u32),
+    shape: Shape,
+    job: impl FnOnce() -> Result<Vec<T>, Status> + Send + 'static,
+    list: impl FnOnce(Vec<T>) -> L + Send + 'static,
+    stream: impl Fn(Vec<T>) -> S + Send + 'static,
+) -> Handled
+where
+    T: Message + Send + 'static,
+    L: Message,
+    S: Message,
+{
+    let messages = move || {
+        let items = job()?;
+        Ok(match shape {
+            Shape::List => vec![list(items).encode_to_vec()],
+            Shape::Stream => crisp_core::cri::stream_batches(items)
+                .into_iter()
+                .map(|batch| stream(batch).encode_to_vec())
+                .collect(),
+        })
+    };
+    match workers.submit_stream(conn, call, messages) {
+        Ok(()) => Handled::Deferred,
+        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
+            "crispd's worker queue is full",
+        ))),
+    }
+}
+
+/// Run `job` on a worker and answer with its response in `shape`.
+fn submit_shaped(
+    workers: &Workers,
+    conn: usize,
+    call: u32,
+    shape: Shape,
+    job: impl FnOnce() -> Result<crisp_core::cri::Response, Status> + Send + 'static,
+) -> Handled {
+    match workers.submit_stream(conn, call, move || shape.messages(job()?)) {
+        Ok(()) => Handled::Deferred,
+        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
+            "crispd's worker queue is full",
+        ))),
+    }
 }
 
 fn submit(
@@ -476,6 +644,26 @@ fn running(cri: &mut CriHost, id: &str) -> Result<String, Status> {
         )));
     }
     Ok(id)
+}
+
+/// The full ID of a READY pod sandbox, or why not.
+fn ready_pod(cri: &mut CriHost, id: &str) -> Result<String, Status> {
+    use crisp_core::cri::{Request, Response};
+    let req = Request::PodSandboxStatus(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    });
+    let Response::PodSandboxStatus(r) = cri.query(req)? else {
+        return Err(Status::internal("pod status came back as another answer"));
+    };
+    let status = r.status.unwrap_or_default();
+    if status.state != cri::PodSandboxState::SandboxReady as i32 {
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready",
+            status.id
+        )));
+    }
+    Ok(status.id)
 }
 
 /// The work that answers one ImageService call, run on a worker.

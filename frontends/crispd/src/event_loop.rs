@@ -18,7 +18,7 @@ use crisp_core::h2;
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt};
@@ -61,7 +61,8 @@ struct Daemon {
     /// The connection that last brought a request: while the loop spins it
     /// is read directly (see `wait`).
     hot: Option<usize>,
-    _lock: Flock<File>,
+    /// Holds the runtime directory's lock (see `take_lock`).
+    _lock: File,
 }
 
 /// Why `wait` returned.
@@ -211,6 +212,12 @@ impl Daemon {
                     Done::Call { conn, call, reply } => {
                         if let Some(c) = self.conns.get_mut(&conn) {
                             c.complete(call, reply);
+                            touched.push(conn);
+                        }
+                    }
+                    Done::Stream { conn, call, reply } => {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.complete_stream(call, reply);
                             touched.push(conn);
                         }
                     }
@@ -522,7 +529,13 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
 }
 
 /// One crispd per runtime directory: an exclusive lock held for life.
-fn take_lock(runtime_dir: &Path) -> Result<Flock<File>, String> {
+/// A POSIX record lock, not flock(2): it belongs to this process, not to
+/// the open file, so a child forked by crispd that has not exec'd yet (a
+/// spare monitor waiting at SCHED_IDLE for the CPU, a helper process)
+/// does not hold it too, and a crispd killed with SIGKILL frees it at
+/// once for the next one. Nothing else in crispd opens this file (closing
+/// any descriptor of it would drop the lock).
+fn take_lock(runtime_dir: &Path) -> Result<File, String> {
     let path = runtime_dir.join("crispd.lock");
     let file = File::options()
         .create(true)
@@ -530,12 +543,20 @@ fn take_lock(runtime_dir: &Path) -> Result<Flock<File>, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+    let whole_file = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(&file, FcntlArg::F_SETLK(&whole_file)).map_err(|e| {
         format!(
             "another crispd is running ({} is locked: {e}); refusing to start",
             path.display()
         )
-    })
+    })?;
+    Ok(file)
 }
 
 /// Bind the CRI socket: mode 0660 from the start (umask), group from the

@@ -15,6 +15,7 @@ pub mod cri_host;
 pub mod dispatch;
 pub mod event_loop;
 pub mod host;
+pub mod metrics;
 pub mod oci_spec;
 pub mod persist;
 pub mod pods;

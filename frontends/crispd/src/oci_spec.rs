@@ -684,9 +684,16 @@ fn mounts(
             }
             _ => "rprivate",
         };
+        // `ro` makes only the bind itself read-only (submounts stay as
+        // they are); `rro` (OCI runtime spec 1.1) every mount below it too.
+        let access = match (m.recursive_read_only, m.readonly) {
+            (true, _) => "rro",
+            (false, true) => "ro",
+            (false, false) => "rw",
+        };
         out.push(json!({
             "destination": m.container_path, "type": "bind", "source": m.host_path,
-            "options": ["rbind", prop, if m.readonly { "ro" } else { "rw" }],
+            "options": ["rbind", prop, access],
         }));
     }
     Ok((out, propagation))

@@ -20,6 +20,11 @@ use crisp_core::grpc::Status;
 /// status the call fails with.
 pub type Reply = Result<Vec<u8>, Status>;
 
+/// What a job produced for one server-streaming call that ends once its
+/// messages are sent (the `Stream*` listings): every encoded message, in
+/// order (none is fine), or the status the call fails with.
+pub type StreamReply = Result<Vec<Vec<u8>>, Status>;
+
 /// A finished job: a reply addressed to the call that asked for it, or
 /// the outcome of a CRI action (or a host notice) for the state machine.
 pub enum Done {
@@ -27,6 +32,12 @@ pub enum Done {
         conn: usize,
         call: u32,
         reply: Reply,
+    },
+    /// A `Stream*` listing: its messages, then the end of the call.
+    Stream {
+        conn: usize,
+        call: u32,
+        reply: StreamReply,
     },
     Action {
         id: ActionId,
@@ -107,6 +118,21 @@ impl Workers {
         job: impl FnOnce() -> Reply + Send + 'static,
     ) -> Result<(), Busy> {
         self.submit_done(move || Done::Call {
+            conn,
+            call,
+            reply: caught("the call", job).unwrap_or_else(Err),
+        })
+    }
+
+    /// Queue `job`, whose messages answer the server-streaming call
+    /// `call` on connection `conn`.
+    pub fn submit_stream(
+        &self,
+        conn: usize,
+        call: u32,
+        job: impl FnOnce() -> StreamReply + Send + 'static,
+    ) -> Result<(), Busy> {
+        self.submit_done(move || Done::Stream {
             conn,
             call,
             reply: caught("the call", job).unwrap_or_else(Err),

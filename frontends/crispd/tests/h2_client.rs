@@ -198,9 +198,11 @@ async fn unary_version() {
 }
 
 #[tokio::test]
-async fn server_streaming_call_is_a_clean_trailers_only_unimplemented() {
+async fn empty_server_stream_and_unimplemented_call_are_clean_trailers_only() {
     let daemon = Daemon::start();
     let client = connect(&daemon).await;
+    // A server-streaming listing with nothing to list: no message (CRI
+    // v1.36: batches hold at least one item), just the OK status.
     let r = unary(
         &client,
         "StreamPodSandboxMetrics",
@@ -210,9 +212,20 @@ async fn server_streaming_call_is_a_clean_trailers_only_unimplemented() {
     assert_eq!(r.status, StatusCode::OK);
     // Trailers-Only: the status is in the one header block, which ends
     // the stream; no message, no separate trailers.
+    assert_eq!(r.headers["grpc-status"], "0", "{:?}", r.headers);
+    assert!(r.body.is_empty());
+    assert!(r.trailers.is_none());
+    // An rpc crisp does not implement: UNIMPLEMENTED naming it, the same way.
+    let r = unary(
+        &client,
+        "CheckpointContainer",
+        framed(&cri::CheckpointContainerRequest::default()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["grpc-status"], "12", "{:?}", r.headers);
     let message = r.headers["grpc-message"].to_str().expect("ascii");
-    assert!(message.contains("StreamPodSandboxMetrics"), "{message}");
+    assert!(message.contains("CheckpointContainer"), "{message}");
     assert!(r.body.is_empty());
     assert!(r.trailers.is_none());
     assert_version_ok(&unary(&client, "Version", framed(&cri::VersionRequest::default())).await);

@@ -66,6 +66,10 @@ pub trait Cgroups: Send + Sync {
     fn self_attach_files(&self, path: &str) -> Vec<PathBuf>;
     /// "v1" or "v2", for logs and status.
     fn version(&self) -> &'static str;
+    /// Every figure stats and metrics calls report (CPU, memory, block IO,
+    /// pressure), read fresh; a figure this kernel or hierarchy does not
+    /// expose is `None` (or absent). Fails only when the cgroup is gone.
+    fn stats(&self, path: &str) -> Result<Stats, Error>;
 }
 
 /// The implementation matching this host's cgroup layout: cgroup v2 when
@@ -473,6 +477,68 @@ impl Cgroups for V1 {
     fn version(&self) -> &'static str {
         "v1"
     }
+
+    fn stats(&self, path: &str) -> Result<Stats, Error> {
+        if !self.exists(path) {
+            return Err(Error::new(format!("cgroup {path} does not exist")));
+        }
+        let read = |controller: &str, file: &str| {
+            self.dir(controller, path)
+                .and_then(|d| fs::read_to_string(d.join(file)).ok())
+        };
+        let num = |controller: &str, file: &str| read(controller, file)?.trim().parse::<u64>().ok();
+        let mut st = Stats::default();
+        if let Some(usage_ns) = num("cpuacct", "cpuacct.usage") {
+            let throttling = read("cpu", "cpu.stat").unwrap_or_default();
+            st.cpu = Some(CpuStats {
+                usage_ns,
+                user_ns: num("cpuacct", "cpuacct.usage_user"),
+                system_ns: num("cpuacct", "cpuacct.usage_sys"),
+                periods: keyed(&throttling, "nr_periods"),
+                throttled_periods: keyed(&throttling, "nr_throttled"),
+                throttled_ns: keyed(&throttling, "throttled_time"),
+            });
+        }
+        if let Some(usage) = num("memory", "memory.usage_in_bytes") {
+            let stat = read("memory", "memory.stat").unwrap_or_default();
+            let inactive = keyed(&stat, "total_inactive_file").unwrap_or(0);
+            // A v1 "no limit" is the largest page-aligned long.
+            let limit = num("memory", "memory.limit_in_bytes").filter(|l| *l < 1 << 62);
+            let oom = read("memory", "memory.oom_control").unwrap_or_default();
+            st.memory = Some(MemoryStats {
+                usage_bytes: usage,
+                working_set_bytes: usage.saturating_sub(inactive),
+                rss_bytes: keyed(&stat, "total_rss"),
+                cache_bytes: keyed(&stat, "total_cache"),
+                mapped_file_bytes: keyed(&stat, "total_mapped_file"),
+                max_usage_bytes: num("memory", "memory.max_usage_in_bytes"),
+                failcnt: num("memory", "memory.failcnt"),
+                page_faults: keyed(&stat, "total_pgfault"),
+                major_page_faults: keyed(&stat, "total_pgmajfault"),
+                swap_bytes: num("memory", "memory.memsw.usage_in_bytes")
+                    .map(|memsw| memsw.saturating_sub(usage)),
+                limit_bytes: limit,
+                oom_kills: keyed(&oom, "oom_kill"),
+            });
+        }
+        st.pids = num("pids", "pids.current");
+        if let Some(bytes) = read("blkio", "blkio.throttle.io_service_bytes_recursive") {
+            let ops = read("blkio", "blkio.throttle.io_serviced_recursive").unwrap_or_default();
+            st.io = blkio_devices(&bytes, &ops);
+        }
+        // PSI lives in cgroup v2; a v1 hierarchy shows it only where the
+        // kernel puts `*.pressure` files into it.
+        let pressure = |file: &str| {
+            self.hierarchies
+                .iter()
+                .find_map(|h| fs::read_to_string(h.mount.join(rel(path)).join(file)).ok())
+                .and_then(|c| parse_pressure(&c))
+        };
+        st.cpu_pressure = pressure("cpu.pressure");
+        st.memory_pressure = pressure("memory.pressure");
+        st.io_pressure = pressure("io.pressure");
+        Ok(st)
+    }
 }
 
 /// cgroup v2: one unified tree.
@@ -661,6 +727,228 @@ impl Cgroups for V2 {
     fn version(&self) -> &'static str {
         "v2"
     }
+
+    fn stats(&self, path: &str) -> Result<Stats, Error> {
+        let dir = self.dir(path);
+        if !dir.is_dir() {
+            return Err(Error::new(format!("cgroup {path} does not exist")));
+        }
+        let read = |file: &str| fs::read_to_string(dir.join(file)).ok();
+        let num = |file: &str| read(file)?.trim().parse::<u64>().ok();
+        let usec = |v: Option<u64>| v.map(|v| v.saturating_mul(1000));
+        let mut st = Stats::default();
+        if let Some(cpu) = read("cpu.stat") {
+            st.cpu = Some(CpuStats {
+                usage_ns: keyed(&cpu, "usage_usec").unwrap_or(0).saturating_mul(1000),
+                user_ns: usec(keyed(&cpu, "user_usec")),
+                system_ns: usec(keyed(&cpu, "system_usec")),
+                periods: keyed(&cpu, "nr_periods"),
+                throttled_periods: keyed(&cpu, "nr_throttled"),
+                throttled_ns: usec(keyed(&cpu, "throttled_usec")),
+            });
+        }
+        if let Some(usage) = num("memory.current") {
+            let stat = read("memory.stat").unwrap_or_default();
+            let inactive = keyed(&stat, "inactive_file").unwrap_or(0);
+            let events = read("memory.events").unwrap_or_default();
+            st.memory = Some(MemoryStats {
+                usage_bytes: usage,
+                working_set_bytes: usage.saturating_sub(inactive),
+                rss_bytes: keyed(&stat, "anon"),
+                cache_bytes: keyed(&stat, "file"),
+                mapped_file_bytes: keyed(&stat, "file_mapped"),
+                max_usage_bytes: num("memory.peak"),
+                // The times usage hit the limit (v1's failcnt).
+                failcnt: keyed(&events, "max"),
+                page_faults: keyed(&stat, "pgfault"),
+                major_page_faults: keyed(&stat, "pgmajfault"),
+                swap_bytes: num("memory.swap.current"),
+                // "max" does not parse: no limit.
+                limit_bytes: num("memory.max"),
+                oom_kills: keyed(&events, "oom_kill"),
+            });
+        }
+        st.pids = num("pids.current");
+        if let Some(io) = read("io.stat") {
+            st.io = io_stat_devices(&io);
+        }
+        st.cpu_pressure = read("cpu.pressure").and_then(|c| parse_pressure(&c));
+        st.memory_pressure = read("memory.pressure").and_then(|c| parse_pressure(&c));
+        st.io_pressure = read("io.pressure").and_then(|c| parse_pressure(&c));
+        Ok(st)
+    }
+}
+
+/// What [`Cgroups::stats`] reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub cpu: Option<CpuStats>,
+    pub memory: Option<MemoryStats>,
+    pub pids: Option<u64>,
+    /// Block IO per device (v1 `blkio.throttle.*_recursive`, v2 `io.stat`).
+    pub io: Vec<IoDevice>,
+    pub cpu_pressure: Option<Pressure>,
+    pub memory_pressure: Option<Pressure>,
+    pub io_pressure: Option<Pressure>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuStats {
+    pub usage_ns: u64,
+    pub user_ns: Option<u64>,
+    pub system_ns: Option<u64>,
+    /// CFS bandwidth periods, throttled periods and time (`cpu.stat`).
+    pub periods: Option<u64>,
+    pub throttled_periods: Option<u64>,
+    pub throttled_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemoryStats {
+    pub usage_bytes: u64,
+    /// Usage minus inactive file pages, as kubelet and cAdvisor count it.
+    pub working_set_bytes: u64,
+    /// Anonymous memory (v1 `total_rss`, v2 `anon`).
+    pub rss_bytes: Option<u64>,
+    /// Page cache (v1 `total_cache`, v2 `file`).
+    pub cache_bytes: Option<u64>,
+    pub mapped_file_bytes: Option<u64>,
+    pub max_usage_bytes: Option<u64>,
+    pub failcnt: Option<u64>,
+    pub page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+    pub swap_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    pub oom_kills: Option<u64>,
+}
+
+/// Block IO of one device, as `major:minor`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IoDevice {
+    pub major: u32,
+    pub minor: u32,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// A `*.pressure` file: the `some` and `full` lines (a kernel before 5.13
+/// has no `full` line for CPU).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pressure {
+    pub some: PressureLine,
+    pub full: Option<PressureLine>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PressureLine {
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    /// Total stall time, microseconds (as the kernel counts it).
+    pub total_us: u64,
+}
+
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=0` and its `full` twin.
+pub fn parse_pressure(content: &str) -> Option<Pressure> {
+    let line = |kind: &str| {
+        let l = content.lines().find(|l| l.starts_with(kind))?;
+        let mut p = PressureLine::default();
+        for field in l.split_whitespace().skip(1) {
+            let (k, v) = field.split_once('=')?;
+            match k {
+                "avg10" => p.avg10 = v.parse().ok()?,
+                "avg60" => p.avg60 = v.parse().ok()?,
+                "avg300" => p.avg300 = v.parse().ok()?,
+                "total" => p.total_us = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        Some(p)
+    };
+    Some(Pressure {
+        some: line("some ")?,
+        full: line("full "),
+    })
+}
+
+/// `major:minor`.
+fn device(s: &str) -> Option<(u32, u32)> {
+    let (major, minor) = s.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The device's entry in `devices`, added on first sight.
+fn device_entry(devices: &mut Vec<IoDevice>, (major, minor): (u32, u32)) -> &mut IoDevice {
+    let i = match devices
+        .iter()
+        .position(|d| d.major == major && d.minor == minor)
+    {
+        Some(i) => i,
+        None => {
+            devices.push(IoDevice {
+                major,
+                minor,
+                ..Default::default()
+            });
+            devices.len() - 1
+        }
+    };
+    &mut devices[i]
+}
+
+/// v2 `io.stat`: `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`.
+pub fn io_stat_devices(content: &str) -> Vec<IoDevice> {
+    let mut devices = Vec::new();
+    for line in content.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(dev) = fields.next().and_then(device) else {
+            continue;
+        };
+        let d = device_entry(&mut devices, dev);
+        for f in fields {
+            let Some((k, v)) = f.split_once('=') else {
+                continue;
+            };
+            let v = v.parse().unwrap_or(0);
+            match k {
+                "rbytes" => d.read_bytes = v,
+                "wbytes" => d.write_bytes = v,
+                "rios" => d.reads = v,
+                "wios" => d.writes = v,
+                _ => {}
+            }
+        }
+    }
+    devices
+}
+
+/// v1 `blkio.throttle.io_service_bytes_recursive` and
+/// `..._io_serviced_recursive`: `8:0 Read 4096` lines (and a `Total`).
+pub fn blkio_devices(bytes: &str, ops: &str) -> Vec<IoDevice> {
+    let mut devices = Vec::new();
+    for (content, is_bytes) in [(bytes, true), (ops, false)] {
+        for line in content.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(dev), Some(op), Some(v)) = (
+                fields.next().and_then(device),
+                fields.next(),
+                fields.next().and_then(|v| v.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            let d = device_entry(&mut devices, dev);
+            match (op, is_bytes) {
+                ("Read", true) => d.read_bytes = v,
+                ("Write", true) => d.write_bytes = v,
+                ("Read", false) => d.reads = v,
+                ("Write", false) => d.writes = v,
+                _ => {}
+            }
+        }
+    }
+    devices
 }
 
 #[cfg(test)]
@@ -705,5 +993,126 @@ mod tests {
         let s = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
         assert_eq!(keyed(s, "oom_kill"), Some(3));
         assert_eq!(keyed(s, "missing"), None);
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    #[test]
+    fn pressure_files() {
+        let cpu = "some avg10=1.50 avg60=0.25 avg300=0.00 total=123456\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=42\n";
+        let p = parse_pressure(cpu).unwrap();
+        assert_eq!(p.some.avg10, 1.5);
+        assert_eq!(p.some.avg60, 0.25);
+        assert_eq!(p.some.total_us, 123_456);
+        assert_eq!(p.full.unwrap().total_us, 42);
+        // Kernels before 5.13: no `full` line for CPU.
+        let old = parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n").unwrap();
+        assert_eq!((old.some.total_us, old.full), (7, None));
+        assert_eq!(parse_pressure(""), None);
+        assert_eq!(parse_pressure("some avg10=x total=1"), None);
+    }
+
+    #[test]
+    fn io_files() {
+        let v2 = "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
+                  253:1 rbytes=1 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n";
+        let d = io_stat_devices(v2);
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            (
+                d[0].major,
+                d[0].minor,
+                d[0].read_bytes,
+                d[0].write_bytes,
+                d[0].reads,
+                d[0].writes
+            ),
+            (8, 0, 4096, 8192, 1, 2)
+        );
+        assert_eq!((d[1].major, d[1].minor), (253, 1));
+        let bytes = "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:0 Total 4608\nTotal 4608\n";
+        let ops = "8:0 Read 3\n8:0 Write 1\n8:0 Total 4\nTotal 4\n";
+        let d = blkio_devices(bytes, ops);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].read_bytes, d[0].write_bytes, d[0].reads, d[0].writes),
+            (4096, 512, 3, 1)
+        );
+    }
+
+    /// The v2 reader on files laid out as the kernel writes them.
+    #[test]
+    fn v2_stats_from_files() {
+        let root = std::env::temp_dir().join(format!("crisp-cg-stats-{}", std::process::id()));
+        let dir = root.join("pod/ctr");
+        fs::create_dir_all(&dir).unwrap();
+        let files = [
+            ("cpu.stat", "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\nnr_periods 10\nnr_throttled 3\nthrottled_usec 7\n"),
+            ("memory.current", "1000000\n"),
+            ("memory.stat", "anon 300000\nfile 600000\nfile_mapped 1000\ninactive_file 400000\npgfault 11\npgmajfault 2\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n"),
+            ("memory.max", "max\n"),
+            ("memory.swap.current", "0\n"),
+            ("pids.current", "3\n"),
+            ("io.stat", "8:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n"),
+            ("memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=5\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=4\n"),
+        ];
+        for (f, c) in files {
+            fs::write(dir.join(f), c).unwrap();
+        }
+        let st = V2::at(&root).stats("/pod/ctr").unwrap();
+        let cpu = st.cpu.unwrap();
+        assert_eq!(cpu.usage_ns, 2_500_000);
+        assert_eq!(
+            (cpu.user_ns, cpu.system_ns),
+            (Some(2_000_000), Some(500_000))
+        );
+        assert_eq!(
+            (cpu.periods, cpu.throttled_periods, cpu.throttled_ns),
+            (Some(10), Some(3), Some(7000))
+        );
+        let mem = st.memory.unwrap();
+        assert_eq!(
+            (mem.usage_bytes, mem.working_set_bytes),
+            (1_000_000, 600_000)
+        );
+        assert_eq!(
+            (mem.rss_bytes, mem.cache_bytes),
+            (Some(300_000), Some(600_000))
+        );
+        assert_eq!(
+            (mem.failcnt, mem.oom_kills, mem.limit_bytes),
+            (Some(4), Some(1), None)
+        );
+        assert_eq!(
+            (mem.page_faults, mem.major_page_faults),
+            (Some(11), Some(2))
+        );
+        assert_eq!(st.pids, Some(3));
+        assert_eq!(st.io.len(), 1);
+        assert_eq!(st.memory_pressure.unwrap().some.total_us, 5);
+        // What the kernel does not expose stays unset.
+        assert_eq!((st.cpu_pressure, st.io_pressure), (None, None));
+        assert!(V2::at(&root).stats("/gone").is_err());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The unified hierarchy's own PSI files, where the host mounts one
+    /// (pure v2, or hybrid at /sys/fs/cgroup/unified): the kernel's format.
+    #[test]
+    fn real_pressure_files_parse() {
+        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let Ok(cpu) = fs::read_to_string(Path::new(root).join("cpu.pressure")) else {
+                continue;
+            };
+            let p = parse_pressure(&cpu).expect("the kernel's cpu.pressure parses");
+            assert!(p.some.avg10 >= 0.0);
+            let st = V2::at(root).stats("/").unwrap();
+            assert!(st.cpu_pressure.is_some() && st.io_pressure.is_some());
+        }
     }
 }

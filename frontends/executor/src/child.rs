@@ -28,11 +28,12 @@ use seccompiler::BpfProgram;
 pub(crate) struct RootfsPlan {
     /// The root filesystem (host path), already mounted.
     pub root: CString,
-    /// The mount holding `root`'s parent: made private so that pivot_root
-    /// accepts it.
-    pub parent_mount: CString,
-    /// Propagation applied recursively to `/` first (MS_SLAVE or
-    /// MS_PRIVATE, with MS_REC).
+    /// The mounts holding `root` and its parent: made private (after
+    /// `propagation`) so that pivot_root accepts them and nothing mounted
+    /// on the rootfs reaches the host.
+    pub private_mounts: Vec<CString>,
+    /// Propagation applied recursively to `/` first (MS_SLAVE, MS_PRIVATE
+    /// or, for `rshared`, MS_SHARED; with MS_REC).
     pub propagation: c_ulong,
     /// After pivot_root, when the spec asks for `rshared`.
     pub shared_after_pivot: bool,
@@ -63,6 +64,8 @@ pub(crate) struct MountPlan {
     pub remount: Option<c_ulong>,
     /// MS_PRIVATE / MS_SLAVE / MS_SHARED (| MS_REC), or 0.
     pub propagation: c_ulong,
+    /// Make the mount and every mount below it read-only, last.
+    pub recursive_readonly: bool,
 }
 
 pub(crate) struct DevicePlan {
@@ -165,12 +168,13 @@ pub(crate) enum Step {
     Executable,
     Start,
     Exec,
+    RecursiveReadonly,
 }
 
 impl Step {
     pub fn from_u16(v: u16) -> Option<Self> {
         use Step::*;
-        const ALL: [Step; 37] = [
+        const ALL: [Step; 38] = [
             CloseFds,
             Cgroup,
             Setns,
@@ -208,6 +212,7 @@ impl Step {
             Executable,
             Start,
             Exec,
+            RecursiveReadonly,
         ];
         ALL.iter().copied().find(|s| *s as u16 == v)
     }
@@ -252,6 +257,7 @@ impl Step {
             Executable => "exec",
             Start => "wait for start",
             Exec => "exec",
+            RecursiveReadonly => "make mount recursively read-only",
         }
     }
 }
@@ -580,6 +586,40 @@ unsafe fn mount(
     }
 }
 
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Make `target` and every mount below it read-only (Linux 5.12+).
+unsafe fn set_recursive_readonly(plan: &Plan, target: &CStr) {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `target` is NUL-terminated and `attr` a live local of the
+    // size passed; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_RECURSIVE as c_ulong,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(plan, rc, Step::RecursiveReadonly, target.to_bytes());
+}
+
 fn ptr(c: &Option<CString>) -> *const c_char {
     c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
 }
@@ -616,7 +656,8 @@ unsafe fn setup_rootfs(plan: &Plan, r: &RootfsPlan) {
     // SAFETY (whole function): mount(2) family calls and file creation on
     // NUL-terminated paths from the plan.
     unsafe {
-        // Nothing we mount may propagate back to the host.
+        // Nothing we mount may propagate back to the host, except below
+        // a bidirectional (rshared) bind.
         mount(
             plan,
             null,
@@ -626,15 +667,10 @@ unsafe fn setup_rootfs(plan: &Plan, r: &RootfsPlan) {
             null,
             Step::Propagation,
         );
-        if libc::mount(
-            null,
-            r.parent_mount.as_ptr(),
-            null,
-            libc::MS_PRIVATE,
-            null.cast(),
-        ) != 0
-        {
-            fail(plan, Step::Propagation, bytes(&r.parent_mount));
+        for m in &r.private_mounts {
+            if libc::mount(null, m.as_ptr(), null, libc::MS_PRIVATE, null.cast()) != 0 {
+                fail(plan, Step::Propagation, bytes(m));
+            }
         }
         // pivot_root needs the new root to be a mount point.
         mount(
@@ -698,6 +734,9 @@ unsafe fn setup_rootfs(plan: &Plan, r: &RootfsPlan) {
                     null,
                     Step::MountPropagation,
                 );
+            }
+            if m.recursive_readonly {
+                set_recursive_readonly(plan, &m.target);
             }
         }
 

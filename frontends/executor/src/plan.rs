@@ -159,6 +159,8 @@ pub(crate) struct MountOptions {
     pub clear: libc::c_ulong,
     pub propagation: libc::c_ulong,
     pub bind: bool,
+    /// `rro`: read-only, every submount too (`mount_setattr`).
+    pub recursive_readonly: bool,
     pub data: Vec<String>,
 }
 
@@ -167,6 +169,10 @@ pub(crate) fn parse_options(opts: &[String]) -> MountOptions {
     for o in opts {
         let (set, clear): (libc::c_ulong, libc::c_ulong) = match o.as_str() {
             "ro" => (libc::MS_RDONLY, 0),
+            "rro" => {
+                m.recursive_readonly = true;
+                (libc::MS_RDONLY, 0)
+            }
             "rw" => (0, libc::MS_RDONLY),
             "nosuid" => (libc::MS_NOSUID, 0),
             "suid" => (0, libc::MS_NOSUID),
@@ -290,15 +296,24 @@ pub(crate) fn resolve_in_root(root: &Path, dest: &Path, covered: &[PathBuf]) -> 
     out
 }
 
-/// The mount point holding `path` (longest prefix in mountinfo).
-fn mount_point_of(path: &Path) -> PathBuf {
+/// The mount point holding each of `paths` (longest prefix in mountinfo).
+fn mount_points_of(paths: &[&Path]) -> Vec<PathBuf> {
     let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    cgroup::parse_mountinfo(&mi)
+    let points: Vec<PathBuf> = cgroup::parse_mountinfo(&mi)
         .into_iter()
         .map(|(mp, _, _)| PathBuf::from(mp))
-        .filter(|mp| path.starts_with(mp))
-        .max_by_key(|mp| mp.as_os_str().len())
-        .unwrap_or_else(|| PathBuf::from("/"))
+        .collect();
+    paths
+        .iter()
+        .map(|path| {
+            points
+                .iter()
+                .filter(|mp| path.starts_with(mp))
+                .max_by_key(|mp| mp.as_os_str().len())
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/"))
+        })
+        .collect()
 }
 
 fn mkdirs_between(root: &Path, target: &Path) -> Result<Vec<CString>, Error> {
@@ -332,16 +347,30 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
     let root = fs::canonicalize(root_spec.path())
         .map_err(|e| io_err(format!("rootfs {}", root_spec.path().display()), e))?;
     let linux = spec.linux().as_ref();
+    // As runc: `rshared` makes the whole tree shared before the binds, so
+    // that a bind of a shared host mount joins the host's peer group (a
+    // bind of a slave would only be another slave) and mounts propagate
+    // both ways; the default, `rslave`, lets nothing out.
     let (propagation, shared_after_pivot) = match linux
         .and_then(|l| l.rootfs_propagation().as_deref())
         .unwrap_or("")
     {
         "private" | "rprivate" => (libc::MS_PRIVATE | libc::MS_REC, false),
-        "shared" | "rshared" => (libc::MS_SLAVE | libc::MS_REC, true),
+        "shared" | "rshared" => (libc::MS_SHARED | libc::MS_REC, true),
         _ => (libc::MS_SLAVE | libc::MS_REC, false),
     };
+    // The mount holding the rootfs (the overlay itself when the rootfs is
+    // a mount point) and the one holding its parent are made private:
+    // pivot_root refuses a shared parent, and the bind of the rootfs onto
+    // itself, and every mount on it, must not propagate to the host.
     let parent = root.parent().unwrap_or(Path::new("/"));
-    let parent_mount = cstring(mount_point_of(parent))?;
+    let mut private_mounts: Vec<CString> = Vec::new();
+    for mp in mount_points_of(&[&root, parent]) {
+        let mp = cstring(mp)?;
+        if !private_mounts.contains(&mp) {
+            private_mounts.push(mp);
+        }
+    }
 
     let mut mounts = Vec::new();
     let mut covered: Vec<PathBuf> = Vec::new();
@@ -391,6 +420,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
             data: data.map(cstring).transpose()?,
             remount,
             propagation: opts.propagation,
+            recursive_readonly: opts.recursive_readonly,
         });
         if dest == Path::new("/dev") {
             dev_mounted = true;
@@ -476,7 +506,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
     };
     Ok(RootfsPlan {
         root: cstring(&root)?,
-        parent_mount,
+        private_mounts,
         propagation,
         shared_after_pivot,
         mounts,
@@ -522,6 +552,7 @@ fn cgroup_mounts(
             data: None,
             remount: Some(ro),
             propagation: 0,
+            recursive_readonly: false,
         })
     };
     let dirs: Vec<PathBuf> = cg
@@ -545,6 +576,7 @@ fn cgroup_mounts(
         data: Some(cstring("mode=755")?),
         remount: None,
         propagation: 0,
+        recursive_readonly: false,
     });
     let rel = path.trim_start_matches('/');
     for d in dirs {
@@ -569,6 +601,7 @@ fn cgroup_mounts(
         data: None,
         remount: None,
         propagation: 0,
+        recursive_readonly: false,
     });
     Ok(())
 }
@@ -826,6 +859,10 @@ mod tests {
         assert!(o.bind);
         assert_eq!(o.flags, libc::MS_REC | libc::MS_RDONLY);
         assert_eq!(o.propagation, libc::MS_SLAVE | libc::MS_REC);
+        assert!(!o.recursive_readonly);
+        let o = parse_options(&["rbind".into(), "rprivate".into(), "rro".into()]);
+        assert_eq!(o.flags, libc::MS_REC | libc::MS_RDONLY);
+        assert!(o.recursive_readonly);
         let o = parse_options(&["nosuid".into(), "mode=755".into(), "size=65536k".into()]);
         assert_eq!(o.flags, libc::MS_NOSUID);
         assert_eq!(o.data, ["mode=755", "size=65536k"]);

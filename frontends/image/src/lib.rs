@@ -1,8 +1,8 @@
 //! The ImageService's host side: the registry client, the content store,
 //! the layer unpacker, pulls and offline imports. The CRI rules (how a
-//! name finds an image, filters, untag vs delete, platform choice) are in
-//! `crisp_core::cri::images`; this crate does the I/O around them, with
-//! its own [`Settings`] (crispd makes them from its config).
+//! name finds an image, filters, what a removal removes, platform choice)
+//! are in `crisp_core::cri::images`; this crate does the I/O around them,
+//! with its own [`Settings`] (crispd makes them from its config).
 //!
 //! Every method here blocks (network, disk): dispatch runs them on the
 //! worker pool, never on the event loop.
@@ -306,7 +306,8 @@ impl ImageService {
         Ok((record, layers, config))
     }
 
-    /// RemoveImage: untag or delete (idempotent), then collect garbage.
+    /// RemoveImage: delete the image a name finds, with all its names
+    /// (idempotent), then collect garbage.
     pub fn remove(&self, query: &str) -> Result<(), ImageError> {
         let done = self
             .store
@@ -316,17 +317,24 @@ impl ImageService {
             Err(user) => Err(ImageError::unsupported(format!(
                 "image {query} is in use by {user}"
             ))),
-            Ok(rules::Removal::NotFound) => Ok(()),
-            Ok(rules::Removal::Untag { tag, .. }) => {
-                tracing::info!(tag = %tag, "untagged image");
-                Ok(())
-            }
-            Ok(rules::Removal::Delete { .. }) => {
-                tracing::info!(image = query, "removed image");
+            Ok(None) => Ok(()),
+            Ok(Some(removed)) => {
+                tracing::info!(
+                    image = query,
+                    id = %removed.id,
+                    tags = ?removed.repo_tags,
+                    "removed image"
+                );
                 self.collect_garbage();
                 Ok(())
             }
         }
+    }
+
+    /// The names of the image with ID `id`, from memory (no disk I/O: the
+    /// event loop asks this for every ContainerStatus).
+    pub fn names_of(&self, id: &str) -> Option<rules::ImageNames> {
+        self.store.names_of(id)
     }
 
     /// ImageFsInfo: what the store uses on its filesystem.

@@ -102,6 +102,11 @@ pub struct Store {
     root: PathBuf,
     /// Sizes of unpacked layers, by directory.
     usage_cache: Mutex<HashMap<PathBuf, (u64, u64)>>,
+    /// Every image's names by ID, as the records last read or written
+    /// here held them: what ContainerStatus shows without reading the
+    /// disk on the event loop. A `crispd import` in another process shows
+    /// here at the next read of the records (any image call).
+    names: Mutex<HashMap<String, ImageNames>>,
 }
 
 /// Held while changing records (and during GC).
@@ -163,6 +168,7 @@ impl Store {
         Ok(Self {
             root: root.to_owned(),
             usage_cache: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
         })
     }
 
@@ -233,7 +239,23 @@ impl Store {
         }
         out.retain(|r| !rules::is_unnamed(&r.names()));
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        let names = out.iter().map(|r| (r.id.clone(), r.names())).collect();
+        *self.names.lock().unwrap_or_else(|p| p.into_inner()) = names;
         Ok(out)
+    }
+
+    /// The names of the image with ID `id` as last seen (see `names`).
+    pub fn names_of(&self, id: &str) -> Option<ImageNames> {
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        names.get(id).cloned()
+    }
+
+    /// Read the records again after changing them, so that `names_of`
+    /// sees the change.
+    fn refresh_names(&self) {
+        if let Err(e) = self.records() {
+            tracing::warn!(error = %e, "cannot read the image records back");
+        }
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -376,36 +398,36 @@ impl Store {
                 lock.write(&r)?;
             }
         }
+        drop(lock);
+        self.refresh_names();
         Ok(stored)
     }
 
-    /// Remove the record of the image `query` names, or just one of its
-    /// tags (see `rules::plan_removal`). `in_use` may veto deleting an
-    /// image a container needs. Returns what was done.
+    /// Remove the record of the image `query` names, with every tag and
+    /// digest it has (see `rules::plan_removal`). `in_use` may veto
+    /// deleting an image a container needs. Returns the removed record,
+    /// `None` if no image has that name.
     pub fn remove(
         &self,
         query: &str,
         in_use: &dyn Fn(&ImageRecord) -> Option<String>,
-    ) -> io::Result<Result<rules::Removal, String>> {
+    ) -> io::Result<Result<Option<ImageRecord>, String>> {
         let lock = self.lock_records()?;
         let records = self.records()?;
         let names: Vec<ImageNames> = records.iter().map(ImageRecord::names).collect();
-        let plan = rules::plan_removal(&names, query);
-        match &plan {
-            rules::Removal::NotFound => {}
-            rules::Removal::Untag { image, tag } => {
-                let mut r = records[*image].clone();
-                r.repo_tags.retain(|t| t != tag);
-                lock.write(&r)?;
-            }
+        match rules::plan_removal(&names, query) {
+            rules::Removal::NotFound => Ok(Ok(None)),
             rules::Removal::Delete { image } => {
-                if let Some(user) = in_use(&records[*image]) {
+                let record = &records[image];
+                if let Some(user) = in_use(record) {
                     return Ok(Err(user));
                 }
-                lock.delete(&records[*image].id)?;
+                lock.delete(&record.id)?;
+                drop(lock);
+                self.refresh_names();
+                Ok(Ok(Some(record.clone())))
             }
         }
-        Ok(Ok(plan))
     }
 
     /// Delete content no record references, and leftovers of interrupted
@@ -685,16 +707,11 @@ mod tests {
         );
         assert!(store.has_layer(&l2));
         assert!(!store.has_layer(&l1));
-        // Untag, then delete.
+        // One of its tags removes the image with both.
         let none = |_: &ImageRecord| None;
-        let r = store.remove("app:1", &none).unwrap().unwrap();
-        assert!(matches!(r, rules::Removal::Untag { .. }));
-        let r = store.remove("app:2", &none).unwrap().unwrap();
-        assert!(matches!(r, rules::Removal::Delete { .. }));
-        assert_eq!(
-            store.remove("app:2", &none).unwrap().unwrap(),
-            rules::Removal::NotFound
-        );
+        let r = store.remove("app:1", &none).unwrap().unwrap().unwrap();
+        assert_eq!(r.id, c2.to_string());
+        assert_eq!(store.remove("app:2", &none).unwrap().unwrap(), None);
         assert!(store.records().unwrap().is_empty());
         store.gc().unwrap().unwrap();
         assert!(!store.has_layer(&l2));

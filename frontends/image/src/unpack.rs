@@ -23,6 +23,7 @@
 //! The caller gives a fresh, empty directory and renames it into place
 //! only when unpacking and every digest check succeeded.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -31,6 +32,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
@@ -126,15 +128,77 @@ pub fn unpack<R: Read>(reader: R, root: &Path, opts: Options) -> Result<Stats> {
         stats: Stats::default(),
         dir_times: Vec::new(),
     };
-    let mut archive = tar::Archive::new(reader);
+    let end = Rc::new(Cell::new(None));
+    let mut archive = tar::Archive::new(PadAtEof::new(reader, Rc::clone(&end)));
     let entries = archive.entries().map_err(UnpackError::Archive)?;
     for entry in entries {
         let mut entry = entry.map_err(UnpackError::Archive)?;
+        let data_end = entry.raw_file_position() + entry.header().entry_size().unwrap_or(0);
         u.entry(&mut entry)?;
+        // Padding may be missing after the last entry, never its data.
+        if let Some(len) = end.get() {
+            if data_end > len {
+                return Err(UnpackError::Archive(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "archive truncated: entry {:?} needs {data_end} bytes, the stream has {len}",
+                        String::from_utf8_lossy(&entry.path_bytes())
+                    ),
+                )));
+            }
+        }
         u.stats.entries += 1;
     }
     u.finish()?;
     Ok(u.stats)
+}
+
+/// Reads a tar stream and, where it ends short of its last entry's padding
+/// or of the end-of-archive blocks, supplies the zeros that are missing.
+/// Some layer writers stop right after the last file's data; Go's
+/// `archive/tar` (and so containerd) reads such a stream to its end without
+/// error, and so do we. Where the real stream ended is recorded, so that
+/// the unpacker can refuse an entry whose data was cut short.
+struct PadAtEof<R> {
+    inner: R,
+    /// Bytes read from `inner` so far.
+    pos: u64,
+    /// Zero bytes still to supply once `inner` has ended.
+    zeros_left: Option<u64>,
+    /// Set to `pos` when `inner` ends.
+    end: Rc<Cell<Option<u64>>>,
+}
+
+impl<R> PadAtEof<R> {
+    fn new(inner: R, end: Rc<Cell<Option<u64>>>) -> Self {
+        PadAtEof {
+            inner,
+            pos: 0,
+            zeros_left: None,
+            end,
+        }
+    }
+}
+
+impl<R: Read> Read for PadAtEof<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.zeros_left.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            // To the next block boundary, then two zero blocks.
+            let to_boundary = (512 - self.pos % 512) % 512;
+            self.zeros_left = Some(to_boundary + 1024);
+            self.end.set(Some(self.pos));
+        }
+        let left = self.zeros_left.unwrap_or(0);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.zeros_left = Some(left - n as u64);
+        Ok(n)
+    }
 }
 
 struct Unpacker {
@@ -1286,6 +1350,34 @@ mod tests {
         t.file("f", &[1u8; 4096]);
         let bytes = t.bytes();
         assert!(unpack(&bytes[..1024], &s.root(), Options::default()).is_err());
+    }
+
+    #[test]
+    fn archives_that_stop_after_the_last_data_are_read_whole() {
+        // As some writers leave layers: no padding after the last file's
+        // data and no end-of-archive blocks (Go's archive/tar reads these).
+        let s = Scratch::new("unpadded");
+        let mut t = Tar::default();
+        t.dir("d")
+            .file("d/a", b"first")
+            .file("d/b", b"last, unpadded");
+        let full = t.0.clone();
+        let cut = full.len() - (512 - b"last, unpadded".len());
+        let stats = unpack(&full[..cut], &s.root(), Options::default()).expect("unpack");
+        assert_eq!(stats.entries, 3);
+        assert_eq!(
+            std::fs::read(s.root().join("d/b")).unwrap(),
+            b"last, unpadded"
+        );
+        // Padding kept, end blocks missing.
+        let s = Scratch::new("no-end-blocks");
+        let stats = unpack(&full[..], &s.root(), Options::default()).expect("unpack");
+        assert_eq!(stats.entries, 3);
+        assert_eq!(std::fs::read(s.root().join("d/a")).unwrap(), b"first");
+        // One byte of the last file's data missing: refused.
+        let s = Scratch::new("short-data");
+        let err = unpack(&full[..cut - 1], &s.root(), Options::default()).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
     }
 
     #[test]

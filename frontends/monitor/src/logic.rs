@@ -180,7 +180,7 @@ pub const TAG_ERROR: u8 = b'E';
 
 /// The executor's `child::Step::describe`, by number.
 pub fn step_describe(step: u16) -> Option<&'static str> {
-    const STEPS: [&str; 37] = [
+    const STEPS: [&str; 38] = [
         "close inherited descriptors",
         "join cgroup",
         "join namespace",
@@ -218,6 +218,7 @@ pub fn step_describe(step: u16) -> Option<&'static str> {
         "exec",
         "wait for start",
         "exec",
+        "make mount recursively read-only",
     ];
     STEPS.get(usize::from(step).checked_sub(1)?).copied()
 }

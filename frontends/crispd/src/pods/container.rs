@@ -11,14 +11,14 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crisp_core::cri::{Exit, Observed, UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON};
+use crisp_core::cri::{Exit, ImageVolume, Observed, UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON};
 use crisp_core::grpc::Status;
 use crisp_executor::{self as executor, rootfs};
 use crisp_proto::cri;
 use serde::{Deserialize, Serialize};
 
 use super::monitor::ExitFile;
-use super::{container_cgroup, exec_status, internal, remove_tree, sandbox, Host};
+use super::{container_cgroup, exec_status, internal, mounts, remove_tree, sandbox, Host};
 use crate::oci_spec::{self as spec, PodFiles, PodNamespaces};
 
 /// What crispd keeps about a container next to its monitor.
@@ -43,6 +43,13 @@ fn connect(host: &Host, id: &str) -> std::io::Result<UnixStream> {
     super::monitor::connect_in(&host.ctr_dir(id), "sock")
 }
 
+/// What CreateContainer made, for the state machine.
+pub struct Created {
+    pub image_ref: String,
+    pub image_id: String,
+    pub image_volumes: Vec<ImageVolume>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn create(
     host: &Host,
@@ -52,7 +59,7 @@ pub fn create(
     sandbox_config: &cri::PodSandboxConfig,
     image: &str,
     log_path: &str,
-) -> Result<(String, String), Status> {
+) -> Result<Created, Status> {
     let result = create_inner(host, id, pod_id, config, sandbox_config, image, log_path);
     if result.is_err() {
         if let Err(e) = remove(host, id) {
@@ -71,7 +78,7 @@ fn create_inner(
     sandbox_config: &cri::PodSandboxConfig,
     image: &str,
     log_path: &str,
-) -> Result<(String, String), Status> {
+) -> Result<Created, Status> {
     let (record, layers, config_bytes) = host.images.resolve(image).map_err(|e| e.to_status())?;
     let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| internal("parse the image config", e))?;
@@ -91,6 +98,17 @@ fn create_inner(
     let state = host.ctr_state_dir(id);
     fs::create_dir_all(&dir).map_err(|e| internal("create the container directory", e))?;
     fs::create_dir_all(&state).map_err(|e| internal("create the container state directory", e))?;
+    // Image volumes become host paths; then the host must be able to give
+    // every mount what it asks for.
+    let mut volumes_config;
+    let (config, image_volumes) = if config.mounts.iter().any(|m| m.image.is_some()) {
+        volumes_config = config.clone();
+        let volumes = mounts::mount_image_volumes(host, id, &mut volumes_config.mounts)?;
+        (&volumes_config, volumes)
+    } else {
+        (config, Vec::new())
+    };
+    mounts::check_host(&config.mounts)?;
     let cgroup = container_cgroup(&sb.pod_cgroup, id);
     let meta = Meta {
         pod_id: pod_id.into(),
@@ -185,7 +203,11 @@ fn create_inner(
             )))
         }
     }
-    Ok((record.id.clone(), record.id))
+    Ok(Created {
+        image_ref: record.id.clone(),
+        image_id: record.id,
+        image_volumes,
+    })
 }
 
 /// Mount the container's root filesystem and build its OCI spec (which
@@ -368,6 +390,7 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     }
     let dir = host.ctr_dir(id);
     rootfs::unmount(&dir.join("rootfs")).map_err(|e| exec_status("unmount the rootfs", &e))?;
+    mounts::unmount_image_volumes(host, id)?;
     if let Some(meta) = read_meta(host, id) {
         host.cgroups
             .remove(&meta.cgroup)

@@ -15,6 +15,7 @@
 pub mod cni;
 pub mod container;
 pub mod monitor;
+pub mod mounts;
 pub mod sandbox;
 pub mod spare;
 
@@ -147,9 +148,10 @@ impl Host {
                     &image.image,
                     &log_path,
                 ) {
-                    Ok((image_ref, image_id)) => Outcome::ContainerCreated {
-                        image_ref,
-                        image_id,
+                    Ok(created) => Outcome::ContainerCreated {
+                        image_ref: created.image_ref,
+                        image_id: created.image_id,
+                        image_volumes: created.image_volumes,
                     },
                     Err(st) => Outcome::Failed(st),
                 }
@@ -287,18 +289,6 @@ pub fn sandbox_cgroup(pod_cgroup: &str, pod_id: &str) -> String {
 /// A container's cgroup, inside the pod's.
 pub fn container_cgroup(pod_cgroup: &str, ctr_id: &str) -> String {
     format!("{pod_cgroup}/crisp-{ctr_id}")
-}
-
-/// CPU time (ns) and memory working set (bytes) of a cgroup, for stats;
-/// `None` where the host cannot say.
-pub fn cgroup_usage(host: &Host, path: &str) -> (Option<u64>, Option<u64>) {
-    match host.cgroups.usage(path) {
-        Ok(u) => (Some(u.cpu_usage_ns), Some(u.memory_working_set_bytes)),
-        Err(e) => {
-            tracing::debug!(cgroup = path, error = %e, "cgroup usage");
-            (None, None)
-        }
-    }
 }
 
 /// Unix nanoseconds now.

@@ -423,3 +423,141 @@ fn hold() -> ! {
         }
     }
 }
+
+/// UpdatePodSandboxResources: the pod's limits, its containers' sum
+/// (`resources`) plus the runtime class's `overhead`, on the pod cgroup
+/// when crisp made that cgroup. A pod cgroup crisp found in place
+/// (`cgroup_parent`, kubelet's) is kubelet's to size: it resizes it
+/// before this call, as the CRI says, and crisp leaves it alone (as
+/// containerd, which only records the figures for NRI).
+pub fn update_resources(
+    host: &Host,
+    id: &str,
+    overhead: Option<&cri::LinuxContainerResources>,
+    resources: Option<&cri::LinuxContainerResources>,
+) -> Result<(), Status> {
+    let meta = read_meta(host, id)
+        .ok_or_else(|| Status::not_found(format!("pod sandbox {id} has no host state")))?;
+    let json = pod_resources(overhead, resources, host.cgroups.version() == "v2")?;
+    if !meta.pod_cgroup_created {
+        return Ok(());
+    }
+    let resources: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(json).map_err(|e| internal("convert the resources", e))?;
+    host.cgroups
+        .update(&meta.pod_cgroup, &resources)
+        .map_err(|e| exec_status(&format!("update the pod cgroup {}", meta.pod_cgroup), &e))
+}
+
+/// The pod cgroup's limits (OCI `LinuxResources` as JSON) for a pod's
+/// `resources` plus its `overhead`, or INVALID_ARGUMENT naming a field no
+/// pod cgroup can take. A field left 0 changes nothing.
+pub fn pod_resources(
+    overhead: Option<&cri::LinuxContainerResources>,
+    resources: Option<&cri::LinuxContainerResources>,
+    unified_hierarchy: bool,
+) -> Result<serde_json::Value, Status> {
+    let zero = cri::LinuxContainerResources::default();
+    let o = overhead.unwrap_or(&zero);
+    let r = resources.unwrap_or(&zero);
+    for (name, v) in [("overhead", o), ("resources", r)] {
+        let bad = |field: &str, why: &str| {
+            Err(Status::invalid_argument(format!("{name}.{field}: {why}")))
+        };
+        if v.oom_score_adj != 0 {
+            return bad(
+                "oom_score_adj",
+                "a pod cgroup has no OOM score; set it per container",
+            );
+        }
+        if v.cpu_shares < 0 || v.cpu_period < 0 || v.memory_limit_in_bytes < 0 {
+            return bad(
+                "cpu_shares, cpu_period, memory_limit_in_bytes",
+                "must not be negative",
+            );
+        }
+        if !v.unified.is_empty() && !unified_hierarchy {
+            return bad("unified", "this host's cgroups are v1");
+        }
+    }
+    if !o.cpuset_cpus.is_empty() || !o.cpuset_mems.is_empty() || !o.unified.is_empty() {
+        return Err(Status::invalid_argument(
+            "overhead.cpuset_cpus, cpuset_mems, unified: an overhead adds amounts, not sets",
+        ));
+    }
+    let mut cpu = serde_json::Map::new();
+    let shares = r.cpu_shares + o.cpu_shares;
+    if shares > 0 {
+        cpu.insert("shares".into(), shares.into());
+    }
+    // Quotas add up over one period: the pod's (or the overhead's, or the
+    // kernel's default) period.
+    let period = [r.cpu_period, o.cpu_period]
+        .into_iter()
+        .find(|p| *p > 0)
+        .unwrap_or(100_000);
+    let scaled = |v: &cri::LinuxContainerResources| {
+        let p = if v.cpu_period > 0 {
+            v.cpu_period
+        } else {
+            period
+        };
+        if v.cpu_quota > 0 {
+            v.cpu_quota.saturating_mul(period) / p
+        } else {
+            0
+        }
+    };
+    match r.cpu_quota {
+        // No CPU limit on the containers: none on the pod.
+        q if q < 0 => {
+            cpu.insert("quota".into(), (-1).into());
+        }
+        0 => {}
+        _ => {
+            cpu.insert("quota".into(), (scaled(r) + scaled(o)).into());
+        }
+    }
+    if r.cpu_period > 0 || o.cpu_period > 0 {
+        cpu.insert("period".into(), period.into());
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
+    }
+    let mut mem = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        let limit = r
+            .memory_limit_in_bytes
+            .saturating_add(o.memory_limit_in_bytes);
+        mem.insert("limit".into(), limit.into());
+        // No swap unless asked for, as for containers.
+        let swap = match r.memory_swap_limit_in_bytes {
+            s if s > 0 => s.saturating_add(o.memory_limit_in_bytes),
+            s if s < 0 => -1,
+            _ => limit,
+        };
+        mem.insert("swap".into(), swap.into());
+    }
+    let mut hugepages: Vec<serde_json::Value> = Vec::new();
+    for h in r.hugepage_limits.iter().chain(&o.hugepage_limits) {
+        if let Some(e) = hugepages
+            .iter_mut()
+            .find(|e| e["pageSize"] == h.page_size.as_str())
+        {
+            e["limit"] = (e["limit"].as_u64().unwrap_or(0).saturating_add(h.limit)).into();
+        } else {
+            hugepages.push(serde_json::json!({ "pageSize": h.page_size, "limit": h.limit }));
+        }
+    }
+    let mut out = serde_json::json!({ "cpu": cpu, "memory": mem });
+    if !hugepages.is_empty() {
+        out["hugepageLimits"] = hugepages.into();
+    }
+    if !r.unified.is_empty() {
+        out["unified"] = serde_json::to_value(&r.unified).unwrap_or_default();
+    }
+    Ok(out)
+}
