@@ -12,8 +12,6 @@ import gzip
 import io
 import json
 import os
-import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -21,34 +19,9 @@ import pytest
 
 import imagetest as it
 
-CREATED = "2024-01-01T00:00:00Z"
-PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = Path("/bin/busybox")
-HELLO = b"hello from a foreign layer\n"
-
-
-def run(*args, **kw):
-    return subprocess.run(args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=it.WAIT * 2, **kw)
-
-
-def make_rootfs(root):
-    """A small busybox tree on disk, for the tools that archive a directory:
-    busybox with hard-linked applets, a 0640 file, a sticky /tmp."""
-    root = Path(root)
-    for d in ["bin", "etc", "tmp", "usr/share"]:
-        (root / d).mkdir(parents=True, exist_ok=True)
-    # Last in the name order umoci writes: a layer that ends inside a
-    # file's padding.
-    (root / "usr" / "share" / "motd").write_bytes(b"odd-sized\n")
-    shutil.copy(BUSYBOX, root / "bin" / "busybox")
-    os.chmod(root / "bin" / "busybox", 0o755)
-    for applet in ["sh", "echo", "cat"]:
-        os.link(root / "bin" / "busybox", root / "bin" / applet)
-    (root / "etc" / "hello").write_bytes(HELLO)
-    os.chmod(root / "etc" / "hello", 0o640)
-    os.chmod(root / "tmp", 0o1777)
-    os.chmod(root, 0o755)
-    return root
+HELLO = it.FOREIGN_HELLO
+run = it.run_tool
 
 
 class TarfileLayer:
@@ -86,23 +59,6 @@ class TarfileLayer:
         return self.buf.getvalue()
 
 
-def umoci_image(layout, work):
-    """Two layers, built as /work/shared/critest's build-images.sh builds
-    critest's images: `umoci insert DIR /` on an empty image, then config."""
-    base = make_rootfs(work / "umoci-base")
-    extra = work / "umoci-extra"
-    (extra / "usr" / "share").mkdir(parents=True)
-    (extra / "usr" / "share" / "extra.txt").write_bytes(b"second layer\n")
-    (extra / "etc").mkdir()
-    (extra / "etc" / "hello").write_bytes(b"replaced by layer 2\n")
-    run("umoci", "init", "--layout", str(layout))
-    run("umoci", "new", "--image", f"{layout}:empty")
-    run("umoci", "insert", "--image", f"{layout}:empty", "--tag", "one", "--history.created", CREATED, str(base), "/")
-    run("umoci", "insert", "--image", f"{layout}:one", "--tag", "two", "--history.created", CREATED, str(extra), "/")
-    run("umoci", "config", "--image", f"{layout}:two", "--tag", "umoci", "--config.env", PATH_ENV,
-        "--config.cmd", "sh", "--history.created", CREATED)
-
-
 def layer_tars(layout, tag):
     """The uncompressed layer tars of an image in an OCI layout."""
     index = json.loads((Path(layout) / "index.json").read_text())
@@ -133,7 +89,7 @@ def corpus(work, registry):
 
     # umoci, as critest's images are built.
     c.umoci_layout = top / "umoci"
-    umoci_image(c.umoci_layout, top)
+    it.umoci_image(c.umoci_layout, top)
     it.skopeo_copy(f"oci:{c.umoci_layout}:umoci", f"docker://{reg}/foreign/umoci:1", "--dest-tls-verify=false")
     # The same as Docker schema 2, and with zstd layers (skopeo recompresses).
     it.skopeo_copy(f"oci:{c.umoci_layout}:umoci", f"docker://{reg}/foreign/umoci:v2s2", "--dest-tls-verify=false",
@@ -156,7 +112,7 @@ def corpus(work, registry):
     it.skopeo_copy(f"oci:{back}:rt", f"docker://{reg}/foreign/roundtrip:1", "--dest-tls-verify=false")
 
     lay = it.Layout(top / "layout")
-    rootfs = make_rootfs(top / "tar-rootfs")
+    rootfs = it.busybox_rootfs(top / "tar-rootfs")
 
     # GNU tar -P: absolute names ("/", "/bin/busybox") and absolute hard-link targets.
     abs_tar = run("tar", "-C", str(rootfs), "-P", "--transform", r"s,^\.,,;s,^$,/,", "-cf", "-", ".").stdout
