@@ -27,13 +27,14 @@
 //!   0.4 writes such layers).
 //! * Nothing lands outside the layer directory. A `..` that would climb
 //!   above the root is refused (containerd clamps it at the root instead;
-//!   no honest writer produces one). Every path is resolved one component at a
-//!   time from a directory descriptor of the root with `O_NOFOLLOW`, and
-//!   every change is made with `*at` calls on the parent's descriptor, so
-//!   the final component is never followed. A symbolic link met on the
-//!   way (a directory entry earlier in the same layer) is followed only if
-//!   its target is relative and stays within the root; anything else is
-//!   refused. Hard links may only point at paths inside the layer.
+//!   no honest writer produces one). Every path is resolved one component
+//!   at a time from a directory descriptor of the root with `O_NOFOLLOW`,
+//!   and every change is made with `*at` calls on the parent's
+//!   descriptor, so the final component is never followed. A symbolic
+//!   link met on the way (a directory entry earlier in the same layer) is
+//!   followed only if its target is relative and stays within the root;
+//!   anything else is refused. Hard links may only point at paths inside
+//!   the layer.
 //!
 //! The caller gives a fresh, empty directory and renames it into place
 //! only when unpacking and every digest check succeeded.
@@ -612,8 +613,9 @@ impl Unpacker {
     }
 
     /// The directory at `components` below the root, as a descriptor.
-    /// Missing directories are created (0755, the caller's owner) when `create`; a
-    /// symbolic link on the way is followed only within the root.
+    /// Missing directories are created (0755, owned by the caller) when
+    /// `create`; a symbolic link on the way is followed only within the
+    /// root.
     fn resolve_dir(&self, components: &[OsString], create: bool, name: &str) -> Result<OwnedFd> {
         let escape = |reason: String| UnpackError::Escape {
             entry: name.to_owned(),
