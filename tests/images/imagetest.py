@@ -299,6 +299,57 @@ def compress(data, how):
     return data
 
 
+# ---------------------------------------------------------------- images by other tools
+
+FOREIGN_HELLO = b"hello from a foreign layer\n"
+UMOCI_CREATED = "2024-01-01T00:00:00Z"
+UMOCI_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def run_tool(*args, **kw):
+    return subprocess.run(args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=WAIT * 2, **kw)
+
+
+def busybox_rootfs(root):
+    """A small busybox tree on disk, for the tools that archive a directory:
+    busybox with hard-linked applets, a 0640 file, a sticky /tmp."""
+    root = Path(root)
+    for d in ["bin", "etc", "tmp", "usr/share"]:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    # Last in the name order umoci writes: a layer that ends inside a
+    # file's padding.
+    (root / "usr" / "share" / "motd").write_bytes(b"odd-sized\n")
+    shutil.copy(Path("/bin/busybox"), root / "bin" / "busybox")
+    os.chmod(root / "bin" / "busybox", 0o755)
+    for applet in ["sh", "echo", "cat"]:
+        os.link(root / "bin" / "busybox", root / "bin" / applet)
+    (root / "etc" / "hello").write_bytes(FOREIGN_HELLO)
+    os.chmod(root / "etc" / "hello", 0o640)
+    os.chmod(root / "tmp", 0o1777)
+    os.chmod(root, 0o755)
+    return root
+
+
+def umoci_image(layout, work):
+    """A two-layer image tagged "umoci" in a new OCI layout, built the way
+    the critest images are built by hand: `umoci insert DIR /` on an empty
+    image (a "/" entry, no end-of-archive blocks, no last padding), then
+    `umoci config`."""
+    base = busybox_rootfs(work / "umoci-base")
+    extra = work / "umoci-extra"
+    (extra / "usr" / "share").mkdir(parents=True)
+    (extra / "usr" / "share" / "extra.txt").write_bytes(b"second layer\n")
+    (extra / "etc").mkdir()
+    (extra / "etc" / "hello").write_bytes(b"replaced by layer 2\n")
+    created = ["--history.created", UMOCI_CREATED]
+    run_tool("umoci", "init", "--layout", str(layout))
+    run_tool("umoci", "new", "--image", f"{layout}:empty")
+    run_tool("umoci", "insert", "--image", f"{layout}:empty", "--tag", "one", *created, str(base), "/")
+    run_tool("umoci", "insert", "--image", f"{layout}:one", "--tag", "two", *created, str(extra), "/")
+    run_tool("umoci", "config", "--image", f"{layout}:two", "--tag", "umoci", "--config.env", UMOCI_PATH_ENV,
+             "--config.cmd", "sh", *created)
+
+
 class Layout:
     """An OCI image layout directory written from scratch."""
 

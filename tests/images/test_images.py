@@ -407,7 +407,9 @@ def test_a_blob_longer_than_its_descriptor_is_refused(client, crispd, fake, imag
     assert client.list() == [] and layer_dirs(crispd) == [] and store_names(crispd, "tmp") == []
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "absolute-symlink", "relative-symlink", "hardlink"])
+@pytest.mark.parametrize(
+    "kind", ["dotdot", "absolute-symlink", "relative-symlink", "hardlink", "absolute-names", "absolute-hardlink"]
+)
 def test_escaping_layers_are_refused(client, crispd, fake, images, kind):
     victim = Path(tempfile.mkdtemp(prefix="crisp-victim-"))
     try:
@@ -419,6 +421,11 @@ def test_escaping_layers_are_refused(client, crispd, fake, images, kind):
             layer.symlink("evil", str(victim)).file("evil/pwned", b"pwned")
         elif kind == "relative-symlink":
             layer.symlink("evil", "../" * 12 + str(victim).lstrip("/")).file("evil/pwned", b"pwned")
+        elif kind == "absolute-names":
+            # Absolute names are inside the layer; the link they go through is not.
+            layer.symlink("/evil", str(victim)).file("/evil/pwned", b"pwned")
+        elif kind == "absolute-hardlink":
+            layer.hardlink("/evil", "/../../../../../etc/passwd")
         else:
             layer.hardlink("evil", "../../../../../etc/passwd")
         image = images.layout.image([layer.bytes()])

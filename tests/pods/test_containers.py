@@ -2,8 +2,9 @@
 from the registry: status fields over the lifecycle, the stop signal and
 its SIGKILL, resource limits (OOM kill, pids), security (capabilities,
 seccomp, read-only rootfs, masked and read-only paths), ExecSync's
-timeout, live resource updates, log reopening after rotation, and an
-upgrade of crispd's binary under running containers."""
+timeout, live resource updates, log reopening after rotation, an
+upgrade of crispd's binary under running containers, and an image built
+by umoci."""
 
 import json
 import os
@@ -184,6 +185,27 @@ def test_stop_uses_the_images_stop_signal(client, pod, registry):
     st = status(client, cid)
     assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 42, "Error")
     assert log_lines(log, "stdout") == ["ready", "got USR1"]
+
+
+@pytest.fixture(scope="module")
+def umoci_image(registry, work):
+    """An image built by umoci as the critest images are (a "/" entry in
+    each layer, no end-of-archive blocks), in the registry."""
+    layout = work / "umoci-layout"
+    it.umoci_image(layout, work / "umoci-src")
+    ref = f"{registry.host}/test/umoci:1"
+    it.skopeo_copy(f"oci:{layout}:umoci", f"docker://{ref}", "--dest-tls-verify=false")
+    return ref
+
+
+def test_an_image_built_by_umoci_runs(client, pod, umoci_image):
+    client.pull(umoci_image)
+    cmd = ["/bin/busybox", "sh", "-c", "/bin/busybox echo hello from umoci; cat /etc/hello /usr/share/extra.txt"]
+    cid = create(client, pod.id, pod.cfg, "umoci", umoci_image, cmd)
+    start(client, cid)
+    st = wait_exited(client, cid)
+    assert (st.exit_code, st.reason) == (0, "Completed"), log_lines(pod.logs / "umoci.log")
+    assert log_lines(pod.logs / "umoci.log", "stdout") == ["hello from umoci", "replaced by layer 2", "second layer"]
 
 
 # ------------------------------------------------------------ resources

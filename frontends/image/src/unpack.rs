@@ -11,14 +11,30 @@
 //!   `SCHILY.xattr.*`; `trusted.overlay.*` from the archive is dropped
 //!   so a layer cannot forge overlay metadata), device nodes, FIFOs, hard
 //!   links and symbolic links are kept.
-//! * Nothing lands outside the layer directory. Absolute paths and `..`
-//!   components are refused. Every path is resolved one component at a
-//!   time from a directory descriptor of the root with `O_NOFOLLOW`, and
-//!   every change is made with `*at` calls on the parent's descriptor, so
-//!   the final component is never followed. A symbolic link met on the
-//!   way (a directory entry earlier in the same layer) is followed only if
-//!   its target is relative and stays within the root; anything else is
-//!   refused. Hard links may only point at paths inside the layer.
+//! * Names are read as containerd reads them: an absolute name (`/bin/sh`,
+//!   as `tar -P` and some build tools write) is relative to the layer
+//!   root, and so is an absolute hard-link target; `.` and empty
+//!   components are dropped, and `..` is resolved lexically (`a/../b` is
+//!   `b`). An entry that names the root itself (`/` or `./`, which umoci
+//!   and `tar -C dir .` write) is skipped, as containerd's `archive.Apply`
+//!   skips every entry that resolves to the root: the layer root keeps the
+//!   mode and owner the store gave it. Missing parents are created 0755
+//!   (containerd's default); a later entry for the same path replaces the
+//!   earlier one, except that a directory over a directory keeps its
+//!   content and takes the new metadata. A stream that ends without the
+//!   end-of-archive blocks, or inside the last file's padding, ends the
+//!   archive (Go's archive/tar, which containerd uses, reads it so; umoci
+//!   0.4 writes such layers).
+//! * Nothing lands outside the layer directory. A `..` that would climb
+//!   above the root is refused (containerd clamps it at the root instead;
+//!   no honest writer produces one). Every path is resolved one component
+//!   at a time from a directory descriptor of the root with `O_NOFOLLOW`,
+//!   and every change is made with `*at` calls on the parent's
+//!   descriptor, so the final component is never followed. A symbolic
+//!   link met on the way (a directory entry earlier in the same layer) is
+//!   followed only if its target is relative and stays within the root;
+//!   anything else is refused. Hard links may only point at paths inside
+//!   the layer.
 //!
 //! The caller gives a fresh, empty directory and renames it into place
 //! only when unpacking and every digest check succeeded.
@@ -48,6 +64,9 @@ use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, Unlin
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The mode of a directory the archive needs but does not list (a file
+/// before its directory), as containerd gives it.
+const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Symbolic links followed while resolving one path, as Linux allows.
 const MAX_SYMLINKS: usize = 40;
 /// Deepest directory an entry may be in. Resolution keeps a descriptor
@@ -241,7 +260,7 @@ impl Unpacker {
         {
             return Ok(());
         }
-        let components = split_path(&raw_path).map_err(|reason| UnpackError::Escape {
+        let components = normalize_path(&raw_path).map_err(|reason| UnpackError::Escape {
             entry: name.clone(),
             reason,
         })?;
@@ -257,7 +276,7 @@ impl Unpacker {
             }
             tar::EntryType::Link => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                let target = split_path(&target).map_err(|reason| UnpackError::Escape {
+                let target = normalize_path(&target).map_err(|reason| UnpackError::Escape {
                     entry: name.clone(),
                     reason: format!("hard link target: {reason}"),
                 })?;
@@ -286,12 +305,10 @@ impl Unpacker {
             }
         };
 
-        // The layer root itself ("./").
+        // The layer root itself ("/", "./", "a/.."): skipped, as containerd
+        // does. The root's mode and owner stay what the store made them.
         let Some((base, parents)) = components.split_last() else {
-            if matches!(kind, Kind::Dir) {
-                self.set_meta_fd(self.root.as_fd(), &meta, &name)?;
-                self.dir_times.push((Vec::new(), meta.mtime));
-            }
+            tracing::debug!(entry = %name, "skipping a layer entry that names the layer root");
             return Ok(());
         };
         let base_bytes = base.as_bytes();
@@ -596,8 +613,9 @@ impl Unpacker {
     }
 
     /// The directory at `components` below the root, as a descriptor.
-    /// Missing directories are created (0755, root) when `create`; a
-    /// symbolic link on the way is followed only within the root.
+    /// Missing directories are created (0755, owned by the caller) when
+    /// `create`; a symbolic link on the way is followed only within the
+    /// root.
     fn resolve_dir(&self, components: &[OsString], create: bool, name: &str) -> Result<OwnedFd> {
         let escape = |reason: String| UnpackError::Escape {
             entry: name.to_owned(),
@@ -625,14 +643,16 @@ impl Unpacker {
             }
             let cur = stack.last().expect("root stays on the stack");
             let st = lstat_at(cur.as_fd(), &comp).map_err(|e| io_err(name, e))?;
+            let mut created = false;
             match st {
                 None if create => {
                     match mkdirat(
                         cur.as_fd(),
                         comp.as_os_str(),
-                        Mode::from_bits_truncate(0o755),
+                        Mode::from_bits_truncate(DEFAULT_DIR_MODE),
                     ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => created = true,
+                        Err(Errno::EEXIST) => {}
                         Err(e) => return Err(io_err(name, e.into())),
                     }
                 }
@@ -683,6 +703,12 @@ impl Unpacker {
                 return Err(escape(format!("path deeper than {MAX_DEPTH} directories")));
             }
             let fd = open_dir_at(cur.as_fd(), &comp).map_err(|e| io_err(name, e))?;
+            if created {
+                // 0755 whatever the umask, as containerd makes a missing
+                // parent; a later entry for it sets its own metadata.
+                fchmod(fd.as_fd(), Mode::from_bits_truncate(DEFAULT_DIR_MODE))
+                    .map_err(|e| io_err(name, e.into()))?;
+            }
             stack.push(fd);
             walked.push(comp);
         }
@@ -737,17 +763,21 @@ fn copy_data<R: Read>(from: &mut R, to: &mut File, name: &str) -> Result<u64> {
     }
 }
 
-/// Split an archive path into components: `.` and empty components are
-/// dropped; absolute paths and `..` are refused.
-fn split_path(raw: &[u8]) -> std::result::Result<Vec<OsString>, String> {
-    if raw.starts_with(b"/") {
-        return Err("absolute path".into());
-    }
-    let mut out = Vec::new();
+/// An archive name (or hard-link target) as components below the layer
+/// root, resolved lexically as containerd's `filepath.Clean` does: a
+/// leading `/` is the root, `.` and empty components are dropped, `..`
+/// drops the component before it. A `..` with nothing left to drop would
+/// climb above the root: refused. An empty result is the root itself.
+fn normalize_path(raw: &[u8]) -> std::result::Result<Vec<OsString>, String> {
+    let mut out: Vec<OsString> = Vec::new();
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return Err("path contains '..'".into()),
+            b".." => {
+                if out.pop().is_none() {
+                    return Err("'..' climbs above the layer root".into());
+                }
+            }
             p => out.push(OsString::from_vec(p.to_vec())),
         }
     }
@@ -1236,21 +1266,208 @@ mod tests {
     }
 
     #[test]
-    fn dot_dot_is_refused() {
-        let mut t = Tar::default();
-        t.file("../victim", b"pwned");
-        assert_escape(&t);
-        let mut t = Tar::default();
-        t.file("a/../../victim", b"pwned");
-        assert_escape(&t);
+    fn dot_dot_above_the_root_is_refused() {
+        for name in [
+            "../victim",
+            "a/../../victim",
+            "/../victim",
+            "./a/b/../../../victim",
+        ] {
+            let mut t = Tar::default();
+            t.dir("a/").file(name, b"pwned");
+            assert_escape(&t);
+        }
+        // Hard-link targets likewise, absolute or not.
+        for target in ["../victim", "/../victim", "a/../../victim"] {
+            let mut t = Tar::default();
+            t.dir("a/").link(tar::EntryType::Link, "h", target);
+            assert_escape(&t);
+        }
     }
 
     #[test]
-    fn absolute_paths_are_refused() {
+    fn names_are_resolved_lexically_below_the_root() {
+        let ok = |raw: &str, want: &[&str]| {
+            let got = normalize_path(raw.as_bytes()).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            let want: Vec<OsString> = want.iter().map(OsString::from).collect();
+            assert_eq!(got, want, "{raw}");
+        };
+        ok("bin/sh", &["bin", "sh"]);
+        ok("/bin/sh", &["bin", "sh"]);
+        ok("//bin//sh/", &["bin", "sh"]);
+        ok("./bin/./sh", &["bin", "sh"]);
+        ok("a/../b", &["b"]);
+        ok("/a/b/../../c/", &["c"]);
+        ok("a/b/..", &["a"]);
+        ok("..a/b..", &["..a", "b.."]);
+        for root in ["", "/", ".", "./", "//", "/.", "a/..", "/a/b/../../"] {
+            ok(root, &[]);
+        }
+        for bad in [
+            "..",
+            "../x",
+            "/../x",
+            "a/../../x",
+            "./../x",
+            "a/b/../../../x",
+            "/..",
+        ] {
+            let err = normalize_path(bad.as_bytes()).unwrap_err();
+            assert!(err.contains("climbs above"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn absolute_names_land_below_the_root() {
+        // What `tar -P` writes: absolute names and hard-link targets.
+        let s = Scratch::new("abs");
         let mut t = Tar::default();
-        t.file("/tmp/crisp-abs-victim", b"pwned");
-        assert_escape(&t);
+        t.dir("/").dir("/bin/").file("/bin/busybox", b"elf");
+        t.link(tar::EntryType::Link, "/bin/sh", "/bin/busybox");
+        t.link(tar::EntryType::Link, "bin/ls", "/bin/busybox");
+        t.link(tar::EntryType::Link, "/bin/cat", "bin/busybox");
+        t.file("/tmp/crisp-abs-victim", b"inside");
+        unpack_into(&s, &t).unwrap();
+        let r = s.root();
         assert!(!Path::new("/tmp/crisp-abs-victim").exists());
+        assert_eq!(
+            std::fs::read(r.join("tmp/crisp-abs-victim")).unwrap(),
+            b"inside"
+        );
+        let ino = std::fs::metadata(r.join("bin/busybox")).unwrap().ino();
+        for name in ["bin/sh", "bin/ls", "bin/cat"] {
+            assert_eq!(
+                std::fs::metadata(r.join(name)).unwrap().ino(),
+                ino,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot_dot_inside_the_root_is_resolved() {
+        let s = Scratch::new("dotdot-ok");
+        let mut t = Tar::default();
+        t.dir("a/").file("a/../b", b"b").file("a/x/../y", b"y");
+        t.file("/c/../d", b"d");
+        t.link(tar::EntryType::Link, "e", "a/../b");
+        unpack_into(&s, &t).unwrap();
+        let r = s.root();
+        assert_eq!(std::fs::read(r.join("b")).unwrap(), b"b");
+        assert_eq!(std::fs::read(r.join("a/y")).unwrap(), b"y");
+        assert_eq!(std::fs::read(r.join("d")).unwrap(), b"d");
+        assert_eq!(
+            std::fs::metadata(r.join("e")).unwrap().ino(),
+            std::fs::metadata(r.join("b")).unwrap().ino()
+        );
+        // The lexical resolution creates nothing on the way.
+        assert!(!r.join("a/x").exists() && !r.join("c").exists());
+    }
+
+    #[test]
+    fn root_entries_are_skipped() {
+        // umoci writes "/", `tar -C dir .` writes "./": containerd skips
+        // every entry that resolves to the root, and so do we.
+        for root_name in ["/", "./", ".", "a/..", "//"] {
+            let s = Scratch::new("rootentry");
+            let r = s.root();
+            std::fs::set_permissions(&r, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let before = std::fs::metadata(&r).unwrap();
+            let mut t = Tar::default();
+            let mut h = Tar::header(tar::EntryType::Directory, root_name, 0o700, 0);
+            h.set_uid(1234);
+            h.set_gid(1234);
+            h.set_mtime(1);
+            t.push(h, b"");
+            t.dir("bin/").file("bin/x", b"x");
+            let stats = unpack_into(&s, &t).unwrap();
+            assert_eq!(stats.entries, 3, "{root_name}");
+            let after = std::fs::metadata(&r).unwrap();
+            assert_eq!(after.permissions().mode() & 0o7777, 0o755, "{root_name}");
+            assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+            assert_ne!(after.mtime(), 1);
+            assert_eq!(std::fs::read(r.join("bin/x")).unwrap(), b"x");
+        }
+        // Whatever its type: a file or a hard link named "/" is skipped too.
+        let s = Scratch::new("rootfile");
+        let mut t = Tar::default();
+        t.file("/", b"not a dir").file("a", b"a");
+        t.link(tar::EntryType::Link, "./", "a");
+        unpack_into(&s, &t).unwrap();
+        assert!(s.root().is_dir());
+        assert_eq!(std::fs::read(s.root().join("a")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn missing_end_of_archive_is_the_end() {
+        // No end-of-archive blocks.
+        let s = Scratch::new("noeof");
+        let mut t = Tar::default();
+        t.dir("d/").file("d/f", b"0123456789");
+        let raw = t.0.clone();
+        unpack(&raw[..], &s.root(), Options::default()).unwrap();
+        assert_eq!(std::fs::read(s.root().join("d/f")).unwrap(), b"0123456789");
+        // Not even the last file's padding (umoci 0.4), or part of it.
+        let data_end = raw.len() - (512 - 10);
+        for cut in [data_end, data_end + 1, raw.len() - 1] {
+            let s = Scratch::new("nopad");
+            unpack(&raw[..cut], &s.root(), Options::default())
+                .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_eq!(std::fs::read(s.root().join("d/f")).unwrap(), b"0123456789");
+        }
+        // One zero block instead of two.
+        let s = Scratch::new("onezero");
+        let mut one = raw.clone();
+        one.extend([0u8; 512]);
+        unpack(&one[..], &s.root(), Options::default()).unwrap();
+        // A stream cut inside file data or inside a header is truncated.
+        for cut in [data_end - 1, 512 + 1, raw.len() - 512 - 10 - 100] {
+            let s = Scratch::new("cut");
+            let err = unpack(&raw[..cut], &s.root(), Options::default()).unwrap_err();
+            assert!(
+                matches!(err, UnpackError::Archive(_)),
+                "cut at {cut}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_before_its_directory() {
+        let s = Scratch::new("order");
+        let mut t = Tar::default();
+        t.file("a/b/c/f", b"f");
+        t.push(
+            Tar::header(tar::EntryType::Directory, "a/b/", 0o710, 0),
+            b"",
+        );
+        unpack_into(&s, &t).unwrap();
+        let r = s.root();
+        assert_eq!(std::fs::read(r.join("a/b/c/f")).unwrap(), b"f");
+        let mode = |p: &str| std::fs::metadata(r.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("a"), 0o755);
+        assert_eq!(mode("a/b"), 0o710);
+        assert_eq!(mode("a/b/c"), 0o755);
+        assert_eq!(
+            std::fs::metadata(r.join("a/b")).unwrap().mtime(),
+            1_700_000_000
+        );
+    }
+
+    #[test]
+    fn a_directory_over_a_directory_keeps_its_content() {
+        let s = Scratch::new("dirdir");
+        let mut t = Tar::default();
+        t.dir("d/").file("d/keep", b"k");
+        t.push(Tar::header(tar::EntryType::Directory, "/d", 0o700, 0), b"");
+        t.file("f", b"old").file("./f", b"new");
+        t.file("l", b"x").link(tar::EntryType::Symlink, "/l", "f");
+        unpack_into(&s, &t).unwrap();
+        let r = s.root();
+        assert_eq!(std::fs::read(r.join("d/keep")).unwrap(), b"k");
+        let m = std::fs::metadata(r.join("d")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+        assert_eq!(std::fs::read(r.join("f")).unwrap(), b"new");
+        assert_eq!(std::fs::read_link(r.join("l")).unwrap(), Path::new("f"));
     }
 
     #[test]
@@ -1281,6 +1498,20 @@ mod tests {
         // Hard link out.
         let mut t = Tar::default();
         t.link(tar::EntryType::Link, "h", "../victim");
+        assert_escape(&t);
+        // Absolute names do not make an absolute link safe to write through.
+        let mut t = Tar::default();
+        t.link(tar::EntryType::Symlink, "/etc", "/tmp")
+            .file("/etc/crisp-victim", b"pwned");
+        assert_escape(&t);
+        assert!(!Path::new("/tmp/crisp-victim").exists());
+        // A hard link through a link that leads out.
+        let mut t = Tar::default();
+        t.link(tar::EntryType::Symlink, "out", "..").link(
+            tar::EntryType::Link,
+            "/h",
+            "/out/victim",
+        );
         assert_escape(&t);
     }
 
