@@ -1,9 +1,12 @@
 """crispd as a process: its socket, one instance per runtime directory,
 shutdown under load, and its command line."""
 
+import os
+import signal
 import socket
 import subprocess
 import threading
+import time
 import tomllib
 
 import grpc
@@ -68,6 +71,44 @@ def test_stale_socket_is_replaced(make_crispd, cri):
     with grpc.insecure_channel(d.target) as ch:
         r = pb2_grpc.RuntimeServiceStub(ch).Version(pb2.VersionRequest(), timeout=30)
     assert r.runtime_name == "crisp"
+
+
+def test_socket_held_by_a_dead_servers_child_is_replaced(make_crispd, cri):
+    """A crispd killed while a child it forked had not exec'd yet leaves
+    its listening socket open in that child: connections are queued, never
+    accepted. The next crispd sees that the process that listens has
+    exited (the connection's peer credentials) and replaces the socket."""
+    d = make_crispd(start=False)
+    d.runtime_dir.mkdir(mode=0o711)
+    # A child listens and forks a grandchild that keeps the socket, then
+    # exits: the socket's listener is gone, the socket still accepts.
+    script = (
+        "import os, socket, time\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        f"s.bind({str(d.socket)!r}); s.listen(8)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.close(1); time.sleep(60); os._exit(0)\n"
+        "print(pid, flush=True)\n"
+    )
+    out = subprocess.run(["python3", "-c", script], stdout=subprocess.PIPE, check=True, timeout=30).stdout
+    holder = int(out)
+    try:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(str(d.socket))  # still accepts: the grandchild holds it
+        probe.close()
+        # The stale socket accepts too: wait for crispd's word, not a connect.
+        d.start(wait=False)
+        deadline = time.monotonic() + 60
+        while "crispd serving" not in d.stderr() and d.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "the socket's server has exited" in d.stderr(), d.stderr()
+        pb2, pb2_grpc = cri
+        with grpc.insecure_channel(d.target) as ch:
+            r = pb2_grpc.RuntimeServiceStub(ch).Version(pb2.VersionRequest(), timeout=30)
+        assert r.runtime_name == "crisp"
+    finally:
+        os.kill(holder, signal.SIGKILL)
 
 
 def test_sigterm_under_load(make_crispd, cri):

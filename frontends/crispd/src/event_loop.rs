@@ -567,11 +567,19 @@ fn bind_unix(path: &Path, group: &str) -> Result<UnixListener, String> {
         create_dir(dir, 0o711)?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "{} is served by another process; refusing to start",
-                path.display()
-            ));
+        if let Ok(probe) = std::os::unix::net::UnixStream::connect(path) {
+            match listener_pid(&probe) {
+                Some(pid) => {
+                    return Err(format!(
+                        "{} is served by another process (pid {pid}); refusing to start",
+                        path.display()
+                    ))
+                }
+                None => tracing::info!(
+                    socket = %path.display(),
+                    "the socket's server has exited; a child that has not exec'd yet still holds it"
+                ),
+            }
         }
         tracing::info!(socket = %path.display(), "replacing stale socket");
         fs::remove_file(path)
@@ -585,6 +593,22 @@ fn bind_unix(path: &Path, group: &str) -> Result<UnixListener, String> {
     std::os::unix::fs::chown(path, None, Some(gid))
         .map_err(|e| format!("cannot give {} to group {group}: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// The pid of the live process that listens on the socket `probe` is
+/// connected to, or None when that process has exited. A connection to a
+/// Unix socket carries the credentials of the process that called
+/// `listen`; the socket itself may outlive it for a while, held by a child
+/// forked by a crispd that was killed before the child's exec closed its
+/// descriptors (a spare monitor started at SCHED_IDLE can wait long for
+/// the CPU there). Such a socket is stale: nobody will ever accept on it.
+fn listener_pid(probe: &std::os::unix::net::UnixStream) -> Option<i32> {
+    let pid = getsockopt(probe, sockopt::PeerCredentials).ok()?.pid();
+    // Signal 0 checks that the process exists (EPERM: it does, not ours).
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Err(nix::errno::Errno::ESRCH) => None,
+        _ => Some(pid),
+    }
 }
 
 fn resolve_group(group: &str) -> Result<u32, String> {
