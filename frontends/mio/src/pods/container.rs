@@ -34,6 +34,18 @@ pub fn read_meta(host: &Host, id: &str) -> Option<Meta> {
     serde_json::from_slice(&fs::read(host.ctr_dir(id).join("meta.json")).ok()?).ok()
 }
 
+/// The cgroups of the pod's containers that have host state.
+pub fn cgroups_of_pod(host: &Host, pod_id: &str) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(host.config.runtime_dir.join("containers")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| read_meta(host, &e.file_name().to_string_lossy()))
+        .filter(|m| m.pod_id == pod_id)
+        .map(|m| m.cgroup)
+        .collect()
+}
+
 pub fn socket_path(host: &Host, id: &str) -> PathBuf {
     host.ctr_dir(id).join("sock")
 }
@@ -339,10 +351,30 @@ fn signal_number(stop_signal: i32, image: &str) -> i32 {
         .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32)
 }
 
-/// Stop signal, grace period, SIGKILL; the exit as the monitor recorded it.
+/// End whatever is left in the container's cgroup once its init is gone.
+/// With its own PID namespace the kernel has done it already (the
+/// namespace dies with its init); with the host's or the pod's, the
+/// init's death takes nothing with it, and containerd's shim kills the
+/// rest of the cgroup before it reports the exit: so does crisp, when the
+/// exit is seen (watch, StopContainer, restore) and before removal.
+pub fn kill_leftovers(host: &Host, id: &str) -> Result<(), Status> {
+    match read_meta(host, id) {
+        Some(meta) => super::kill_cgroup(host, &meta.cgroup),
+        None => Ok(()),
+    }
+}
+
+/// Stop signal, grace period, SIGKILL; then every process left in the
+/// container's cgroup; the exit as the monitor recorded it.
 pub fn stop(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Result<Exit, Status> {
+    let exit = stop_init(host, id, timeout, stop_signal);
+    kill_leftovers(host, id)?;
+    Ok(exit)
+}
+
+fn stop_init(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Exit {
     if let Some(exit) = read_exit(host, id) {
-        return Ok(exit);
+        return exit;
     }
     let image_signal = read_meta(host, id)
         .map(|m| m.stop_signal)
@@ -365,18 +397,22 @@ pub fn stop(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Result<Exi
                 let grace = Duration::from_secs(timeout.unsigned_abs());
                 if ask(host, id, "wait", Some(grace)).is_ok() {
                     if let Some(exit) = read_exit(host, id) {
-                        return Ok(exit);
+                        return exit;
                     }
                 }
             }
-            Err(_) => return Ok(read_exit(host, id).unwrap_or_else(unknown)),
+            Err(_) => return read_exit(host, id).unwrap_or_else(unknown),
         }
     }
     if ask(host, id, "signal 9", Some(Duration::from_secs(5))).is_err() {
-        return Ok(read_exit(host, id).unwrap_or_else(unknown));
+        return read_exit(host, id).unwrap_or_else(unknown);
     }
+    // The whole cgroup at once: a daemonized child holding the output
+    // pipes would otherwise keep the monitor draining them before it
+    // records the exit. (A failure shows again in `stop`.)
+    let _ = kill_leftovers(host, id);
     let _ = ask(host, id, "wait", Some(Duration::from_secs(30)));
-    Ok(read_exit(host, id).unwrap_or_else(unknown))
+    read_exit(host, id).unwrap_or_else(unknown)
 }
 
 /// Kill whatever is left, unmount, remove the directories and cgroup.
@@ -391,9 +427,7 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     rootfs::unmount(&dir.join("rootfs")).map_err(|e| exec_status("unmount the rootfs", &e))?;
     mounts::unmount_image_volumes(host, id)?;
     if let Some(meta) = read_meta(host, id) {
-        host.cgroups
-            .remove(&meta.cgroup)
-            .map_err(|e| exec_status(&format!("cannot remove cgroup {}", meta.cgroup), &e))?;
+        super::remove_cgroup(host, &meta.cgroup)?;
     }
     remove_tree(&host.ctr_state_dir(id))?;
     remove_tree(&dir)
@@ -427,8 +461,19 @@ pub fn observe(host: &Host, id: &str) -> Option<Observed> {
     }
 }
 
-/// Block until the container exits (on a thread of its own); its exit.
+/// Block until the container exits (on a thread of its own), end what it
+/// left behind ([`kill_leftovers`]); its exit.
 pub fn watch(host: &Host, id: &str) -> Option<Exit> {
+    let exit = wait_exit(host, id);
+    if exit.is_some() {
+        if let Err(e) = kill_leftovers(host, id) {
+            tracing::warn!(container = id, error = %e.message, "after the container's exit");
+        }
+    }
+    exit
+}
+
+fn wait_exit(host: &Host, id: &str) -> Option<Exit> {
     loop {
         match ask(host, id, "wait", None) {
             Ok(_) => return read_exit(host, id),
