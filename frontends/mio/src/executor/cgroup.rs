@@ -213,9 +213,11 @@ fn refuse_root(path: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Run `round` (which kills) until `list` finds no process left, or fail
-/// after [`KILL_WAIT`] naming those left. A killed process stays listed
-/// until it has finished exiting: rounds repeat with a growing pause.
+/// Run `round` (which kills every process it finds) and wait until `list`
+/// finds none left, or fail after [`KILL_WAIT`] naming those left. A
+/// killed process stays listed until it has finished exiting; another
+/// round runs only when a process appears that no round has seen (one
+/// forked before a round without a freezer could stop it).
 fn kill_until_empty(
     what: &str,
     mut list: impl FnMut() -> Result<Vec<i32>, Error>,
@@ -223,6 +225,7 @@ fn kill_until_empty(
 ) -> Result<(), Error> {
     let deadline = Instant::now() + KILL_WAIT;
     let mut pause = Duration::from_millis(1);
+    let mut seen = std::collections::HashSet::new();
     loop {
         let mut pids = list()?;
         if pids.is_empty() {
@@ -239,9 +242,12 @@ fn kill_until_empty(
                 errno: Some(Errno::EBUSY),
             });
         }
-        round()?;
+        if pids.iter().any(|p| !seen.contains(p)) {
+            round()?;
+            seen.extend(pids);
+        }
         thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -364,6 +364,26 @@ pub fn kill_leftovers(host: &Host, id: &str) -> Result<(), Status> {
     }
 }
 
+/// Whether the container's spec gives it a PID namespace of its own (the
+/// kernel ends every process in it with its init), as containerd's
+/// `ShouldKillAllOnExit` reads it; an unreadable spec counts as shared.
+fn has_own_pid_namespace(host: &Host, id: &str) -> bool {
+    let Ok(bytes) = fs::read(host.ctr_dir(id).join("config.json")) else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_slice::<executor::Spec>(&bytes) else {
+        return false;
+    };
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
+            })
+        })
+}
+
 /// Stop signal, grace period, SIGKILL; then every process left in the
 /// container's cgroup; the exit as the monitor recorded it.
 pub fn stop(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Result<Exit, Status> {
@@ -404,13 +424,17 @@ fn stop_init(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Exit {
             Err(_) => return read_exit(host, id).unwrap_or_else(unknown),
         }
     }
+    // Read before the kill: the exit is awaited right after it.
+    let own_pid_namespace = has_own_pid_namespace(host, id);
     if ask(host, id, "signal 9", Some(Duration::from_secs(5))).is_err() {
         return read_exit(host, id).unwrap_or_else(unknown);
     }
-    // The whole cgroup at once: a daemonized child holding the output
-    // pipes would otherwise keep the monitor draining them before it
-    // records the exit. (A failure shows again in `stop`.)
-    let _ = kill_leftovers(host, id);
+    // Sharing a PID namespace, the whole cgroup at once: a child left
+    // holding the output pipes would keep the monitor draining them for a
+    // while before it records the exit. (A failure shows again in `stop`.)
+    if !own_pid_namespace {
+        let _ = kill_leftovers(host, id);
+    }
     let _ = ask(host, id, "wait", Some(Duration::from_secs(30)));
     read_exit(host, id).unwrap_or_else(unknown)
 }
