@@ -356,7 +356,8 @@ fn signal_number(stop_signal: i32, image: &str) -> i32 {
 /// namespace dies with its init); with the host's or the pod's, the
 /// init's death takes nothing with it, and containerd's shim kills the
 /// rest of the cgroup before it reports the exit: so does crisp, when the
-/// exit is seen (watch, StopContainer, restore) and before removal.
+/// exit is seen (watch, StopContainer, restore) and before removal. (With
+/// a namespace of its own the cgroup is empty by then: a listing.)
 pub fn kill_leftovers(host: &Host, id: &str) -> Result<(), Status> {
     match read_meta(host, id) {
         Some(meta) => super::kill_cgroup(host, &meta.cgroup),
@@ -447,6 +448,8 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     {
         let _ = ask(host, id, "wait", Some(Duration::from_secs(30)));
     }
+    // Nothing of it may outlive it, nor hold its root filesystem.
+    kill_leftovers(host, id)?;
     let dir = host.ctr_dir(id);
     rootfs::unmount(&dir.join("rootfs")).map_err(|e| exec_status("unmount the rootfs", &e))?;
     mounts::unmount_image_volumes(host, id)?;
