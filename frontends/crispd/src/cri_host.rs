@@ -33,6 +33,11 @@ pub struct CriHost {
     /// StartContainer actions in flight: whose exit to watch once started.
     starting: HashMap<ActionId, String>,
     to_watch: Vec<String>,
+    /// StopContainer actions in flight, by container.
+    stopping: HashMap<ActionId, String>,
+    /// Exits a container's watcher saw while a stop of it was in flight,
+    /// applied after the stop's outcome (see [`CriHost::notice`]).
+    held_exits: HashMap<String, Notice>,
     /// Image IDs containers use (RemoveImage refuses those).
     in_use: Arc<Mutex<HashSet<String>>>,
 }
@@ -78,6 +83,8 @@ impl CriHost {
             backlog: VecDeque::new(),
             starting: HashMap::new(),
             to_watch,
+            stopping: HashMap::new(),
+            held_exits: HashMap::new(),
             in_use,
         };
         me.update_in_use();
@@ -113,12 +120,32 @@ impl CriHost {
                 self.to_watch.push(ctr);
             }
         }
+        let stopped = self.stopping.remove(&id);
         if let Err(e) = self.rt.handle_outcome(id, outcome, pods::now_ns()) {
             tracing::warn!(error = %e, "action outcome");
         }
+        if let Some(ctr) = stopped {
+            if !self.stopping.values().any(|c| *c == ctr) {
+                if let Some(held) = self.held_exits.remove(&ctr) {
+                    self.notice(held);
+                }
+            }
+        }
     }
 
+    /// An exit the container's watcher saw. While a stop of the container
+    /// is in flight it waits for the stop's outcome (which carries the
+    /// same exit): StopContainer answers once its stop is done, having
+    /// ended what the init left behind, and not at the exit, with the
+    /// stop still counting as in flight for the calls that follow. A stop
+    /// that failed leaves the exit to this notice.
     pub fn notice(&mut self, notice: Notice) {
+        if let Notice::ContainerExited { container_id, .. } = &notice {
+            if self.stopping.values().any(|c| c == container_id) {
+                self.held_exits.insert(container_id.clone(), notice);
+                return;
+            }
+        }
         if let Err(e) = self.rt.handle_notice(notice, pods::now_ns()) {
             tracing::debug!(error = %e, "notice");
         }
@@ -198,6 +225,7 @@ impl CriHost {
             }
             let host = Arc::clone(&self.host);
             if let Action::StopContainer { container_id, .. } = &action {
+                self.stopping.insert(id, container_id.clone());
                 // Waits out the grace period: not on the pool.
                 let what = format!("StopContainer {container_id}");
                 let job_what = what.clone();
@@ -417,10 +445,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stop_that_gets_no_thread_still_answers() {
-        let dir = std::env::temp_dir().join(format!("crisp-crihost-{}", std::process::id()));
-        let mut cri = cri_host(&dir);
+    /// A pod and a started container in `cri`'s state machine: its ID.
+    fn running_container(cri: &mut CriHost) -> String {
         let pod = match call(
             &mut cri.rt,
             Request::RunPodSandbox(cri::RunPodSandboxRequest {
@@ -466,6 +492,14 @@ mod tests {
                 container_id: ctr.clone(),
             }),
         );
+        ctr
+    }
+
+    #[test]
+    fn a_stop_that_gets_no_thread_still_answers() {
+        let dir = std::env::temp_dir().join(format!("crisp-crihost-{}", std::process::id()));
+        let mut cri = cri_host(&dir);
+        let ctr = running_container(&mut cri);
 
         // A pool that works, but no thread can be started beside it.
         let poll = mio::Poll::new().unwrap();
@@ -497,6 +531,46 @@ mod tests {
         let (_, state) = cri.container(&ctr).unwrap();
         assert_eq!(state, cri::ContainerState::ContainerRunning as i32);
         drop(workers);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_exit_seen_during_a_stop_waits_for_the_stops_outcome() {
+        let dir = std::env::temp_dir().join(format!("crisp-crihost-h-{}", std::process::id()));
+        let mut cri = cri_host(&dir);
+        let ctr = running_container(&mut cri);
+        let stop = Request::StopContainer(cri::StopContainerRequest {
+            container_id: ctr.clone(),
+            timeout: 30,
+        });
+        assert!(cri.handle(1, 9, stop).is_none(), "StopContainer waits");
+        // Dispatched as `dispatch` does (its thread not started here).
+        let (stop_id, action) = cri.rt.poll_action().expect("the stop action");
+        assert!(matches!(action, Action::StopContainer { .. }), "{action:?}");
+        cri.stopping.insert(stop_id, ctr.clone());
+        let exit = crisp_core::cri::Exit {
+            exit_code: 137,
+            ..Default::default()
+        };
+        // The watcher sees the exit first: held, nothing answered.
+        cri.notice(Notice::ContainerExited {
+            container_id: ctr.clone(),
+            exit: exit.clone(),
+        });
+        assert!(settle(&mut cri.rt).is_empty());
+        let (_, state) = cri.container(&ctr).unwrap();
+        assert_eq!(state, cri::ContainerState::ContainerRunning as i32);
+        // The stop's outcome answers the call; the held exit follows,
+        // harmlessly.
+        cri.outcome(stop_id, Outcome::ContainerExited(exit));
+        let replies = settle(&mut cri.rt);
+        assert!(
+            matches!(replies.as_slice(), [Response::StopContainer(_)]),
+            "{replies:?}"
+        );
+        assert!(cri.held_exits.is_empty() && cri.stopping.is_empty());
+        let (_, state) = cri.container(&ctr).unwrap();
+        assert_eq!(state, cri::ContainerState::ContainerExited as i32);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -901,3 +901,187 @@ fn cgroup_limits_are_written() {
     }
     assert_eq!(got["pids.max"].as_deref(), Some("42"));
 }
+
+/// A shell put into `cgroup` (of `cg`) that then starts a background
+/// `sleep` and execs another: a process and the child it leaves behind.
+/// Returns the shell (now `sleep`) and the background child's pid.
+fn daemonizing_process_in(cg: &dyn Cgroups, cgroup: &str) -> (std::process::Child, i32) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "read go || exit; sleep 1000 & echo $!; exec sleep 1000",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Err(e) = cg.add(cgroup, child.id() as i32) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("cannot put the shell into {cgroup}: {e}");
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().parse().unwrap())
+}
+
+/// Whether `pid` runs (a zombie does not: it waits only for its reaper).
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Every pid in the cgroup directory `dir` and below.
+fn pids_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(s.lines().map(str::to_owned));
+    }
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(pids_below(&e.path()));
+        }
+    }
+    out
+}
+
+/// What a kill-all test started and made, ended and removed whatever the
+/// test's outcome (the code under test may be what failed).
+struct Leftovers {
+    pids: Vec<i32>,
+    /// Cgroup directories, deepest first.
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for d in &self.dirs {
+            for _ in 0..100 {
+                if fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Two daemonizing processes, in `<top>/a` and `<top>/b` (leaves: cgroup
+/// v2 keeps processes out of a cgroup with controllers enabled for its
+/// children, as a pod's cgroup is); `kill` on `<top>` ends all four, and
+/// the cgroups can be removed.
+fn kill_all_ends_the_tree(
+    cg: &dyn Cgroups,
+    roots: &[PathBuf],
+    top: &str,
+    kill: impl Fn(&str) -> Result<(), super::Error>,
+) {
+    let leaves = [format!("{top}/a"), format!("{top}/b")];
+    let mut leftovers = Leftovers {
+        pids: Vec::new(),
+        dirs: Vec::new(),
+    };
+    for r in roots {
+        leftovers.dirs.extend(leaves.iter().map(|l| r.join(l)));
+        leftovers.dirs.push(r.join(top));
+    }
+    let mut shells = Vec::new();
+    for leaf in &leaves {
+        cg.create(leaf, &Default::default()).unwrap();
+        let (shell, child) = daemonizing_process_in(cg, leaf);
+        leftovers.pids.extend([shell.id() as i32, child]);
+        shells.push(shell);
+    }
+    let pids = leftovers.pids.clone();
+    assert!(pids.iter().all(|p| alive(*p)));
+    let killed = kill(top);
+    let left: Vec<_> = roots
+        .iter()
+        .flat_map(|r| pids_below(&r.join(top)))
+        .collect();
+    let statuses: Vec<_> = shells.iter_mut().map(|s| s.wait().unwrap()).collect();
+    let still: Vec<_> = pids.iter().filter(|p| alive(**p)).collect();
+    let removed = leaves
+        .iter()
+        .try_for_each(|l| cg.remove(l))
+        .and_then(|()| cg.remove(top));
+    killed.expect("kill all");
+    assert!(left.is_empty(), "left in the cgroups: {left:?}");
+    assert!(still.is_empty(), "still running: {still:?}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        statuses.iter().all(|s| s.signal() == Some(9)),
+        "{statuses:?}"
+    );
+    removed.expect("the emptied cgroups are removed");
+    assert!(roots.iter().all(|r| !r.join(top).exists()));
+    // Gone: nothing to kill, no error.
+    kill(top).expect("kill all of a missing cgroup");
+}
+
+fn unified_root() -> Option<&'static str> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|r| Path::new(r).join("cgroup.controllers").exists())
+}
+
+#[test]
+fn cgroup_v2_kill_all_ends_every_process() {
+    require_root!();
+    let Some(root) = unified_root() else {
+        eprintln!("skipping: no cgroup2 mount");
+        return;
+    };
+    let v2 = cgroup::V2::at(root);
+    let top = format!("crisp-test-killall-{}", std::process::id());
+    v2.create(&top, &Default::default()).unwrap();
+    if !Path::new(root).join(&top).join("cgroup.kill").exists() {
+        eprintln!("no cgroup.kill (Linux before 5.14): the freezer path stands in");
+    }
+    kill_all_ends_the_tree(&v2, &[PathBuf::from(root)], &top, |p| v2.kill_all(p));
+    assert!(v2.kill_all("/").is_err(), "the root cgroup is refused");
+}
+
+#[test]
+fn cgroup_v2_kill_all_by_freezing() {
+    require_root!();
+    let Some(root) = unified_root() else {
+        eprintln!("skipping: no cgroup2 mount");
+        return;
+    };
+    let v2 = cgroup::V2::at(root);
+    let top = format!("crisp-test-killfrozen-{}", std::process::id());
+    kill_all_ends_the_tree(&v2, &[PathBuf::from(root)], &top, |p| v2.kill_all_frozen(p));
+}
+
+#[test]
+fn cgroup_v1_kill_all_ends_every_process() {
+    require_root!();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let v1 = cgroup::V1::from_mountinfo(&mountinfo);
+    if v1.hierarchies.is_empty() {
+        eprintln!("skipping: no cgroup v1 hierarchy");
+        return;
+    }
+    if !v1
+        .hierarchies
+        .iter()
+        .any(|h| h.controllers.iter().any(|c| c == "freezer"))
+    {
+        eprintln!("no freezer hierarchy: killing without freezing");
+    }
+    let top = format!("crisp-test-killall-v1-{}", std::process::id());
+    let roots: Vec<_> = v1.hierarchies.iter().map(|h| h.mount.clone()).collect();
+    kill_all_ends_the_tree(&v1, &roots, &top, |p| v1.kill_all(p));
+    assert!(v1.kill_all("").is_err(), "the root cgroup is refused");
+}

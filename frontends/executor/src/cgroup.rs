@@ -13,7 +13,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use oci_spec::runtime::LinuxResources;
@@ -48,6 +48,14 @@ pub trait Cgroups: Send + Sync {
     fn oom_killed(&self, path: &str) -> bool;
     /// Remove the (empty) cgroup; idempotent.
     fn remove(&self, path: &str) -> Result<(), Error>;
+    /// SIGKILL every process in the cgroup and its descendants, and wait
+    /// until none is left (at most [`KILL_WAIT`]), as runc's `kill --all`:
+    /// with a host or pod-shared PID namespace, the death of a container's
+    /// init takes nothing else with it. v2: `cgroup.kill` (Linux 5.14),
+    /// else freeze, SIGKILL every pid, thaw; v1: the same through the
+    /// freezer hierarchy. A missing cgroup has nothing to kill. The root
+    /// cgroup is refused.
+    fn kill_all(&self, path: &str) -> Result<(), Error>;
     /// Whether the cgroup exists (in any hierarchy).
     fn exists(&self, path: &str) -> bool;
     /// The `cgroup.procs` file of `path` in every hierarchy: writing a pid
@@ -163,6 +171,101 @@ fn rmdir_retry(dir: &Path) -> Result<(), Error> {
         }
     }
     unreachable!()
+}
+
+/// How long [`Cgroups::kill_all`] waits for the killed processes to go.
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The pids in the cgroup `dir` and its descendants (appended to `out`).
+/// A cgroup that is gone, or goes while it is read, holds none.
+fn tree_pids(dir: &Path, out: &mut Vec<i32>, depth: usize) -> Result<(), Error> {
+    let procs = dir.join("cgroup.procs");
+    match fs::read_to_string(&procs) {
+        Ok(s) => out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(format!("read {}", procs.display()), e)),
+    }
+    if depth >= 64 {
+        return Ok(());
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(format!("list {}", dir.display()), e)),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            tree_pids(&entry.path(), out, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// SIGKILL each pid; one that is already gone is no error.
+fn sigkill_each(pids: &[i32]) {
+    use nix::sys::signal::{kill, Signal};
+    for &pid in pids.iter().filter(|p| **p > 0) {
+        let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Refuse to kill all of the root cgroup: that is every process of the
+/// host.
+fn refuse_root(path: &str) -> Result<(), Error> {
+    if rel(path).trim_matches('/').is_empty() {
+        return Err(Error::new(
+            "refusing to kill every process of the root cgroup",
+        ));
+    }
+    Ok(())
+}
+
+/// Run `round` (which kills every process it finds) and wait until `list`
+/// finds none left, or fail after [`KILL_WAIT`] naming those left. A
+/// killed process stays listed until it has finished exiting; another
+/// round runs only when a process appears that no round has seen (one
+/// forked before a round without a freezer could stop it).
+fn kill_until_empty(
+    what: &str,
+    mut list: impl FnMut() -> Result<Vec<i32>, Error>,
+    mut round: impl FnMut() -> Result<(), Error>,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + KILL_WAIT;
+    let mut pause = Duration::from_millis(1);
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let mut pids = list()?;
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            pids.sort_unstable();
+            pids.dedup();
+            return Err(Error {
+                context: format!(
+                    "processes {pids:?} of cgroup {what} still there {}s after SIGKILL",
+                    KILL_WAIT.as_secs()
+                ),
+                errno: Some(Errno::EBUSY),
+            });
+        }
+        if pids.iter().any(|p| !seen.contains(p)) {
+            round()?;
+            seen.extend(pids);
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Poll `is_done` until it holds or a second has passed: a freezer may
+/// take a moment (a task in an uninterruptible sleep), and killing goes on
+/// regardless (SIGKILL reaches the tasks once they are thawed).
+fn wait_for(mut is_done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(1);
+    while !is_done() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// One cgroup v1 hierarchy: where it is mounted, which controllers it has.
@@ -454,6 +557,38 @@ impl Cgroups for V1 {
         first_err.map_or(Ok(()), Err)
     }
 
+    fn kill_all(&self, path: &str) -> Result<(), Error> {
+        refuse_root(path)?;
+        let list = || {
+            let mut pids = Vec::new();
+            for h in &self.hierarchies {
+                tree_pids(&h.mount.join(rel(path)), &mut pids, 0)?;
+            }
+            pids.sort_unstable();
+            pids.dedup();
+            Ok(pids)
+        };
+        let freezer = self.dir("freezer", path).filter(|d| d.is_dir());
+        kill_until_empty(path, list, || {
+            // Frozen, the tasks cannot fork between the listing and the
+            // kill; without a freezer hierarchy, the rounds catch up.
+            let state = freezer.as_ref().map(|d| d.join("freezer.state"));
+            if let Some(state) = &state {
+                if write_file(state, "FROZEN").is_ok() {
+                    wait_for(|| fs::read_to_string(state).is_ok_and(|s| s.trim() == "FROZEN"));
+                }
+            }
+            let pids = list();
+            if let Ok(pids) = &pids {
+                sigkill_each(pids);
+            }
+            if let Some(state) = &state {
+                let _ = write_file(state, "THAWED");
+            }
+            pids.map(drop)
+        })
+    }
+
     fn exists(&self, path: &str) -> bool {
         self.hierarchies
             .iter()
@@ -566,6 +701,40 @@ impl V2 {
 
     fn dir(&self, path: &str) -> PathBuf {
         self.root.join(rel(path))
+    }
+
+    fn pids(&self, path: &str) -> Result<Vec<i32>, Error> {
+        let mut pids = Vec::new();
+        tree_pids(&self.dir(path), &mut pids, 0)?;
+        Ok(pids)
+    }
+
+    /// [`Cgroups::kill_all`] without `cgroup.kill` (kernels before 5.14):
+    /// freeze (`cgroup.freeze`, the subtree with it), SIGKILL every pid,
+    /// thaw. Public to the crate so that it is tested where the kernel
+    /// has `cgroup.kill` too.
+    pub(crate) fn kill_all_frozen(&self, path: &str) -> Result<(), Error> {
+        refuse_root(path)?;
+        let dir = self.dir(path);
+        let freeze = dir.join("cgroup.freeze");
+        let events = dir.join("cgroup.events");
+        kill_until_empty(
+            path,
+            || self.pids(path),
+            || {
+                if write_file(&freeze, "1").is_ok() {
+                    wait_for(|| {
+                        fs::read_to_string(&events).map_or(true, |s| keyed(&s, "frozen") == Some(1))
+                    });
+                }
+                let pids = self.pids(path);
+                if let Ok(pids) = &pids {
+                    sigkill_each(pids);
+                }
+                let _ = write_file(&freeze, "0");
+                pids.map(drop)
+            },
+        )
     }
 
     /// Enable in every ancestor's `cgroup.subtree_control` the controllers
@@ -710,6 +879,27 @@ impl Cgroups for V2 {
 
     fn remove(&self, path: &str) -> Result<(), Error> {
         rmdir_retry(&self.dir(path))
+    }
+
+    fn kill_all(&self, path: &str) -> Result<(), Error> {
+        refuse_root(path)?;
+        let kill = self.dir(path).join("cgroup.kill");
+        if !kill.exists() {
+            return self.kill_all_frozen(path);
+        }
+        // The kernel kills the whole subtree at once, new forks included.
+        kill_until_empty(
+            path,
+            || self.pids(path),
+            || {
+                match fs::write(&kill, "1") {
+                    Ok(()) => Ok(()),
+                    // Gone meanwhile: nothing left to kill.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(io_error(format!("write \"1\" to {}", kill.display()), e)),
+                }
+            },
+        )
     }
 
     fn exists(&self, path: &str) -> bool {

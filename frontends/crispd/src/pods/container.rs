@@ -35,6 +35,18 @@ pub fn read_meta(host: &Host, id: &str) -> Option<Meta> {
     serde_json::from_slice(&fs::read(host.ctr_dir(id).join("meta.json")).ok()?).ok()
 }
 
+/// The cgroups of the pod's containers that have host state.
+pub fn cgroups_of_pod(host: &Host, pod_id: &str) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(host.config.runtime_dir.join("containers")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| read_meta(host, &e.file_name().to_string_lossy()))
+        .filter(|m| m.pod_id == pod_id)
+        .map(|m| m.cgroup)
+        .collect()
+}
+
 pub fn socket_path(host: &Host, id: &str) -> PathBuf {
     host.ctr_dir(id).join("sock")
 }
@@ -340,10 +352,51 @@ fn signal_number(stop_signal: i32, image: &str) -> i32 {
         .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32)
 }
 
-/// Stop signal, grace period, SIGKILL; the exit as the monitor recorded it.
+/// End whatever is left in the container's cgroup once its init is gone.
+/// With its own PID namespace the kernel has done it already (the
+/// namespace dies with its init); with the host's or the pod's, the
+/// init's death takes nothing with it, and containerd's shim kills the
+/// rest of the cgroup before it reports the exit: so does crisp, when the
+/// exit is seen (watch, StopContainer, restore) and before removal. (With
+/// a namespace of its own the cgroup is empty by then: a listing.)
+pub fn kill_leftovers(host: &Host, id: &str) -> Result<(), Status> {
+    match read_meta(host, id) {
+        Some(meta) => super::kill_cgroup(host, &meta.cgroup),
+        None => Ok(()),
+    }
+}
+
+/// Whether the container's spec gives it a PID namespace of its own (the
+/// kernel ends every process in it with its init), as containerd's
+/// `ShouldKillAllOnExit` reads it; an unreadable spec counts as shared.
+fn has_own_pid_namespace(host: &Host, id: &str) -> bool {
+    let Ok(bytes) = fs::read(host.ctr_dir(id).join("config.json")) else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_slice::<executor::Spec>(&bytes) else {
+        return false;
+    };
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
+            })
+        })
+}
+
+/// Stop signal, grace period, SIGKILL; then every process left in the
+/// container's cgroup; the exit as the monitor recorded it.
 pub fn stop(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Result<Exit, Status> {
+    let exit = stop_init(host, id, timeout, stop_signal);
+    kill_leftovers(host, id)?;
+    Ok(exit)
+}
+
+fn stop_init(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Exit {
     if let Some(exit) = read_exit(host, id) {
-        return Ok(exit);
+        return exit;
     }
     let image_signal = read_meta(host, id)
         .map(|m| m.stop_signal)
@@ -366,18 +419,26 @@ pub fn stop(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Result<Exi
                 let grace = Duration::from_secs(timeout.unsigned_abs());
                 if ask(host, id, "wait", Some(grace)).is_ok() {
                     if let Some(exit) = read_exit(host, id) {
-                        return Ok(exit);
+                        return exit;
                     }
                 }
             }
-            Err(_) => return Ok(read_exit(host, id).unwrap_or_else(unknown)),
+            Err(_) => return read_exit(host, id).unwrap_or_else(unknown),
         }
     }
+    // Read before the kill: the exit is awaited right after it.
+    let own_pid_namespace = has_own_pid_namespace(host, id);
     if ask(host, id, "signal 9", Some(Duration::from_secs(5))).is_err() {
-        return Ok(read_exit(host, id).unwrap_or_else(unknown));
+        return read_exit(host, id).unwrap_or_else(unknown);
+    }
+    // Sharing a PID namespace, the whole cgroup at once: a child left
+    // holding the output pipes would keep the monitor draining them for a
+    // while before it records the exit. (A failure shows again in `stop`.)
+    if !own_pid_namespace {
+        let _ = kill_leftovers(host, id);
     }
     let _ = ask(host, id, "wait", Some(Duration::from_secs(30)));
-    Ok(read_exit(host, id).unwrap_or_else(unknown))
+    read_exit(host, id).unwrap_or_else(unknown)
 }
 
 /// Kill whatever is left, unmount, remove the directories and cgroup.
@@ -388,13 +449,13 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     {
         let _ = ask(host, id, "wait", Some(Duration::from_secs(30)));
     }
+    // Nothing of it may outlive it, nor hold its root filesystem.
+    kill_leftovers(host, id)?;
     let dir = host.ctr_dir(id);
     rootfs::unmount(&dir.join("rootfs")).map_err(|e| exec_status("unmount the rootfs", &e))?;
     mounts::unmount_image_volumes(host, id)?;
     if let Some(meta) = read_meta(host, id) {
-        host.cgroups
-            .remove(&meta.cgroup)
-            .map_err(|e| exec_status(&format!("cannot remove cgroup {}", meta.cgroup), &e))?;
+        super::remove_cgroup(host, &meta.cgroup)?;
     }
     remove_tree(&host.ctr_state_dir(id))?;
     remove_tree(&dir)
@@ -428,8 +489,19 @@ pub fn observe(host: &Host, id: &str) -> Option<Observed> {
     }
 }
 
-/// Block until the container exits (on a thread of its own); its exit.
+/// Block until the container exits (on a thread of its own), end what it
+/// left behind ([`kill_leftovers`]); its exit.
 pub fn watch(host: &Host, id: &str) -> Option<Exit> {
+    let exit = wait_exit(host, id);
+    if exit.is_some() {
+        if let Err(e) = kill_leftovers(host, id) {
+            tracing::warn!(container = id, error = %e.message, "after the container's exit");
+        }
+    }
+    exit
+}
+
+fn wait_exit(host: &Host, id: &str) -> Option<Exit> {
     loop {
         match ask(host, id, "wait", None) {
             Ok(_) => return read_exit(host, id),

@@ -258,6 +258,13 @@ impl Host {
                 }
                 Some(RecordKind::Container(c)) => {
                     if let Some(observed) = container::observe(self, &c.id) {
+                        // Exited while crispd was away: what it left
+                        // behind goes now, as it would have at once.
+                        if matches!(observed, crisp_core::cri::Observed::Exited(_)) {
+                            if let Err(e) = container::kill_leftovers(self, &c.id) {
+                                tracing::warn!(container = %c.id, error = %e.message, "restore");
+                            }
+                        }
                         obs.push(Observation::Container {
                             id: c.id.clone(),
                             observed,
@@ -289,6 +296,23 @@ pub fn sandbox_cgroup(pod_cgroup: &str, pod_id: &str) -> String {
 /// A container's cgroup, inside the pod's.
 pub fn container_cgroup(pod_cgroup: &str, ctr_id: &str) -> String {
     format!("{pod_cgroup}/crisp-{ctr_id}")
+}
+
+/// End every process in `cgroup` and below it, waiting until they are
+/// gone (see [`Cgroups::kill_all`]).
+pub fn kill_cgroup(host: &Host, cgroup: &str) -> Result<(), Status> {
+    host.cgroups
+        .kill_all(cgroup)
+        .map_err(|e| exec_status(&format!("cannot end the processes of cgroup {cgroup}"), &e))
+}
+
+/// Remove a cgroup crisp made, ending first whatever still runs in it: a
+/// busy cgroup is killed, then removed, never refused for ever.
+pub fn remove_cgroup(host: &Host, cgroup: &str) -> Result<(), Status> {
+    kill_cgroup(host, cgroup)?;
+    host.cgroups
+        .remove(cgroup)
+        .map_err(|e| exec_status(&format!("cannot remove cgroup {cgroup}"), &e))
 }
 
 /// Unix nanoseconds now.

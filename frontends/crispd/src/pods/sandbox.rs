@@ -22,8 +22,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    cni, exec_status, internal, kill_and_wait, pod_cgroup, process_matches, remove_tree,
-    sandbox_cgroup, Host,
+    cni, exec_status, internal, kill_and_wait, kill_cgroup, pod_cgroup, process_matches,
+    remove_cgroup, remove_tree, sandbox_cgroup, Host,
 };
 
 /// What a pod set up on the host, kept in `<pod dir>/sandbox.json` so
@@ -290,14 +290,15 @@ fn write_file(p: &Path, data: &[u8]) -> Result<(), Status> {
         .map_err(|e| internal(format!("cannot write {}", p.display()), e))
 }
 
-/// Kill the holder, tear the network down, release the namespaces and
-/// the holder's cgroup. Idempotent.
+/// Kill the holder and every process of the pod, tear the network down,
+/// release the namespaces and the holder's cgroup. Idempotent.
 pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
     let Some(mut meta) = read_meta(host, id) else {
         // Never got far enough to record anything but maybe the network.
         return cni::teardown(host, id);
     };
     kill_and_wait(meta.pid, id, Duration::from_secs(10));
+    kill_pod_processes(host, id, &meta)?;
     cni::teardown(host, id)?;
     let dir = host.pod_dir(id).join("ns");
     for ns in meta.namespaces.drain(..) {
@@ -309,11 +310,25 @@ pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
         let _ = fs::remove_file(&p);
     }
     write_meta(host, id, &meta)?;
-    let sb_cg = sandbox_cgroup(&meta.pod_cgroup, id);
-    host.cgroups
-        .remove(&sb_cg)
-        .map_err(|e| exec_status(&format!("cannot remove cgroup {sb_cg}"), &e))?;
-    Ok(())
+    remove_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id))
+}
+
+/// End every process of the pod: with a host or pod-shared PID namespace
+/// a container's init (or the holder) takes nothing with it when it dies.
+/// The pod cgroup whole when crisp made it; in a `cgroup_parent` made by
+/// someone else (kubelet, which kills what is left there itself), the
+/// cgroups crisp put there: the holder's and the containers'.
+fn kill_pod_processes(host: &Host, id: &str, meta: &Meta) -> Result<(), Status> {
+    if meta.pod_cgroup.is_empty() {
+        return Ok(());
+    }
+    if meta.pod_cgroup_created {
+        return kill_cgroup(host, &meta.pod_cgroup);
+    }
+    for cg in super::container::cgroups_of_pod(host, id) {
+        kill_cgroup(host, &cg)?;
+    }
+    kill_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id))
 }
 
 /// Remove what is left: the pod cgroup crisp made, the pod directory.
@@ -321,9 +336,7 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     stop(host, id)?;
     if let Some(meta) = read_meta(host, id) {
         if meta.pod_cgroup_created {
-            host.cgroups.remove(&meta.pod_cgroup).map_err(|e| {
-                exec_status(&format!("cannot remove cgroup {}", meta.pod_cgroup), &e)
-            })?;
+            remove_cgroup(host, &meta.pod_cgroup)?;
         }
     }
     remove_tree(&host.pod_dir(id))
