@@ -984,7 +984,7 @@ fn kill_all_ends_the_tree(
     cg: &dyn Cgroups,
     roots: &[PathBuf],
     top: &str,
-    kill: impl Fn(&str) -> Result<(), super::Error>,
+    kill: impl Fn(&str) -> Result<(), crisp_executor::Error>,
 ) {
     let leaves = [format!("{top}/a"), format!("{top}/b")];
     let mut leftovers = Leftovers {

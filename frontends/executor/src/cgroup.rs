@@ -711,9 +711,9 @@ impl V2 {
 
     /// [`Cgroups::kill_all`] without `cgroup.kill` (kernels before 5.14):
     /// freeze (`cgroup.freeze`, the subtree with it), SIGKILL every pid,
-    /// thaw. Public to the crate so that it is tested where the kernel
-    /// has `cgroup.kill` too.
-    pub(crate) fn kill_all_frozen(&self, path: &str) -> Result<(), Error> {
+    /// thaw. Public so that it is tested where the kernel has
+    /// `cgroup.kill` too.
+    pub fn kill_all_frozen(&self, path: &str) -> Result<(), Error> {
         refuse_root(path)?;
         let dir = self.dir(path);
         let freeze = dir.join("cgroup.freeze");
