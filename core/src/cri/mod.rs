@@ -153,6 +153,7 @@ pub mod reference;
 mod runtime;
 pub mod sim;
 mod types;
+pub mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -174,6 +175,7 @@ pub use types::{
     Action, ActionId, CallId, Exit, Handled, ImageVolume, InputError, Notice, Outcome, Request,
     Response, SandboxCreated,
 };
+pub use validate::HostSupport;
 
 /// The name reserved for a pod sandbox: `<name>_<namespace>_<uid>_<attempt>`.
 pub fn pod_name(meta: &cri::PodSandboxMetadata) -> String {

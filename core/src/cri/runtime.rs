@@ -23,6 +23,7 @@ use super::record::{
 use super::types::{
     Action, ActionId, CallId, Exit, Handled, InputError, Notice, Outcome, Request, Response,
 };
+use super::validate::{self, HostSupport};
 use super::{container_name, join_log_path, pod_name};
 use crate::grpc::{Code, Status};
 
@@ -295,6 +296,7 @@ pub struct Runtime {
     next_action: u64,
     next_call: u64,
     changed: bool,
+    host_support: HostSupport,
 }
 
 impl fmt::Debug for Runtime {
@@ -334,7 +336,14 @@ impl Runtime {
             next_action: 0,
             next_call: 0,
             changed: false,
+            host_support: HostSupport::default(),
         }
+    }
+
+    /// Tells the rules what the host offers (AppArmor, SELinux); without
+    /// this call, neither.
+    pub fn set_host_support(&mut self, support: HostSupport) {
+        self.host_support = support;
     }
 
     // ---- outputs ------------------------------------------------------
@@ -606,6 +615,9 @@ impl Runtime {
         if meta.uid.is_empty() {
             return bad("the pod sandbox metadata needs a uid");
         }
+        if let Err(st) = validate::sandbox_config(&config, self.host_support) {
+            return refuse(st);
+        }
         let name = pod_name(meta);
         if let Some(owner) = self.pod_names.get(&name) {
             return refuse(Status::already_exists(format!(
@@ -713,6 +725,9 @@ impl Runtime {
             return bad("the container config needs an image");
         }
         if let Err(st) = super::mounts::check_mounts(&config.mounts) {
+            return refuse(st);
+        }
+        if let Err(st) = validate::container_config(&config, self.host_support) {
             return refuse(st);
         }
         let Some(pod) = self.pods.get(&pod_id) else {

@@ -56,8 +56,15 @@ impl CriHost {
             }
         }
         let n = records.len();
-        let (rt, warnings) =
+        let (mut rt, warnings) =
             Runtime::restore(pods::entropy, records, &observations, pods::now_ns());
+        let support = pods::host_support();
+        tracing::debug!(
+            apparmor = support.apparmor,
+            selinux = support.selinux,
+            "host support"
+        );
+        rt.set_host_support(support);
         for w in warnings {
             tracing::warn!("restore: {w}");
         }

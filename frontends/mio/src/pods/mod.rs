@@ -290,6 +290,16 @@ pub fn container_cgroup(pod_cgroup: &str, ctr_id: &str) -> String {
     format!("{pod_cgroup}/crisp-{ctr_id}")
 }
 
+/// Which of AppArmor and SELinux this host runs, as runc and go-selinux
+/// detect them; the CRI rules refuse what crisp would have to apply.
+pub fn host_support() -> crisp_core::cri::HostSupport {
+    let apparmor = Path::new("/sys/kernel/security/apparmor").exists()
+        && fs::read("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|b| b.first() == Some(&b'Y'));
+    let selinux = Path::new("/sys/fs/selinux/enforce").exists();
+    crisp_core::cri::HostSupport { apparmor, selinux }
+}
+
 /// Unix nanoseconds now.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
