@@ -120,6 +120,10 @@ pub(crate) struct Ctr {
     pub image_id: String,
     /// The IDs of the images mounted as volumes (in use while it exists).
     pub volume_image_ids: Vec<String>,
+    /// The identity its process runs as, from the host (ContainerStatus.user).
+    pub user: Option<cri::ContainerUser>,
+    /// The image's StopSignal as a `cri::Signal` value (0: none).
+    pub image_stop_signal: i32,
     pub log_path: String,
     pub state: CtrState,
     pub created_at: i64,
@@ -784,6 +788,8 @@ impl Runtime {
                 image_ref: String::new(),
                 image_id: String::new(),
                 volume_image_ids: Vec::new(),
+                user: None,
+                image_stop_signal: 0,
                 log_path,
                 state: CtrState::Creating,
                 created_at: now,
@@ -1366,6 +1372,8 @@ impl Runtime {
                         image_ref,
                         image_id,
                         image_volumes,
+                        user,
+                        image_stop_signal,
                     } if c.state == CtrState::Creating => {
                         c.state = CtrState::Created;
                         c.image_ref = image_ref;
@@ -1378,6 +1386,8 @@ impl Runtime {
                                 c.volume_image_ids.push(v.image_id);
                             }
                         }
+                        c.user = user;
+                        c.image_stop_signal = image_stop_signal;
                         let pod_id = c.pod_id.clone();
                         self.mark_dirty(RecordKey::Container(ctr_id.clone()));
                         self.emit(
@@ -1766,6 +1776,8 @@ impl Runtime {
                 image_ref: c.image_ref,
                 image_id: c.image_id,
                 volume_image_ids: c.volume_image_ids,
+                user: c.user,
+                image_stop_signal: c.image_stop_signal,
                 log_path: c.log_path,
                 state: recorded,
                 created_at: c.created_at,
@@ -2049,6 +2061,8 @@ pub(crate) fn ctr_record(c: &Ctr) -> Record {
             message: c.message.clone(),
             pid: c.pid,
             volume_image_ids: c.volume_image_ids.clone(),
+            user: c.user.clone(),
+            image_stop_signal: c.image_stop_signal,
         })),
     }
 }

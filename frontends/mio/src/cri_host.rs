@@ -401,6 +401,8 @@ mod tests {
                     image_ref: "sha256:1".into(),
                     image_id: "sha256:1".into(),
                     image_volumes: Vec::new(),
+                    user: None,
+                    image_stop_signal: 0,
                 },
                 Action::StartContainer { .. } => Outcome::ContainerStarted {
                     pid: 4243,

@@ -356,8 +356,11 @@ fn groups(root: &Path) -> Vec<GroupEntry> {
 /// from the image's /etc/passwd, else 0), else `run_as_username` (must
 /// exist), else the image's `User` (`name`, `uid`, `name:group`,
 /// `uid:gid`); `run_as_group` overrides the group. Additional groups: the
-/// primary one, the groups of /etc/group listing the user (unless the
-/// policy is Strict), and `supplemental_groups`.
+/// primary one, then (policy Merge, the default) the groups of the image's
+/// /etc/group that list the user by name, except one named after the user
+/// (containerd's `WithAdditionalGIDs`), then `supplemental_groups`; with
+/// policy Strict, the image's /etc/group is not read for them. The kernel
+/// keeps the set sorted; the spec and ContainerStatus.user keep this order.
 pub fn resolve_user(
     root: &Path,
     sc: &cri::LinuxContainerSecurityContext,
@@ -430,7 +433,7 @@ pub fn resolve_user(
     let strict = sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;
     if let (Some(name), false) = (&name, strict) {
         for g in &gr {
-            if g.members.iter().any(|m| m == name) {
+            if g.name != *name && g.members.iter().any(|m| m == name) {
                 additional.push(g.gid);
             }
         }

@@ -151,6 +151,8 @@ impl Host {
                         image_ref: created.image_ref,
                         image_id: created.image_id,
                         image_volumes: created.image_volumes,
+                        user: Some(created.user),
+                        image_stop_signal: created.image_stop_signal,
                     },
                     Err(st) => Outcome::Failed(st),
                 }
