@@ -665,6 +665,48 @@ impl Runtime {
         Ok(OpKind::RunPod { pod_id: id })
     }
 
+    /// PID namespace mode TARGET joins the PID namespace of another
+    /// container of the pod, which must be running (kubelet's ephemeral
+    /// containers with a target). Its ID, possibly a prefix, is replaced by
+    /// the full one, which the host looks up.
+    fn resolve_pid_target(
+        &self,
+        pod_id: &str,
+        config: &mut cri::ContainerConfig,
+    ) -> Result<(), Status> {
+        let Some(ns) = config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+            .filter(|ns| ns.pid == cri::NamespaceMode::Target as i32)
+        else {
+            return Ok(());
+        };
+        const FIELD: &str = "ContainerConfig.linux.security_context.namespace_options.target_id";
+        if ns.target_id.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{FIELD}: PID namespace mode TARGET needs a target container"
+            )));
+        }
+        let target = self.resolve_ctr(&ns.target_id)?;
+        let Some(t) = self.ctrs.get(&target) else {
+            return Err(Status::not_found(format!("container {target:?} not found")));
+        };
+        if t.pod_id != pod_id {
+            return Err(Status::invalid_argument(format!(
+                "{FIELD}: container {target} is in another pod sandbox"
+            )));
+        }
+        if t.state != CtrState::Running {
+            return Err(Status::failed_precondition(format!(
+                "{FIELD}: container {target} is not running; its PID namespace cannot be joined"
+            )));
+        }
+        ns.target_id = target;
+        Ok(())
+    }
+
     fn begin_stop_pod(&mut self, key: &str, remove: bool, now: i64) -> Begin {
         match self.find_pod(key) {
             Find::Bad(st) => refuse(st),
@@ -715,10 +757,10 @@ impl Runtime {
                 )))
             }
         };
-        let Some(config) = req.config else {
+        let Some(mut config) = req.config else {
             return bad("CreateContainer needs a container config");
         };
-        let Some(meta) = config.metadata.as_ref() else {
+        let Some(meta) = config.metadata.clone() else {
             return bad("the container config needs metadata");
         };
         if meta.name.is_empty() {
@@ -732,6 +774,9 @@ impl Runtime {
             return refuse(st);
         }
         if let Err(st) = validate::container_config(&config, self.host_support) {
+            return refuse(st);
+        }
+        if let Err(st) = self.resolve_pid_target(&pod_id, &mut config) {
             return refuse(st);
         }
         let Some(pod) = self.pods.get(&pod_id) else {
@@ -749,7 +794,7 @@ impl Runtime {
                 "pod sandbox {pod_id} is being stopped; cannot create containers in it"
             )));
         }
-        let name = container_name(meta, &pod.metadata());
+        let name = container_name(&meta, &pod.metadata());
         if let Some(owner) = self.ctr_names.get(&name) {
             return refuse(Status::already_exists(format!(
                 "container name {name:?} is already reserved for container {owner}"

@@ -2324,3 +2324,57 @@ fn the_images_stop_signal_is_reported_when_the_config_has_none() {
     assert_eq!(st.stop_signal, cri::Signal::Sigquit as i32);
     assert_eq!(st.user, None);
 }
+
+#[test]
+fn pid_mode_target_joins_a_running_container_of_the_same_pod() {
+    let mut h = H::new();
+    let pod = h.run_pod("p");
+    let other_pod = h.run_pod("q");
+    let created = h.create(&pod, "created");
+    let running = h.running(&pod, "running");
+    let elsewhere = h.running(&other_pod, "elsewhere");
+    let target = |h: &mut H, name: &str, id: &str| {
+        let mut c = ctr_config(name, 0);
+        c.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Target as i32,
+                target_id: id.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        h.call(Request::CreateContainer(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: None,
+        }))
+    };
+    for (id, code) in [
+        ("", Code::InvalidArgument),
+        ("f00d", Code::NotFound),
+        (created.as_str(), Code::FailedPrecondition),
+        (elsewhere.as_str(), Code::InvalidArgument),
+    ] {
+        let Handled::Done(Err(st)) = target(&mut h, "debug", id) else {
+            panic!("{id:?} accepted")
+        };
+        assert_eq!(st.code, code, "{id:?}: {st:?}");
+    }
+    // A unique prefix names the target; the host gets the full ID.
+    let Handled::Pending(_) = target(&mut h, "debug", &running[..12]) else {
+        panic!()
+    };
+    let (_, Action::CreateContainer { config, .. }) =
+        h.take(|a| matches!(a, Action::CreateContainer { .. }))
+    else {
+        panic!()
+    };
+    let ns = config
+        .linux
+        .and_then(|l| l.security_context)
+        .and_then(|s| s.namespace_options)
+        .unwrap();
+    assert_eq!(ns.target_id, running);
+}

@@ -261,7 +261,14 @@ fn container_spec(
         net: ns("net"),
         ipc: ns("ipc"),
         uts: ns("uts"),
-        pid: ns("pid"),
+        pid: match pid_target(config) {
+            // The state machine checked that the target runs in this pod.
+            Some(target) => Some(PathBuf::from(format!(
+                "/proc/{}/ns/pid",
+                pid(host, target)?
+            ))),
+            None => ns("pid"),
+        },
     };
     let pod_dir = host.pod_dir(pod_id);
     let files = PodFiles {
@@ -284,6 +291,19 @@ fn container_spec(
         set_pids_limit(&mut spec, host.config.pids_limit)?;
     }
     Ok(spec)
+}
+
+/// The container whose PID namespace this one joins (mode TARGET).
+fn pid_target(config: &cri::ContainerConfig) -> Option<&str> {
+    config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()
+        .filter(|ns| ns.pid == cri::NamespaceMode::Target as i32)
+        .map(|ns| ns.target_id.as_str())
 }
 
 /// The configured `pids_limit` in the spec's resources.
