@@ -222,3 +222,27 @@ def test_user_namespaces_other_than_node_are_refused(client, registry, tmp_path)
     assert st.exit_code == 0
     assert out[0].split() == Path("/proc/self/uid_map").read_text().split()
     client.rmp(pod_id)
+
+
+def test_pid_mode_target_joins_the_target_containers_namespace(client, pod):
+    pb = client.pb
+    loop = "echo ready; while true; do busybox usleep 100000; done"
+    target = tc.create(client, pod.id, pod.cfg, "target", pod.image, ["/bin/sh", "-c", loop])
+
+    def join(cfg):
+        ns = cfg.linux.security_context.namespace_options
+        ns.pid = pb.TARGET
+        ns.target_id = target
+
+    # Not running yet: nothing to join.
+    with pytest.raises(grpc.RpcError) as e:
+        tc.create(client, pod.id, pod.cfg, "debug", pod.image, ["/bin/sh", "-c", loop], tweak=join)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, e.value.details()
+    tc.start(client, target)
+    debug = tc.create(client, pod.id, pod.cfg, "debug", pod.image, ["/bin/sh", "-c", loop], tweak=join)
+    tc.start(client, debug)
+    ns_of = lambda cid: os.readlink(f"/proc/{tc.pid_of(client, cid)}/ns/pid")
+    assert ns_of(debug) == ns_of(target)
+    # The target's init is PID 1 there; the debug container sees it.
+    r = tc.exec_sync(client, debug, ["cat", "/proc/1/cmdline"])
+    assert r.stdout.split(b"\0")[:3] == [b"/bin/sh", b"-c", loop.encode()]
