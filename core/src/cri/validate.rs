@@ -57,6 +57,12 @@ pub fn sandbox_config(config: &cri::PodSandboxConfig, host: HostSupport) -> Resu
         ));
     }
     if let Some(ns) = &sc.namespace_options {
+        if ns.pid == cri::NamespaceMode::Target as i32 {
+            return Err(invalid(
+                &format!("{SC}.namespace_options.pid"),
+                "mode TARGET names a container; a pod sandbox has none to join",
+            ));
+        }
         namespace_options(ns, &format!("{SC}.namespace_options"))?;
     }
     apparmor(sc.apparmor.as_ref(), "", &format!("{SC}.apparmor"), host)?;
@@ -85,6 +91,20 @@ pub fn container_config(config: &cri::ContainerConfig, host: HostSupport) -> Res
                 d.name
             ),
         ));
+    }
+    for (i, d) in config.devices.iter().enumerate() {
+        if !d.host_path.starts_with('/') {
+            return Err(invalid(
+                &format!("ContainerConfig.devices[{i}].host_path"),
+                &format!("{:?} is not an absolute path", d.host_path),
+            ));
+        }
+        if !d.permissions.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return Err(invalid(
+                &format!("ContainerConfig.devices[{i}].permissions"),
+                &format!("{:?} is not made of r, w and m", d.permissions),
+            ));
+        }
     }
     for (i, m) in config.mounts.iter().enumerate() {
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
@@ -375,6 +395,20 @@ mod tests {
             container_config(&ctr(sc), NONE),
             "supplemental_groups_policy",
         );
+        let mut c = cri::ContainerConfig {
+            devices: vec![cri::Device {
+                container_path: "/dev/x".into(),
+                host_path: "/dev/null".into(),
+                permissions: "rw".into(),
+            }],
+            ..Default::default()
+        };
+        container_config(&c, NONE).unwrap();
+        c.devices[0].permissions = "rwx".into();
+        refused(container_config(&c, NONE), "devices[0].permissions");
+        c.devices[0].permissions.clear();
+        c.devices[0].host_path = "dev/null".into();
+        refused(container_config(&c, NONE), "devices[0].host_path");
     }
 
     #[test]

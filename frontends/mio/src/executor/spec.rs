@@ -791,7 +791,25 @@ fn devices(
         } else {
             &d.container_path
         };
-        if let Some((dev, mut rule, _)) = device_json(cpath, host)? {
+        // A directory stands for every device node under it (containerd).
+        let nodes = if host.is_dir() {
+            let mut found = Vec::new();
+            host_devices(host, 0, &mut found);
+            found.sort();
+            found
+                .into_iter()
+                .filter_map(|p| {
+                    let inside = Path::new(cpath).join(p.strip_prefix(host).ok()?);
+                    Some((inside.to_string_lossy().into_owned(), p))
+                })
+                .collect()
+        } else {
+            vec![(cpath.clone(), host.to_path_buf())]
+        };
+        for (cpath, host) in &nodes {
+            let Some((dev, mut rule, _)) = device_json(cpath, host)? else {
+                continue;
+            };
             devs.retain(|x: &Value| x["path"] != dev["path"]);
             devs.push(dev);
             let perms = if d.permissions.is_empty() {

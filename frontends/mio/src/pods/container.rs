@@ -87,6 +87,7 @@ fn create_inner(
     image: &str,
     log_path: &str,
 ) -> Result<Created, Status> {
+    check_devices(config)?;
     let (record, layers, config_bytes) = host.images.resolve(image).map_err(|e| e.to_status())?;
     let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| internal("parse the image config", e))?;
@@ -291,6 +292,25 @@ fn container_spec(
         set_pids_limit(&mut spec, host.config.pids_limit)?;
     }
     Ok(spec)
+}
+
+/// Every requested device is a device node, or a directory of them (as
+/// containerd takes it); anything else would be left out silently.
+fn check_devices(config: &cri::ContainerConfig) -> Result<(), Status> {
+    use std::os::unix::fs::FileTypeExt;
+    for (i, d) in config.devices.iter().enumerate() {
+        let field = format!("ContainerConfig.devices[{i}].host_path");
+        let md = fs::metadata(&d.host_path)
+            .map_err(|e| Status::invalid_argument(format!("{field}: {:?}: {e}", d.host_path)))?;
+        let t = md.file_type();
+        if !(t.is_char_device() || t.is_block_device() || t.is_dir()) {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {:?} is not a device node",
+                d.host_path
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The container whose PID namespace this one joins (mode TARGET).
