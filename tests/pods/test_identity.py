@@ -7,6 +7,7 @@ reported by ContainerStatus, kept across a crispd restart), and user
 namespaces (only NODE, the host's)."""
 
 import os
+import stat
 from pathlib import Path
 
 import grpc
@@ -246,3 +247,23 @@ def test_pid_mode_target_joins_the_target_containers_namespace(client, pod):
     # The target's init is PID 1 there; the debug container sees it.
     r = tc.exec_sync(client, debug, ["cat", "/proc/1/cmdline"])
     assert r.stdout.split(b"\0")[:3] == [b"/bin/sh", b"-c", loop.encode()]
+
+
+def test_a_device_that_is_a_file_is_refused_a_directory_brings_its_nodes(client, pod, tmp_path):
+    pb = client.pb
+
+    def device(host, inside):
+        def tweak(cfg):
+            cfg.devices.append(pb.Device(host_path=str(host), container_path=inside, permissions="rwm"))
+
+        return tweak
+
+    plain = tmp_path / "plain"
+    plain.write_text("not a device")
+    why = refused(lambda: tc.create(client, pod.id, pod.cfg, "dev", pod.image, ["/bin/sh"], tweak=device(plain, "/dev/plain")))
+    assert "devices[0].host_path" in why and "not a device" in why
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    os.mknod(nodes / "mynull", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    st, out, err = tc.run_to_exit(client, pod, "dev", "echo x > /dev/extra/mynull && ls /dev/extra", tweak=device(nodes, "/dev/extra"))
+    assert (st.exit_code, out) == (0, ["mynull"]), err
