@@ -118,6 +118,14 @@
 //! * Calls are never cancelled: when kubelet gives up on a call, the work
 //!   goes on and the frontend drops the late reply (a retried RunPodSandbox
 //!   meanwhile gets ALREADY_EXISTS, as with containerd).
+//! * RunPodSandbox and CreateContainer first check the request
+//!   ([`validate`]): what crisp cannot honour is `INVALID_ARGUMENT` naming
+//!   the field, before any name is reserved. PID namespace mode TARGET
+//!   needs a running container of the same pod; its ID may be a prefix
+//!   and reaches the host in full.
+//! * ContainerStatus reports the user the host resolved at creation and
+//!   the stop signal StopContainer sends: the config's, else the image's,
+//!   else SIGTERM (containerd); both are in the container's record.
 //! * CreateContainerRequest's `sandbox_config` copy is ignored: names, log
 //!   paths and the `CreateContainer` action use the sandbox's own config.
 //! * Stats: the state machine selects and labels (filters, attributes);
