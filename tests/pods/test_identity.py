@@ -268,3 +268,12 @@ def test_a_device_that_is_a_file_is_refused_a_directory_brings_its_nodes(client,
     os.mknod(nodes / "mynull", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     st, out, err = tc.run_to_exit(client, pod, "dev", "echo x > /dev/extra/mynull && ls /dev/extra", tweak=device(nodes, "/dev/extra"))
     assert (st.exit_code, out) == (0, ["mynull"]), err
+
+
+@pytest.mark.skipif(Path("/sys/fs/cgroup/cgroup.controllers").exists(), reason="a cgroup v2 host takes unified settings")
+def test_cgroup_v2_settings_on_a_v1_host_are_refused(client, pod):
+    def unified(cfg):
+        cfg.linux.resources.unified["memory.high"] = "64M"
+
+    why = refused(lambda: tc.create(client, pod.id, pod.cfg, "v2", pod.image, ["/bin/sh"], tweak=unified))
+    assert "unified" in why and "memory.high" in why

@@ -88,6 +88,7 @@ fn create_inner(
     log_path: &str,
 ) -> Result<Created, Status> {
     check_devices(config)?;
+    check_unified(host, config)?;
     let (record, layers, config_bytes) = host.images.resolve(image).map_err(|e| e.to_status())?;
     let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| internal("parse the image config", e))?;
@@ -311,6 +312,22 @@ fn check_devices(config: &cri::ContainerConfig) -> Result<(), Status> {
         }
     }
     Ok(())
+}
+
+/// cgroup v2 settings cannot be written on a v1 host (runc refuses them
+/// too); left unchecked they would be skipped without a word.
+fn check_unified(host: &Host, config: &cri::ContainerConfig) -> Result<(), Status> {
+    let unified = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .map(|r| &r.unified);
+    match unified.and_then(|u| u.keys().min()) {
+        Some(key) if host.cgroups.version() == "v1" => Err(Status::invalid_argument(format!(
+            "ContainerConfig.linux.resources.unified: {key:?} is a cgroup v2 setting and this host runs cgroup v1"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The container whose PID namespace this one joins (mode TARGET).
