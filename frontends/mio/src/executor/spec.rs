@@ -352,9 +352,9 @@ fn groups(root: &Path) -> Vec<GroupEntry> {
         .collect()
 }
 
-/// The user as containerd resolves it: `run_as_user` (its primary group
-/// from the image's /etc/passwd, else 0), else `run_as_username` (must
-/// exist), else the image's `User` (`name`, `uid`, `name:group`,
+/// The user as containerd resolves it: `run_as_username` (must exist),
+/// else `run_as_user` (its primary group from the image's /etc/passwd,
+/// else 0), else the image's `User` (`name`, `uid`, `name:group`,
 /// `uid:gid`); `run_as_group` overrides the group. Additional groups: the
 /// primary one, then (policy Merge, the default) the groups of the image's
 /// /etc/group that list the user by name, except one named after the user
@@ -370,14 +370,8 @@ pub fn resolve_user(
     let gr = groups(root);
     let by_uid = |uid: u32| pw.iter().find(|e| e.uid == uid);
     let by_name = |n: &str| pw.iter().find(|e| e.name == n);
-    let (uid, mut gid, name, home) = if let Some(u) = &sc.run_as_user {
-        let uid = u32::try_from(u.value)
-            .map_err(|_| Error::new(format!("run_as_user {} out of range", u.value)))?;
-        match by_uid(uid) {
-            Some(e) => (uid, e.gid, Some(e.name.clone()), e.home.clone()),
-            None => (uid, 0, None, "/".to_string()),
-        }
-    } else if !sc.run_as_username.is_empty() {
+    // Both set: the name wins, as in containerd's generateUserString.
+    let (uid, mut gid, name, home) = if !sc.run_as_username.is_empty() {
         let e = by_name(&sc.run_as_username).ok_or_else(|| {
             Error::new(format!(
                 "user {:?} not found in the image's /etc/passwd",
@@ -385,6 +379,13 @@ pub fn resolve_user(
             ))
         })?;
         (e.uid, e.gid, Some(e.name.clone()), e.home.clone())
+    } else if let Some(u) = &sc.run_as_user {
+        let uid = u32::try_from(u.value)
+            .map_err(|_| Error::new(format!("run_as_user {} out of range", u.value)))?;
+        match by_uid(uid) {
+            Some(e) => (uid, e.gid, Some(e.name.clone()), e.home.clone()),
+            None => (uid, 0, None, "/".to_string()),
+        }
     } else {
         let (u, g) = match image_user.split_once(':') {
             Some((u, g)) => (u, Some(g)),
@@ -984,8 +985,10 @@ mod tests {
             (u.uid, u.gid, u.additional_gids),
             (65534, 65534, vec![65534, 5])
         );
-        sc.run_as_user = None;
+        // The name wins over the uid.
         sc.run_as_username = "alice".into();
+        assert_eq!(resolve_user(&root, &sc, "").unwrap().uid, 1000);
+        sc.run_as_user = None;
         sc.run_as_group = Some(cri::Int64Value { value: 3 });
         sc.supplemental_groups = vec![];
         sc.supplemental_groups_policy = cri::SupplementalGroupsPolicy::Strict as i32;
