@@ -277,3 +277,27 @@ def test_cgroup_v2_settings_on_a_v1_host_are_refused(client, pod):
 
     why = refused(lambda: tc.create(client, pod.id, pod.cfg, "v2", pod.image, ["/bin/sh"], tweak=unified))
     assert "unified" in why and "memory.high" in why
+
+
+def test_a_privileged_container_needs_a_privileged_pod(client, pod, tmp_path):
+    pb = client.pb
+
+    def privileged(cfg):
+        cfg.linux.security_context.privileged = True
+
+    why = refused(lambda: tc.create(client, pod.id, pod.cfg, "priv", pod.image, ["/bin/sh"], tweak=privileged))
+    assert "privileged" in why
+    cfg = client.pod_config("privpod", log_directory=str(tmp_path / "privlogs"))
+    cfg.linux.security_context.privileged = True
+    pod_id = client.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
+
+    class Pod:
+        pass
+
+    p = Pod()
+    p.id, p.cfg, p.logs, p.image = pod_id, cfg, tmp_path / "privlogs", pod.image
+    st, out, _ = tc.run_to_exit(client, p, "priv", "grep CapEff /proc/self/status", tweak=privileged)
+    assert st.exit_code == 0
+    # Every capability the kernel has, CAP_SYS_ADMIN (21) among them.
+    assert int(out[0].split()[1], 16) & (1 << 21)
+    client.rmp(pod_id)

@@ -794,6 +794,9 @@ impl Runtime {
                 "pod sandbox {pod_id} is being stopped; cannot create containers in it"
             )));
         }
+        if let Err(st) = validate::privilege(&config, &pod.config) {
+            return refuse(st);
+        }
         let name = container_name(&meta, &pod.metadata());
         if let Some(owner) = self.ctr_names.get(&name) {
             return refuse(Status::already_exists(format!(

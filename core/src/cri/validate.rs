@@ -180,6 +180,37 @@ pub fn container_config(config: &cri::ContainerConfig, host: HostSupport) -> Res
     Ok(())
 }
 
+/// A privileged container only in a privileged sandbox (containerd: "no
+/// privileged container allowed in sandbox"); kubelet marks the sandbox
+/// privileged when any of its containers is.
+pub fn privilege(
+    config: &cri::ContainerConfig,
+    sandbox: &cri::PodSandboxConfig,
+) -> Result<(), Status> {
+    let privileged = |c: Option<bool>| c.unwrap_or(false);
+    let ctr = privileged(
+        config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .map(|s| s.privileged),
+    );
+    let pod = privileged(
+        sandbox
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .map(|s| s.privileged),
+    );
+    if ctr && !pod {
+        return Err(invalid(
+            "ContainerConfig.linux.security_context.privileged",
+            "the pod sandbox is not privileged (its security_context.privileged)",
+        ));
+    }
+    Ok(())
+}
+
 fn supplemental_groups_policy(policy: i32, sc: &str) -> Result<(), Status> {
     if cri::SupplementalGroupsPolicy::try_from(policy).is_err() {
         return Err(invalid(
@@ -321,6 +352,25 @@ mod tests {
             ..Default::default()
         };
         refused(sandbox_config(&pod, NONE), "run_as_group");
+    }
+
+    #[test]
+    fn privileged_containers_need_a_privileged_sandbox() {
+        let c = ctr(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        });
+        let mut pod = cri::PodSandboxConfig::default();
+        refused(privilege(&c, &pod), "security_context.privileged");
+        pod.linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        privilege(&c, &pod).unwrap();
+        privilege(&ctr(Default::default()), &pod).unwrap();
     }
 
     #[test]
