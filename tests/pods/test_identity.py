@@ -301,3 +301,16 @@ def test_a_privileged_container_needs_a_privileged_pod(client, pod, tmp_path):
     # Every capability the kernel has, CAP_SYS_ADMIN (21) among them.
     assert int(out[0].split()[1], 16) & (1 << 21)
     client.rmp(pod_id)
+
+
+def test_an_unknown_capability_is_refused_not_dropped_silently(client, pod):
+    def drop(name):
+        def tweak(cfg):
+            cfg.linux.security_context.capabilities.drop_capabilities.append(name)
+
+        return tweak
+
+    why = refused(lambda: tc.create(client, pod.id, pod.cfg, "caps", pod.image, ["/bin/sh"], tweak=drop("CAP_SYSADMIN")))
+    assert "drop_capabilities[0]" in why and "CAP_SYSADMIN" in why
+    st, out, _ = tc.run_to_exit(client, pod, "caps", "grep CapBnd /proc/self/status", tweak=drop("net_raw"))
+    assert st.exit_code == 0 and not int(out[0].split()[1], 16) & (1 << 13)

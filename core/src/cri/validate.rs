@@ -161,6 +161,9 @@ pub fn container_config(config: &cri::ContainerConfig, host: HostSupport) -> Res
         ));
     }
     supplemental_groups_policy(sc.supplemental_groups_policy, SC)?;
+    if let Some(caps) = &sc.capabilities {
+        capabilities(caps, &format!("{SC}.capabilities"))?;
+    }
     if let Some(ns) = &sc.namespace_options {
         namespace_options(ns, &format!("{SC}.namespace_options"))?;
     }
@@ -207,6 +210,78 @@ pub fn privilege(
             "ContainerConfig.linux.security_context.privileged",
             "the pod sandbox is not privileged (its security_context.privileged)",
         ));
+    }
+    Ok(())
+}
+
+/// Linux's capabilities, in number order (`capability.h`, up to 6.x).
+const CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Capability names as kubelet passes them (`NET_ADMIN`, `CAP_NET_ADMIN`,
+/// any case; `ALL` to add or drop): an unknown one, dropped, would leave
+/// the capability in place without a word.
+fn capabilities(caps: &cri::Capability, field: &str) -> Result<(), Status> {
+    for (list, names, all_ok) in [
+        ("add_capabilities", &caps.add_capabilities, true),
+        ("drop_capabilities", &caps.drop_capabilities, true),
+        (
+            "add_ambient_capabilities",
+            &caps.add_ambient_capabilities,
+            false,
+        ),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let upper = name.trim().to_ascii_uppercase();
+            let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+            if !(CAPABILITIES.contains(&bare) || all_ok && upper == "ALL") {
+                return Err(invalid(
+                    &format!("{field}.{list}[{i}]"),
+                    &format!("{name:?} is not a Linux capability"),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -371,6 +446,33 @@ mod tests {
         });
         privilege(&c, &pod).unwrap();
         privilege(&ctr(Default::default()), &pod).unwrap();
+    }
+
+    #[test]
+    fn capability_names() {
+        let caps = |add: &[&str], drop: &[&str]| {
+            ctr(cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+                    drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+                    add_ambient_capabilities: vec![],
+                }),
+                ..Default::default()
+            })
+        };
+        container_config(
+            &caps(&["net_admin", "CAP_SYS_TIME", "ALL"], &["all", "bpf"]),
+            NONE,
+        )
+        .unwrap();
+        refused(
+            container_config(&caps(&[], &["CHOWN", "CAP_SYSADMIN"]), NONE),
+            "drop_capabilities[1]",
+        );
+        refused(
+            container_config(&caps(&["NET_FOO"], &[]), NONE),
+            "add_capabilities[0]",
+        );
     }
 
     #[test]
