@@ -106,18 +106,8 @@ pub fn container_config(config: &cri::ContainerConfig, host: HostSupport) -> Res
             ));
         }
     }
+    // The other mount rules are in `super::mounts`.
     for (i, m) in config.mounts.iter().enumerate() {
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-            let field = if m.uid_mappings.is_empty() {
-                "gidMappings"
-            } else {
-                "uidMappings"
-            };
-            return Err(invalid(
-                &format!("ContainerConfig.mounts[{i}].{field}"),
-                "idmapped mounts need a user namespace, which crisp does not support",
-            ));
-        }
         if m.selinux_relabel && host.selinux {
             return Err(invalid(
                 &format!("ContainerConfig.mounts[{i}].selinux_relabel"),
@@ -529,11 +519,16 @@ mod tests {
         c.mounts = vec![
             cri::Mount::default(),
             cri::Mount {
-                gid_mappings: vec![cri::IdMapping::default()],
+                selinux_relabel: true,
                 ..Default::default()
             },
         ];
-        refused(container_config(&c, NONE), "mounts[1].gidMappings");
+        container_config(&c, NONE).unwrap();
+        let selinux = HostSupport {
+            apparmor: false,
+            selinux: true,
+        };
+        refused(container_config(&c, selinux), "mounts[1].selinux_relabel");
         let sc = cri::LinuxContainerSecurityContext {
             supplemental_groups: vec![-1],
             ..Default::default()
