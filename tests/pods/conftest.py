@@ -149,6 +149,8 @@ class Cri:
         if kw.pop("host_network", False):
             cfg.linux.security_context.namespace_options.network = pb.NODE
         cfg.linux.security_context.namespace_options.pid = kw.pop("pid", pb.CONTAINER)
+        # Privileged containers need a privileged sandbox (as containerd).
+        cfg.linux.security_context.privileged = kw.pop("privileged", False)
         dns = kw.pop("dns", None)
         if dns:
             cfg.dns_config.CopyFrom(pb.DNSConfig(**dns))

@@ -69,7 +69,8 @@ SLEEP = ["/bin/busybox", "sleep", "1000"]
 def pod(crispd, registry):
     client = crispd.client
     client.pull(registry.busybox)
-    pod_id, cfg = client.runp("mnt")
+    # Privileged, as critest's mount propagation pods: some containers are.
+    pod_id, cfg = client.runp("mnt", privileged=True)
 
     class Pod:
         pass

@@ -118,6 +118,14 @@
 //! * Calls are never cancelled: when kubelet gives up on a call, the work
 //!   goes on and the frontend drops the late reply (a retried RunPodSandbox
 //!   meanwhile gets ALREADY_EXISTS, as with containerd).
+//! * RunPodSandbox and CreateContainer first check the request
+//!   ([`validate`]): what crisp cannot honour is `INVALID_ARGUMENT` naming
+//!   the field, before any name is reserved. PID namespace mode TARGET
+//!   needs a running container of the same pod; its ID may be a prefix
+//!   and reaches the host in full.
+//! * ContainerStatus reports the user the host resolved at creation and
+//!   the stop signal StopContainer sends: the config's, else the image's,
+//!   else SIGTERM (containerd); both are in the container's record.
 //! * CreateContainerRequest's `sandbox_config` copy is ignored: names, log
 //!   paths and the `CreateContainer` action use the sandbox's own config.
 //! * Stats: the state machine selects and labels (filters, attributes);
@@ -153,6 +161,7 @@ pub mod reference;
 mod runtime;
 pub mod sim;
 mod types;
+pub mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -174,6 +183,7 @@ pub use types::{
     Action, ActionId, CallId, Exit, Handled, ImageVolume, InputError, Notice, Outcome, Request,
     Response, SandboxCreated,
 };
+pub use validate::HostSupport;
 
 /// The name reserved for a pod sandbox: `<name>_<namespace>_<uid>_<attempt>`.
 pub fn pod_name(meta: &cri::PodSandboxMetadata) -> String {

@@ -168,8 +168,8 @@ impl Runtime {
                     windows: None,
                 }),
             image_id: c.image_id.clone(),
-            user: None,
-            stop_signal: c.config.stop_signal,
+            user: c.user.clone(),
+            stop_signal: effective_stop_signal(c),
         }
     }
 
@@ -439,6 +439,19 @@ impl Runtime {
             .map(|p| self.pod_stats_skeleton(p))
             .collect();
         cri::ListPodSandboxStatsResponse { stats }
+    }
+}
+
+/// The signal StopContainer sends, as containerd reports it: the config's,
+/// else the image's StopSignal, else SIGTERM.
+pub(crate) fn effective_stop_signal(c: &Ctr) -> i32 {
+    let default = cri::Signal::RuntimeDefault as i32;
+    if c.config.stop_signal != default {
+        c.config.stop_signal
+    } else if c.image_stop_signal != default {
+        c.image_stop_signal
+    } else {
+        cri::Signal::Sigterm as i32
     }
 }
 

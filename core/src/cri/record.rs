@@ -16,6 +16,7 @@
 //!   runtime.v1.ContainerState state = 7; int64 created_at = 8; int64 started_at = 9;
 //!   int64 finished_at = 10; int32 exit_code = 11; string reason = 12; string message = 13;
 //!   uint32 pid = 14; repeated string volume_image_ids = 15;
+//!   runtime.v1.ContainerUser user = 16; int32 image_stop_signal = 17;
 //! }
 //! ```
 //!
@@ -103,6 +104,13 @@ pub struct ContainerRecord {
     /// The images mounted as volumes.
     #[prost(string, repeated, tag = "15")]
     pub volume_image_ids: Vec<String>,
+    /// The identity the container's process runs as, as the host resolved
+    /// it at creation; absent in records of an older crisp.
+    #[prost(message, optional, tag = "16")]
+    pub user: Option<cri::ContainerUser>,
+    /// The image's StopSignal as a `cri::Signal` value; 0 when it names none.
+    #[prost(int32, tag = "17")]
+    pub image_stop_signal: i32,
 }
 
 /// The lifecycle of a pod sandbox as persisted. `Ready` is CRI's

@@ -23,6 +23,7 @@ use super::record::{
 use super::types::{
     Action, ActionId, CallId, Exit, Handled, InputError, Notice, Outcome, Request, Response,
 };
+use super::validate::{self, HostSupport};
 use super::{container_name, join_log_path, pod_name};
 use crate::grpc::{Code, Status};
 
@@ -119,6 +120,10 @@ pub(crate) struct Ctr {
     pub image_id: String,
     /// The IDs of the images mounted as volumes (in use while it exists).
     pub volume_image_ids: Vec<String>,
+    /// The identity its process runs as, from the host (ContainerStatus.user).
+    pub user: Option<cri::ContainerUser>,
+    /// The image's StopSignal as a `cri::Signal` value (0: none).
+    pub image_stop_signal: i32,
     pub log_path: String,
     pub state: CtrState,
     pub created_at: i64,
@@ -295,6 +300,7 @@ pub struct Runtime {
     next_action: u64,
     next_call: u64,
     changed: bool,
+    host_support: HostSupport,
 }
 
 impl fmt::Debug for Runtime {
@@ -334,7 +340,14 @@ impl Runtime {
             next_action: 0,
             next_call: 0,
             changed: false,
+            host_support: HostSupport::default(),
         }
+    }
+
+    /// Tells the rules what the host offers (AppArmor, SELinux); without
+    /// this call, neither.
+    pub fn set_host_support(&mut self, support: HostSupport) {
+        self.host_support = support;
     }
 
     // ---- outputs ------------------------------------------------------
@@ -606,6 +619,9 @@ impl Runtime {
         if meta.uid.is_empty() {
             return bad("the pod sandbox metadata needs a uid");
         }
+        if let Err(st) = validate::sandbox_config(&config, self.host_support) {
+            return refuse(st);
+        }
         let name = pod_name(meta);
         if let Some(owner) = self.pod_names.get(&name) {
             return refuse(Status::already_exists(format!(
@@ -647,6 +663,48 @@ impl Runtime {
             },
         );
         Ok(OpKind::RunPod { pod_id: id })
+    }
+
+    /// PID namespace mode TARGET joins the PID namespace of another
+    /// container of the pod, which must be running (kubelet's ephemeral
+    /// containers with a target). Its ID, possibly a prefix, is replaced by
+    /// the full one, which the host looks up.
+    fn resolve_pid_target(
+        &self,
+        pod_id: &str,
+        config: &mut cri::ContainerConfig,
+    ) -> Result<(), Status> {
+        let Some(ns) = config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+            .filter(|ns| ns.pid == cri::NamespaceMode::Target as i32)
+        else {
+            return Ok(());
+        };
+        const FIELD: &str = "ContainerConfig.linux.security_context.namespace_options.target_id";
+        if ns.target_id.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "{FIELD}: PID namespace mode TARGET needs a target container"
+            )));
+        }
+        let target = self.resolve_ctr(&ns.target_id)?;
+        let Some(t) = self.ctrs.get(&target) else {
+            return Err(Status::not_found(format!("container {target:?} not found")));
+        };
+        if t.pod_id != pod_id {
+            return Err(Status::invalid_argument(format!(
+                "{FIELD}: container {target} is in another pod sandbox"
+            )));
+        }
+        if t.state != CtrState::Running {
+            return Err(Status::failed_precondition(format!(
+                "{FIELD}: container {target} is not running; its PID namespace cannot be joined"
+            )));
+        }
+        ns.target_id = target;
+        Ok(())
     }
 
     fn begin_stop_pod(&mut self, key: &str, remove: bool, now: i64) -> Begin {
@@ -699,10 +757,10 @@ impl Runtime {
                 )))
             }
         };
-        let Some(config) = req.config else {
+        let Some(mut config) = req.config else {
             return bad("CreateContainer needs a container config");
         };
-        let Some(meta) = config.metadata.as_ref() else {
+        let Some(meta) = config.metadata.clone() else {
             return bad("the container config needs metadata");
         };
         if meta.name.is_empty() {
@@ -713,6 +771,12 @@ impl Runtime {
             return bad("the container config needs an image");
         }
         if let Err(st) = super::mounts::check_mounts(&config.mounts) {
+            return refuse(st);
+        }
+        if let Err(st) = validate::container_config(&config, self.host_support) {
+            return refuse(st);
+        }
+        if let Err(st) = self.resolve_pid_target(&pod_id, &mut config) {
             return refuse(st);
         }
         let Some(pod) = self.pods.get(&pod_id) else {
@@ -730,7 +794,10 @@ impl Runtime {
                 "pod sandbox {pod_id} is being stopped; cannot create containers in it"
             )));
         }
-        let name = container_name(meta, &pod.metadata());
+        if let Err(st) = validate::privilege(&config, &pod.config) {
+            return refuse(st);
+        }
+        let name = container_name(&meta, &pod.metadata());
         if let Some(owner) = self.ctr_names.get(&name) {
             return refuse(Status::already_exists(format!(
                 "container name {name:?} is already reserved for container {owner}"
@@ -769,6 +836,8 @@ impl Runtime {
                 image_ref: String::new(),
                 image_id: String::new(),
                 volume_image_ids: Vec::new(),
+                user: None,
+                image_stop_signal: 0,
                 log_path,
                 state: CtrState::Creating,
                 created_at: now,
@@ -1351,6 +1420,8 @@ impl Runtime {
                         image_ref,
                         image_id,
                         image_volumes,
+                        user,
+                        image_stop_signal,
                     } if c.state == CtrState::Creating => {
                         c.state = CtrState::Created;
                         c.image_ref = image_ref;
@@ -1363,6 +1434,8 @@ impl Runtime {
                                 c.volume_image_ids.push(v.image_id);
                             }
                         }
+                        c.user = user;
+                        c.image_stop_signal = image_stop_signal;
                         let pod_id = c.pod_id.clone();
                         self.mark_dirty(RecordKey::Container(ctr_id.clone()));
                         self.emit(
@@ -1751,6 +1824,8 @@ impl Runtime {
                 image_ref: c.image_ref,
                 image_id: c.image_id,
                 volume_image_ids: c.volume_image_ids,
+                user: c.user,
+                image_stop_signal: c.image_stop_signal,
                 log_path: c.log_path,
                 state: recorded,
                 created_at: c.created_at,
@@ -2034,6 +2109,8 @@ pub(crate) fn ctr_record(c: &Ctr) -> Record {
             message: c.message.clone(),
             pid: c.pid,
             volume_image_ids: c.volume_image_ids.clone(),
+            user: c.user.clone(),
+            image_stop_signal: c.image_stop_signal,
         })),
     }
 }

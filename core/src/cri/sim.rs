@@ -291,6 +291,8 @@ pub fn fuzz_raw(data: &[u8]) -> Result<(), String> {
                             image_ref: text.clone(),
                             image_id: key.clone(),
                             image_volumes: Vec::new(),
+                            user: None,
+                            image_stop_signal: i32::from(b(2)) % 70,
                         },
                         3 => Outcome::ContainerStarted {
                             pid: u32::from(b(2)),
@@ -317,6 +319,8 @@ pub fn fuzz_raw(data: &[u8]) -> Result<(), String> {
                             image_ref: String::new(),
                             image_id: String::new(),
                             image_volumes: Vec::new(),
+                            user: None,
+                            image_stop_signal: 0,
                         },
                         Action::StartContainer { .. } => Outcome::ContainerStarted {
                             pid: 1,
@@ -1024,6 +1028,14 @@ impl Sim {
                     image_ref: "sha256:1111".into(),
                     image_id: "sha256:1111".into(),
                     image_volumes: Vec::new(),
+                    user: Some(cri::ContainerUser {
+                        linux: Some(cri::LinuxContainerUser {
+                            uid: 1000,
+                            gid: 1000,
+                            supplemental_groups: vec![1000, 50000],
+                        }),
+                    }),
+                    image_stop_signal: cri::Signal::Sigquit as i32,
                 }
             }
             Action::StartContainer {

@@ -230,6 +230,8 @@ impl H {
                 image_ref: "sha256:abc".into(),
                 image_id: "sha256:abc".into(),
                 image_volumes: Vec::new(),
+                user: Some(test_user()),
+                image_stop_signal: 0,
             },
             Action::StartContainer { .. } => Outcome::ContainerStarted {
                 pid: self.next_pid,
@@ -369,6 +371,17 @@ impl H {
                 )
             })
             .collect()
+    }
+}
+
+/// The identity the scripted host reports for every container it creates.
+fn test_user() -> cri::ContainerUser {
+    cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: 1000,
+            gid: 1000,
+            supplemental_groups: vec![1000, 1234, 50000],
+        }),
     }
 }
 
@@ -1851,6 +1864,7 @@ fn restore_rebuilds_the_same_state() {
     );
     for id in [&run, &created, &exited] {
         assert_eq!(r.status(id), h.status(id));
+        assert_eq!(r.status(id).user, Some(test_user()));
     }
     // Names are reserved again.
     assert_eq!(r.now_err(run_req("a")).code, Code::AlreadyExists);
@@ -2174,6 +2188,8 @@ fn mounts_are_checked_and_image_volumes_recorded() {
                 host_path: "/run/crisp/containers/x/volumes/d47a".into(),
                 image_id: "sha256:d47a".into(),
             }],
+            user: None,
+            image_stop_signal: 0,
         },
     )
     .unwrap();
@@ -2200,4 +2216,165 @@ fn mounts_are_checked_and_image_volumes_recorded() {
     r.settle();
     assert!(r.reply(call).is_ok());
     assert!(r.rt.images_in_use().is_empty());
+}
+
+#[test]
+fn requests_crisp_cannot_honour_are_refused_before_any_host_work() {
+    let mut h = H::new();
+    let pod = h.run_pod("p");
+    h.settle();
+    let mut c = ctr_config("g", 0);
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_group: Some(cri::Int64Value { value: 1002 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let st = h.now_err(Request::CreateContainer(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(c),
+        sandbox_config: None,
+    }));
+    assert_eq!(st.code, Code::InvalidArgument);
+    assert!(st.message.contains("run_as_group"), "{st:?}");
+    // The name was not reserved.
+    h.create(&pod, "g");
+
+    let mut p = pod_config("userns");
+    p.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .unwrap()
+        .userns_options = Some(cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: vec![],
+        gids: vec![],
+    });
+    let st = h.now_err(Request::RunPodSandbox(cri::RunPodSandboxRequest {
+        config: Some(p),
+        runtime_handler: String::new(),
+    }));
+    assert_eq!(st.code, Code::InvalidArgument);
+    assert!(st.message.contains("userns_options"), "{st:?}");
+    assert!(h.actions.is_empty(), "{:?}", h.actions);
+    h.run_pod("userns");
+}
+
+#[test]
+fn status_reports_the_user_and_the_effective_stop_signal() {
+    let mut h = H::new();
+    let pod = h.run_pod("p");
+    let mut create_with = |name: &str, signal: cri::Signal| {
+        let mut c = ctr_config(name, 0);
+        c.stop_signal = signal as i32;
+        let call = h.pending(Request::CreateContainer(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: None,
+        }));
+        h.settle();
+        let Ok(Response::CreateContainer(r)) = h.reply(call) else {
+            panic!()
+        };
+        r.container_id
+    };
+    let id = create_with("default", cri::Signal::RuntimeDefault);
+    let usr1 = create_with("usr1", cri::Signal::Sigusr1);
+    let st = h.status(&id);
+    assert_eq!(st.user, Some(test_user()));
+    assert_eq!(st.stop_signal, cri::Signal::Sigterm as i32);
+
+    // The config's signal, in the status and in the StopContainer action.
+    assert_eq!(h.status(&usr1).stop_signal, cri::Signal::Sigusr1 as i32);
+    h.start(&usr1);
+    h.pending(stop_req(&usr1, 5));
+    let (_, action) = h
+        .find(|a| matches!(a, Action::StopContainer { .. }))
+        .unwrap();
+    let Action::StopContainer { stop_signal, .. } = action else {
+        panic!()
+    };
+    assert_eq!(stop_signal, cri::Signal::Sigusr1 as i32);
+}
+
+#[test]
+fn the_images_stop_signal_is_reported_when_the_config_has_none() {
+    let mut h = H::new();
+    let pod = h.run_pod("p");
+    let call = h.pending(create_req(&pod, "img", 0));
+    let (a, _) = h.take(|a| matches!(a, Action::CreateContainer { .. }));
+    h.outcome(
+        a,
+        Outcome::ContainerCreated {
+            image_ref: "sha256:abc".into(),
+            image_id: "sha256:abc".into(),
+            image_volumes: Vec::new(),
+            user: None,
+            image_stop_signal: cri::Signal::Sigquit as i32,
+        },
+    )
+    .unwrap();
+    h.settle();
+    let Ok(Response::CreateContainer(r)) = h.reply(call) else {
+        panic!()
+    };
+    let st = h.status(&r.container_id);
+    assert_eq!(st.stop_signal, cri::Signal::Sigquit as i32);
+    assert_eq!(st.user, None);
+}
+
+#[test]
+fn pid_mode_target_joins_a_running_container_of_the_same_pod() {
+    let mut h = H::new();
+    let pod = h.run_pod("p");
+    let other_pod = h.run_pod("q");
+    let created = h.create(&pod, "created");
+    let running = h.running(&pod, "running");
+    let elsewhere = h.running(&other_pod, "elsewhere");
+    let target = |h: &mut H, name: &str, id: &str| {
+        let mut c = ctr_config(name, 0);
+        c.linux
+            .get_or_insert_with(Default::default)
+            .security_context = Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Target as i32,
+                target_id: id.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        h.call(Request::CreateContainer(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: None,
+        }))
+    };
+    for (id, code) in [
+        ("", Code::InvalidArgument),
+        ("f00d", Code::NotFound),
+        (created.as_str(), Code::FailedPrecondition),
+        (elsewhere.as_str(), Code::InvalidArgument),
+    ] {
+        let Handled::Done(Err(st)) = target(&mut h, "debug", id) else {
+            panic!("{id:?} accepted")
+        };
+        assert_eq!(st.code, code, "{id:?}: {st:?}");
+    }
+    // A unique prefix names the target; the host gets the full ID.
+    let Handled::Pending(_) = target(&mut h, "debug", &running[..12]) else {
+        panic!()
+    };
+    let (_, Action::CreateContainer { config, .. }) =
+        h.take(|a| matches!(a, Action::CreateContainer { .. }))
+    else {
+        panic!()
+    };
+    let ns = config
+        .linux
+        .and_then(|l| l.security_context)
+        .and_then(|s| s.namespace_options)
+        .unwrap();
+    assert_eq!(ns.target_id, running);
 }

@@ -349,6 +349,12 @@ pub enum Outcome {
         image_id: String,
         /// The image volumes the host mounted for the container.
         image_volumes: Vec<ImageVolume>,
+        /// The identity the process will run as (the OCI spec's
+        /// `process.user`), reported in ContainerStatus.user.
+        user: Option<cri::ContainerUser>,
+        /// The image's StopSignal as a `cri::Signal` value; RUNTIME_DEFAULT
+        /// when it names none, or one the enum lacks.
+        image_stop_signal: i32,
     },
     ContainerStarted {
         pid: u32,

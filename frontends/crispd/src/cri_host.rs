@@ -61,8 +61,15 @@ impl CriHost {
             }
         }
         let n = records.len();
-        let (rt, warnings) =
+        let (mut rt, warnings) =
             Runtime::restore(pods::entropy, records, &observations, pods::now_ns());
+        let support = pods::host_support();
+        tracing::debug!(
+            apparmor = support.apparmor,
+            selinux = support.selinux,
+            "host support"
+        );
+        rt.set_host_support(support);
         for w in warnings {
             tracing::warn!("restore: {w}");
         }
@@ -422,6 +429,8 @@ mod tests {
                     image_ref: "sha256:1".into(),
                     image_id: "sha256:1".into(),
                     image_volumes: Vec::new(),
+                    user: None,
+                    image_stop_signal: 0,
                 },
                 Action::StartContainer { .. } => Outcome::ContainerStarted {
                     pid: 4243,

@@ -528,7 +528,12 @@ impl Dispatcher {
                     user_namespaces: false,
                 }),
             }],
-            features: Some(cri::RuntimeFeatures::default()),
+            // SupplementalGroupsPolicy Merge and Strict, and
+            // ContainerStatus.user (see executor::spec::resolve_user).
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+                ..Default::default()
+            }),
         }
     }
 

@@ -369,12 +369,15 @@ fn groups(root: &Path) -> Vec<GroupEntry> {
         .collect()
 }
 
-/// The user as containerd resolves it: `run_as_user` (its primary group
-/// from the image's /etc/passwd, else 0), else `run_as_username` (must
-/// exist), else the image's `User` (`name`, `uid`, `name:group`,
+/// The user as containerd resolves it: `run_as_username` (must exist),
+/// else `run_as_user` (its primary group from the image's /etc/passwd,
+/// else 0), else the image's `User` (`name`, `uid`, `name:group`,
 /// `uid:gid`); `run_as_group` overrides the group. Additional groups: the
-/// primary one, the groups of /etc/group listing the user (unless the
-/// policy is Strict), and `supplemental_groups`.
+/// primary one, then (policy Merge, the default) the groups of the image's
+/// /etc/group that list the user by name, except one named after the user
+/// (containerd's `WithAdditionalGIDs`), then `supplemental_groups`; with
+/// policy Strict, the image's /etc/group is not read for them. The kernel
+/// keeps the set sorted; the spec and ContainerStatus.user keep this order.
 pub fn resolve_user(
     root: &Path,
     sc: &cri::LinuxContainerSecurityContext,
@@ -384,14 +387,8 @@ pub fn resolve_user(
     let gr = groups(root);
     let by_uid = |uid: u32| pw.iter().find(|e| e.uid == uid);
     let by_name = |n: &str| pw.iter().find(|e| e.name == n);
-    let (uid, mut gid, name, home) = if let Some(u) = &sc.run_as_user {
-        let uid = u32::try_from(u.value)
-            .map_err(|_| Error::new(format!("run_as_user {} out of range", u.value)))?;
-        match by_uid(uid) {
-            Some(e) => (uid, e.gid, Some(e.name.clone()), e.home.clone()),
-            None => (uid, 0, None, "/".to_string()),
-        }
-    } else if !sc.run_as_username.is_empty() {
+    // Both set: the name wins, as in containerd's generateUserString.
+    let (uid, mut gid, name, home) = if !sc.run_as_username.is_empty() {
         let e = by_name(&sc.run_as_username).ok_or_else(|| {
             Error::new(format!(
                 "user {:?} not found in the image's /etc/passwd",
@@ -399,6 +396,13 @@ pub fn resolve_user(
             ))
         })?;
         (e.uid, e.gid, Some(e.name.clone()), e.home.clone())
+    } else if let Some(u) = &sc.run_as_user {
+        let uid = u32::try_from(u.value)
+            .map_err(|_| Error::new(format!("run_as_user {} out of range", u.value)))?;
+        match by_uid(uid) {
+            Some(e) => (uid, e.gid, Some(e.name.clone()), e.home.clone()),
+            None => (uid, 0, None, "/".to_string()),
+        }
     } else {
         let (u, g) = match image_user.split_once(':') {
             Some((u, g)) => (u, Some(g)),
@@ -447,7 +451,7 @@ pub fn resolve_user(
     let strict = sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;
     if let (Some(name), false) = (&name, strict) {
         for g in &gr {
-            if g.members.iter().any(|m| m == name) {
+            if g.name != *name && g.members.iter().any(|m| m == name) {
                 additional.push(g.gid);
             }
         }
@@ -805,7 +809,25 @@ fn devices(
         } else {
             &d.container_path
         };
-        if let Some((dev, mut rule, _)) = device_json(cpath, host)? {
+        // A directory stands for every device node under it (containerd).
+        let nodes = if host.is_dir() {
+            let mut found = Vec::new();
+            host_devices(host, 0, &mut found);
+            found.sort();
+            found
+                .into_iter()
+                .filter_map(|p| {
+                    let inside = Path::new(cpath).join(p.strip_prefix(host).ok()?);
+                    Some((inside.to_string_lossy().into_owned(), p))
+                })
+                .collect()
+        } else {
+            vec![(cpath.clone(), host.to_path_buf())]
+        };
+        for (cpath, host) in &nodes {
+            let Some((dev, mut rule, _)) = device_json(cpath, host)? else {
+                continue;
+            };
             devs.retain(|x: &Value| x["path"] != dev["path"]);
             devs.push(dev);
             let perms = if d.permissions.is_empty() {
@@ -980,8 +1002,10 @@ mod tests {
             (u.uid, u.gid, u.additional_gids),
             (65534, 65534, vec![65534, 5])
         );
-        sc.run_as_user = None;
+        // The name wins over the uid.
         sc.run_as_username = "alice".into();
+        assert_eq!(resolve_user(&root, &sc, "").unwrap().uid, 1000);
+        sc.run_as_user = None;
         sc.run_as_group = Some(cri::Int64Value { value: 3 });
         sc.supplemental_groups = vec![];
         sc.supplemental_groups_policy = cri::SupplementalGroupsPolicy::Strict as i32;

@@ -31,6 +31,22 @@ pub struct Meta {
     pub stop_signal: String,
 }
 
+/// What CreateContainer made, for the state machine's record.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Created {
+    /// The resolved image ID.
+    pub image_ref: String,
+    pub image_id: String,
+    /// The identity the process runs as: the spec's `process.user`, which
+    /// the executor applies exactly (setgroups, setgid, setuid; a failure
+    /// fails the start), as containerd reports it from its spec.
+    pub user: cri::ContainerUser,
+    /// The image's StopSignal as a `cri::Signal` value (0: none).
+    pub image_stop_signal: i32,
+    /// The image volumes mounted for it.
+    pub image_volumes: Vec<ImageVolume>,
+}
+
 pub fn read_meta(host: &Host, id: &str) -> Option<Meta> {
     serde_json::from_slice(&fs::read(host.ctr_dir(id).join("meta.json")).ok()?).ok()
 }
@@ -53,13 +69,6 @@ pub fn socket_path(host: &Host, id: &str) -> PathBuf {
 
 fn connect(host: &Host, id: &str) -> std::io::Result<UnixStream> {
     super::monitor::connect_in(&host.ctr_dir(id), "sock")
-}
-
-/// What CreateContainer made, for the state machine.
-pub struct Created {
-    pub image_ref: String,
-    pub image_id: String,
-    pub image_volumes: Vec<ImageVolume>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -91,6 +100,8 @@ fn create_inner(
     image: &str,
     log_path: &str,
 ) -> Result<Created, Status> {
+    check_devices(config)?;
+    check_unified(host, config)?;
     let (record, layers, config_bytes) = host.images.resolve(image).map_err(|e| e.to_status())?;
     let image_config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|e| internal("parse the image config", e))?;
@@ -160,6 +171,20 @@ fn create_inner(
     });
     made?;
     let spec = spec?;
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| p.user())
+        .map(|u| cri::LinuxContainerUser {
+            uid: i64::from(u.uid()),
+            gid: i64::from(u.gid()),
+            supplemental_groups: u
+                .additional_gids()
+                .iter()
+                .flatten()
+                .map(|g| i64::from(*g))
+                .collect(),
+        });
     if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         host.cgroups
             .update(&cgroup, resources)
@@ -219,6 +244,8 @@ fn create_inner(
         image_ref: record.id.clone(),
         image_id: record.id,
         image_volumes,
+        image_stop_signal: cri_signal(&meta.stop_signal),
+        user: cri::ContainerUser { linux: user },
     })
 }
 
@@ -249,7 +276,14 @@ fn container_spec(
         net: ns("net"),
         ipc: ns("ipc"),
         uts: ns("uts"),
-        pid: ns("pid"),
+        pid: match pid_target(config) {
+            // The state machine checked that the target runs in this pod.
+            Some(target) => Some(PathBuf::from(format!(
+                "/proc/{}/ns/pid",
+                pid(host, target)?
+            ))),
+            None => ns("pid"),
+        },
     };
     let pod_dir = host.pod_dir(pod_id);
     let files = PodFiles {
@@ -272,6 +306,54 @@ fn container_spec(
         set_pids_limit(&mut spec, host.config.pids_limit)?;
     }
     Ok(spec)
+}
+
+/// Every requested device is a device node, or a directory of them (as
+/// containerd takes it); anything else would be left out silently.
+fn check_devices(config: &cri::ContainerConfig) -> Result<(), Status> {
+    use std::os::unix::fs::FileTypeExt;
+    for (i, d) in config.devices.iter().enumerate() {
+        let field = format!("ContainerConfig.devices[{i}].host_path");
+        let md = fs::metadata(&d.host_path)
+            .map_err(|e| Status::invalid_argument(format!("{field}: {:?}: {e}", d.host_path)))?;
+        let t = md.file_type();
+        if !(t.is_char_device() || t.is_block_device() || t.is_dir()) {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {:?} is not a device node",
+                d.host_path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// cgroup v2 settings cannot be written on a v1 host (runc refuses them
+/// too); left unchecked they would be skipped without a word.
+fn check_unified(host: &Host, config: &cri::ContainerConfig) -> Result<(), Status> {
+    let unified = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.as_ref())
+        .map(|r| &r.unified);
+    match unified.and_then(|u| u.keys().min()) {
+        Some(key) if host.cgroups.version() == "v1" => Err(Status::invalid_argument(format!(
+            "ContainerConfig.linux.resources.unified: {key:?} is a cgroup v2 setting and this host runs cgroup v1"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The container whose PID namespace this one joins (mode TARGET).
+fn pid_target(config: &cri::ContainerConfig) -> Option<&str> {
+    config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()
+        .filter(|ns| ns.pid == cri::NamespaceMode::Target as i32)
+        .map(|ns| ns.target_id.as_str())
 }
 
 /// The configured `pids_limit` in the spec's resources.
@@ -329,26 +411,83 @@ pub fn read_exit(host: &Host, id: &str) -> Option<Exit> {
     Some(f.to_exit())
 }
 
+/// glibc's SIGRTMIN and SIGRTMAX, the numbers `RTMIN+n` counts from (the
+/// kernel's 32 and 33 are glibc's own), as Docker and containerd use them.
+const SIGRTMIN: i32 = 34;
+const SIGRTMAX: i32 = 64;
+
+/// A signal's number from its name as images and the CRI write it:
+/// `SIGUSR1`, `usr1`, `15`, `SIGRTMIN+3`, `RTMAX-1`, and the CRI enum's
+/// `SIGRTMINPLUS3`, `SIGRTMAXMINUS1`.
+pub fn signal_by_name(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=SIGRTMAX).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |s: &str| s.parse::<i32>().ok().filter(|n| (0..=30).contains(n));
+    let rt = if let Some(n) = bare.strip_prefix("RTMIN") {
+        match n {
+            "" => Some(SIGRTMIN),
+            _ => n
+                .strip_prefix('+')
+                .or_else(|| n.strip_prefix("PLUS"))
+                .and_then(offset)
+                .map(|n| SIGRTMIN + n),
+        }
+    } else if let Some(n) = bare.strip_prefix("RTMAX") {
+        match n {
+            "" => Some(SIGRTMAX),
+            _ => n
+                .strip_prefix('-')
+                .or_else(|| n.strip_prefix("MINUS"))
+                .and_then(offset)
+                .map(|n| SIGRTMAX - n),
+        }
+    } else {
+        None
+    };
+    if rt.is_some() {
+        return rt;
+    }
+    let canonical = match bare {
+        "CLD" => "CHLD",
+        "POLL" => "IO",
+        "IOT" => "ABRT",
+        other => other,
+    };
+    format!("SIG{canonical}")
+        .parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// The CRI enum value of a signal named by an image's StopSignal (the
+/// first of the enum's names for its number); RUNTIME_DEFAULT for none.
+pub fn cri_signal(name: &str) -> i32 {
+    let Some(n) = (!name.is_empty()).then(|| signal_by_name(name)).flatten() else {
+        return cri::Signal::RuntimeDefault as i32;
+    };
+    (1..=cri::Signal::Sigrtmax as i32)
+        .find(|v| {
+            cri::Signal::try_from(*v)
+                .ok()
+                .and_then(|s| signal_by_name(s.as_str_name()))
+                == Some(n)
+        })
+        .unwrap_or(cri::Signal::RuntimeDefault as i32)
+}
+
+/// The signal StopContainer sends: the config's (a `cri::Signal`), else
+/// the image's StopSignal, else SIGTERM.
 fn signal_number(stop_signal: i32, image: &str) -> i32 {
     let from_cri = cri::Signal::try_from(stop_signal)
         .ok()
         .filter(|s| *s != cri::Signal::RuntimeDefault)
-        .map(|s| s.as_str_name().to_owned());
-    let name = from_cri.unwrap_or_else(|| image.to_owned());
-    if name.is_empty() {
-        return nix::sys::signal::Signal::SIGTERM as i32;
-    }
-    if let Ok(n) = name.parse::<i32>() {
-        return n;
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
+        .and_then(|s| signal_by_name(s.as_str_name()));
+    from_cri
+        .or_else(|| signal_by_name(image))
         .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32)
 }
 
@@ -695,4 +834,42 @@ pub fn update_resources(
     host.cgroups
         .update(&meta.cgroup, &resources)
         .map_err(|e| exec_status("update the container's cgroup", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_by_name("SIGUSR1"), Some(10));
+        assert_eq!(signal_by_name("usr1"), Some(10));
+        assert_eq!(signal_by_name("15"), Some(15));
+        assert_eq!(signal_by_name("SIGRTMIN+3"), Some(37));
+        assert_eq!(signal_by_name("RTMAX-1"), Some(63));
+        assert_eq!(signal_by_name("SIGRTMAX"), Some(64));
+        assert_eq!(signal_by_name("SIGCLD"), Some(17));
+        assert_eq!(signal_by_name("SIGNOPE"), None);
+        assert_eq!(signal_by_name("99"), None);
+        // Every name of the CRI enum is a signal.
+        for v in 1..=cri::Signal::Sigrtmax as i32 {
+            let s = cri::Signal::try_from(v).unwrap();
+            assert!(signal_by_name(s.as_str_name()).is_some(), "{s:?}");
+        }
+        assert_eq!(signal_by_name("SIGRTMINPLUS1"), Some(35));
+        assert_eq!(signal_by_name("SIGRTMAXMINUS14"), Some(50));
+    }
+
+    #[test]
+    fn stop_signal_choice() {
+        let term = nix::sys::signal::Signal::SIGTERM as i32;
+        assert_eq!(signal_number(0, ""), term);
+        assert_eq!(signal_number(0, "SIGQUIT"), 3);
+        assert_eq!(signal_number(cri::Signal::Sigusr2 as i32, "SIGQUIT"), 12);
+        assert_eq!(signal_number(0, "bogus"), term);
+        assert_eq!(cri_signal(""), 0);
+        assert_eq!(cri_signal("SIGUSR1"), cri::Signal::Sigusr1 as i32);
+        assert_eq!(cri_signal("17"), cri::Signal::Sigchld as i32);
+        assert_eq!(cri_signal("RTMIN+1"), cri::Signal::Sigrtminplus1 as i32);
+    }
 }

@@ -152,6 +152,8 @@ impl Host {
                         image_ref: created.image_ref,
                         image_id: created.image_id,
                         image_volumes: created.image_volumes,
+                        user: Some(created.user),
+                        image_stop_signal: created.image_stop_signal,
                     },
                     Err(st) => Outcome::Failed(st),
                 }
@@ -313,6 +315,16 @@ pub fn remove_cgroup(host: &Host, cgroup: &str) -> Result<(), Status> {
     host.cgroups
         .remove(cgroup)
         .map_err(|e| exec_status(&format!("cannot remove cgroup {cgroup}"), &e))
+}
+
+/// Which of AppArmor and SELinux this host runs, as runc and go-selinux
+/// detect them; the CRI rules refuse what crisp would have to apply.
+pub fn host_support() -> crisp_core::cri::HostSupport {
+    let apparmor = Path::new("/sys/kernel/security/apparmor").exists()
+        && fs::read("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|b| b.first() == Some(&b'Y'));
+    let selinux = Path::new("/sys/fs/selinux/enforce").exists();
+    crisp_core::cri::HostSupport { apparmor, selinux }
 }
 
 /// Unix nanoseconds now.
