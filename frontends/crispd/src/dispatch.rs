@@ -529,7 +529,7 @@ impl Dispatcher {
                 }),
             }],
             // SupplementalGroupsPolicy Merge and Strict, and
-            // ContainerStatus.user (see executor::spec::resolve_user).
+            // ContainerStatus.user (see oci_spec::resolve_user).
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
                 ..Default::default()
