@@ -672,9 +672,9 @@ impl Connection {
 
     fn process(&mut self, now: Instant) -> Result<(), ConnectionError> {
         if let Phase::Preface(matched) = self.phase {
-            let want = &frame::PREFACE[matched..];
+            let want = frame::PREFACE.get(matched..).unwrap_or_default();
             let n = want.len().min(self.recv_buf.len());
-            if self.recv_buf[..n] != want[..n] {
+            if self.recv_buf.get(..n) != want.get(..n) {
                 return Err(ConnectionError::protocol("invalid connection preface"));
             }
             let _ = self.recv_buf.split_to(n);
@@ -1589,7 +1589,7 @@ fn write_stream(
                 let mut end = false;
                 while let Some(Outgoing::Data { data, end_stream }) = stream.queue.front_mut() {
                     let take = (room - n).min(data.len());
-                    out.extend_from_slice(&data[..take]);
+                    out.extend_from_slice(data.get(..take).unwrap_or_default());
                     data.advance(take);
                     n += take;
                     if !data.is_empty() {
@@ -1602,7 +1602,7 @@ fn write_stream(
                     }
                 }
                 let flags = if end { frame::flags::END_STREAM } else { 0 };
-                patch_head(&mut out[head_at..], n, frame::kind::DATA, flags, stream.id);
+                patch_head(out, head_at, n, frame::kind::DATA, flags, stream.id);
                 stream.send_window.spend(n as u32);
                 conn_window.spend(n as u32);
                 stream.queued_bytes -= n;
@@ -1640,25 +1640,20 @@ fn write_header_block(
     let max = max_frame_size as usize;
     if len <= max {
         let flags = end_stream_flag | frame::flags::END_HEADERS;
-        patch_head(
-            &mut out[head_at..],
-            len,
-            frame::kind::HEADERS,
-            flags,
-            stream_id,
-        );
+        patch_head(out, head_at, len, frame::kind::HEADERS, flags, stream_id);
         return;
     }
     let block = out.split_off(head_at + frame::HEADER_LEN).freeze();
     patch_head(
-        &mut out[head_at..],
+        out,
+        head_at,
         max,
         frame::kind::HEADERS,
         end_stream_flag,
         stream_id,
     );
-    out.extend_from_slice(&block[..max]);
-    let mut rest = block.slice(max..);
+    let mut rest = block;
+    out.extend_from_slice(&rest.split_to(max));
     while !rest.is_empty() {
         let n = rest.len().min(max);
         let chunk = rest.split_to(n);
@@ -1681,10 +1676,16 @@ fn recycle(spare: &mut Vec<Vec<Header>>, mut list: Vec<Header>) {
     spare.push(list);
 }
 
-fn patch_head(buf: &mut [u8], len: usize, kind: u8, flags: u8, stream_id: u32) {
-    let len = (len as u32).to_be_bytes();
-    buf[..3].copy_from_slice(&len[1..]);
-    buf[3] = kind;
-    buf[4] = flags;
-    buf[5..9].copy_from_slice(&stream_id.to_be_bytes());
+/// Fill in the frame header reserved at `head_at` once the payload after
+/// it is written and its length known.
+fn patch_head(out: &mut [u8], head_at: usize, len: usize, kind: u8, flags: u8, stream_id: u32) {
+    let Some(head) = out
+        .get_mut(head_at..)
+        .and_then(|rest| rest.first_chunk_mut::<{ frame::HEADER_LEN }>())
+    else {
+        return;
+    };
+    let [_, len @ ..] = (len as u32).to_be_bytes();
+    let [a, b, c, d] = stream_id.to_be_bytes();
+    *head = [len[0], len[1], len[2], kind, flags, a, b, c, d];
 }

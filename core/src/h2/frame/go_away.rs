@@ -35,7 +35,7 @@ impl GoAway {
             return Err(ConnectionError::frame_size("GOAWAY shorter than 8 bytes"));
         }
         let last_stream_id = be_u32(&payload) & STREAM_ID_MASK;
-        let code = ErrorCode(be_u32(&payload[4..]));
+        let code = ErrorCode(be_u32(payload.get(4..).unwrap_or_default()));
         let _ = payload.split_to(8);
         Ok(GoAway {
             last_stream_id,

@@ -210,7 +210,7 @@ static ZEROS: [u8; 255] = [0; 255];
 
 /// `n` zero bytes of padding, as a static slice.
 fn zeros(n: u8) -> &'static [u8] {
-    &ZEROS[..usize::from(n)]
+    ZEROS.get(..usize::from(n)).unwrap_or(&ZEROS)
 }
 
 /// Frames that belong to a stream may not use stream 0 (§6.1–6.4, 6.6, 6.10).

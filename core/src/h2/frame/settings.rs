@@ -78,8 +78,11 @@ impl Settings {
             ));
         }
         for entry in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([entry[0], entry[1]]);
-            let value = be_u32(&entry[2..]);
+            let &[id_hi, id_lo, ref value @ ..] = entry else {
+                continue;
+            };
+            let id = u16::from_be_bytes([id_hi, id_lo]);
+            let value = be_u32(value);
             match id {
                 Self::HEADER_TABLE_SIZE => s.header_table_size = Some(value),
                 Self::ENABLE_PUSH => {
