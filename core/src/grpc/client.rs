@@ -260,10 +260,12 @@ impl Client {
 
     // ---- Outputs ----
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.conn.poll_transmit()
     }
@@ -279,6 +281,7 @@ impl Client {
         self.conn.recycle_headers(list);
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         deadline::earliest(self.conn.poll_timeout(), self.deadlines.next())
     }

@@ -281,10 +281,12 @@ impl Server {
 
     // ---- Outputs ----
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.conn.poll_transmit()
     }
@@ -294,6 +296,7 @@ impl Server {
         self.conn.transmit_into(dst)
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         deadline::earliest(self.conn.poll_timeout(), self.deadlines.next())
     }

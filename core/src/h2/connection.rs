@@ -630,6 +630,7 @@ impl Connection {
 
     // ---- Outputs ----
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -637,6 +638,7 @@ impl Connection {
     /// The next bytes to write to the peer, or `None` when there are none.
     /// Each call produces about `transmit_chunk` bytes at most, so a driver
     /// that stops calling while the socket is full bounds its buffering.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.fill_output();
         if self.out.is_empty() {
@@ -661,6 +663,7 @@ impl Connection {
     }
 
     /// When `handle_timeout` should next be called.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase == Phase::Failed {
             return None;
