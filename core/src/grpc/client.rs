@@ -16,7 +16,7 @@ use super::deadline::{self, Deadlines};
 use super::metadata;
 use super::status::{Code, Status};
 use super::timeout;
-use crate::h2::{self, ConnectionError, ErrorCode, Header, UsageError};
+use crate::h2::{self, ConnectionError, ErrorCode, Header, StreamId, UsageError};
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -36,7 +36,8 @@ impl Default for ClientConfig {
     }
 }
 
-pub type CallId = u32;
+/// A call is named by its HTTP/2 stream id.
+pub type CallId = StreamId;
 
 /// The send buffer's least capacity once a call starts: a small request
 /// and its `grpc-timeout` fit without growing it.

@@ -32,6 +32,7 @@ use super::frame::{self, Frame, FrameReader};
 use super::hpack::{self, Header, HeaderListStatus};
 use super::message::{self, BlockKind};
 use super::stream::{Closed, ClosedStreams, Outgoing, Stream, StreamMap};
+use super::StreamId;
 
 /// Which end of the connection we are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,25 +107,25 @@ pub enum Event {
     /// A request (server) or response (client) header block. For a client,
     /// informational (1xx) responses are not reported.
     Headers {
-        stream_id: u32,
+        stream_id: StreamId,
         headers: Vec<Header>,
         end_stream: bool,
     },
     /// A DATA payload. Flow-control credit is returned automatically.
     Data {
-        stream_id: u32,
+        stream_id: StreamId,
         data: Bytes,
         end_stream: bool,
     },
     /// Trailers; they always end the peer's side of the stream.
     Trailers {
-        stream_id: u32,
+        stream_id: StreamId,
         headers: Vec<Header>,
     },
     /// The stream was reset: by the peer (`remote`), or by us because the
     /// peer broke a rule on it.
     StreamReset {
-        stream_id: u32,
+        stream_id: StreamId,
         code: ErrorCode,
         remote: bool,
     },
@@ -133,7 +134,7 @@ pub enum Event {
     /// The peer sent GOAWAY: no new streams; those above `last_stream_id`
     /// that we opened were not processed and have been reset.
     GoAway {
-        last_stream_id: u32,
+        last_stream_id: StreamId,
         code: ErrorCode,
         debug_data: Bytes,
     },
@@ -234,7 +235,7 @@ impl RateLimit {
 /// A header block still arriving in CONTINUATION frames.
 #[derive(Debug)]
 struct PartialBlock {
-    stream_id: u32,
+    stream_id: StreamId,
     end_stream: bool,
     block: BytesMut,
     frames: u32,
@@ -269,9 +270,9 @@ pub struct Connection {
     streams: StreamMap,
     closed: ClosedStreams,
     /// Streams with something sendable, served round-robin.
-    ready: VecDeque<u32>,
+    ready: VecDeque<StreamId>,
     /// Streams waiting only for connection-level window.
-    conn_blocked: VecDeque<u32>,
+    conn_blocked: VecDeque<StreamId>,
     /// Settings we sent and are waiting for the peer to acknowledge, oldest
     /// first; ours apply only once acknowledged.
     local_pending: VecDeque<Settings>,
@@ -280,13 +281,14 @@ pub struct Connection {
     settings_deadline: Option<Instant>,
     send_window: Window,
     recv_window: RecvWindow,
-    next_local_id: u32,
-    max_remote_id: u32,
+    /// The id our next stream gets; `None` once the id space is used up.
+    next_local_id: Option<StreamId>,
+    max_remote_id: StreamId,
     remote_open: u32,
     local_open: u32,
     partial: Option<PartialBlock>,
-    goaway_sent: Option<u32>,
-    goaway_received: Option<u32>,
+    goaway_sent: Option<StreamId>,
+    goaway_received: Option<StreamId>,
     now: Option<Instant>,
     control_frames: RateLimit,
     remote_resets: RateLimit,
@@ -349,11 +351,11 @@ impl Connection {
             settings_deadline: None,
             send_window: Window::new(DEFAULT_WINDOW),
             recv_window: RecvWindow::new(DEFAULT_WINDOW),
-            next_local_id: match role {
-                Role::Client => 1,
-                Role::Server => 2,
-            },
-            max_remote_id: 0,
+            next_local_id: Some(match role {
+                Role::Client => StreamId::new(1),
+                Role::Server => StreamId::new(2),
+            }),
+            max_remote_id: StreamId::ZERO,
             remote_open: 0,
             local_open: 0,
             partial: None,
@@ -378,7 +380,7 @@ impl Connection {
             .min(frame::MAX_WINDOW_SIZE);
         if let Some(increment) = conn.recv_window.enlarge(connection_window) {
             conn.write_frame(frame::WindowUpdate {
-                stream_id: 0,
+                stream_id: StreamId::ZERO,
                 increment,
             });
         }
@@ -409,7 +411,7 @@ impl Connection {
 
     /// Bytes queued on a stream that flow control has not let out yet; a
     /// producer uses it to apply back-pressure.
-    pub fn send_buffered(&self, stream_id: u32) -> usize {
+    pub fn send_buffered(&self, stream_id: StreamId) -> usize {
         self.streams.get(&stream_id).map_or(0, |s| s.queued_bytes)
     }
 
@@ -425,7 +427,7 @@ impl Connection {
             && self.goaway_received.is_none()
             && self.goaway_sent.is_none()
             && self.local_open < self.remote.max_concurrent_streams
-            && self.next_local_id <= frame::MAX_WINDOW_SIZE
+            && self.next_local_id.is_some()
     }
 
     // ---- Inputs ----
@@ -471,7 +473,7 @@ impl Connection {
         &mut self,
         headers: impl Into<HeaderList>,
         end_stream: bool,
-    ) -> Result<u32, UsageError> {
+    ) -> Result<StreamId, UsageError> {
         if self.role != Role::Client {
             return Err(UsageError::NotClient);
         }
@@ -484,8 +486,10 @@ impl Connection {
         if !self.can_open_stream() {
             return Err(UsageError::StreamLimit);
         }
-        let id = self.next_local_id;
-        self.next_local_id += 2;
+        let Some(id) = self.next_local_id else {
+            return Err(UsageError::StreamLimit);
+        };
+        self.next_local_id = id.next();
         let mut stream = Stream::new(
             id,
             false,
@@ -504,7 +508,7 @@ impl Connection {
     /// Queue the initial header block of a stream (a response, for a server).
     pub fn send_headers(
         &mut self,
-        stream_id: u32,
+        stream_id: StreamId,
         headers: impl Into<HeaderList>,
         end_stream: bool,
     ) -> Result<(), UsageError> {
@@ -525,7 +529,7 @@ impl Connection {
     /// Queue DATA. It leaves as flow control allows.
     pub fn send_data(
         &mut self,
-        stream_id: u32,
+        stream_id: StreamId,
         data: Bytes,
         end_stream: bool,
     ) -> Result<(), UsageError> {
@@ -543,7 +547,7 @@ impl Connection {
     /// Queue trailers, ending our side of the stream.
     pub fn send_trailers(
         &mut self,
-        stream_id: u32,
+        stream_id: StreamId,
         headers: impl Into<HeaderList>,
     ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
@@ -576,7 +580,7 @@ impl Connection {
     }
 
     /// Reset a stream (RST_STREAM), dropping whatever it still had queued.
-    pub fn reset_stream(&mut self, stream_id: u32, code: ErrorCode) -> Result<(), UsageError> {
+    pub fn reset_stream(&mut self, stream_id: StreamId, code: ErrorCode) -> Result<(), UsageError> {
         if self.phase == Phase::Failed {
             return Err(UsageError::Closed);
         }
@@ -591,7 +595,11 @@ impl Connection {
     /// Once everything queued on the stream has been sent, reset it with
     /// `code` unless the peer has finished its side by then. Used to answer
     /// early and refuse the rest of a request (RFC 9113 §8.1).
-    pub fn reset_after_send(&mut self, stream_id: u32, code: ErrorCode) -> Result<(), UsageError> {
+    pub fn reset_after_send(
+        &mut self,
+        stream_id: StreamId,
+        code: ErrorCode,
+    ) -> Result<(), UsageError> {
         let stream = self
             .streams
             .get_mut(&stream_id)
@@ -749,8 +757,8 @@ impl Connection {
         }
     }
 
-    fn is_remote_id(&self, id: u32) -> bool {
-        let odd = id % 2 == 1;
+    fn is_remote_id(&self, id: StreamId) -> bool {
+        let odd = id.is_client_initiated();
         match self.role {
             Role::Server => odd,
             Role::Client => !odd,
@@ -759,11 +767,11 @@ impl Connection {
 
     /// Where a stream not in the table stands: idle (never opened) or
     /// closed, and if closed, how.
-    fn lookup_inactive(&self, id: u32) -> Inactive {
+    fn lookup_inactive(&self, id: StreamId) -> Inactive {
         let idle = if self.is_remote_id(id) {
             id > self.max_remote_id
         } else {
-            id >= self.next_local_id
+            self.next_local_id.is_some_and(|next| id >= next)
         };
         if idle {
             Inactive::Idle
@@ -866,7 +874,7 @@ impl Connection {
     fn release_connection(&mut self, n: u32) {
         if let Some(increment) = self.recv_window.release(n) {
             self.write_frame(frame::WindowUpdate {
-                stream_id: 0,
+                stream_id: StreamId::ZERO,
                 increment,
             });
         }
@@ -921,7 +929,7 @@ impl Connection {
     /// stream will be refused, to keep the HPACK table in step with the peer.
     fn on_header_block(
         &mut self,
-        id: u32,
+        id: StreamId,
         block: Bytes,
         end_stream: bool,
         now: Instant,
@@ -1061,7 +1069,7 @@ impl Connection {
     /// Server: the client opened stream `id` with a request.
     fn open_remote_stream(
         &mut self,
-        id: u32,
+        id: StreamId,
         headers: Vec<Header>,
         end_stream: bool,
         too_large: bool,
@@ -1217,7 +1225,7 @@ impl Connection {
                 })?;
             }
             if delta > 0 {
-                let ids: Vec<u32> = self.streams.keys().copied().collect();
+                let ids: Vec<StreamId> = self.streams.keys().copied().collect();
                 for id in ids {
                     self.schedule(id);
                 }
@@ -1281,7 +1289,7 @@ impl Connection {
     fn on_goaway(&mut self, g: frame::GoAway) {
         self.goaway_received = Some(g.last_stream_id);
         // Streams we opened above the peer's last id were never processed.
-        let refused: Vec<u32> = self
+        let refused: Vec<StreamId> = self
             .streams
             .keys()
             .copied()
@@ -1386,7 +1394,7 @@ impl Connection {
 
     // ---- Stream bookkeeping ----
 
-    fn sendable(&mut self, stream_id: u32) -> Result<&mut Stream, UsageError> {
+    fn sendable(&mut self, stream_id: StreamId) -> Result<&mut Stream, UsageError> {
         if self.phase == Phase::Failed {
             return Err(UsageError::Closed);
         }
@@ -1400,7 +1408,7 @@ impl Connection {
         Ok(stream)
     }
 
-    fn schedule(&mut self, id: u32) {
+    fn schedule(&mut self, id: StreamId) {
         if let Some(stream) = self.streams.get_mut(&id) {
             if !stream.scheduled && !stream.queue.is_empty() {
                 stream.scheduled = true;
@@ -1409,7 +1417,7 @@ impl Connection {
         }
     }
 
-    fn remove_stream(&mut self, id: u32, how: Closed) {
+    fn remove_stream(&mut self, id: StreamId, how: Closed) {
         if let Some(stream) = self.streams.remove(&id) {
             if stream.remote_initiated {
                 self.remote_open -= 1;
@@ -1425,7 +1433,7 @@ impl Connection {
         }
     }
 
-    fn finish_if_done(&mut self, id: u32) {
+    fn finish_if_done(&mut self, id: StreamId) {
         if self.streams.get(&id).is_some_and(Stream::is_done) {
             self.remove_stream(id, Closed::Ended);
         }
@@ -1434,7 +1442,7 @@ impl Connection {
     /// Our side of the stream is fully sent: close it if the peer's is too,
     /// or reset it when the rest of the request is not wanted (RFC 9113
     /// §8.1: a complete early response, then RST_STREAM NO_ERROR).
-    fn after_send(&mut self, id: u32) {
+    fn after_send(&mut self, id: StreamId) {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
@@ -1624,7 +1632,7 @@ fn write_stream(
 /// HPACK-encode a header block straight into the output and split it into
 /// HEADERS + CONTINUATION frames no larger than the peer allows.
 fn write_header_block(
-    stream_id: u32,
+    stream_id: StreamId,
     headers: &[Header],
     end_stream: bool,
     out: &mut BytesMut,
@@ -1681,7 +1689,14 @@ fn recycle(spare: &mut Vec<Vec<Header>>, mut list: Vec<Header>) {
 
 /// Fill in the frame header reserved at `head_at` once the payload after
 /// it is written and its length known.
-fn patch_head(out: &mut [u8], head_at: usize, len: usize, kind: u8, flags: u8, stream_id: u32) {
+fn patch_head(
+    out: &mut [u8],
+    head_at: usize,
+    len: usize,
+    kind: u8,
+    flags: u8,
+    stream_id: StreamId,
+) {
     let Some(head) = out
         .get_mut(head_at..)
         .and_then(|rest| rest.first_chunk_mut::<{ frame::HEADER_LEN }>())
@@ -1689,6 +1704,6 @@ fn patch_head(out: &mut [u8], head_at: usize, len: usize, kind: u8, flags: u8, s
         return;
     };
     let [_, len @ ..] = (len as u32).to_be_bytes();
-    let [a, b, c, d] = stream_id.to_be_bytes();
+    let [a, b, c, d] = stream_id.get().to_be_bytes();
     *head = [len[0], len[1], len[2], kind, flags, a, b, c, d];
 }

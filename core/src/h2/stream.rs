@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::error::ErrorCode;
 use super::flow::{RecvWindow, Window};
+use super::StreamId;
 
 /// Something a stream wants to send, in order.
 #[derive(Debug)]
@@ -30,7 +31,7 @@ pub enum Outgoing {
 
 #[derive(Debug)]
 pub struct Stream {
-    pub id: u32,
+    pub id: StreamId,
     /// Opened by the peer (a request, for a server).
     pub remote_initiated: bool,
     // Receive side.
@@ -56,7 +57,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(id: u32, remote_initiated: bool, send_window: u32, recv_window: u32) -> Self {
+    pub fn new(id: StreamId, remote_initiated: bool, send_window: u32, recv_window: u32) -> Self {
         Self {
             id,
             remote_initiated,
@@ -97,7 +98,7 @@ pub enum Closed {
 /// frames on those are treated as on a stream that ended normally.
 #[derive(Debug)]
 pub struct ClosedStreams {
-    ring: VecDeque<(u32, Closed)>,
+    ring: VecDeque<(StreamId, Closed)>,
     capacity: usize,
 }
 
@@ -109,14 +110,14 @@ impl ClosedStreams {
         }
     }
 
-    pub fn insert(&mut self, id: u32, how: Closed) {
+    pub fn insert(&mut self, id: StreamId, how: Closed) {
         if self.ring.len() == self.capacity {
             self.ring.pop_front();
         }
         self.ring.push_back((id, how));
     }
 
-    pub fn get(&self, id: u32) -> Option<Closed> {
+    pub fn get(&self, id: StreamId) -> Option<Closed> {
         // Newest first: the likely hit is a stream closed a moment ago.
         self.ring
             .iter()
@@ -148,7 +149,7 @@ impl Hasher for StreamIdHasher {
     }
 }
 
-pub type StreamMap = HashMap<u32, Stream, BuildHasherDefault<StreamIdHasher>>;
+pub type StreamMap = HashMap<StreamId, Stream, BuildHasherDefault<StreamIdHasher>>;
 
 #[cfg(test)]
 mod tests {
@@ -157,11 +158,11 @@ mod tests {
     #[test]
     fn closed_streams_forget_the_oldest() {
         let mut c = ClosedStreams::new(2);
-        c.insert(1, Closed::Ended);
-        c.insert(3, Closed::LocalReset);
-        c.insert(5, Closed::RemoteReset);
-        assert_eq!(c.get(1), None);
-        assert_eq!(c.get(3), Some(Closed::LocalReset));
-        assert_eq!(c.get(5), Some(Closed::RemoteReset));
+        c.insert(StreamId::new(1), Closed::Ended);
+        c.insert(StreamId::new(3), Closed::LocalReset);
+        c.insert(StreamId::new(5), Closed::RemoteReset);
+        assert_eq!(c.get(StreamId::new(1)), None);
+        assert_eq!(c.get(StreamId::new(3)), Some(Closed::LocalReset));
+        assert_eq!(c.get(StreamId::new(5)), Some(Closed::RemoteReset));
     }
 }
