@@ -31,7 +31,7 @@ use super::flow::{RecvWindow, Window, DEFAULT_WINDOW};
 use super::frame::{self, Frame, FrameReader};
 use super::hpack::{self, Header, HeaderListStatus};
 use super::message::{self, BlockKind};
-use super::stream::{Closed, ClosedStreams, Outgoing, Stream, StreamMap};
+use super::stream::{Closed, ClosedStreams, Outgoing, RecvState, SendState, Stream, StreamMap};
 use super::StreamId;
 
 /// Which end of the connection we are.
@@ -492,7 +492,6 @@ impl Connection {
         self.next_local_id = id.next();
         let mut stream = Stream::new(
             id,
-            false,
             self.remote.initial_window_size,
             self.local.initial_window_size,
         );
@@ -513,11 +512,10 @@ impl Connection {
         end_stream: bool,
     ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
-        if stream.headers_queued {
+        if stream.send != SendState::Idle {
             return Err(UsageError::HeadersAlreadySent);
         }
-        stream.headers_queued = true;
-        stream.send_ended = end_stream;
+        stream.send = SendState::after_queueing(end_stream);
         stream.queue.push_back(Outgoing::Headers {
             headers: headers.into(),
             end_stream,
@@ -534,10 +532,10 @@ impl Connection {
         end_stream: bool,
     ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
-        if !stream.headers_queued {
+        if stream.send == SendState::Idle {
             return Err(UsageError::HeadersNotSent);
         }
-        stream.send_ended = end_stream;
+        stream.send = SendState::after_queueing(end_stream);
         stream.queued_bytes += data.len();
         stream.queue.push_back(Outgoing::Data { data, end_stream });
         self.schedule(stream_id);
@@ -551,10 +549,10 @@ impl Connection {
         headers: impl Into<HeaderList>,
     ) -> Result<(), UsageError> {
         let stream = self.sendable(stream_id)?;
-        if !stream.headers_queued {
+        if stream.send == SendState::Idle {
             return Err(UsageError::HeadersNotSent);
         }
-        stream.send_ended = true;
+        stream.send = SendState::Ending;
         stream.queue.push_back(Outgoing::Headers {
             headers: headers.into(),
             end_stream: true,
@@ -604,7 +602,7 @@ impl Connection {
             .streams
             .get_mut(&stream_id)
             .ok_or(UsageError::UnknownStream)?;
-        if !stream.recv_closed {
+        if stream.recv != RecvState::Closed {
             stream.reset_when_sent = Some(code);
         }
         self.after_send(stream_id);
@@ -803,20 +801,20 @@ impl Connection {
                 )),
             };
         };
-        if stream.recv_closed && stream.reset_when_sent.is_some() {
+        if stream.recv == RecvState::Closed && stream.reset_when_sent.is_some() {
             // We answered without reading the request (a 431) and reset the
             // stream once that is out; the rest of the request is dropped.
             self.release_connection(d.flow_len);
             return Ok(());
         }
         let fail = |reason| StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason);
-        let error = if stream.recv_closed {
+        let error = if stream.recv == RecvState::Closed {
             Some(StreamError::new(
                 id,
                 ErrorCode::STREAM_CLOSED,
                 "DATA after END_STREAM",
             ))
-        } else if !stream.headers_received {
+        } else if stream.recv == RecvState::AwaitingHeaders {
             Some(fail("DATA before HEADERS"))
         } else if stream.recv_window.receive(d.flow_len).is_err() {
             Some(StreamError::new(
@@ -839,7 +837,7 @@ impl Connection {
             return self.stream_error(e, now);
         }
         if d.end_stream {
-            stream.recv_closed = true;
+            stream.recv = RecvState::Closed;
         }
         let stream_increment = stream.recv_window.release(d.flow_len);
         let stream_done = d.end_stream;
@@ -949,21 +947,20 @@ impl Connection {
         let too_large = matches!(status, HeaderListStatus::TooLarge);
 
         if let Some(stream) = self.streams.get_mut(&id) {
-            if stream.recv_closed && stream.reset_when_sent.is_some() {
+            if stream.recv == RecvState::Closed && stream.reset_when_sent.is_some() {
                 // Trailers of a request answered unread (see on_data).
                 self.recycle_headers(headers);
                 return Ok(());
             }
-            if stream.recv_closed {
+            if stream.recv == RecvState::Closed {
                 return self.stream_error(
                     StreamError::new(id, ErrorCode::STREAM_CLOSED, "HEADERS after END_STREAM"),
                     now,
                 );
             }
-            let kind = if stream.headers_received {
-                BlockKind::Trailers
-            } else {
-                BlockKind::Response
+            let kind = match stream.recv {
+                RecvState::AwaitingHeaders => BlockKind::Response,
+                RecvState::Open | RecvState::Closed => BlockKind::Trailers,
             };
             if too_large {
                 return self.stream_error(
@@ -999,7 +996,7 @@ impl Connection {
                 return Ok(());
             }
             if kind == BlockKind::Trailers {
-                stream.recv_closed = true;
+                stream.recv = RecvState::Closed;
                 if stream
                     .content_length
                     .is_some_and(|n| n != stream.data_received)
@@ -1018,9 +1015,8 @@ impl Connection {
                     headers,
                 });
             } else {
-                stream.headers_received = true;
+                stream.recv = RecvState::after_headers(end_stream);
                 stream.content_length = info.content_length;
-                stream.recv_closed = end_stream;
                 if end_stream && info.content_length.is_some_and(|n| n != 0) {
                     return self.stream_error(
                         StreamError::new(
@@ -1103,12 +1099,10 @@ impl Connection {
         }
         let mut stream = Stream::new(
             id,
-            true,
             self.remote.initial_window_size,
             self.local.initial_window_size,
         );
-        stream.headers_received = true;
-        stream.recv_closed = end_stream;
+        stream.recv = RecvState::after_headers(end_stream);
         if let Some(q) = self.spare_queues.pop() {
             stream.queue = q;
         }
@@ -1119,7 +1113,7 @@ impl Connection {
             // RFC 9113 §8.1: answer 431, then ask the client to stop sending.
             self.recycle_headers(headers);
             if let Some(s) = self.streams.get_mut(&id) {
-                s.recv_closed = true;
+                s.recv = RecvState::Closed;
                 s.reset_when_sent = (!end_stream).then_some(ErrorCode::NO_ERROR);
             }
             static TOO_LARGE: [Header; 1] = [Header::from_static(":status", "431")];
@@ -1251,7 +1245,7 @@ impl Connection {
                     })?;
                 // Against a smaller target, credit we still owe may be due
                 // now; a stream left at or below zero would otherwise stall.
-                if !stream.recv_closed {
+                if stream.recv != RecvState::Closed {
                     if let Some(increment) = stream.recv_window.release(0) {
                         updates.push((stream.id, increment));
                     }
@@ -1402,7 +1396,7 @@ impl Connection {
             .streams
             .get_mut(&stream_id)
             .ok_or(UsageError::UnknownStream)?;
-        if stream.send_ended {
+        if stream.send.is_ended() {
             return Err(UsageError::SendEnded);
         }
         Ok(stream)
@@ -1418,8 +1412,9 @@ impl Connection {
     }
 
     fn remove_stream(&mut self, id: StreamId, how: Closed) {
+        let remote = self.is_remote_id(id);
         if let Some(stream) = self.streams.remove(&id) {
-            if stream.remote_initiated {
+            if remote {
                 self.remote_open -= 1;
             } else {
                 self.local_open -= 1;
@@ -1446,7 +1441,7 @@ impl Connection {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
-        if !(s.send_closed && s.queue.is_empty()) {
+        if !(s.send == SendState::Closed && s.queue.is_empty()) {
             return;
         }
         if let Some(code) = s.reset_when_sent {
@@ -1566,7 +1561,7 @@ fn write_stream(
                     recycle(spare_lists, list);
                 }
                 if end_stream {
-                    stream.send_closed = true;
+                    stream.send = SendState::Closed;
                 }
             }
             Outgoing::Data { data, end_stream } => {
@@ -1574,7 +1569,9 @@ fn write_stream(
                     let end_stream = *end_stream;
                     frame::Data::new(stream.id, Bytes::new(), end_stream).encode(out);
                     stream.queue.pop_front();
-                    stream.send_closed |= end_stream;
+                    if end_stream {
+                        stream.send = SendState::Closed;
+                    }
                     continue;
                 }
                 let stream_room = stream.send_window.available();
@@ -1617,7 +1614,9 @@ fn write_stream(
                 stream.send_window.spend(n as u32);
                 conn_window.spend(n as u32);
                 stream.queued_bytes -= n;
-                stream.send_closed |= end;
+                if end {
+                    stream.send = SendState::Closed;
+                }
                 return if stream.queue.is_empty() {
                     Progress::Empty
                 } else {
