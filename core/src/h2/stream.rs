@@ -213,7 +213,10 @@ mod tests {
         s.recv = RecvState::after_headers(true);
         assert_eq!(s.recv, RecvState::Closed);
         s.send = SendState::after_queueing(true);
-        assert!(s.send.is_ended() && !s.is_done(), "END_STREAM queued, not sent");
+        assert!(
+            s.send.is_ended() && !s.is_done(),
+            "END_STREAM queued, not sent"
+        );
         s.send = SendState::Closed;
         assert!(s.is_done());
         assert!(!SendState::after_queueing(false).is_ended());
