@@ -20,7 +20,7 @@ use crisp_core::grpc::client::{self, Client, ClientConfig};
 use crisp_core::grpc::server::{self, Server, ServerConfig};
 use crisp_core::h2::frame::{Data, Frame, FrameReader, Headers};
 use crisp_core::h2::hpack::{Decoder, Encoder};
-use crisp_core::h2::Header;
+use crisp_core::h2::{Header, StreamId};
 use crisp_proto::cri;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -156,7 +156,13 @@ fn hpack(c: &mut Criterion) {
 fn streams() -> [(&'static str, Vec<Frame>); 2] {
     let payload = Bytes::from(vec![0xa5u8; 16_384]);
     let data: Vec<Frame> = (0..256)
-        .map(|i| Frame::Data(Data::new(1 + 2 * (i % 8), payload.clone(), false)))
+        .map(|i| {
+            Frame::Data(Data::new(
+                StreamId::new(1 + 2 * (i % 8)),
+                payload.clone(),
+                false,
+            ))
+        })
         .collect();
     let mut e = Encoder::new();
     let mut block = BytesMut::new();
@@ -172,9 +178,10 @@ fn streams() -> [(&'static str, Vec<Frame>); 2] {
     let msg = Bytes::from_static(&[0, 0, 0, 0, 5, 10, 3, b'a', b'b', b'c']);
     let headers: Vec<Frame> = (0..4096u32)
         .flat_map(|i| {
+            let id = StreamId::new(1 + 2 * i);
             [
-                Frame::Headers(Headers::new(1 + 2 * i, block.clone(), false, true)),
-                Frame::Data(Data::new(1 + 2 * i, msg.clone(), true)),
+                Frame::Headers(Headers::new(id, block.clone(), false, true)),
+                Frame::Data(Data::new(id, msg.clone(), true)),
             ]
         })
         .collect();

@@ -5,6 +5,18 @@
 //! clock, which is what makes the core deterministic in tests, fuzzable and
 //! benchmarkable without I/O.
 #![forbid(unsafe_code)]
+// No panics in the core outside tests: whatever a peer or the host sends
+// must come back as an error, never abort the daemon.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 
 pub mod cri;
 pub mod grpc;

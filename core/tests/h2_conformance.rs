@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use crisp_core::h2::frame::{self, kind, Frame, PrioritySpec};
-use crisp_core::h2::{Config, ErrorCode, Event, Header, UsageError};
+use crisp_core::h2::{Config, ErrorCode, Event, Header, StreamId, UsageError};
 use peer::*;
 
 fn headers_event(events: &[Event]) -> Vec<(u32, bool)> {
@@ -28,7 +28,7 @@ fn headers_event(events: &[Event]) -> Vec<(u32, bool)> {
                 stream_id,
                 end_stream,
                 ..
-            } => Some((*stream_id, *end_stream)),
+            } => Some((stream_id.get(), *end_stream)),
             _ => None,
         })
         .collect()
@@ -36,9 +36,9 @@ fn headers_event(events: &[Event]) -> Vec<(u32, bool)> {
 
 fn priority(stream_id: u32, dependency: u32) -> frame::Priority {
     frame::Priority {
-        stream_id,
+        stream_id: StreamId::new(stream_id),
         spec: PrioritySpec {
-            dependency,
+            dependency: StreamId::new(dependency),
             exclusive: false,
             weight: 16,
         },
@@ -53,14 +53,15 @@ fn settings(f: impl FnOnce(&mut frame::Settings)) -> frame::Settings {
 
 fn continuation(stream_id: u32, fragment: Bytes, end_headers: bool) -> frame::Continuation {
     frame::Continuation {
-        stream_id,
+        stream_id: StreamId::new(stream_id),
         fragment,
         end_headers,
     }
 }
 
 /// Respond on `id` with headers, `body` and trailers.
-fn respond(p: &mut Peer, id: u32, body: &[u8]) {
+fn respond(p: &mut Peer, id: impl Into<StreamId>, body: &[u8]) {
+    let id = id.into();
     p.conn.send_headers(id, response(), false).unwrap();
     p.conn
         .send_data(id, Bytes::copy_from_slice(body), false)
@@ -193,7 +194,7 @@ mod frames {
                 p.send(frame::Unknown {
                     kind: k,
                     flags: 0xff,
-                    stream_id,
+                    stream_id: StreamId::new(stream_id),
                     payload: Bytes::from_static(b"abcdefghtdst"),
                 })
                 .unwrap();
@@ -305,7 +306,7 @@ mod hpack_errors {
     fn bad_block(fragment: &'static [u8]) {
         let mut p = Peer::server();
         let _ = p.send(frame::Headers::new(
-            1,
+            StreamId::new(1),
             Bytes::from_static(fragment),
             true,
             true,
@@ -350,10 +351,12 @@ mod hpack_errors {
         // discarded, so a bad one is a connection error anywhere.
         let mut p = Peer::server();
         p.open(1, false);
-        p.conn.reset_stream(1, ErrorCode::CANCEL).unwrap();
+        p.conn
+            .reset_stream(StreamId::new(1), ErrorCode::CANCEL)
+            .unwrap();
         p.output();
         let _ = p.send(frame::Headers::new(
-            1,
+            StreamId::new(1),
             Bytes::from_static(b"\x80"),
             true,
             true,
@@ -372,7 +375,8 @@ mod hpack_errors {
         p.send_headers(3, &request_with(&[("x-token", "abc")]), true)
             .unwrap();
         assert_eq!(rsts(&p.output()), vec![(3, ErrorCode::REFUSED_STREAM)]);
-        p.send(frame::RstStream::new(1, ErrorCode::CANCEL)).unwrap();
+        p.send(frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL))
+            .unwrap();
         // ...which the next block refers to by index.
         p.send_headers(5, &request_with(&[("x-token", "abc")]), true)
             .unwrap();
@@ -438,7 +442,7 @@ mod idle {
     fn rst_stream_on_an_idle_stream_is_a_protocol_error() {
         // h2spec 5.1/2, 6.4/2
         let mut p = Peer::server();
-        let _ = p.send(frame::RstStream::new(1, ErrorCode::CANCEL));
+        let _ = p.send(frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL));
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -446,7 +450,7 @@ mod idle {
     fn window_update_on_an_idle_stream_is_a_protocol_error() {
         // h2spec 5.1/3
         let mut p = Peer::server();
-        let _ = p.send(frame::WindowUpdate::new(1, 100));
+        let _ = p.send(frame::WindowUpdate::new(StreamId::new(1), 100));
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -455,7 +459,7 @@ mod idle {
         // §5.1: anything but HEADERS or PRIORITY on an idle stream is a
         // connection error, and §6.4 forbids RST_STREAM on an idle stream.
         let mut p = Peer::server();
-        let _ = p.send(frame::WindowUpdate::new(1, 0));
+        let _ = p.send(frame::WindowUpdate::new(StreamId::new(1), 0));
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -504,14 +508,14 @@ mod half_closed_remote {
         let mut p = Peer::server();
         p.open(1, true);
         p.events();
-        let d = frame::Data::new(1, Bytes::from_static(b"some data"), false);
+        let d = frame::Data::new(StreamId::new(1), Bytes::from_static(b"some data"), false);
         p.send_all(vec![d.clone().into(); 5]).unwrap();
         let out = p.output();
         assert_eq!(rsts(&out), vec![(1, ErrorCode::STREAM_CLOSED)]);
         assert_eq!(
             p.events(),
             vec![Event::StreamReset {
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 code: ErrorCode::STREAM_CLOSED,
                 remote: false
             }]
@@ -543,14 +547,16 @@ mod half_closed_remote {
         let mut p = Peer::server();
         p.open(1, true);
         p.events();
-        p.send(frame::WindowUpdate::new(1, 10)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 10))
+            .unwrap();
         p.send(priority(1, 0)).unwrap();
         p.expect_silence();
-        p.send(frame::RstStream::new(1, ErrorCode::CANCEL)).unwrap();
+        p.send(frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL))
+            .unwrap();
         assert_eq!(
             p.events(),
             vec![Event::StreamReset {
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 code: ErrorCode::CANCEL,
                 remote: true
             }]
@@ -578,7 +584,8 @@ mod closed {
     fn remotely_reset() -> Peer {
         let mut p = Peer::server();
         p.open(1, false);
-        p.send(frame::RstStream::new(1, ErrorCode::CANCEL)).unwrap();
+        p.send(frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL))
+            .unwrap();
         p.events();
         p.expect_silence();
         p
@@ -588,7 +595,9 @@ mod closed {
     fn ended() -> Peer {
         let mut p = Peer::server();
         p.open(1, true);
-        p.conn.send_headers(1, response(), true).unwrap();
+        p.conn
+            .send_headers(StreamId::new(1), response(), true)
+            .unwrap();
         p.output();
         p.events();
         assert_eq!(p.conn.open_streams(), 0);
@@ -657,8 +666,10 @@ mod closed {
         // python-hyper/h2 test_closed_streams:
         // test_frames_after_send_end_will_be_ignored
         let mut p = ended();
-        p.send(frame::WindowUpdate::new(1, 1)).unwrap();
-        p.send(frame::RstStream::new(1, ErrorCode::CANCEL)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 1))
+            .unwrap();
+        p.send(frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL))
+            .unwrap();
         p.send(priority(1, 0)).unwrap();
         p.expect_silence();
         assert_eq!(p.events(), vec![]);
@@ -671,12 +682,16 @@ mod closed {
         let mut p = Peer::server();
         p.open(1, false);
         p.events();
-        p.conn.reset_stream(1, ErrorCode::INTERNAL_ERROR).unwrap();
+        p.conn
+            .reset_stream(StreamId::new(1), ErrorCode::INTERNAL_ERROR)
+            .unwrap();
         assert_eq!(rsts(&p.output()), vec![(1, ErrorCode::INTERNAL_ERROR)]);
         p.send_data(1, b"some data", false).unwrap();
         p.send_headers(1, &trailers(), true).unwrap();
-        p.send(frame::WindowUpdate::new(1, 5)).unwrap();
-        p.send(frame::RstStream::new(1, ErrorCode::CANCEL)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 5))
+            .unwrap();
+        p.send(frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL))
+            .unwrap();
         p.send(priority(1, 0)).unwrap();
         p.expect_silence();
         assert_eq!(p.events(), vec![]);
@@ -688,7 +703,9 @@ mod closed {
         // test_send_update_on_closed_streams
         let mut p = Peer::server();
         p.open(1, false);
-        p.conn.reset_stream(1, ErrorCode::CANCEL).unwrap();
+        p.conn
+            .reset_stream(StreamId::new(1), ErrorCode::CANCEL)
+            .unwrap();
         p.output();
         p.send_data(1, &[0; 16_384], false).unwrap();
         p.send_data(1, &[0; 16_384], false).unwrap();
@@ -772,7 +789,8 @@ mod concurrency {
         p.send_data(5, b"late", true).unwrap();
         p.expect_silence();
         // Once a stream closes there is room again.
-        p.send(frame::RstStream::new(1, ErrorCode::CANCEL)).unwrap();
+        p.send(frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL))
+            .unwrap();
         p.open(7, true);
         assert_eq!(headers_event(&p.events()), vec![(7, true)]);
     }
@@ -783,7 +801,9 @@ mod concurrency {
         p.open(1, true);
         let _ = p.send_headers(3, &request(), true);
         assert_eq!(rsts(&p.output()), vec![(3, ErrorCode::REFUSED_STREAM)]);
-        p.conn.send_headers(1, response(), true).unwrap();
+        p.conn
+            .send_headers(StreamId::new(1), response(), true)
+            .unwrap();
         p.output();
         p.open(5, true);
         assert_eq!(headers_event(&p.events()), vec![(1, true), (5, true)]);
@@ -806,7 +826,7 @@ mod concurrency {
         p.output();
         p.send_headers(id, &response(), true).unwrap();
         assert!(p.conn.can_open_stream());
-        assert_eq!(p.conn.open_stream(request(), true), Ok(3));
+        assert_eq!(p.conn.open_stream(request(), true), Ok(StreamId::new(3)));
     }
 }
 
@@ -824,12 +844,13 @@ mod error_handling {
         p.open(1, false);
         p.open(3, false);
         p.events();
-        p.send(frame::WindowUpdate::new(1, 0)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 0))
+            .unwrap();
         p.expect_rst(1, ErrorCode::PROTOCOL_ERROR);
         p.send_data(3, b"request", true).unwrap();
         let events = p.events();
         assert!(events.contains(&Event::Data {
-            stream_id: 3,
+            stream_id: StreamId::new(3),
             data: Bytes::from_static(b"request"),
             end_stream: true
         }));
@@ -837,7 +858,7 @@ mod error_handling {
         let out = p.output();
         assert_eq!(data_frames(&out), vec![(3, 8, false)]);
         assert_eq!(
-            p.conn.send_data(1, Bytes::new(), true),
+            p.conn.send_data(StreamId::new(1), Bytes::new(), true),
             Err(UsageError::UnknownStream)
         );
     }
@@ -847,7 +868,7 @@ mod error_handling {
         let mut p = Peer::server();
         p.open(1, false);
         p.open(3, false);
-        let _ = p.send(frame::Data::new(0, Bytes::new(), false));
+        let _ = p.send(frame::Data::new(StreamId::new(0), Bytes::new(), false));
         let g = p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
         assert_eq!(g.last_stream_id, 3);
     }
@@ -860,15 +881,15 @@ mod error_handling {
         let _ = p.recv_bytes(&raw(kind::PING, 0, 1, &ALIVE));
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
         assert_eq!(
-            p.conn.send_headers(1, response(), true),
+            p.conn.send_headers(StreamId::new(1), response(), true),
             Err(UsageError::Closed)
         );
         assert_eq!(
-            p.conn.reset_stream(1, ErrorCode::CANCEL),
+            p.conn.reset_stream(StreamId::new(1), ErrorCode::CANCEL),
             Err(UsageError::Closed)
         );
         let mut c = Peer::client();
-        let _ = c.send(frame::Data::new(0, Bytes::new(), false));
+        let _ = c.send(frame::Data::new(StreamId::new(0), Bytes::new(), false));
         c.expect_goaway(ErrorCode::PROTOCOL_ERROR);
         assert_eq!(c.conn.open_stream(request(), true), Err(UsageError::Closed));
     }
@@ -885,7 +906,11 @@ mod data {
     fn data_on_stream_zero_is_a_protocol_error() {
         // h2spec 6.1/1
         let mut p = Peer::server();
-        let _ = p.send(frame::Data::new(0, Bytes::from_static(b"x"), false));
+        let _ = p.send(frame::Data::new(
+            StreamId::new(0),
+            Bytes::from_static(b"x"),
+            false,
+        ));
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -916,7 +941,9 @@ mod data {
         let mut p = Peer::server();
         p.open(1, false);
         p.events();
-        let padded = |n| frame::Data::new(1, Bytes::from(vec![1; n]), false).with_padding(255);
+        let padded = |n| {
+            frame::Data::new(StreamId::new(1), Bytes::from(vec![1; n]), false).with_padding(255)
+        };
         p.send(padded(16_000)).unwrap();
         p.send(padded(16_000)).unwrap();
         // 2 × (16000 + 1 + 255) = 32512: under half the window, no update.
@@ -940,12 +967,14 @@ mod data {
         let mut p = Peer::server();
         p.open(1, false);
         p.events();
-        p.send(frame::Data::new(1, Bytes::from_static(b"abc"), true).with_padding(0))
-            .unwrap();
+        p.send(
+            frame::Data::new(StreamId::new(1), Bytes::from_static(b"abc"), true).with_padding(0),
+        )
+        .unwrap();
         assert_eq!(
             p.events(),
             vec![Event::Data {
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 data: Bytes::from_static(b"abc"),
                 end_stream: true
             }]
@@ -997,7 +1026,7 @@ mod headers {
         let mut f = p.headers_frame(1, &request(), true);
         f.pad_len = Some(10);
         f.priority = Some(PrioritySpec {
-            dependency: 0,
+            dependency: StreamId::new(0),
             exclusive: true,
             weight: 200,
         });
@@ -1012,7 +1041,7 @@ mod headers {
         let mut p = Peer::server();
         let mut f = p.headers_frame(1, &request(), false);
         f.priority = Some(PrioritySpec {
-            dependency: 1,
+            dependency: StreamId::new(1),
             exclusive: false,
             weight: 16,
         });
@@ -1033,7 +1062,7 @@ mod headers {
         let mut p = Peer::server();
         let block = p.block(&request());
         let _ = p.send_all(vec![
-            frame::Headers::new(1, block, true, false).into(),
+            frame::Headers::new(StreamId::new(1), block, true, false).into(),
             frame::Ping::new(ALIVE).into(),
         ]);
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
@@ -1053,7 +1082,7 @@ mod headers {
         assert_eq!(
             events[1],
             Event::Data {
-                stream_id: 3,
+                stream_id: StreamId::new(3),
                 data: Bytes::from_static(b"some request data"),
                 end_stream: true
             }
@@ -1102,7 +1131,9 @@ mod priority_frame {
         p.open(1, false); // open
         p.open(3, true); // half-closed (remote)
         p.open(5, true);
-        p.conn.send_headers(5, response(), true).unwrap(); // closed
+        p.conn
+            .send_headers(StreamId::new(5), response(), true)
+            .unwrap(); // closed
         p.output();
         for id in [1, 3, 5, 7] {
             p.send(priority(id, 0)).unwrap();
@@ -1117,7 +1148,7 @@ mod priority_frame {
         let block = p.block(&request());
         let (a, b) = (block.slice(..2), block.slice(2..));
         let _ = p.send_all(vec![
-            frame::Headers::new(1, a, true, false).into(),
+            frame::Headers::new(StreamId::new(1), a, true, false).into(),
             priority(3, 0).into(),
             continuation(1, b, true).into(),
         ]);
@@ -1136,7 +1167,7 @@ mod rst_stream {
     fn rst_stream_on_stream_zero_is_a_protocol_error() {
         // h2spec 6.4/1
         let mut p = Peer::server();
-        let _ = p.send(frame::RstStream::new(0, ErrorCode::CANCEL));
+        let _ = p.send(frame::RstStream::new(StreamId::new(0), ErrorCode::CANCEL));
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -1157,25 +1188,31 @@ mod rst_stream {
             .unwrap();
         p.open(1, false);
         p.events();
-        p.conn.send_headers(1, response(), false).unwrap();
         p.conn
-            .send_data(1, Bytes::from_static(b"blocked"), true)
+            .send_headers(StreamId::new(1), response(), false)
+            .unwrap();
+        p.conn
+            .send_data(StreamId::new(1), Bytes::from_static(b"blocked"), true)
             .unwrap();
         p.output();
-        p.send(frame::RstStream::new(1, ErrorCode::STREAM_CLOSED))
-            .unwrap();
+        p.send(frame::RstStream::new(
+            StreamId::new(1),
+            ErrorCode::STREAM_CLOSED,
+        ))
+        .unwrap();
         assert_eq!(
             p.events(),
             vec![Event::StreamReset {
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 code: ErrorCode::STREAM_CLOSED,
                 remote: true
             }]
         );
-        p.send(frame::WindowUpdate::new(0, 100)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(0), 100))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![]);
         assert_eq!(
-            p.conn.send_data(1, Bytes::new(), true),
+            p.conn.send_data(StreamId::new(1), Bytes::new(), true),
             Err(UsageError::UnknownStream)
         );
         assert_eq!(p.conn.open_streams(), 0);
@@ -1322,12 +1359,15 @@ mod settings_frame {
             s.initial_window_size = Some(100_000);
         }))
         .unwrap();
-        p.send(frame::WindowUpdate::new(0, 100_000)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(0), 100_000))
+            .unwrap();
         p.set_max_frame_size(20_000);
         p.open(1, true);
-        p.conn.send_headers(1, response(), false).unwrap();
         p.conn
-            .send_data(1, Bytes::from(vec![1; 50_000]), true)
+            .send_headers(StreamId::new(1), response(), false)
+            .unwrap();
+        p.conn
+            .send_data(StreamId::new(1), Bytes::from(vec![1; 50_000]), true)
             .unwrap();
         assert_eq!(
             data_frames(&p.output()),
@@ -1339,9 +1379,11 @@ mod settings_frame {
     fn default_max_frame_size_bounds_our_data_frames() {
         let mut p = Peer::server();
         p.open(1, true);
-        p.conn.send_headers(1, response(), false).unwrap();
         p.conn
-            .send_data(1, Bytes::from(vec![1; 40_000]), true)
+            .send_headers(StreamId::new(1), response(), false)
+            .unwrap();
+        p.conn
+            .send_data(StreamId::new(1), Bytes::from(vec![1; 40_000]), true)
             .unwrap();
         assert_eq!(
             data_frames(&p.output()),
@@ -1485,7 +1527,7 @@ mod goaway {
         // test_receiving_multiple_goaway_frames
         let mut p = Peer::server();
         let g = frame::GoAway {
-            last_stream_id: 5,
+            last_stream_id: StreamId::new(5),
             code: ErrorCode(0xfa),
             debug_data: Bytes::from_static(b"debug data"),
         };
@@ -1496,7 +1538,7 @@ mod goaway {
         assert_eq!(
             events[0],
             Event::GoAway {
-                last_stream_id: 5,
+                last_stream_id: StreamId::new(5),
                 code: ErrorCode(0xfa),
                 debug_data: Bytes::from_static(b"debug data")
             }
@@ -1508,7 +1550,8 @@ mod goaway {
     fn server_finishes_its_streams_after_a_goaway() {
         let mut p = Peer::server();
         p.open(1, true);
-        p.send(frame::GoAway::new(1, ErrorCode::NO_ERROR)).unwrap();
+        p.send(frame::GoAway::new(StreamId::new(1), ErrorCode::NO_ERROR))
+            .unwrap();
         assert!(!p.conn.is_closed());
         respond(&mut p, 1, b"bye");
         assert_eq!(data_frames(&p.output()), vec![(1, 3, false)]);
@@ -1537,7 +1580,7 @@ mod goaway {
             Err(UsageError::GoingAway)
         );
         p.send_headers(a, &response(), true).unwrap();
-        assert_eq!(headers_event(&p.events()), vec![(a, true)]);
+        assert_eq!(headers_event(&p.events()), vec![(a.get(), true)]);
         assert!(p.conn.is_closed());
     }
 }
@@ -1555,12 +1598,12 @@ mod window_update {
         let mut p = Peer::server();
         p.open(1, false);
         p.events();
-        let _ = p.send(frame::WindowUpdate::new(1, 0));
+        let _ = p.send(frame::WindowUpdate::new(StreamId::new(1), 0));
         if p.expect_stream_or_connection_error(1, ErrorCode::PROTOCOL_ERROR) == Answer::Stream {
             assert_eq!(
                 p.events(),
                 vec![Event::StreamReset {
-                    stream_id: 1,
+                    stream_id: StreamId::new(1),
                     code: ErrorCode::PROTOCOL_ERROR,
                     remote: false
                 }]
@@ -1573,7 +1616,7 @@ mod window_update {
         // h2spec 6.9/1; python-hyper/h2 test_flow_control_window:
         // test_reject_bad_remote_increments
         let mut p = Peer::server();
-        let _ = p.send(frame::WindowUpdate::new(0, 0));
+        let _ = p.send(frame::WindowUpdate::new(StreamId::new(0), 0));
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
     }
 
@@ -1590,7 +1633,10 @@ mod window_update {
         // h2spec 6.9.1/2; python-hyper/h2 test_flow_control_window:
         // test_reject_increasing_connection_window_too_far
         let mut p = Peer::server();
-        let _ = p.send(frame::WindowUpdate::new(0, (1 << 31) - 65_535));
+        let _ = p.send(frame::WindowUpdate::new(
+            StreamId::new(0),
+            (1 << 31) - 65_535,
+        ));
         let g = p.expect_goaway(ErrorCode::FLOW_CONTROL_ERROR);
         assert_eq!(g.last_stream_id, 0);
     }
@@ -1598,8 +1644,11 @@ mod window_update {
     #[test]
     fn connection_window_may_reach_the_maximum() {
         let mut p = Peer::server();
-        p.send(frame::WindowUpdate::new(0, (1 << 31) - 1 - 65_535))
-            .unwrap();
+        p.send(frame::WindowUpdate::new(
+            StreamId::new(0),
+            (1 << 31) - 1 - 65_535,
+        ))
+        .unwrap();
         p.assert_alive();
     }
 
@@ -1610,13 +1659,16 @@ mod window_update {
         let mut p = Peer::server();
         p.open(1, false);
         p.events();
-        p.send(frame::WindowUpdate::new(1, (1 << 31) - 65_535))
-            .unwrap();
+        p.send(frame::WindowUpdate::new(
+            StreamId::new(1),
+            (1 << 31) - 65_535,
+        ))
+        .unwrap();
         p.expect_rst(1, ErrorCode::FLOW_CONTROL_ERROR);
         assert_eq!(
             p.events(),
             vec![Event::StreamReset {
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 code: ErrorCode::FLOW_CONTROL_ERROR,
                 remote: false
             }]
@@ -1629,9 +1681,11 @@ mod window_update {
         p.send(settings(|s| s.initial_window_size = Some(0)))
             .unwrap();
         p.open(1, true);
-        p.conn.send_headers(1, response(), false).unwrap();
         p.conn
-            .send_data(1, Bytes::from_static(b"abc"), true)
+            .send_headers(StreamId::new(1), response(), false)
+            .unwrap();
+        p.conn
+            .send_data(StreamId::new(1), Bytes::from_static(b"abc"), true)
             .unwrap();
         p.output();
         p.recv_bytes(&raw(kind::WINDOW_UPDATE, 0, 1, &[0x80, 0, 0, 1]))
@@ -1643,7 +1697,8 @@ mod window_update {
     fn window_update_on_a_half_closed_stream_is_allowed() {
         let mut p = Peer::server();
         p.open(1, true);
-        p.send(frame::WindowUpdate::new(1, 1000)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 1000))
+            .unwrap();
         p.expect_silence();
         assert_eq!(headers_event(&p.events()), vec![(1, true)]);
     }
@@ -1656,9 +1711,11 @@ mod initial_window {
     /// queued after them.
     fn queued(p: &mut Peer, body: usize) {
         p.open(1, true);
-        p.conn.send_headers(1, response(), false).unwrap();
         p.conn
-            .send_data(1, Bytes::from(vec![9; body]), true)
+            .send_headers(StreamId::new(1), response(), false)
+            .unwrap();
+        p.conn
+            .send_data(StreamId::new(1), Bytes::from(vec![9; body]), true)
             .unwrap();
     }
 
@@ -1677,7 +1734,8 @@ mod initial_window {
         let out = p.output();
         assert!(out.contains(&frame::Settings::ack().into()));
         assert_eq!(data_frames(&out), vec![(1, 4, false)]);
-        p.send(frame::WindowUpdate::new(1, 5)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 5))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![(1, 5, true)]);
     }
 
@@ -1693,11 +1751,14 @@ mod initial_window {
         p.send(settings(|s| s.initial_window_size = Some(50)))
             .unwrap();
         assert_eq!(data_frames(&p.output()), vec![]);
-        p.send(frame::WindowUpdate::new(1, 50)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 50))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![], "window is 0");
-        p.send(frame::WindowUpdate::new(1, 10)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 10))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![(1, 10, false)]);
-        p.send(frame::WindowUpdate::new(1, 1000)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 1000))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![(1, 90, true)]);
     }
 
@@ -1707,8 +1768,11 @@ mod initial_window {
         // test_reject_overlarge_stream_window_settings
         let mut p = Peer::server();
         p.open(1, false);
-        p.send(frame::WindowUpdate::new(1, (1 << 31) - 1 - 65_535))
-            .unwrap();
+        p.send(frame::WindowUpdate::new(
+            StreamId::new(1),
+            (1 << 31) - 1 - 65_535,
+        ))
+        .unwrap();
         let _ = p.send(settings(|s| s.initial_window_size = Some(65_536)));
         p.expect_goaway(ErrorCode::FLOW_CONTROL_ERROR);
     }
@@ -1719,8 +1783,11 @@ mod initial_window {
         // test_reject_overlarge_conn_window_settings,
         // test_flow_control_settings_blocked_by_conn_window
         let mut p = Peer::server();
-        p.send(frame::WindowUpdate::new(0, (1 << 31) - 1 - 65_535))
-            .unwrap();
+        p.send(frame::WindowUpdate::new(
+            StreamId::new(0),
+            (1 << 31) - 1 - 65_535,
+        ))
+        .unwrap();
         p.send(settings(|s| s.initial_window_size = Some(65_536)))
             .unwrap();
         assert_eq!(p.output(), vec![frame::Settings::ack().into()]);
@@ -1749,7 +1816,8 @@ mod initial_window {
         let mut p = Peer::server();
         p.send(settings(|s| s.initial_window_size = Some((1 << 31) - 1)))
             .unwrap();
-        p.send(frame::WindowUpdate::new(0, 200_000)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(0), 200_000))
+            .unwrap();
         queued(&mut p, 200_000);
         assert_eq!(data_len(&p.output(), 1), 200_000);
     }
@@ -1764,15 +1832,19 @@ mod flow_control {
         p.send(settings(|s| s.initial_window_size = Some(16)))
             .unwrap();
         p.open(1, true);
-        p.conn.send_headers(1, response(), false).unwrap();
         p.conn
-            .send_data(1, Bytes::from(vec![1; 100]), true)
+            .send_headers(StreamId::new(1), response(), false)
+            .unwrap();
+        p.conn
+            .send_data(StreamId::new(1), Bytes::from(vec![1; 100]), true)
             .unwrap();
         assert_eq!(data_frames(&p.output()), vec![(1, 16, false)]);
-        assert_eq!(p.conn.send_buffered(1), 84);
-        p.send(frame::WindowUpdate::new(1, 50)).unwrap();
+        assert_eq!(p.conn.send_buffered(StreamId::new(1)), 84);
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 50))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![(1, 50, false)]);
-        p.send(frame::WindowUpdate::new(1, 100)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 100))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![(1, 34, true)]);
         assert_eq!(p.conn.open_streams(), 0);
     }
@@ -1784,7 +1856,7 @@ mod flow_control {
         let mut p = Peer::server();
         p.send(settings(|s| s.initial_window_size = Some(1_000_000)))
             .unwrap();
-        for id in [1, 3] {
+        for id in [1, 3].map(StreamId::new) {
             p.open(id, true);
             p.conn.send_headers(id, response(), false).unwrap();
             p.conn
@@ -1798,7 +1870,8 @@ mod flow_control {
             "round-robin"
         );
         // More connection window lets both finish.
-        p.send(frame::WindowUpdate::new(0, 14_465)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(0), 14_465))
+            .unwrap();
         let more = p.output();
         assert_eq!(data_len(&out, 1) + data_len(&more, 1), 40_000);
         assert_eq!(data_len(&out, 3) + data_len(&more, 3), 40_000);
@@ -1857,10 +1930,16 @@ mod flow_control {
             .unwrap();
         p.open(1, true);
         p.open(3, true);
-        p.conn.send_headers(1, response(), false).unwrap();
-        p.conn.send_data(1, Bytes::new(), true).unwrap();
-        p.conn.send_headers(3, response(), false).unwrap();
-        p.conn.send_trailers(3, trailers()).unwrap();
+        p.conn
+            .send_headers(StreamId::new(1), response(), false)
+            .unwrap();
+        p.conn
+            .send_data(StreamId::new(1), Bytes::new(), true)
+            .unwrap();
+        p.conn
+            .send_headers(StreamId::new(3), response(), false)
+            .unwrap();
+        p.conn.send_trailers(StreamId::new(3), trailers()).unwrap();
         let out = p.output();
         assert_eq!(data_frames(&out), vec![(1, 0, true)]);
         assert_eq!(p.blocks.len(), 3);
@@ -1876,7 +1955,8 @@ mod flow_control {
         respond(&mut p, 1, b"0123456789");
         assert_eq!(data_frames(&p.output()), vec![(1, 5, false)]);
         assert_eq!(p.blocks.len(), 1, "trailers must not overtake the data");
-        p.send(frame::WindowUpdate::new(1, 5)).unwrap();
+        p.send(frame::WindowUpdate::new(StreamId::new(1), 5))
+            .unwrap();
         assert_eq!(data_frames(&p.output()), vec![(1, 5, false)]);
         assert_eq!(p.blocks.len(), 2);
         assert!(p.blocks[1].end_stream);
@@ -1926,7 +2006,7 @@ mod continuation_frames {
         let block = p.block(&request());
         let (a, b, c) = split3(&block);
         p.send_all(vec![
-            frame::Headers::new(1, a, true, false).into(),
+            frame::Headers::new(StreamId::new(1), a, true, false).into(),
             continuation(1, b, false).into(),
             continuation(1, c, true).into(),
         ])
@@ -1944,7 +2024,7 @@ mod continuation_frames {
         let mut p = Peer::server();
         let block = p.block(&request());
         let _ = p.send_all(vec![
-            frame::Headers::new(1, block.slice(..2), true, false).into(),
+            frame::Headers::new(StreamId::new(1), block.slice(..2), true, false).into(),
             continuation(0, block.slice(2..), true).into(),
         ]);
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
@@ -1967,7 +2047,7 @@ mod continuation_frames {
         let mut p = Peer::server();
         let block = p.block(&request());
         let _ = p.send_all(vec![
-            frame::Headers::new(1, block.slice(..2), true, false).into(),
+            frame::Headers::new(StreamId::new(1), block.slice(..2), true, false).into(),
             continuation(3, block.slice(2..), true).into(),
         ]);
         p.expect_goaway(ErrorCode::PROTOCOL_ERROR);
@@ -1977,15 +2057,15 @@ mod continuation_frames {
     fn any_other_frame_inside_a_block_is_a_protocol_error() {
         // h2spec 6.2/1, 6.10/4-6
         let others: Vec<Frame> = vec![
-            frame::Data::new(1, Bytes::from_static(b"x"), false).into(),
+            frame::Data::new(StreamId::new(1), Bytes::from_static(b"x"), false).into(),
             frame::Ping::new(ALIVE).into(),
             frame::Settings::default().into(),
-            frame::WindowUpdate::new(0, 1).into(),
-            frame::RstStream::new(1, ErrorCode::CANCEL).into(),
+            frame::WindowUpdate::new(StreamId::new(0), 1).into(),
+            frame::RstStream::new(StreamId::new(1), ErrorCode::CANCEL).into(),
             frame::Unknown {
                 kind: 0x20,
                 flags: 0,
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 payload: Bytes::new(),
             }
             .into(),
@@ -1994,7 +2074,7 @@ mod continuation_frames {
             let mut p = Peer::server();
             let block = p.block(&request());
             let _ = p.send_all(vec![
-                frame::Headers::new(1, block.slice(..2), true, false).into(),
+                frame::Headers::new(StreamId::new(1), block.slice(..2), true, false).into(),
                 other,
                 continuation(1, block.slice(2..), true).into(),
             ]);
@@ -2007,7 +2087,8 @@ mod continuation_frames {
         // CONTINUATION defines only END_HEADERS (§6.10).
         let mut p = Peer::server();
         let block = p.block(&request());
-        let mut bytes = encode(&[frame::Headers::new(1, block.slice(..2), false, false).into()]);
+        let mut bytes =
+            encode(&[frame::Headers::new(StreamId::new(1), block.slice(..2), false, false).into()]);
         bytes.extend(raw(kind::CONTINUATION, 0x4 | 0x1, 1, &block[2..]));
         p.recv_bytes(&bytes).unwrap();
         assert_eq!(headers_event(&p.events()), vec![(1, false)]);
@@ -2022,14 +2103,14 @@ mod continuation_frames {
         p.events();
         let block = p.block(&trailers());
         p.send_all(vec![
-            frame::Headers::new(1, block.slice(..1), true, false).into(),
+            frame::Headers::new(StreamId::new(1), block.slice(..1), true, false).into(),
             continuation(1, block.slice(1..), true).into(),
         ])
         .unwrap();
         assert_eq!(
             p.events(),
             vec![Event::Trailers {
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 headers: trailers()
             }]
         );
@@ -2045,7 +2126,9 @@ mod continuation_frames {
             .collect();
         let mut headers = response();
         headers.push(h("x-big", &big));
-        p.conn.send_headers(1, headers.clone(), true).unwrap();
+        p.conn
+            .send_headers(StreamId::new(1), headers.clone(), true)
+            .unwrap();
         let out = p.output();
         assert!(out.len() >= 2, "{}", out.len());
         assert!(matches!(&out[0], Frame::Headers(h) if h.end_stream && !h.end_headers));
@@ -2219,7 +2302,7 @@ mod http_messages {
         assert_eq!(
             p.events(),
             vec![Event::Trailers {
-                stream_id: 1,
+                stream_id: StreamId::new(1),
                 headers: vec![h("content-length", "0")]
             }]
         );
@@ -2310,7 +2393,7 @@ mod http_messages {
         c.send_headers(id, &[h(":status", "103"), h("link", "</a>")], false)
             .unwrap();
         c.send_headers(id, &response(), true).unwrap();
-        assert_eq!(headers_event(&c.events()), vec![(id, true)]);
+        assert_eq!(headers_event(&c.events()), vec![(id.get(), true)]);
     }
 
     #[test]
@@ -2375,7 +2458,9 @@ mod early_response {
         p.open(1, false);
         p.events();
         respond(&mut p, 1, b"early");
-        p.conn.reset_after_send(1, ErrorCode::NO_ERROR).unwrap();
+        p.conn
+            .reset_after_send(StreamId::new(1), ErrorCode::NO_ERROR)
+            .unwrap();
         let out = p.output();
         assert_eq!(rsts(&out), vec![(1, ErrorCode::NO_ERROR)]);
         assert!(
@@ -2392,7 +2477,9 @@ mod early_response {
         let mut p = Peer::server();
         p.open(1, true);
         respond(&mut p, 1, b"ok");
-        p.conn.reset_after_send(1, ErrorCode::NO_ERROR).unwrap();
+        p.conn
+            .reset_after_send(StreamId::new(1), ErrorCode::NO_ERROR)
+            .unwrap();
         assert_eq!(rsts(&p.output()), vec![]);
         assert_eq!(p.conn.open_streams(), 0);
     }
@@ -2416,7 +2503,7 @@ mod client_side {
         let block = c.block(&request());
         let _ = c.send(frame::PushPromise {
             stream_id: id,
-            promised_id: 2,
+            promised_id: StreamId::new(2),
             fragment: block,
             end_headers: true,
         });
@@ -2431,8 +2518,8 @@ mod client_side {
         p.open(1, false);
         let block = p.block(&request());
         let _ = p.send(frame::PushPromise {
-            stream_id: 1,
-            promised_id: 2,
+            stream_id: StreamId::new(1),
+            promised_id: StreamId::new(2),
             fragment: block,
             end_headers: true,
         });
@@ -2483,7 +2570,7 @@ mod client_side {
             .unwrap();
         c.output();
         c.send_headers(id, &response(), true).unwrap();
-        assert_eq!(headers_event(&c.events()), vec![(id, true)]);
+        assert_eq!(headers_event(&c.events()), vec![(id.get(), true)]);
         c.send(frame::WindowUpdate::new(id, 1)).unwrap();
         c.send(frame::RstStream::new(id, ErrorCode::NO_ERROR))
             .unwrap();
@@ -2527,14 +2614,14 @@ mod dos_limits {
         // CVE-2023-44487.
         let mut p = with(|c| c.max_remote_resets = 10);
         for i in 0..10 {
-            let id = 1 + 2 * i;
+            let id = StreamId::new(1 + 2 * i);
             p.open(id, false);
             p.send(frame::RstStream::new(id, ErrorCode::CANCEL))
                 .unwrap();
         }
         p.assert_alive();
         p.open(21, false);
-        let _ = p.send(frame::RstStream::new(21, ErrorCode::CANCEL));
+        let _ = p.send(frame::RstStream::new(StreamId::new(21), ErrorCode::CANCEL));
         let g = p.expect_goaway(ErrorCode::ENHANCE_YOUR_CALM);
         assert_eq!(g.last_stream_id, 21);
     }
@@ -2544,7 +2631,7 @@ mod dos_limits {
         let mut p = Peer::server();
         let mut bytes = Vec::new();
         for i in 0..1_001u32 {
-            let id = 1 + 2 * i;
+            let id = StreamId::new(1 + 2 * i);
             let f = p.headers_frame(id, &request(), false);
             bytes.extend(encode(&[
                 f.into(),
@@ -2559,7 +2646,7 @@ mod dos_limits {
     fn resets_spread_over_time_are_fine() {
         let mut p = with(|c| c.max_remote_resets = 10);
         for i in 0..50 {
-            let id = 1 + 2 * i;
+            let id = StreamId::new(1 + 2 * i);
             p.open(id, false);
             p.send(frame::RstStream::new(id, ErrorCode::CANCEL))
                 .unwrap();
@@ -2628,7 +2715,8 @@ mod dos_limits {
         // (h2 answers PROTOCOL_ERROR after 64 frames; our limit is a config).
         let mut p = Peer::server();
         let block = p.block(&request());
-        p.send(frame::Headers::new(1, block, true, false)).unwrap();
+        p.send(frame::Headers::new(StreamId::new(1), block, true, false))
+            .unwrap();
         for _ in 0..128 {
             p.send(continuation(1, Bytes::new(), false)).unwrap();
         }
@@ -2641,8 +2729,13 @@ mod dos_limits {
     fn header_block_past_the_size_limit_is_enhance_your_calm() {
         let mut p = Peer::server();
         let junk = Bytes::from(vec![0x82; 16_384]);
-        p.send(frame::Headers::new(1, junk.clone(), true, false))
-            .unwrap();
+        p.send(frame::Headers::new(
+            StreamId::new(1),
+            junk.clone(),
+            true,
+            false,
+        ))
+        .unwrap();
         for _ in 0..3 {
             p.send(continuation(1, junk.clone(), false)).unwrap();
         }
@@ -2656,7 +2749,7 @@ mod dos_limits {
     fn single_headers_frame_past_the_size_limit_is_enhance_your_calm() {
         let mut p = with(|c| c.max_header_block_size = 100);
         let _ = p.send(frame::Headers::new(
-            1,
+            StreamId::new(1),
             Bytes::from(vec![0x82; 101]),
             true,
             false,
@@ -2721,19 +2814,29 @@ mod dos_limits {
         first.extend_from_slice(b"x-bomb");
         first.extend_from_slice(&[0x7f, 0xb9, 0x16]);
         first.extend(std::iter::repeat_n(b'a', 3000));
-        p.send(frame::Headers::new(1, Bytes::from(first), true, true))
-            .unwrap();
+        p.send(frame::Headers::new(
+            StreamId::new(1),
+            Bytes::from(first),
+            true,
+            true,
+        ))
+        .unwrap();
         assert_eq!(headers_event(&p.events()), vec![(1, true)]);
         let mut bomb = vec![0x83, 0x86, 0x84];
         bomb.extend([0xbe; 6]); // index 62: x-bomb
-        p.send(frame::Headers::new(3, Bytes::from(bomb), true, true))
-            .unwrap();
+        p.send(frame::Headers::new(
+            StreamId::new(3),
+            Bytes::from(bomb),
+            true,
+            true,
+        ))
+        .unwrap();
         p.output();
         assert_eq!(p.blocks.last().unwrap().stream_id, 3);
         assert_eq!(p.blocks.last().unwrap().get(":status"), Some(&b"431"[..]));
         assert_eq!(p.events(), vec![]);
         p.send(frame::Headers::new(
-            5,
+            StreamId::new(5),
             Bytes::from_static(&[0x83, 0x86, 0x84, 0xbe]),
             true,
             true,
@@ -2746,13 +2849,13 @@ mod dos_limits {
     fn too_many_stream_errors_is_enhance_your_calm() {
         let mut p = with(|c| c.max_local_resets = 5);
         for i in 0..5 {
-            let id = 1 + 2 * i;
+            let id = StreamId::new(1 + 2 * i);
             p.open(id, false);
             p.send(frame::WindowUpdate::new(id, 0)).unwrap();
         }
         p.assert_alive();
         p.open(11, false);
-        let _ = p.send(frame::WindowUpdate::new(11, 0));
+        let _ = p.send(frame::WindowUpdate::new(StreamId::new(11), 0));
         p.expect_goaway(ErrorCode::ENHANCE_YOUR_CALM);
     }
 
@@ -2812,7 +2915,10 @@ mod shutdown {
         p.conn.go_away(ErrorCode::NO_ERROR);
         p.conn.go_away(ErrorCode::NO_ERROR); // once only
         let out = p.output();
-        assert_eq!(out, vec![frame::GoAway::new(3, ErrorCode::NO_ERROR).into()]);
+        assert_eq!(
+            out,
+            vec![frame::GoAway::new(StreamId::new(3), ErrorCode::NO_ERROR).into()]
+        );
         assert!(!p.conn.is_closed());
 
         // A stream the client opened before it saw our GOAWAY is ignored,
@@ -2840,7 +2946,7 @@ mod shutdown {
         assert!(!p.conn.is_closed(), "the GOAWAY is still to be written");
         assert_eq!(
             p.output(),
-            vec![frame::GoAway::new(0, ErrorCode::NO_ERROR).into()]
+            vec![frame::GoAway::new(StreamId::new(0), ErrorCode::NO_ERROR).into()]
         );
         assert!(p.conn.is_closed());
     }
@@ -2856,7 +2962,7 @@ mod shutdown {
             Err(UsageError::GoingAway)
         );
         let out = c.output();
-        assert!(out.contains(&frame::GoAway::new(0, ErrorCode::NO_ERROR).into()));
+        assert!(out.contains(&frame::GoAway::new(StreamId::new(0), ErrorCode::NO_ERROR).into()));
         c.send_headers(id, &response(), true).unwrap();
         c.output();
         assert!(c.conn.is_closed());

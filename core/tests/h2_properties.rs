@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crisp_core::grpc::client::{Client, ClientConfig};
 use crisp_core::grpc::server::{Server, ServerConfig};
 use crisp_core::h2::frame::{self, Frame, PrioritySpec};
-use crisp_core::h2::{Config, Connection, ErrorCode, Event, Header};
+use crisp_core::h2::{Config, Connection, ErrorCode, Event, Header, StreamId};
 use crisp_proto::cri;
 use peer::*;
 use proptest::prelude::*;
@@ -47,7 +47,7 @@ fn extra() -> impl Strategy<Value = Frame> {
     prop_oneof![
         any::<[u8; 8]>().prop_map(|p| frame::Ping::new(p).into()),
         (prop_oneof![Just(0u32), Just(1), Just(3)], 1u32..100_000)
-            .prop_map(|(id, n)| frame::WindowUpdate::new(id, n).into()),
+            .prop_map(|(id, n)| frame::WindowUpdate::new(StreamId::new(id), n).into()),
         (0u32..100_000).prop_map(|w| {
             frame::Settings {
                 initial_window_size: Some(w),
@@ -58,9 +58,9 @@ fn extra() -> impl Strategy<Value = Frame> {
         Just(frame::Settings::ack().into()),
         (1u32..10, 0u32..10).prop_map(|(id, dep)| {
             frame::Priority {
-                stream_id: id,
+                stream_id: StreamId::new(id),
                 spec: PrioritySpec {
-                    dependency: if dep == id { 0 } else { dep },
+                    dependency: StreamId::new(if dep == id { 0 } else { dep }),
                     exclusive: false,
                     weight: 7,
                 },
@@ -71,7 +71,7 @@ fn extra() -> impl Strategy<Value = Frame> {
             frame::Unknown {
                 kind: 0x42,
                 flags: 0,
-                stream_id: 0,
+                stream_id: StreamId::new(0),
                 payload: Bytes::from_static(b"ext")
             }
             .into()
@@ -506,10 +506,11 @@ impl Run {
                 for (i, fragment) in pieces.into_iter().enumerate() {
                     let last = i + 1 == n;
                     if i == 0 {
-                        let mut f = frame::Headers::new(id, fragment, end_stream, last);
+                        let mut f =
+                            frame::Headers::new(StreamId::new(id), fragment, end_stream, last);
                         f.pad_len = pad;
                         f.priority = priority.map(|dependency| PrioritySpec {
-                            dependency,
+                            dependency: StreamId::new(dependency),
                             exclusive: dependency % 2 == 0,
                             weight: 42,
                         });
@@ -517,7 +518,7 @@ impl Run {
                     } else {
                         frames.push(
                             frame::Continuation {
-                                stream_id: id,
+                                stream_id: StreamId::new(id),
                                 fragment,
                                 end_headers: last,
                             }
@@ -536,7 +537,8 @@ impl Run {
                 let Some(id) = self.resolve(target, false) else {
                     return;
                 };
-                let mut d = frame::Data::new(id, Bytes::from(vec![0x5a; len]), end_stream);
+                let mut d =
+                    frame::Data::new(StreamId::new(id), Bytes::from(vec![0x5a; len]), end_stream);
                 if let Some(pad) = pad {
                     d = d.with_padding(pad);
                 }
@@ -547,9 +549,9 @@ impl Run {
                     return;
                 };
                 self.send(vec![frame::Priority {
-                    stream_id: id,
+                    stream_id: StreamId::new(id),
                     spec: PrioritySpec {
-                        dependency,
+                        dependency: StreamId::new(dependency),
                         exclusive: false,
                         weight: 1,
                     },
@@ -560,7 +562,11 @@ impl Run {
                 let Some(id) = self.resolve(target, false) else {
                     return;
                 };
-                self.send(vec![frame::RstStream::new(id, ErrorCode(code)).into()])
+                self.send(vec![frame::RstStream::new(
+                    StreamId::new(id),
+                    ErrorCode(code),
+                )
+                .into()])
             }
             Op::Settings {
                 initial_window_size,
@@ -604,11 +610,15 @@ impl Run {
                 } else if let Some(w) = m.streams.get_mut(&id) {
                     *w += i64::from(increment);
                 }
-                self.send(vec![frame::WindowUpdate::new(id, increment).into()]);
+                self.send(vec![
+                    frame::WindowUpdate::new(StreamId::new(id), increment).into()
+                ]);
             }
-            Op::GoAway { last, code } => {
-                self.send(vec![frame::GoAway::new(last, ErrorCode(code)).into()])
-            }
+            Op::GoAway { last, code } => self.send(vec![frame::GoAway::new(
+                StreamId::new(last),
+                ErrorCode(code),
+            )
+            .into()]),
             Op::Continuation {
                 target,
                 len,
@@ -618,7 +628,7 @@ impl Run {
                     return;
                 };
                 self.send(vec![frame::Continuation {
-                    stream_id: id,
+                    stream_id: StreamId::new(id),
                     fragment: Bytes::from(vec![0x82; len]),
                     end_headers,
                 }
@@ -631,7 +641,7 @@ impl Run {
                 self.send(vec![frame::Unknown {
                     kind: 0xbb,
                     flags: 0xff,
-                    stream_id: id,
+                    stream_id: StreamId::new(id),
                     payload: Bytes::from_static(b"?"),
                 }
                 .into()])
@@ -647,21 +657,26 @@ impl Run {
                 let Some(id) = self.resolve(target, false) else {
                     return;
                 };
-                let _ = self.p.conn.reset_stream(id, ErrorCode::CANCEL);
+                let _ = self
+                    .p
+                    .conn
+                    .reset_stream(StreamId::new(id), ErrorCode::CANCEL);
             }
             Op::AppPing => self.p.conn.ping(*b"app-ping"),
             Op::AppGoAway => self.p.conn.go_away(ErrorCode::NO_ERROR),
             Op::AppOpen { body } => {
                 if !self.server {
                     if let Ok(id) = self.p.conn.open_stream(request(), false) {
+                        let id = id.get();
                         let m = &mut self.model;
                         m.streams.insert(id, m.initial);
                         m.opened.push(id);
                         m.max_opened = id;
-                        let _ = self
-                            .p
-                            .conn
-                            .send_data(id, Bytes::from(vec![0x11; body]), true);
+                        let _ = self.p.conn.send_data(
+                            StreamId::new(id),
+                            Bytes::from(vec![0x11; body]),
+                            true,
+                        );
                     }
                 }
             }
@@ -675,7 +690,7 @@ impl Run {
             match e {
                 Event::Headers { stream_id, .. } if self.server => {
                     let c = &mut self.p.conn;
-                    let body = (stream_id as usize * 7_919) % 70_000;
+                    let body = (stream_id.get() as usize * 7_919) % 70_000;
                     let _ = c.send_headers(stream_id, response(), false);
                     let _ = c.send_data(stream_id, Bytes::from(vec![0x33; body]), false);
                     let _ = c.send_trailers(stream_id, trailers());
@@ -704,7 +719,7 @@ impl Run {
                     let m = &mut self.model;
                     m.conn_window -= n;
                     prop_assert!(m.conn_window >= 0, "connection window overrun");
-                    let Some(w) = m.streams.get_mut(&d.stream_id) else {
+                    let Some(w) = m.streams.get_mut(&d.stream_id.get()) else {
                         return Err(TestCaseError::fail(format!(
                             "DATA on stream {} the peer never opened",
                             d.stream_id
@@ -715,7 +730,8 @@ impl Run {
                 }
                 Frame::RstStream(r) => {
                     prop_assert!(
-                        r.stream_id % 2 == 1 && r.stream_id <= self.model.max_opened,
+                        r.stream_id.is_client_initiated()
+                            && r.stream_id.get() <= self.model.max_opened,
                         "RST_STREAM on idle stream {}",
                         r.stream_id
                     );

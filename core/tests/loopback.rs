@@ -248,18 +248,19 @@ fn client_assumes_100_streams_until_the_server_settings() {
 #[test]
 fn deadlines_come_due_in_order_and_stale_ones_are_swept() {
     use crisp_core::grpc::deadline::{earliest, Deadlines};
+    use crisp_core::h2::StreamId;
     let t = Instant::now();
     let mut d = Deadlines::default();
-    d.push(t + Duration::from_secs(2), 3);
-    d.push(t + Duration::from_secs(1), 1);
+    d.push(t + Duration::from_secs(2), StreamId::new(3));
+    d.push(t + Duration::from_secs(1), StreamId::new(1));
     assert_eq!(d.next(), Some(t + Duration::from_secs(1)));
     assert_eq!(d.pop_due(t), None);
     assert_eq!(
         d.pop_due(t + Duration::from_secs(5)),
-        Some((t + Duration::from_secs(1), 1))
+        Some((t + Duration::from_secs(1), StreamId::new(1)))
     );
     for i in 0..100 {
-        d.push(t, 100 + i);
+        d.push(t, StreamId::new(100 + i));
     }
     d.sweep(1, |call, _| call == 3);
     assert_eq!(d.len(), 1);

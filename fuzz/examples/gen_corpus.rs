@@ -19,7 +19,7 @@ use crisp_core::grpc::server::{Event, Server, ServerConfig};
 use crisp_core::grpc::Status;
 use crisp_core::h2::frame::{self, Frame, FrameReader};
 use crisp_core::h2::hpack::{Encoder, Header};
-use crisp_core::h2::ErrorCode;
+use crisp_core::h2::{ErrorCode, StreamId};
 use crisp_fuzz::util::Rng;
 use crisp_proto::cri;
 use crisp_proto::methods::METHODS;
@@ -100,7 +100,12 @@ fn exchange(calls: &[(&str, Vec<u8>)], cancel: bool) -> Exchange {
     let mut ids = Vec::new();
     for (path, msg) in calls {
         let id = c
-            .start_call(path.to_string(), Vec::new(), Some(Duration::from_secs(5)), now)
+            .start_call(
+                path.to_string(),
+                Vec::new(),
+                Some(Duration::from_secs(5)),
+                now,
+            )
             .unwrap();
         c.send_encoded(id, msg, true).unwrap();
         ids.push(id);
@@ -125,7 +130,7 @@ fn exchange(calls: &[(&str, Vec<u8>)], cancel: bool) -> Exchange {
                     runtime_version: "0.1.0".into(),
                     runtime_api_version: "v1".into(),
                 };
-                if call.id % 4 == 3 {
+                if call.id.get() % 4 == 3 {
                     let _ = s.finish(call.id, &Status::not_found("no such thing"));
                 } else {
                     let _ = s.respond(call.id, &resp);
@@ -215,8 +220,8 @@ fn main() {
     for (_, raw) in &c2s_frames[1..] {
         extra.extend_from_slice(raw);
     }
-    frame::WindowUpdate::new(0, 1000).encode(&mut extra);
-    frame::WindowUpdate::new(1, 1000).encode(&mut extra);
+    frame::WindowUpdate::new(StreamId::new(0), 1000).encode(&mut extra);
+    frame::WindowUpdate::new(StreamId::new(1), 1000).encode(&mut extra);
     let mut v = vec![3u8, 3];
     v.extend_from_slice(&extra);
     write(&dir, "server_bytes", "settings_ping_tiny_window", &v);
@@ -233,34 +238,39 @@ fn main() {
         write(&dir, "frame_decoder", name, &v);
     }
     let mut all = BytesMut::new();
-    let mut h = frame::Headers::new(3, Bytes::from_static(b"\x82\x86\x84"), true, false);
+    let mut h = frame::Headers::new(
+        StreamId::new(3),
+        Bytes::from_static(b"\x82\x86\x84"),
+        true,
+        false,
+    );
     h.pad_len = Some(3);
     h.priority = Some(frame::PrioritySpec {
-        dependency: 1,
+        dependency: StreamId::new(1),
         exclusive: true,
         weight: 200,
     });
     let samples: Vec<Frame> = vec![
-        frame::Data::new(1, Bytes::from_static(b"hello"), true)
+        frame::Data::new(StreamId::new(1), Bytes::from_static(b"hello"), true)
             .with_padding(4)
             .into(),
         h.into(),
         frame::Continuation {
-            stream_id: 3,
+            stream_id: StreamId::new(3),
             fragment: Bytes::from_static(b"\x41\x0fwww.example.com"),
             end_headers: true,
         }
         .into(),
         frame::Priority {
-            stream_id: 5,
+            stream_id: StreamId::new(5),
             spec: frame::PrioritySpec {
-                dependency: 3,
+                dependency: StreamId::new(3),
                 exclusive: false,
                 weight: 15,
             },
         }
         .into(),
-        frame::RstStream::new(3, ErrorCode::CANCEL).into(),
+        frame::RstStream::new(StreamId::new(3), ErrorCode::CANCEL).into(),
         frame::Settings {
             header_table_size: Some(0),
             enable_push: Some(0),
@@ -274,24 +284,24 @@ fn main() {
         .into(),
         frame::Settings::ack().into(),
         frame::PushPromise {
-            stream_id: 1,
-            promised_id: 2,
+            stream_id: StreamId::new(1),
+            promised_id: StreamId::new(2),
             fragment: Bytes::from_static(b"\x82"),
             end_headers: true,
         }
         .into(),
         frame::Ping::pong(*b"12345678").into(),
         frame::GoAway {
-            last_stream_id: 7,
+            last_stream_id: StreamId::new(7),
             code: ErrorCode::ENHANCE_YOUR_CALM,
             debug_data: Bytes::from_static(b"calm down"),
         }
         .into(),
-        frame::WindowUpdate::new(0, 0x7fff_ffff).into(),
+        frame::WindowUpdate::new(StreamId::new(0), 0x7fff_ffff).into(),
         frame::Unknown {
             kind: 0xfa,
             flags: 0xff,
-            stream_id: 9,
+            stream_id: StreamId::new(9),
             payload: Bytes::from_static(b"?"),
         }
         .into(),

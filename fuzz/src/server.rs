@@ -41,7 +41,7 @@ use crisp_core::grpc::Status;
 use crisp_core::h2::frame::{self, Frame, FrameReader, PrioritySpec, MAX_MAX_FRAME_SIZE};
 use crisp_core::h2::hpack::{Decoder, Encoder, Header};
 use crisp_core::h2::message::{self, BlockKind};
-use crisp_core::h2::{Config, ErrorCode};
+use crisp_core::h2::{Config, ErrorCode, StreamId};
 use crisp_proto::cri;
 use crisp_proto::methods::{CallKind, METHODS};
 
@@ -91,9 +91,9 @@ struct ClientModel {
     max_frame_size: u32,
     header_table_size: u32,
     conn_window_updates: i64,
-    stream_window_updates: HashMap<u32, i64>,
+    stream_window_updates: HashMap<StreamId, i64>,
     /// Streams the client sent HEADERS on.
-    opened: HashMap<u32, ()>,
+    opened: HashMap<StreamId, ()>,
     pings: HashMap<[u8; 8], usize>,
     settings: usize,
 }
@@ -184,11 +184,11 @@ struct Observer {
     decoder: Decoder,
     frames: usize,
     /// A header block still arriving in CONTINUATION frames.
-    partial: Option<(u32, BytesMut, bool)>,
-    streams: HashMap<u32, OutStream>,
+    partial: Option<(StreamId, BytesMut, bool)>,
+    streams: HashMap<StreamId, OutStream>,
     conn_sent: i64,
     fatal_goaway: bool,
-    goaway_last: Option<u32>,
+    goaway_last: Option<StreamId>,
     settings_acks: usize,
     /// Bytes of everything but HEADERS and CONTINUATION frames.
     other_bytes: usize,
@@ -367,8 +367,8 @@ impl Observer {
 
     /// State of a stream the server sends HEADERS or DATA on: one the
     /// client opened, not reset by the server.
-    fn open_stream(&mut self, id: u32, client: &ClientModel) -> &mut OutStream {
-        assert!(id % 2 == 1, "server frame on even stream {id}");
+    fn open_stream(&mut self, id: StreamId, client: &ClientModel) -> &mut OutStream {
+        assert!(id.is_client_initiated(), "server frame on even stream {id}");
         assert!(
             client.opened.contains_key(&id),
             "server frame on stream {id}, which the client never opened"
@@ -378,7 +378,7 @@ impl Observer {
         s
     }
 
-    fn on_block(&mut self, id: u32, block: Bytes, end_stream: bool, client: &ClientModel) {
+    fn on_block(&mut self, id: StreamId, block: Bytes, end_stream: bool, client: &ClientModel) {
         let mut headers = Vec::new();
         self.decoder
             .decode(&block, usize::MAX, &mut headers)
@@ -539,7 +539,7 @@ impl Harness {
                         assert!(deadline >= self.now);
                     }
                     let id = call.id;
-                    let result = match id % 4 {
+                    let result = match id.get() % 4 {
                         3 => self.server.finish(id, &Status::not_found("no such thing")),
                         1 if call.method.kind == CallKind::ServerStreaming => self
                             .server
@@ -893,7 +893,11 @@ struct Client {
 }
 
 impl Client {
-    fn stream(&mut self, r: &StreamRef) -> u32 {
+    fn stream(&mut self, r: &StreamRef) -> StreamId {
+        StreamId::new(self.stream_number(r))
+    }
+
+    fn stream_number(&mut self, r: &StreamRef) -> u32 {
         match r {
             StreamRef::New => {
                 let id = self.next_id;
@@ -1070,7 +1074,7 @@ impl Client {
                     h.end_headers = false;
                 }
                 h.priority = priority.map(|(dependency, exclusive, weight)| PrioritySpec {
-                    dependency: dependency & 0x7fff_ffff,
+                    dependency: StreamId::new(dependency),
                     exclusive,
                     weight,
                 });
@@ -1147,7 +1151,7 @@ impl Client {
             FrameSpec::Settings { ack, params } => frame::Unknown {
                 kind: frame::kind::SETTINGS,
                 flags: u8::from(*ack),
-                stream_id: 0,
+                stream_id: StreamId::ZERO,
                 payload: Self::settings(params),
             }
             .encode(out),
@@ -1160,7 +1164,7 @@ impl Client {
                 let stream_id = self.stream(stream);
                 frame::PushPromise {
                     stream_id,
-                    promised_id: promised & 0x7fff_ffff,
+                    promised_id: StreamId::new(*promised),
                     fragment: Bytes::copy_from_slice(block),
                     end_headers: *end_headers,
                 }
@@ -1269,15 +1273,15 @@ impl Client {
             }
             FloodKind::WindowUpdate => {
                 for _ in 0..count {
-                    frame::WindowUpdate::new(0, 1).encode(out);
+                    frame::WindowUpdate::new(StreamId::ZERO, 1).encode(out);
                 }
             }
             FloodKind::Priority => {
                 for i in 0..count {
                     frame::Priority {
-                        stream_id: 2 * i as u32 + 1,
+                        stream_id: StreamId::new(2 * i as u32 + 1),
                         spec: PrioritySpec {
-                            dependency: 0,
+                            dependency: StreamId::ZERO,
                             exclusive: false,
                             weight: 16,
                         },
@@ -1301,7 +1305,7 @@ impl Client {
                     frame::Unknown {
                         kind: 0xfa,
                         flags: 0,
-                        stream_id: 0,
+                        stream_id: StreamId::ZERO,
                         payload: Bytes::new(),
                     }
                     .encode(out);
@@ -1378,7 +1382,7 @@ fn run_frames(input: &FramesInput) -> Stats {
     frame::Unknown {
         kind: frame::kind::SETTINGS,
         flags: 0,
-        stream_id: 0,
+        stream_id: StreamId::ZERO,
         payload: Client::settings(&input.settings),
     }
     .encode(&mut out);

@@ -353,17 +353,20 @@ impl Runtime {
     // ---- outputs ------------------------------------------------------
 
     /// The next action for the host, in the order they were decided.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<(ActionId, Action)> {
         self.out_actions.pop_front()
     }
 
     /// The next reply to a call that was [`Handled::Pending`].
+    #[must_use]
     pub fn poll_reply(&mut self) -> Option<(CallId, Result<Response, Status>)> {
         self.out_replies.pop_front()
     }
 
     /// The next container event for GetContainerEvents subscribers. Drain
     /// it after every input even without subscribers.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<cri::ContainerEventResponse> {
         self.out_events.pop_front()
     }

@@ -16,7 +16,7 @@ use super::deadline::{self, Deadlines};
 use super::metadata;
 use super::status::{Code, Status};
 use super::timeout;
-use crate::h2::{self, ConnectionError, ErrorCode, Header, UsageError};
+use crate::h2::{self, ConnectionError, ErrorCode, Header, StreamId, UsageError};
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -36,7 +36,8 @@ impl Default for ClientConfig {
     }
 }
 
-pub type CallId = u32;
+/// A call is named by its HTTP/2 stream id.
+pub type CallId = StreamId;
 
 /// The send buffer's least capacity once a call starts: a small request
 /// and its `grpc-timeout` fit without growing it.
@@ -260,10 +261,12 @@ impl Client {
 
     // ---- Outputs ----
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.conn.poll_transmit()
     }
@@ -279,6 +282,7 @@ impl Client {
         self.conn.recycle_headers(list);
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         deadline::earliest(self.conn.poll_timeout(), self.deadlines.next())
     }

@@ -219,7 +219,8 @@ impl Deframer {
                 return Ok(None);
             };
             let take = (header.len - self.partial.len()).min(front.len());
-            self.partial.extend_from_slice(&front[..take]);
+            self.partial
+                .extend_from_slice(front.get(..take).unwrap_or_default());
             front.advance(take);
             if front.is_empty() {
                 self.queue.pop_front();
@@ -283,7 +284,10 @@ impl Deframer {
                 return Ok(None);
             };
             let take = (PREFIX_LEN - self.prefix_len).min(front.len());
-            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&front[..take]);
+            let dst = self.prefix.get_mut(self.prefix_len..self.prefix_len + take);
+            if let (Some(dst), Some(src)) = (dst, front.get(..take)) {
+                dst.copy_from_slice(src);
+            }
             front.advance(take);
             if front.is_empty() {
                 self.queue.pop_front();

@@ -9,13 +9,15 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
+use crate::h2::StreamId;
+
 #[derive(Debug, Default)]
 pub struct Deadlines {
-    heap: BinaryHeap<Reverse<(Instant, u32)>>,
+    heap: BinaryHeap<Reverse<(Instant, StreamId)>>,
 }
 
 impl Deadlines {
-    pub fn push(&mut self, at: Instant, call: u32) {
+    pub fn push(&mut self, at: Instant, call: StreamId) {
         self.heap.push(Reverse((at, call)));
     }
 
@@ -34,7 +36,7 @@ impl Deadlines {
     }
 
     /// Take the next entry due at `now`, if any.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, u32)> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, StreamId)> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
@@ -43,7 +45,7 @@ impl Deadlines {
 
     /// Drop stale entries once they dominate: `live(call, at)` says whether
     /// an entry still belongs to a call in progress.
-    pub fn sweep(&mut self, live_calls: usize, live: impl Fn(u32, Instant) -> bool) {
+    pub fn sweep(&mut self, live_calls: usize, live: impl Fn(StreamId, Instant) -> bool) {
         if self.heap.len() > 64 && self.heap.len() > 2 * live_calls {
             self.heap.retain(|Reverse((at, call))| live(*call, *at));
         }

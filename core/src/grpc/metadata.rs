@@ -26,7 +26,10 @@ pub const CONTENT_TYPE_GRPC: &str = "application/grpc";
 /// answer anything else with HTTP 415.
 pub fn is_grpc_content_type(v: &[u8]) -> bool {
     let prefix = CONTENT_TYPE_GRPC.as_bytes();
-    if v.len() < prefix.len() || !v[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    if !v
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    {
         return false;
     }
     matches!(v.get(prefix.len()), None | Some(b'+') | Some(b';'))
@@ -83,7 +86,10 @@ pub fn is_valid_ascii_value(v: &[u8]) -> bool {
 
 /// Whether a metadata name denotes a binary value (base64 on the wire).
 pub fn is_binary_header(name: &[u8]) -> bool {
-    name.len() > 4 && name[name.len() - 4..].eq_ignore_ascii_case(b"-bin")
+    name.len() > 4
+        && name
+            .get(name.len() - 4..)
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case(b"-bin"))
 }
 
 /// Splits a received binary header value into its values: duplicate
@@ -139,7 +145,7 @@ pub fn decode_base64(v: &[u8]) -> Result<Vec<u8>, InvalidBase64> {
         // Left-align the 6-bit digits in 24 bits, then take whole bytes.
         n <<= 6 * (4 - group.len() as u32);
         let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..group.len()]);
+        out.extend_from_slice(bytes.get(1..group.len()).unwrap_or_default());
     }
     Ok(out)
 }
@@ -150,10 +156,13 @@ pub fn encode_base64(data: &[u8], dst: &mut Vec<u8>) {
     dst.reserve(data.len().div_ceil(3) * 4);
     for group in data.chunks(3) {
         let mut b = [0u8; 3];
-        b[..group.len()].copy_from_slice(group);
+        for (slot, &byte) in b.iter_mut().zip(group) {
+            *slot = byte;
+        }
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..=group.len() {
-            dst.push(B64[(n >> (18 - 6 * i) & 0x3f) as usize]);
+            let digit = (n >> (18 - 6 * i) & 0x3f) as usize;
+            dst.push(B64.get(digit).copied().unwrap_or(b'A'));
         }
     }
 }

@@ -24,7 +24,7 @@ use super::deadline::{self, Deadlines};
 use super::metadata;
 use super::status::{Code, Status};
 use super::timeout;
-use crate::h2::{self, ConnectionError, ErrorCode, Header};
+use crate::h2::{self, ConnectionError, ErrorCode, Header, StreamId};
 
 /// Settings of one gRPC server connection.
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ impl Default for ServerConfig {
 }
 
 /// A call is named by its HTTP/2 stream id.
-pub type CallId = u32;
+pub type CallId = StreamId;
 
 /// What the application needs to know about a call. Its request headers
 /// (metadata) stay with the server: [`Server::request_headers`].
@@ -281,10 +281,12 @@ impl Server {
 
     // ---- Outputs ----
 
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.conn.poll_transmit()
     }
@@ -294,6 +296,7 @@ impl Server {
         self.conn.transmit_into(dst)
     }
 
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         deadline::earliest(self.conn.poll_timeout(), self.deadlines.next())
     }

@@ -58,10 +58,11 @@ impl Code {
     /// The code for a wire value; values gRPC does not define map to
     /// `Unknown`, as the spec asks of receivers.
     pub fn from_u32(v: u32) -> Code {
-        match v {
-            0..=16 => Self::ALL[v as usize],
-            _ => Code::Unknown,
-        }
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| Self::ALL.get(i))
+            .copied()
+            .unwrap_or(Code::Unknown)
     }
 
     /// The numeric wire value.
@@ -284,6 +285,11 @@ fn is_unreserved(b: u8) -> bool {
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// The upper-case hex digit of a nibble (the low 4 bits of `n`).
+fn hex_digit(n: u8) -> u8 {
+    HEX_UPPER.get(usize::from(n & 0xf)).copied().unwrap_or(b'0')
+}
+
 /// Appends the percent-encoded form of `msg` (its UTF-8 bytes, each byte
 /// outside 0x20..=0x7E and each '%' written as `%XX`, upper-case hex).
 pub fn encode_message(msg: &str, dst: &mut Vec<u8>) {
@@ -294,11 +300,7 @@ pub fn encode_message(msg: &str, dst: &mut Vec<u8>) {
         if is_unreserved(b) {
             dst.push(b);
         } else {
-            dst.extend_from_slice(&[
-                b'%',
-                HEX_UPPER[usize::from(b >> 4)],
-                HEX_UPPER[usize::from(b & 0xf)],
-            ]);
+            dst.extend_from_slice(&[b'%', hex_digit(b >> 4), hex_digit(b & 0xf)]);
         }
     }
 }
@@ -330,18 +332,17 @@ pub fn decode_message(raw: &[u8]) -> String {
         return String::from_utf8_lossy(raw).into_owned();
     }
     let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        if b == b'%' && i + 2 < raw.len() {
-            if let (Some(hi), Some(lo)) = (hex_value(raw[i + 1]), hex_value(raw[i + 2])) {
+    let mut rest = raw;
+    while let [b, tail @ ..] = rest {
+        if let (b'%', [hi, lo, after @ ..]) = (b, tail) {
+            if let (Some(hi), Some(lo)) = (hex_value(*hi), hex_value(*lo)) {
                 out.push(hi << 4 | lo);
-                i += 3;
+                rest = after;
                 continue;
             }
         }
-        out.push(b);
-        i += 1;
+        out.push(*b);
+        rest = tail;
     }
     match String::from_utf8(out) {
         Ok(s) => s,

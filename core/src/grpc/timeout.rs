@@ -72,7 +72,7 @@ pub struct EncodedTimeout {
 
 impl EncodedTimeout {
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..usize::from(self.len)]
+        self.buf.get(..usize::from(self.len)).unwrap_or_default()
     }
 
     pub fn as_str(&self) -> &str {
@@ -121,20 +121,19 @@ pub fn encode_timeout(d: Duration) -> EncodedTimeout {
     // `value` is at most MAX_VALUE here.
     let mut value = u64::try_from(value).unwrap_or(MAX_VALUE);
 
-    let mut digits = [0u8; MAX_TIMEOUT_DIGITS];
-    let mut i = MAX_TIMEOUT_DIGITS;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 || i == 0 {
-            break;
-        }
-    }
-    let ndigits = MAX_TIMEOUT_DIGITS - i;
+    // The digits, most significant first, then the unit.
+    let ndigits = value
+        .checked_ilog10()
+        .map_or(1, |log| log as usize + 1)
+        .min(MAX_TIMEOUT_DIGITS);
     let mut buf = [0u8; MAX_TIMEOUT_DIGITS + 1];
-    buf[..ndigits].copy_from_slice(&digits[i..]);
-    buf[ndigits] = unit;
+    for slot in buf.iter_mut().take(ndigits).rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    if let Some(slot) = buf.get_mut(ndigits) {
+        *slot = unit;
+    }
     EncodedTimeout {
         buf,
         len: (ndigits + 1) as u8,

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use super::StreamId;
+
 /// An HTTP/2 error code (RFC 9113 §7). Unknown codes are kept as received.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub u32);
@@ -97,13 +99,13 @@ impl std::error::Error for ConnectionError {}
 /// connection and its other streams are unaffected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamError {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     pub code: ErrorCode,
     pub reason: &'static str,
 }
 
 impl StreamError {
-    pub const fn new(stream_id: u32, code: ErrorCode, reason: &'static str) -> Self {
+    pub const fn new(stream_id: StreamId, code: ErrorCode, reason: &'static str) -> Self {
         Self {
             stream_id,
             code,

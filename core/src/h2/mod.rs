@@ -12,8 +12,10 @@ pub mod frame;
 pub mod hpack;
 pub mod message;
 pub mod stream;
+mod stream_id;
 
 pub use connection::{Config, Connection, Event, HeaderList, Role, UsageError};
 pub use error::{ConnectionError, ErrorCode, ProtocolError, StreamError};
 pub use hpack::Header;
 pub use stream::StreamIdHasher;
+pub use stream_id::StreamId;

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use crisp_core::h2::frame::{self, Frame, FrameReader};
 use crisp_core::h2::hpack;
-use crisp_core::h2::{Config, Connection, ConnectionError, ErrorCode, Event, Header, Role};
+use crisp_core::h2::{
+    Config, Connection, ConnectionError, ErrorCode, Event, Header, Role, StreamId,
+};
 
 /// PING payload used to check that a connection still answers.
 pub const ALIVE: [u8; 8] = *b"alive?!!";
@@ -59,7 +61,7 @@ pub fn raw(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
         length: payload.len() as u32,
         kind,
         flags,
-        stream_id,
+        stream_id: StreamId::new(stream_id),
     }
     .encode(&mut b);
     b.extend_from_slice(payload);
@@ -77,7 +79,7 @@ pub fn encode(frames: &[Frame]) -> Vec<u8> {
 /// A header block the connection sent, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     pub headers: Vec<Header>,
     pub end_stream: bool,
     /// HEADERS plus CONTINUATION frames it took.
@@ -104,7 +106,7 @@ pub enum Answer {
 }
 
 struct PartialBlock {
-    stream_id: u32,
+    stream_id: StreamId,
     end_stream: bool,
     block: BytesMut,
     frames: usize,
@@ -231,10 +233,11 @@ impl Peer {
 
     pub fn headers_frame(
         &mut self,
-        stream_id: u32,
+        stream_id: impl Into<StreamId>,
         headers: &[Header],
         end_stream: bool,
     ) -> frame::Headers {
+        let stream_id = stream_id.into();
         let block = self.block(headers);
         frame::Headers::new(stream_id, block, end_stream, true)
     }
@@ -243,10 +246,11 @@ impl Peer {
     /// most 16384 bytes if need be.
     pub fn send_headers(
         &mut self,
-        stream_id: u32,
+        stream_id: impl Into<StreamId>,
         headers: &[Header],
         end_stream: bool,
     ) -> Result<(), ConnectionError> {
+        let stream_id = stream_id.into();
         const MAX: usize = frame::DEFAULT_MAX_FRAME_SIZE as usize;
         let mut block = self.block(headers);
         if block.len() <= MAX {
@@ -269,17 +273,18 @@ impl Peer {
     }
 
     /// Open a stream with the standard request (server role).
-    pub fn open(&mut self, stream_id: u32, end_stream: bool) {
+    pub fn open(&mut self, stream_id: impl Into<StreamId>, end_stream: bool) {
         self.send_headers(stream_id, &request(), end_stream)
             .expect("request accepted");
     }
 
     pub fn send_data(
         &mut self,
-        stream_id: u32,
+        stream_id: impl Into<StreamId>,
         data: &[u8],
         end_stream: bool,
     ) -> Result<(), ConnectionError> {
+        let stream_id = stream_id.into();
         self.send(frame::Data::new(
             stream_id,
             Bytes::copy_from_slice(data),
@@ -423,7 +428,8 @@ impl Peer {
     }
 
     /// The connection reset stream `id` with `code` and carries on.
-    pub fn expect_rst(&mut self, id: u32, code: ErrorCode) -> Vec<Frame> {
+    pub fn expect_rst(&mut self, id: impl Into<StreamId>, code: ErrorCode) -> Vec<Frame> {
+        let id = id.into();
         let frames = self.output();
         assert!(
             frames.contains(&frame::RstStream::new(id, code).into()),
@@ -440,7 +446,12 @@ impl Peer {
 
     /// Either a RST_STREAM on `id` or a GOAWAY, with `code`: for the cases
     /// where the RFC allows both.
-    pub fn expect_stream_or_connection_error(&mut self, id: u32, code: ErrorCode) -> Answer {
+    pub fn expect_stream_or_connection_error(
+        &mut self,
+        id: impl Into<StreamId>,
+        code: ErrorCode,
+    ) -> Answer {
+        let id = id.into();
         let frames = self.output();
         if let Some(Frame::GoAway(g)) = frames.last() {
             assert_eq!(g.code, code, "GOAWAY code ({:?})", g.debug_data);
@@ -478,7 +489,7 @@ pub fn data_frames(frames: &[Frame]) -> Vec<(u32, usize, bool)> {
     frames
         .iter()
         .filter_map(|f| match f {
-            Frame::Data(d) => Some((d.stream_id, d.data.len(), d.end_stream)),
+            Frame::Data(d) => Some((d.stream_id.get(), d.data.len(), d.end_stream)),
             _ => None,
         })
         .collect()
@@ -497,7 +508,7 @@ pub fn rsts(frames: &[Frame]) -> Vec<(u32, ErrorCode)> {
     frames
         .iter()
         .filter_map(|f| match f {
-            Frame::RstStream(r) => Some((r.stream_id, r.code)),
+            Frame::RstStream(r) => Some((r.stream_id.get(), r.code)),
             _ => None,
         })
         .collect()
@@ -507,7 +518,7 @@ pub fn window_updates(frames: &[Frame]) -> Vec<(u32, u32)> {
     frames
         .iter()
         .filter_map(|f| match f {
-            Frame::WindowUpdate(w) => Some((w.stream_id, w.increment)),
+            Frame::WindowUpdate(w) => Some((w.stream_id.get(), w.increment)),
             _ => None,
         })
         .collect()

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use crisp_core::grpc::server::{Event, Server, ServerConfig};
+use crisp_core::grpc::server::{CallId, Event, Server, ServerConfig};
 use crisp_core::grpc::{Code, Status};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -85,7 +85,8 @@ pub struct Conn {
     eof: bool,
     broken: bool,
     interest: Option<Interest>,
-    /// Calls being served: method path and start, for the per-call log line.
+    /// Calls being served (by stream id): method path and start, for the
+    /// per-call log line.
     calls: HashMap<u32, (&'static str, Instant)>,
 }
 
@@ -209,7 +210,7 @@ impl Conn {
                     match outcome {
                         Outcome::Done(code) => log_call(self.peer, call.method.path, code, now),
                         Outcome::Deferred => {
-                            self.calls.insert(call.id, (call.method.path, now));
+                            self.calls.insert(call.id.get(), (call.method.path, now));
                         }
                     }
                 }
@@ -222,7 +223,7 @@ impl Conn {
                 }
                 Event::Message { .. } | Event::HalfClose { .. } => {}
                 Event::Cancelled { id, code } => {
-                    if let Some((path, started)) = self.calls.remove(&id) {
+                    if let Some((path, started)) = self.calls.remove(&id.get()) {
                         log_call(self.peer, path, code, started);
                     }
                 }
@@ -239,6 +240,7 @@ impl Conn {
         let Some((path, started)) = self.calls.remove(&call) else {
             return; // cancelled or timed out meanwhile
         };
+        let call = CallId::new(call);
         let code = match reply {
             Ok(bytes) => match self.grpc.send_encoded(call, &bytes) {
                 Ok(()) => {
@@ -261,6 +263,7 @@ impl Conn {
         let Some((path, started)) = self.calls.remove(&call) else {
             return; // cancelled or timed out meanwhile
         };
+        let call = CallId::new(call);
         let code = match reply {
             Ok(messages) => {
                 for m in &messages {
@@ -285,7 +288,7 @@ impl Conn {
         if !self.calls.contains_key(&call) {
             return false;
         }
-        self.grpc.send_encoded(call, message).is_ok()
+        self.grpc.send_encoded(CallId::new(call), message).is_ok()
     }
 
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
@@ -305,7 +308,7 @@ impl Conn {
     /// Fail every call still waiting on a worker (shutdown deadline).
     pub fn abandon_calls(&mut self, status: &Status) {
         for (id, _) in self.calls.drain() {
-            let _ = self.grpc.finish(id, status);
+            let _ = self.grpc.finish(CallId::new(id), status);
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use crisp_core::grpc::server::{CallInfo, Server};
+use crisp_core::grpc::server::{CallId, CallInfo, Server};
 use crisp_core::grpc::{Code, Status};
 use crisp_image::registry::Credentials;
 use crisp_image::ImageService;
@@ -108,7 +108,7 @@ impl Dispatcher {
             ));
             return finish(server, call.id, &status);
         }
-        match self.handle(method, message, conn, call.id, workers, cri) {
+        match self.handle(method, message, conn, call.id.get(), workers, cri) {
             Handled::Reply(Ok(bytes)) => {
                 let sent = server.send_encoded(call.id, &bytes);
                 let _ = server.finish(call.id, &Status::ok());
@@ -687,7 +687,7 @@ fn decode<M: Message + Default>(method: &MethodDesc, message: Bytes) -> Result<M
     })
 }
 
-fn finish(server: &mut Server, id: u32, status: &Status) -> Outcome {
+fn finish(server: &mut Server, id: CallId, status: &Status) -> Outcome {
     let _ = server.finish(id, status);
     Outcome::Done(status.code)
 }

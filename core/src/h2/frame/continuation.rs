@@ -4,12 +4,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::{flags, kind, len_u32, require_stream, Head};
 use crate::h2::error::ConnectionError;
+use crate::h2::StreamId;
 
 /// A CONTINUATION frame. That it follows a HEADERS or PUSH_PROMISE on the
 /// same stream without END_HEADERS is for the connection to check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Continuation {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     pub fragment: Bytes,
     pub end_headers: bool,
 }
@@ -52,7 +53,7 @@ mod tests {
             length: 1,
             kind: kind::CONTINUATION,
             flags,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 

@@ -4,11 +4,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{flags, kind, len_u32, require_stream, strip_padding, take_pad_len, zeros, Head};
 use crate::h2::error::ConnectionError;
+use crate::h2::StreamId;
 
 /// A DATA frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     /// The body bytes, padding stripped; a zero-copy slice of the payload.
     pub data: Bytes,
     pub end_stream: bool,
@@ -23,7 +24,7 @@ pub struct Data {
 
 impl Data {
     /// An unpadded DATA frame.
-    pub fn new(stream_id: u32, data: Bytes, end_stream: bool) -> Self {
+    pub fn new(stream_id: StreamId, data: Bytes, end_stream: bool) -> Self {
         let flow_len = len_u32(data.len());
         Data {
             stream_id,
@@ -116,14 +117,17 @@ mod tests {
             length: len as u32,
             kind: kind::DATA,
             flags,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 
     #[test]
     fn plain() {
         let d = Data::decode(&head(flags::END_STREAM, 1, 3), Bytes::from_static(b"abc")).unwrap();
-        assert_eq!(d, Data::new(1, Bytes::from_static(b"abc"), true));
+        assert_eq!(
+            d,
+            Data::new(StreamId::new(1), Bytes::from_static(b"abc"), true)
+        );
         assert_eq!(d.flow_len, 3);
     }
 
@@ -174,7 +178,7 @@ mod tests {
 
     #[test]
     fn encode_head_then_chain() {
-        let d = Data::new(5, Bytes::from_static(b"body"), true).with_padding(3);
+        let d = Data::new(StreamId::new(5), Bytes::from_static(b"body"), true).with_padding(3);
         assert_eq!(d.flow_len, 8);
         let mut head_buf = BytesMut::new();
         d.encode_head(&mut head_buf);

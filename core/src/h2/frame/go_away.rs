@@ -2,16 +2,16 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::head::STREAM_ID_MASK;
 use super::{be_u32, kind, len_u32, require_connection, Head};
 use crate::h2::error::{ConnectionError, ErrorCode};
+use crate::h2::StreamId;
 
 /// A GOAWAY frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoAway {
     /// The highest stream the sender may have processed (reserved bit
     /// masked off).
-    pub last_stream_id: u32,
+    pub last_stream_id: StreamId,
     pub code: ErrorCode,
     /// Opaque diagnostic data; a zero-copy slice of the payload.
     pub debug_data: Bytes,
@@ -19,7 +19,7 @@ pub struct GoAway {
 
 impl GoAway {
     /// A GOAWAY without debug data.
-    pub fn new(last_stream_id: u32, code: ErrorCode) -> Self {
+    pub fn new(last_stream_id: StreamId, code: ErrorCode) -> Self {
         GoAway {
             last_stream_id,
             code,
@@ -34,8 +34,8 @@ impl GoAway {
         if payload.len() < 8 {
             return Err(ConnectionError::frame_size("GOAWAY shorter than 8 bytes"));
         }
-        let last_stream_id = be_u32(&payload) & STREAM_ID_MASK;
-        let code = ErrorCode(be_u32(&payload[4..]));
+        let last_stream_id = StreamId::new(be_u32(&payload));
+        let code = ErrorCode(be_u32(payload.get(4..).unwrap_or_default()));
         let _ = payload.split_to(8);
         Ok(GoAway {
             last_stream_id,
@@ -50,10 +50,10 @@ impl GoAway {
             length: len_u32(self.debug_data.len()).saturating_add(8),
             kind: kind::GOAWAY,
             flags: 0,
-            stream_id: 0,
+            stream_id: StreamId::ZERO,
         }
         .encode(dst);
-        dst.put_u32(self.last_stream_id & STREAM_ID_MASK);
+        dst.put_u32(self.last_stream_id.get());
         dst.put_u32(self.code.0);
         dst.extend_from_slice(&self.debug_data);
     }
@@ -68,7 +68,7 @@ mod tests {
             length: len as u32,
             kind: kind::GOAWAY,
             flags: 0,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 

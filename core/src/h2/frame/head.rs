@@ -4,9 +4,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::HEADER_LEN;
 
-/// Mask for the 31-bit stream identifier; the top bit is reserved (§4.1) and
-/// ignored on receipt.
-pub(crate) const STREAM_ID_MASK: u32 = 0x7fff_ffff;
+pub(crate) use crate::h2::stream_id::STREAM_ID_MASK;
+use crate::h2::StreamId;
 
 /// The largest value the 24-bit length field can hold.
 const LENGTH_MASK: u32 = 0x00ff_ffff;
@@ -21,7 +20,7 @@ pub struct Head {
     /// Frame flags; see [`super::flags`].
     pub flags: u8,
     /// Stream identifier with the reserved bit masked off.
-    pub stream_id: u32,
+    pub stream_id: StreamId,
 }
 
 impl Head {
@@ -32,7 +31,7 @@ impl Head {
             length: u32::from_be_bytes([0, buf[0], buf[1], buf[2]]),
             kind: buf[3],
             flags: buf[4],
-            stream_id: u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & STREAM_ID_MASK,
+            stream_id: StreamId::new(u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]])),
         }
     }
 
@@ -47,7 +46,7 @@ impl Head {
         dst.put_slice(&len[1..]);
         dst.put_u8(self.kind);
         dst.put_u8(self.flags);
-        dst.put_u32(self.stream_id & STREAM_ID_MASK);
+        dst.put_u32(self.stream_id.get());
     }
 
     /// Whether `flag` (one of [`super::flags`]) is set.
@@ -69,7 +68,7 @@ mod tests {
                 length: 0x010203,
                 kind: 4,
                 flags: 5,
-                stream_id: 7, // reserved bit dropped
+                stream_id: StreamId::new(7), // reserved bit dropped
             }
         );
     }
@@ -80,7 +79,7 @@ mod tests {
             length: 0xff_ffff,
             kind: 0xfe,
             flags: 0xab,
-            stream_id: 0x7fff_ffff,
+            stream_id: StreamId::MAX,
         };
         let mut b = BytesMut::new();
         h.encode(&mut b);
@@ -95,7 +94,7 @@ mod tests {
             length: 0,
             kind: 0,
             flags: 0,
-            stream_id: 0xffff_ffff,
+            stream_id: StreamId::new(0xffff_ffff),
         };
         let mut b = BytesMut::new();
         h.encode(&mut b);

@@ -6,11 +6,12 @@ use super::{
     flags, kind, len_u32, require_stream, strip_padding, take_pad_len, zeros, Head, PrioritySpec,
 };
 use crate::h2::error::ConnectionError;
+use crate::h2::StreamId;
 
 /// A HEADERS frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Headers {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     /// The field block fragment (HPACK), padding and priority removed.
     pub fragment: Bytes,
     pub end_stream: bool,
@@ -25,7 +26,7 @@ pub struct Headers {
 
 impl Headers {
     /// A HEADERS frame without priority or padding.
-    pub fn new(stream_id: u32, fragment: Bytes, end_stream: bool, end_headers: bool) -> Self {
+    pub fn new(stream_id: StreamId, fragment: Bytes, end_stream: bool, end_headers: bool) -> Self {
         Headers {
             stream_id,
             fragment,
@@ -118,7 +119,7 @@ mod tests {
             length: len as u32,
             kind: kind::HEADERS,
             flags,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 
@@ -141,7 +142,7 @@ mod tests {
         assert_eq!(
             h.priority,
             Some(PrioritySpec {
-                dependency: 3,
+                dependency: StreamId::new(3),
                 exclusive: true,
                 weight: 9
             })

@@ -48,6 +48,7 @@ pub use window_update::WindowUpdate;
 use bytes::{Bytes, BytesMut};
 
 use super::error::{ConnectionError, ProtocolError};
+use super::StreamId;
 
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 9;
@@ -126,13 +127,13 @@ impl Frame {
     }
 
     /// The stream the frame is on; 0 for connection-level frames.
-    pub fn stream_id(&self) -> u32 {
+    pub fn stream_id(&self) -> StreamId {
         match self {
             Frame::Data(f) => f.stream_id,
             Frame::Headers(f) => f.stream_id,
             Frame::Priority(f) => f.stream_id,
             Frame::RstStream(f) => f.stream_id,
-            Frame::Settings(_) | Frame::Ping(_) | Frame::GoAway(_) => 0,
+            Frame::Settings(_) | Frame::Ping(_) | Frame::GoAway(_) => StreamId::ZERO,
             Frame::PushPromise(f) => f.stream_id,
             Frame::WindowUpdate(f) => f.stream_id,
             Frame::Continuation(f) => f.stream_id,
@@ -210,12 +211,12 @@ static ZEROS: [u8; 255] = [0; 255];
 
 /// `n` zero bytes of padding, as a static slice.
 fn zeros(n: u8) -> &'static [u8] {
-    &ZEROS[..usize::from(n)]
+    ZEROS.get(..usize::from(n)).unwrap_or(&ZEROS)
 }
 
 /// Frames that belong to a stream may not use stream 0 (§6.1–6.4, 6.6, 6.10).
 fn require_stream(head: &Head, reason: &'static str) -> Result<(), ConnectionError> {
-    if head.stream_id == 0 {
+    if head.stream_id.is_zero() {
         Err(ConnectionError::protocol(reason))
     } else {
         Ok(())
@@ -224,7 +225,7 @@ fn require_stream(head: &Head, reason: &'static str) -> Result<(), ConnectionErr
 
 /// Connection-level frames must use stream 0 (§6.5, 6.7, 6.8).
 fn require_connection(head: &Head, reason: &'static str) -> Result<(), ConnectionError> {
-    if head.stream_id != 0 {
+    if !head.stream_id.is_zero() {
         Err(ConnectionError::protocol(reason))
     } else {
         Ok(())

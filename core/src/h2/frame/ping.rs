@@ -4,6 +4,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{flags, kind, require_connection, Head};
 use crate::h2::error::ConnectionError;
+use crate::h2::StreamId;
 
 /// A PING frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +46,7 @@ impl Ping {
             length: 8,
             kind: kind::PING,
             flags: if self.ack { flags::ACK } else { 0 },
-            stream_id: 0,
+            stream_id: StreamId::ZERO,
         }
         .encode(dst);
         dst.extend_from_slice(&self.payload);
@@ -62,7 +63,7 @@ mod tests {
             length: len as u32,
             kind: kind::PING,
             flags,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 

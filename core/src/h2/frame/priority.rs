@@ -8,12 +8,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::head::STREAM_ID_MASK;
 use super::{be_u32, kind, require_stream, Head};
 use crate::h2::error::{ErrorCode, ProtocolError, StreamError};
+use crate::h2::StreamId;
 
 /// Stream dependency, exclusive flag and weight (§5.3 of RFC 7540).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrioritySpec {
     /// The stream this one depends on (31 bits).
-    pub dependency: u32,
+    pub dependency: StreamId,
     pub exclusive: bool,
     /// The wire value, 0..=255, meaning a weight of 1..=256.
     pub weight: u8,
@@ -28,7 +29,7 @@ impl PrioritySpec {
         let weight = *b.get(4)?;
         let word = be_u32(b);
         Some(PrioritySpec {
-            dependency: word & STREAM_ID_MASK,
+            dependency: StreamId::new(word),
             exclusive: word & !STREAM_ID_MASK != 0,
             weight,
         })
@@ -37,7 +38,7 @@ impl PrioritySpec {
     /// Append the 5 priority bytes.
     pub fn encode(&self, dst: &mut BytesMut) {
         let e = if self.exclusive { !STREAM_ID_MASK } else { 0 };
-        dst.put_u32((self.dependency & STREAM_ID_MASK) | e);
+        dst.put_u32(self.dependency.get() | e);
         dst.put_u8(self.weight);
     }
 }
@@ -45,7 +46,7 @@ impl PrioritySpec {
 /// A PRIORITY frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Priority {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     pub spec: PrioritySpec,
 }
 
@@ -105,7 +106,7 @@ mod tests {
             length: len as u32,
             kind: kind::PRIORITY,
             flags: 0,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 
@@ -116,7 +117,7 @@ mod tests {
         assert_eq!(
             f.spec,
             PrioritySpec {
-                dependency: 3,
+                dependency: StreamId::new(3),
                 exclusive: true,
                 weight: 255
             }
@@ -131,7 +132,7 @@ mod tests {
             assert_eq!(
                 e,
                 ProtocolError::Stream(StreamError::new(
-                    7,
+                    StreamId::new(7),
                     ErrorCode::FRAME_SIZE_ERROR,
                     "PRIORITY length is not 5"
                 ))
@@ -144,7 +145,10 @@ mod tests {
         let p = Bytes::from_static(&[0, 0, 0, 7, 16]);
         match Priority::decode(&head(7, 5), p).unwrap_err() {
             ProtocolError::Stream(e) => {
-                assert_eq!((e.stream_id, e.code), (7, ErrorCode::PROTOCOL_ERROR))
+                assert_eq!(
+                    (e.stream_id, e.code),
+                    (StreamId::new(7), ErrorCode::PROTOCOL_ERROR)
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -2,16 +2,16 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::head::STREAM_ID_MASK;
 use super::{be_u32, flags, kind, len_u32, require_stream, strip_padding, take_pad_len, Head};
 use crate::h2::error::ConnectionError;
+use crate::h2::StreamId;
 
 /// A PUSH_PROMISE frame. Padding is stripped on receipt and never sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushPromise {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     /// The promised stream (reserved bit masked off).
-    pub promised_id: u32,
+    pub promised_id: StreamId,
     /// The field block fragment, padding removed.
     pub fragment: Bytes,
     pub end_headers: bool,
@@ -29,7 +29,7 @@ impl PushPromise {
                 "PUSH_PROMISE too short for the promised stream id",
             ));
         }
-        let promised_id = be_u32(&payload) & STREAM_ID_MASK;
+        let promised_id = StreamId::new(be_u32(&payload));
         let _ = payload.split_to(4);
         strip_padding(&mut payload, pad_len)?;
         Ok(PushPromise {
@@ -53,7 +53,7 @@ impl PushPromise {
             stream_id: self.stream_id,
         }
         .encode(dst);
-        dst.put_u32(self.promised_id & STREAM_ID_MASK);
+        dst.put_u32(self.promised_id.get());
         dst.extend_from_slice(&self.fragment);
     }
 }
@@ -68,7 +68,7 @@ mod tests {
             length: len as u32,
             kind: kind::PUSH_PROMISE,
             flags,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 

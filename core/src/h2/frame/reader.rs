@@ -80,6 +80,7 @@ mod tests {
     use super::*;
     use crate::h2::error::ErrorCode;
     use crate::h2::frame::{Data, Ping};
+    use crate::h2::StreamId;
     use bytes::Bytes;
 
     #[test]
@@ -134,11 +135,11 @@ mod tests {
         r.set_max_frame_size(20_000);
         let body = Bytes::from(vec![7u8; 20_000]);
         let mut buf = BytesMut::new();
-        Data::new(1, body.clone(), false).encode(&mut buf);
+        Data::new(StreamId::new(1), body.clone(), false).encode(&mut buf);
         let got = r.read(&mut buf).unwrap().unwrap();
-        assert_eq!(got, Data::new(1, body, false).into());
+        assert_eq!(got, Data::new(StreamId::new(1), body, false).into());
         r.set_max_frame_size(DEFAULT_MAX_FRAME_SIZE);
-        Data::new(1, Bytes::from(vec![7u8; 16_385]), false).encode(&mut buf);
+        Data::new(StreamId::new(1), Bytes::from(vec![7u8; 16_385]), false).encode(&mut buf);
         assert!(r.read(&mut buf).is_err());
     }
 
@@ -146,7 +147,7 @@ mod tests {
     fn exactly_max_is_accepted() {
         let mut r = FrameReader::default();
         let mut buf = BytesMut::new();
-        Data::new(1, Bytes::from(vec![0u8; 16_384]), true).encode(&mut buf);
+        Data::new(StreamId::new(1), Bytes::from(vec![0u8; 16_384]), true).encode(&mut buf);
         assert!(matches!(r.read(&mut buf), Ok(Some(_))));
     }
 
@@ -154,7 +155,7 @@ mod tests {
     fn data_payload_is_zero_copy() {
         let mut r = FrameReader::default();
         let mut buf = BytesMut::new();
-        Data::new(1, Bytes::from_static(b"hello"), false).encode(&mut buf);
+        Data::new(StreamId::new(1), Bytes::from_static(b"hello"), false).encode(&mut buf);
         let base = buf.as_ptr() as usize;
         let Some(Frame::Data(d)) = r.read(&mut buf).unwrap() else {
             panic!()

@@ -4,16 +4,17 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{be_u32, kind, require_stream, Head};
 use crate::h2::error::{ConnectionError, ErrorCode};
+use crate::h2::StreamId;
 
 /// A RST_STREAM frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RstStream {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     pub code: ErrorCode,
 }
 
 impl RstStream {
-    pub fn new(stream_id: u32, code: ErrorCode) -> Self {
+    pub fn new(stream_id: StreamId, code: ErrorCode) -> Self {
         RstStream { stream_id, code }
     }
 
@@ -52,14 +53,14 @@ mod tests {
             length: len as u32,
             kind: kind::RST_STREAM,
             flags: 0,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 
     #[test]
     fn decode_keeps_unknown_codes() {
         let f = RstStream::decode(&head(1, 4), Bytes::from_static(&[0, 0, 1, 0])).unwrap();
-        assert_eq!(f, RstStream::new(1, ErrorCode(0x100)));
+        assert_eq!(f, RstStream::new(StreamId::new(1), ErrorCode(0x100)));
     }
 
     #[test]

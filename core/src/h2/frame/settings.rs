@@ -5,6 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{be_u32, flags, kind, len_u32, require_connection, Head};
 use super::{MAX_MAX_FRAME_SIZE, MAX_WINDOW_SIZE};
 use crate::h2::error::{ConnectionError, ErrorCode};
+use crate::h2::StreamId;
 
 /// A SETTINGS frame. Known parameters are kept typed; when one appears more
 /// than once the last value wins (values are processed in the order
@@ -78,8 +79,11 @@ impl Settings {
             ));
         }
         for entry in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([entry[0], entry[1]]);
-            let value = be_u32(&entry[2..]);
+            let &[id_hi, id_lo, ref value @ ..] = entry else {
+                continue;
+            };
+            let id = u16::from_be_bytes([id_hi, id_lo]);
+            let value = be_u32(value);
             match id {
                 Self::HEADER_TABLE_SIZE => s.header_table_size = Some(value),
                 Self::ENABLE_PUSH => {
@@ -133,7 +137,7 @@ impl Settings {
             length: len_u32(n * 6),
             kind: kind::SETTINGS,
             flags: if self.ack { flags::ACK } else { 0 },
-            stream_id: 0,
+            stream_id: StreamId::ZERO,
         }
         .encode(dst);
         if self.ack {
@@ -157,7 +161,7 @@ mod tests {
             length: len as u32,
             kind: kind::SETTINGS,
             flags,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 

@@ -15,7 +15,7 @@ fn raw(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> (Head, Bytes) {
             length: payload.len() as u32,
             kind,
             flags,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         },
         Bytes::copy_from_slice(payload),
     )
@@ -52,7 +52,7 @@ fn round_trip(f: &Frame) -> Frame {
 
 fn spec(dependency: u32, exclusive: bool, weight: u8) -> PrioritySpec {
     PrioritySpec {
-        dependency,
+        dependency: StreamId::new(dependency),
         exclusive,
         weight,
     }
@@ -70,60 +70,73 @@ fn samples() -> Vec<Frame> {
         enable_connect_protocol: Some(1),
         ..Settings::default()
     };
-    let mut padded_headers = Headers::new(3, Bytes::from_static(b"\x82\x86"), true, false);
+    let mut padded_headers = Headers::new(
+        StreamId::new(3),
+        Bytes::from_static(b"\x82\x86"),
+        true,
+        false,
+    );
     padded_headers.pad_len = Some(4);
     padded_headers.priority = Some(spec(1, true, 255));
-    let mut prio_headers = Headers::new(5, Bytes::from_static(b"\x84"), false, true);
+    let mut prio_headers = Headers::new(StreamId::new(5), Bytes::from_static(b"\x84"), false, true);
     prio_headers.priority = Some(spec(0, false, 15));
-    let mut zero_pad_headers = Headers::new(7, Bytes::new(), false, true);
+    let mut zero_pad_headers = Headers::new(StreamId::new(7), Bytes::new(), false, true);
     zero_pad_headers.pad_len = Some(0);
     let v: Vec<Frame> = vec![
-        Data::new(1, Bytes::from_static(b"hello"), false).into(),
-        Data::new(1, Bytes::new(), true).into(),
-        Data::new(3, Bytes::from_static(b"padded"), true)
+        Data::new(StreamId::new(1), Bytes::from_static(b"hello"), false).into(),
+        Data::new(StreamId::new(1), Bytes::new(), true).into(),
+        Data::new(StreamId::new(3), Bytes::from_static(b"padded"), true)
             .with_padding(255)
             .into(),
-        Data::new(3, Bytes::new(), false).with_padding(0).into(),
-        Headers::new(1, Bytes::from_static(b"\x82\x86\x84"), true, true).into(),
+        Data::new(StreamId::new(3), Bytes::new(), false)
+            .with_padding(0)
+            .into(),
+        Headers::new(
+            StreamId::new(1),
+            Bytes::from_static(b"\x82\x86\x84"),
+            true,
+            true,
+        )
+        .into(),
         padded_headers.into(),
         prio_headers.into(),
         zero_pad_headers.into(),
         Priority {
-            stream_id: 9,
+            stream_id: StreamId::new(9),
             spec: spec(MAX_WINDOW_SIZE, true, 0),
         }
         .into(),
-        RstStream::new(1, ErrorCode::CANCEL).into(),
-        RstStream::new(MAX_WINDOW_SIZE, ErrorCode(0xdead_beef)).into(),
+        RstStream::new(StreamId::new(1), ErrorCode::CANCEL).into(),
+        RstStream::new(StreamId::MAX, ErrorCode(0xdead_beef)).into(),
         settings.into(),
         Settings::default().into(),
         Settings::ack().into(),
         PushPromise {
-            stream_id: 1,
-            promised_id: 2,
+            stream_id: StreamId::new(1),
+            promised_id: StreamId::new(2),
             fragment: Bytes::from_static(b"\x82"),
             end_headers: true,
         }
         .into(),
         Ping::new(*b"\0\x01\x02\x03\x04\x05\x06\x07").into(),
         Ping::pong([0xff; 8]).into(),
-        GoAway::new(7, ErrorCode::NO_ERROR).into(),
+        GoAway::new(StreamId::new(7), ErrorCode::NO_ERROR).into(),
         GoAway {
-            last_stream_id: MAX_WINDOW_SIZE,
+            last_stream_id: StreamId::MAX,
             code: ErrorCode::PROTOCOL_ERROR,
             debug_data: Bytes::from_static(b"bye"),
         }
         .into(),
-        WindowUpdate::new(0, 1).into(),
-        WindowUpdate::new(5, MAX_WINDOW_SIZE).into(),
+        WindowUpdate::new(StreamId::new(0), 1).into(),
+        WindowUpdate::new(StreamId::new(5), MAX_WINDOW_SIZE).into(),
         Continuation {
-            stream_id: 3,
+            stream_id: StreamId::new(3),
             fragment: Bytes::from_static(b"\x84"),
             end_headers: false,
         }
         .into(),
         Continuation {
-            stream_id: 3,
+            stream_id: StreamId::new(3),
             fragment: Bytes::new(),
             end_headers: true,
         }
@@ -131,14 +144,14 @@ fn samples() -> Vec<Frame> {
         Unknown {
             kind: 0xfa,
             flags: 0xff,
-            stream_id: 0,
+            stream_id: StreamId::ZERO,
             payload: Bytes::from_static(b"whatever"),
         }
         .into(),
         Unknown {
             kind: 10,
             flags: 0,
-            stream_id: 77,
+            stream_id: StreamId::new(77),
             payload: Bytes::new(),
         }
         .into(),
@@ -174,7 +187,7 @@ fn stream_id_and_kind() {
 #[test]
 fn exact_wire_bytes() {
     let mut b = BytesMut::new();
-    let mut h = Headers::new(1, Bytes::from_static(b"F"), true, true);
+    let mut h = Headers::new(StreamId::new(1), Bytes::from_static(b"F"), true, true);
     h.pad_len = Some(1);
     h.priority = Some(spec(3, true, 7));
     h.encode(&mut b);
@@ -183,7 +196,7 @@ fn exact_wire_bytes() {
         b"\x00\x00\x08\x01\x2d\x00\x00\x00\x01\x01\x80\x00\x00\x03\x07F\x00"
     );
     b.clear();
-    WindowUpdate::new(0, 0x1234).encode(&mut b);
+    WindowUpdate::new(StreamId::new(0), 0x1234).encode(&mut b);
     assert_eq!(
         &b[..],
         b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x12\x34"
@@ -254,7 +267,7 @@ fn window_update_on_any_stream() {
     for sid in [0, 1, MAX_WINDOW_SIZE] {
         assert_eq!(
             dec(kind::WINDOW_UPDATE, 0, sid, &[0, 0, 0, 1]).unwrap(),
-            WindowUpdate::new(sid, 1).into()
+            WindowUpdate::new(StreamId::new(sid), 1).into()
         );
     }
 }
@@ -304,10 +317,16 @@ fn padding_rules() {
 fn priority_rules() {
     for len in [0usize, 1, 4, 6, 100] {
         let e = stream_err(dec(kind::PRIORITY, 0, 3, &vec![0; len]));
-        assert_eq!((e.stream_id, e.code), (3, ErrorCode::FRAME_SIZE_ERROR));
+        assert_eq!(
+            (e.stream_id, e.code),
+            (StreamId::new(3), ErrorCode::FRAME_SIZE_ERROR)
+        );
     }
     let e = stream_err(dec(kind::PRIORITY, 0, 3, &[0, 0, 0, 3, 0]));
-    assert_eq!((e.stream_id, e.code), (3, ErrorCode::PROTOCOL_ERROR));
+    assert_eq!(
+        (e.stream_id, e.code),
+        (StreamId::new(3), ErrorCode::PROTOCOL_ERROR)
+    );
     // HEADERS depending on itself: a connection error here (see Headers).
     assert_eq!(
         conn_err(dec(kind::HEADERS, flags::PRIORITY, 3, &[0, 0, 0, 3, 0])),
@@ -356,7 +375,10 @@ fn window_update_zero_increment() {
         ErrorCode::PROTOCOL_ERROR
     );
     let e = stream_err(dec(kind::WINDOW_UPDATE, 0, 5, &[0x80, 0, 0, 0]));
-    assert_eq!((e.stream_id, e.code), (5, ErrorCode::PROTOCOL_ERROR));
+    assert_eq!(
+        (e.stream_id, e.code),
+        (StreamId::new(5), ErrorCode::PROTOCOL_ERROR)
+    );
 }
 
 #[test]
@@ -425,7 +447,7 @@ fn unknown_types_flags_and_reserved_bit() {
         Unknown {
             kind: 0x42,
             flags: 0xff,
-            stream_id: 0,
+            stream_id: StreamId::ZERO,
             payload: Bytes::from_static(b"??"),
         }
         .into()
@@ -437,7 +459,10 @@ fn unknown_types_flags_and_reserved_bit() {
     );
     let mut wire = BytesMut::from(&b"\x00\x00\x01\x00\xf6\x80\x00\x00\x01x"[..]);
     let f = FrameReader::default().read(&mut wire).unwrap().unwrap();
-    assert_eq!(f, Data::new(1, Bytes::from_static(b"x"), false).into());
+    assert_eq!(
+        f,
+        Data::new(StreamId::new(1), Bytes::from_static(b"x"), false).into()
+    );
 }
 
 // ---- FrameReader with split input ----
@@ -483,8 +508,13 @@ fn every_split_of_all_samples() {
 
 // ---- property tests ----
 
-fn stream_id() -> impl Strategy<Value = u32> {
-    prop_oneof![1u32..10, 1u32..=MAX_WINDOW_SIZE]
+fn stream_id() -> impl Strategy<Value = StreamId> {
+    prop_oneof![1u32..10, 1u32..=MAX_WINDOW_SIZE].prop_map(StreamId::new)
+}
+
+/// Any stream id, 0 included.
+fn any_stream_id() -> impl Strategy<Value = StreamId> {
+    (0..=MAX_WINDOW_SIZE).prop_map(StreamId::new)
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
@@ -524,14 +554,22 @@ fn frame() -> impl Strategy<Value = Frame> {
                 let mut h = Headers::new(s, frag, es, eh);
                 // A self-dependency does not decode; move it off.
                 h.priority = prio.map(|p| PrioritySpec {
-                    dependency: if p.dependency == s { 0 } else { p.dependency },
+                    dependency: if p.dependency == s {
+                        StreamId::ZERO
+                    } else {
+                        p.dependency
+                    },
                     ..p
                 });
                 h.pad_len = pad;
                 h.into()
             }),
         (stream_id(), prio_spec()).prop_map(|(s, p)| {
-            let dependency = if p.dependency == s { 0 } else { p.dependency };
+            let dependency = if p.dependency == s {
+                StreamId::ZERO
+            } else {
+                p.dependency
+            };
             Priority {
                 stream_id: s,
                 spec: PrioritySpec { dependency, ..p },
@@ -570,13 +608,16 @@ fn frame() -> impl Strategy<Value = Frame> {
             .into()
         }),
         (any::<bool>(), any::<[u8; 8]>()).prop_map(|(ack, payload)| Ping { ack, payload }.into()),
-        (0..=MAX_WINDOW_SIZE, any::<u32>(), bytes(32)).prop_map(|(l, c, d)| GoAway {
+        (any_stream_id(), any::<u32>(), bytes(32)).prop_map(|(l, c, d)| GoAway {
             last_stream_id: l,
             code: ErrorCode(c),
             debug_data: d,
         }
         .into()),
-        (prop_oneof![Just(0u32), stream_id()], 1..=MAX_WINDOW_SIZE)
+        (
+            prop_oneof![Just(StreamId::ZERO), stream_id()],
+            1..=MAX_WINDOW_SIZE
+        )
             .prop_map(|(s, i)| WindowUpdate::new(s, i).into()),
         (stream_id(), bytes(64), any::<bool>()).prop_map(|(s, frag, eh)| Continuation {
             stream_id: s,
@@ -584,7 +625,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             end_headers: eh,
         }
         .into()),
-        (10u8..=255, any::<u8>(), 0..=MAX_WINDOW_SIZE, bytes(32)).prop_map(|(k, f, s, p)| {
+        (10u8..=255, any::<u8>(), any_stream_id(), bytes(32)).prop_map(|(k, f, s, p)| {
             Unknown {
                 kind: k,
                 flags: f,
@@ -611,7 +652,7 @@ fn raw_frame() -> impl Strategy<Value = Vec<u8>> {
                 length: p.len() as u32,
                 kind: k,
                 flags: f,
-                stream_id: s,
+                stream_id: StreamId::new(s),
             }
             .encode(&mut b);
             b.extend_from_slice(&p);
@@ -680,6 +721,7 @@ proptest! {
         length in any::<u32>(),
         payload in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
+        let stream_id = StreamId::new(stream_id);
         let head = Head { length, kind, flags, stream_id };
         if let Ok(f) = decode(head, Bytes::from(payload)) {
             let mut out = BytesMut::new();

@@ -3,13 +3,14 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{len_u32, Head};
+use crate::h2::StreamId;
 
 /// A frame of a type we do not implement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unknown {
     pub kind: u8,
     pub flags: u8,
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     pub payload: Bytes,
 }
 

@@ -5,17 +5,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::head::STREAM_ID_MASK;
 use super::{be_u32, kind, Head};
 use crate::h2::error::{ConnectionError, ErrorCode, ProtocolError, StreamError};
+use crate::h2::StreamId;
 
 /// A WINDOW_UPDATE frame; stream 0 updates the connection window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowUpdate {
-    pub stream_id: u32,
+    pub stream_id: StreamId,
     /// 1..=2^31-1 (reserved bit masked off).
     pub increment: u32,
 }
 
 impl WindowUpdate {
-    pub fn new(stream_id: u32, increment: u32) -> Self {
+    pub fn new(stream_id: StreamId, increment: u32) -> Self {
         WindowUpdate {
             stream_id,
             increment,
@@ -66,14 +67,17 @@ mod tests {
             length: len as u32,
             kind: kind::WINDOW_UPDATE,
             flags: 0,
-            stream_id,
+            stream_id: StreamId::new(stream_id),
         }
     }
 
     #[test]
     fn reserved_bit_ignored() {
         let f = WindowUpdate::decode(&head(0, 4), Bytes::from_static(&[0xff; 4])).unwrap();
-        assert_eq!(f, WindowUpdate::new(0, super::super::MAX_WINDOW_SIZE));
+        assert_eq!(
+            f,
+            WindowUpdate::new(StreamId::new(0), super::super::MAX_WINDOW_SIZE)
+        );
     }
 
     #[test]
@@ -85,7 +89,10 @@ mod tests {
         }
         match WindowUpdate::decode(&head(9, 4), zero).unwrap_err() {
             ProtocolError::Stream(e) => {
-                assert_eq!((e.stream_id, e.code), (9, ErrorCode::PROTOCOL_ERROR))
+                assert_eq!(
+                    (e.stream_id, e.code),
+                    (StreamId::new(9), ErrorCode::PROTOCOL_ERROR)
+                )
             }
             e => panic!("{e:?}"),
         }

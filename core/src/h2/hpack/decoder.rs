@@ -203,7 +203,7 @@ impl Decoder {
         if !huffman {
             return Ok(block.slice(start..end));
         }
-        let src = &buf[start..end];
+        let src = buf.get(start..end).ok_or(DecodeError::Truncated)?;
         let bound = huffman::max_decoded_len(src.len());
         if self.scratch.capacity() < bound {
             self.scratch.reserve(bound.max(SCRATCH_CHUNK));

@@ -133,7 +133,7 @@ impl Encoder {
                 integer::encode(dst, 0x80, 7, len);
                 let start = dst.len();
                 dst.resize(start + len, 0);
-                huffman::encode_into(s, &mut dst[start..]);
+                huffman::encode_into(s, dst.get_mut(start..).unwrap_or_default());
                 return;
             }
         }

@@ -286,6 +286,10 @@ pub enum HuffmanError {
 }
 
 /// Code lengths alone, for the encoder's length pass.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of bounds fails the build"
+)]
 static LENGTHS: [u8; 256] = {
     let mut t = [0; 256];
     let mut i = 0;
@@ -310,6 +314,10 @@ struct Canonical {
     limit: [u64; MAX_LEN as usize + 1],
 }
 
+#[allow(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of bounds fails the build"
+)]
 const fn build_canonical() -> Canonical {
     const N: usize = MAX_LEN as usize + 1;
     let mut c = Canonical {
@@ -355,6 +363,10 @@ const COUNT_SHIFT: u32 = 26;
 
 static FAST: [u32; 1 << FAST_BITS] = build_fast();
 
+#[allow(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of bounds fails the build"
+)]
 const fn build_fast() -> [u32; 1 << FAST_BITS] {
     let mut t = [0u32; 1 << FAST_BITS];
     let mut a = 0;
@@ -395,11 +407,21 @@ const fn build_fast() -> [u32; 1 << FAST_BITS] {
     t
 }
 
+/// The fast table's entry for the top `FAST_BITS` bits of `window` (the
+/// shift keeps the index in bounds, so the fallback, "no short code", is
+/// never taken and the check compiles away).
+#[inline]
+fn fast_entry(window: u64) -> u32 {
+    FAST.get((window >> (64 - FAST_BITS)) as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
 /// The first symbol at the top of `window` (left-aligned bits) and its code
 /// length.
 #[inline]
 fn decode_symbol(window: u64) -> (u16, u32) {
-    let e = FAST[(window >> (64 - FAST_BITS)) as usize];
+    let e = fast_entry(window);
     if e >> COUNT_SHIFT != 0 {
         return ((e & 0xff) as u16, (e >> LEN1_SHIFT) & 0x1f);
     }
@@ -412,14 +434,16 @@ fn decode_long(window: u64) -> (u16, u32) {
     let top = window >> 32;
     let mut len = FAST_BITS as usize + 1;
     while len < MAX_LEN as usize {
-        if top < CANONICAL.limit[len] {
+        if CANONICAL.limit.get(len).is_some_and(|&limit| top < limit) {
             break;
         }
         len += 1;
     }
     // At `MAX_LEN` every window matches (the limit is 2^32), so `len` is valid.
     let code = (top >> (32 - len)) as u32;
-    let idx = CANONICAL.offset[len] as usize + code.wrapping_sub(CANONICAL.first[len]) as usize;
+    let offset = CANONICAL.offset.get(len).copied().unwrap_or(0);
+    let first = CANONICAL.first.get(len).copied().unwrap_or(0);
+    let idx = usize::from(offset) + code.wrapping_sub(first) as usize;
     (
         CANONICAL.sorted.get(idx).copied().unwrap_or(EOS),
         len as u32,
@@ -464,14 +488,14 @@ pub fn decode(src: &[u8], dst: &mut [u8]) -> Result<usize, HuffmanError> {
         }
         let more = pos < src.len();
         while nbits >= FAST_BITS {
-            let e = FAST[(acc >> (64 - FAST_BITS)) as usize];
+            let e = fast_entry(acc);
             let count = e >> COUNT_SHIFT;
             if count != 0 {
                 // Store two symbols unconditionally and advance by `count`:
                 // no branch on the common path. Consumed bits never outnumber
                 // 5 per symbol, so `dst` has room; refuse rather than panic
                 // if a caller undersized it.
-                let Some(out) = dst.get_mut(n..n + 2) else {
+                let Some(out) = dst.get_mut(n..).and_then(|d| d.first_chunk_mut::<2>()) else {
                     return Err(HuffmanError::Padding);
                 };
                 out[0] = e as u8;
@@ -541,9 +565,17 @@ pub fn decode(src: &[u8], dst: &mut [u8]) -> Result<usize, HuffmanError> {
 pub fn encoded_len(src: &[u8]) -> usize {
     let bits: usize = src
         .iter()
-        .map(|&b| usize::from(LENGTHS[usize::from(b)]))
+        .map(|&b| usize::from(LENGTHS.get(usize::from(b)).copied().unwrap_or(0)))
         .sum();
     bits.div_ceil(8)
+}
+
+/// Fill `dst` from the start of `src` (a chunk of at most 4 bytes).
+#[inline]
+fn copy_prefix(dst: &mut [u8], src: &[u8; 4]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+    }
 }
 
 /// Writes the Huffman encoding of `src` into `out`, which must be exactly
@@ -556,14 +588,14 @@ pub fn encode_into(src: &[u8], out: &mut [u8]) {
     let mut nbits: u32 = 0;
     let mut chunks = out.chunks_mut(4);
     for &b in src {
-        let (code, len) = CODES[usize::from(b)];
+        let (code, len) = CODES.get(usize::from(b)).copied().unwrap_or((0, 0));
         acc = (acc << len) | u64::from(code);
         nbits += u32::from(len);
         if nbits >= 32 {
             nbits -= 32;
             if let Some(chunk) = chunks.next() {
                 let word = ((acc >> nbits) as u32).to_be_bytes();
-                chunk.copy_from_slice(&word[..chunk.len()]);
+                copy_prefix(chunk, &word);
             }
         }
     }
@@ -574,7 +606,7 @@ pub fn encode_into(src: &[u8], out: &mut [u8]) {
         let tail = ((acc << pad) | ((1 << pad) - 1)) << (32 - bits);
         if let Some(chunk) = chunks.next() {
             let word = (tail as u32).to_be_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
+            copy_prefix(chunk, &word);
         }
     }
 }
