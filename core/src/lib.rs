@@ -21,3 +21,4 @@
 pub mod cri;
 pub mod grpc;
 pub mod h2;
+pub mod upgrade;
