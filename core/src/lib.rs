@@ -21,4 +21,5 @@
 pub mod cri;
 pub mod grpc;
 pub mod h2;
+pub mod spdy;
 pub mod upgrade;
