@@ -23,3 +23,4 @@ pub mod grpc;
 pub mod h2;
 pub mod spdy;
 pub mod upgrade;
+pub mod websocket;

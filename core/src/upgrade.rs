@@ -125,7 +125,22 @@ pub struct UpgradeRequest {
     pub endpoint: Endpoint,
     /// The single-use token from the URL; the caller looks it up.
     pub token: String,
+    /// The URL's query string, without the `?` (WebSocket port forwarding
+    /// names its ports there: `?port=80&port=443`).
+    pub query: String,
     pub transport: Transport,
+}
+
+impl UpgradeRequest {
+    /// Every value of query parameter `name`, in order (no percent-decoding:
+    /// the parameters that matter here are numbers).
+    pub fn query_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(move |(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
 }
 
 impl UpgradeRequest {
@@ -246,7 +261,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, Rejection> {
             return Err(r);
         }
     };
-    let (endpoint, token) = parse_path(req.path.unwrap_or(""), limits)?;
+    let path = req.path.unwrap_or("");
+    let (endpoint, token) = parse_path(path, limits)?;
+    let query = path
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or(""))
+        .unwrap_or("")
+        .to_string();
     let request = Headers(req.headers);
 
     if !request.has_token("connection", "upgrade") {
@@ -295,6 +316,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, Rejection> {
             post,
             endpoint,
             token,
+            query,
             transport,
         },
         consumed,
@@ -597,10 +619,11 @@ mod tests {
         );
         assert_eq!(status("\x01\x02garbage\r\n\r\n"), 400);
         // The query string is not part of the token.
-        assert_eq!(
-            complete(&format!("GET /exec/t?x=1 HTTP/1.1\r\n{up}")).token,
-            "t"
-        );
+        let r = complete(&format!(
+            "GET /portforward/t?port=80&port=443 HTTP/1.1\r\n{up}"
+        ));
+        assert_eq!(r.token, "t");
+        assert_eq!(r.query_values("port").collect::<Vec<_>>(), ["80", "443"]);
     }
 
     #[test]
