@@ -21,6 +21,7 @@
 pub mod cri;
 pub mod grpc;
 pub mod h2;
+pub mod remotecommand;
 pub mod spdy;
 pub mod upgrade;
 pub mod websocket;
