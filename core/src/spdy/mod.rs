@@ -5,7 +5,8 @@
 //! [`frame`] lays out frames, [`headers`] encodes header blocks and keeps
 //! the per-direction zlib streams with the SPDY [`dictionary`], and
 //! [`connection`] is the session state machine, fed with bytes and the
-//! time, for either role (the client role drives the server in tests).
+//! time, for either role (the client role drives the server in
+//! `core/tests/spdy_session.rs`).
 
 #![cfg_attr(
     not(test),
@@ -23,9 +24,6 @@ pub mod dictionary;
 pub mod error;
 pub mod frame;
 pub mod headers;
-
-#[cfg(test)]
-mod tests;
 
 pub use connection::{Config, Connection, Event, Role, UsageError, DEFAULT_WINDOW};
 pub use error::{ConnectionError, GoAwayStatus, RstStatus, StreamError};

@@ -1,13 +1,15 @@
-//! The session driven by its own client role, and by raw hostile bytes.
+//! The SPDY/3.1 session (`crisp_core::spdy`) driven by its own client
+//! role, and by raw hostile bytes. (Here rather than in `src/`: an
+//! `Instant` needs a clock, which the core itself never reads.)
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-use super::frame::{self, Head, FLAG_FIN, HEAD_LEN};
-use super::headers::{encode_block, header, Deflater};
-use super::*;
+use crisp_core::spdy::frame::{self, Head, FLAG_FIN, HEAD_LEN};
+use crisp_core::spdy::headers::{encode_block, header, Deflater};
+use crisp_core::spdy::*;
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
