@@ -1,5 +1,6 @@
-//! Fuzz targets for crisp-core, crisp-proto, crisp-image's layer unpacker
-//! and crispd's record files.
+//! Fuzz targets for crisp-core (HTTP/2, gRPC, CRI, and the streaming
+//! server's SPDY, WebSocket and upgrade parsing), crisp-proto,
+//! crisp-image's layer unpacker and crispd's record files.
 //!
 //! Each target is a plain function over bytes so that the libFuzzer
 //! binaries in `fuzz_targets/` and the corpus replay test in
@@ -14,6 +15,7 @@ mod hpack;
 mod lifecycle;
 mod records;
 mod server;
+mod streaming;
 mod unpack;
 pub mod util;
 
@@ -24,6 +26,7 @@ pub use hpack::{hpack_decoder, hpack_differential};
 pub use lifecycle::cri_lifecycle;
 pub use records::record_slots;
 pub use server::{server_bytes, server_frames, server_frames_input, server_frames_stats, Stats};
+pub use streaming::{spdy_frames, upgrade_request, websocket_frames};
 pub use unpack::image_unpack;
 
 /// A fuzz target: panics when it finds a bug.
@@ -41,4 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cri_lifecycle", cri_lifecycle),
     ("image_unpack", image_unpack),
     ("record_slots", record_slots),
+    ("spdy_frames", spdy_frames),
+    ("websocket_frames", websocket_frames),
+    ("upgrade_request", upgrade_request),
 ];
