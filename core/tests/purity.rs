@@ -9,8 +9,9 @@ use std::process::Command;
 ///
 /// `libc` is on the list outright. As of this writing nothing in the normal
 /// dependency tree pulls it in on any target: flate2 is built with its
-/// `rust_backend` (miniz_oxide, adler2, simd-adler32: pure Rust), crc32fast
-/// needs only cfg-if, and prost/http/bytes need no OS bindings. Should a
+/// `zlib-rs` backend (a pure-Rust zlib, with its Rust allocator), httparse,
+/// sha1_smol and base64 have no dependencies, and prost/http/bytes need no
+/// OS bindings. Should a
 /// pure dependency ever need libc for something other than I/O, allow that
 /// exact parent here with a comment rather than dropping the check.
 const FORBIDDEN_CRATES: &[&str] = &[
