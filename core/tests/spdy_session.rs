@@ -717,7 +717,7 @@ fn a_peer_that_never_reads_is_cut_off() {
 }
 
 #[test]
-fn oversized_data_frame_resets_its_stream_only() {
+fn large_data_frames_arrive_in_pieces_with_bounded_memory() {
     let config = Config {
         max_data_frame: 1024,
         ..Config::default()
@@ -728,22 +728,57 @@ fn oversized_data_frame_resets_its_stream_only() {
     server
         .recv(&syn_stream(&mut d, 1, &h(&[]), 0), now)
         .unwrap();
+    events(&mut server);
     server.reply(1, &[], false).unwrap();
     let mut raw = BytesMut::new();
-    frame::encode_data(&mut raw, 1, 0, &[0u8; 5000]);
-    // Fed in pieces: the payload is skipped, never buffered.
+    let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    frame::encode_data(&mut raw, 1, FLAG_FIN, &payload);
+    let mut got = Vec::new();
+    // Fed in pieces: never more than one piece is buffered.
     for piece in raw.chunks(700) {
         server.recv(piece, now).unwrap();
-        assert!(server.recv_buffered() <= HEAD_LEN + 700);
+        assert!(server.recv_buffered() <= HEAD_LEN + 1024 + 700);
+        got.extend(events(&mut server));
     }
-    let out = parse_frames(&drain(&mut server));
-    assert_eq!(rsts(&out), vec![(1, RstStatus::FRAME_TOO_LARGE)]);
-    server
-        .recv(&syn_stream(&mut d, 3, &h(&[]), 0), now)
-        .unwrap();
-    assert!(events(&mut server)
+    let sizes: Vec<(usize, bool)> = got
         .iter()
-        .any(|e| matches!(e, Event::StreamOpened { stream_id: 3, .. })));
+        .map(|e| match e {
+            Event::Data { data, fin, .. } => (data.len(), *fin),
+            e => panic!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![
+            (1024, false),
+            (1024, false),
+            (1024, false),
+            (1024, false),
+            (904, true)
+        ]
+    );
+    let joined: Vec<u8> = got
+        .into_iter()
+        .flat_map(|e| match e {
+            Event::Data { data, .. } => data.to_vec(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(joined, payload);
+    // A large frame on an unknown stream: one reset, the rest skipped.
+    let mut raw = BytesMut::new();
+    frame::encode_data(&mut raw, 7, 0, &[0u8; 5000]);
+    frame::encode_ping(&mut raw, 1);
+    server.recv(&raw, now).unwrap();
+    let out = parse_frames(&drain(&mut server));
+    assert_eq!(rsts(&out), vec![(7, RstStatus::INVALID_STREAM)]);
+    assert!(out.iter().any(|f| matches!(
+        f,
+        Raw::Control {
+            kind: frame::PING,
+            ..
+        }
+    )));
 }
 
 #[test]

@@ -64,7 +64,8 @@ pub struct Config {
     pub max_header_block: usize,
     /// Largest control frame (compressed header blocks included).
     pub max_control_frame: usize,
-    /// Largest DATA frame accepted; a larger one resets its stream.
+    /// Largest DATA payload buffered at once; a larger frame is handed out
+    /// in pieces of this size.
     pub max_data_frame: usize,
     /// Largest DATA frame we send.
     pub max_send_frame: usize,
@@ -237,8 +238,11 @@ pub struct Connection {
     config: Config,
     failed: Option<ConnectionError>,
     input: BytesMut,
-    /// Payload bytes of an oversized DATA frame still to drop.
+    /// Payload bytes of a DATA frame still to drop (its stream was reset).
     skip: usize,
+    /// A DATA frame larger than [`Config::max_data_frame`] being handed
+    /// out in pieces of that size: (stream, flags, payload bytes left).
+    large_data: Option<(u32, u8, usize)>,
     inflater: Inflater,
     deflater: Deflater,
     streams: BTreeMap<u32, Stream>,
@@ -282,6 +286,7 @@ impl Connection {
             failed: None,
             input: BytesMut::new(),
             skip: 0,
+            large_data: None,
             inflater: Inflater::new(),
             deflater: Deflater::new(),
             streams: BTreeMap::new(),
@@ -373,6 +378,26 @@ impl Connection {
                     return Ok(());
                 }
             }
+            if let Some((stream_id, flags, remaining)) = self.large_data {
+                let piece = remaining.min(self.config.max_data_frame.max(1));
+                if self.input.len() < piece {
+                    return Ok(());
+                }
+                let data = self.input.split_to(piece).freeze();
+                let left = remaining - piece;
+                // FIN belongs to the last piece only.
+                let piece_flags = if left == 0 { flags } else { flags & !FLAG_FIN };
+                self.large_data = (left > 0).then_some((stream_id, flags, left));
+                self.on_data(stream_id, piece_flags, data, now)?;
+                if left > 0 && !self.streams.get(&stream_id).is_some_and(|s| s.recv_open) {
+                    // Reset on this piece: the rest is dropped unread.
+                    self.large_data = None;
+                    self.skip = left;
+                    self.session_recv_window -= left as i64;
+                    self.return_session_credit(left);
+                }
+                continue;
+            }
             let Some(head) = self.input.get(..HEAD_LEN) else {
                 return Ok(());
             };
@@ -412,18 +437,12 @@ impl Connection {
                     stream_id, flags, ..
                 } => {
                     if length > self.config.max_data_frame {
+                        // SPDY allows 16 MiB frames and spdystream writes
+                        // each Write as one frame: hand it out in pieces
+                        // rather than buffer it whole. The pieces fall at
+                        // fixed offsets, so events do not depend on reads.
                         self.input.advance(HEAD_LEN);
-                        self.skip = length;
-                        self.session_recv_window -= length as i64;
-                        self.return_session_credit(length);
-                        self.stream_error(
-                            StreamError {
-                                stream_id,
-                                status: RstStatus::FRAME_TOO_LARGE,
-                                reason: "DATA frame too large",
-                            },
-                            now,
-                        )?;
+                        self.large_data = Some((stream_id, flags, length));
                         continue;
                     }
                     if self.input.len() < HEAD_LEN + length {
@@ -944,6 +963,7 @@ impl Connection {
         self.streams.clear();
         self.input = BytesMut::new();
         self.skip = 0;
+        self.large_data = None;
         self.events.push_back(Event::ConnectionError(e));
     }
 
