@@ -56,7 +56,9 @@ pub enum Role {
 /// Limits that protect us from a hostile peer, and our settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Streams the peer may have open at once; more are refused.
+    /// Streams the peer may have open at once; more are refused. Port
+    /// forwarding opens two per forwarded connection, and spdystream
+    /// clients know no limit, so this is generous.
     pub max_concurrent_streams: u32,
     /// Obey the peer's windows and enforce ours (see the module docs).
     pub flow_control: bool,
@@ -87,7 +89,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            max_concurrent_streams: 100,
+            max_concurrent_streams: 1024,
             flow_control: false,
             max_header_block: 16 * 1024,
             max_control_frame: 16 * 1024,
