@@ -860,3 +860,33 @@ proptest! {
         while server.poll_transmit().is_some() {}
     }
 }
+
+#[test]
+fn upgrade_then_spdy_frames_in_the_same_read() {
+    use crisp_core::upgrade::{parse_request, Limits, Parsed, Transport};
+    // client-go sends its first SYN_STREAMs right behind the request when
+    // it can; the bytes after the head belong to the session.
+    let mut client = Connection::client(Config::default());
+    client
+        .open_stream(&h(&[("streamtype", "error")]), false)
+        .unwrap();
+    let mut input = b"POST /exec/tok HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+        X-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"
+        .to_vec();
+    input.extend(drain(&mut client));
+    let Ok(Parsed::Complete(req, used)) = parse_request(&input, &Limits::default()) else {
+        panic!("not parsed");
+    };
+    assert_eq!(
+        req.transport,
+        Transport::Spdy {
+            protocol: Some("v4.channel.k8s.io")
+        }
+    );
+    let mut server = Connection::server(Config::default());
+    server.recv(&input[used..], Instant::now()).unwrap();
+    assert!(matches!(
+        &events(&mut server)[..],
+        [Event::StreamOpened { stream_id: 1, .. }]
+    ));
+}
