@@ -139,6 +139,9 @@ pub struct Connection {
     /// The message being reassembled: its opcode and bytes so far.
     partial: Option<(u8, BytesMut)>,
     out: BytesMut,
+    /// Bytes of pongs and closes in `out` that answer the client (not the
+    /// application's messages): what a client that never reads makes grow.
+    owed: usize,
     events: VecDeque<Event>,
     flood_start: Option<Instant>,
     flood_count: u32,
@@ -152,6 +155,7 @@ impl Connection {
             input: BytesMut::new(),
             partial: None,
             out: BytesMut::new(),
+            owed: 0,
             events: VecDeque::new(),
             flood_start: None,
             flood_count: 0,
@@ -188,7 +192,7 @@ impl Connection {
                 return Ok(());
             };
             self.on_frame(frame, now)?;
-            if self.out.len() > self.config.max_pending_control {
+            if self.owed > self.config.max_pending_control {
                 return Err(CloseError {
                     code: close_code::POLICY_VIOLATION,
                     reason: "client does not read",
@@ -251,7 +255,9 @@ impl Connection {
             OP_PING => {
                 self.count_control(now)?;
                 if self.state == State::Open {
+                    let before = self.out.len();
                     encode_frame(&mut self.out, true, OP_PONG, &frame.payload, None);
+                    self.owed += self.out.len() - before;
                 }
             }
             OP_PONG => {
@@ -418,6 +424,7 @@ impl Connection {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.owed = 0;
         if self.out.is_empty() {
             None
         } else {
