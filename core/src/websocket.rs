@@ -15,6 +15,10 @@
 //! for port forwarding), `base64.` variants send it as an ASCII digit and
 //! base64 text, and `v5.channel.k8s.io` adds the CLOSE message (255 and a
 //! channel id) that half-closes one channel.
+//!
+//! The port-forward subprotocol `SPDY/3.1+portforward.k8s.io` is no
+//! channel protocol: its binary messages carry a SPDY session's bytes
+//! (client-go's tunnelling connection), for [`crate::spdy`] to read.
 
 #![cfg_attr(
     not(test),

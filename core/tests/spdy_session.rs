@@ -890,3 +890,30 @@ fn upgrade_then_spdy_frames_in_the_same_read() {
         [Event::StreamOpened { stream_id: 1, .. }]
     ));
 }
+
+#[test]
+fn a_unidirectional_stream_gets_no_reply() {
+    let mut server = Connection::server(Config::default());
+    let mut d = Deflater::new();
+    server
+        .recv(
+            &syn_stream(
+                &mut d,
+                1,
+                &h(&[("streamtype", "data")]),
+                frame::FLAG_UNIDIRECTIONAL,
+            ),
+            Instant::now(),
+        )
+        .unwrap();
+    assert!(matches!(
+        &events(&mut server)[..],
+        [Event::StreamOpened {
+            stream_id: 1,
+            unidirectional: true,
+            ..
+        }]
+    ));
+    assert_eq!(server.reply(1, &[], false), Err(UsageError::SendClosed));
+    assert!(drain(&mut server).is_empty());
+}

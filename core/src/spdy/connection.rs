@@ -1015,6 +1015,10 @@ impl Connection {
         if stream.local || stream.replied {
             return Err(UsageError::AlreadyReplied);
         }
+        if !stream.send_open {
+            // A unidirectional stream gets no reply (§2.3.2).
+            return Err(UsageError::SendClosed);
+        }
         let block = self.compress(headers)?;
         let flags = if fin { FLAG_FIN } else { 0 };
         frame::encode_syn_reply(&mut self.control, stream_id, flags, &block);
