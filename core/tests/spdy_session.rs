@@ -917,3 +917,216 @@ fn a_unidirectional_stream_gets_no_reply() {
     assert_eq!(server.reply(1, &[], false), Err(UsageError::SendClosed));
     assert!(drain(&mut server).is_empty());
 }
+
+// ---- both ends driven by random commands ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Open,
+    ClientSend {
+        stream: usize,
+        len: usize,
+        fin: bool,
+    },
+    ServerReply {
+        stream: usize,
+    },
+    ServerSend {
+        stream: usize,
+        len: usize,
+        fin: bool,
+    },
+    /// Deliver up to this many pending bytes each way.
+    Deliver(usize),
+    Ping,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        Just(Op::Open),
+        (0usize..6, 0usize..100_000, any::<bool>()).prop_map(|(stream, len, fin)| Op::ClientSend {
+            stream,
+            len,
+            fin
+        }),
+        (0usize..6).prop_map(|stream| Op::ServerReply { stream }),
+        (0usize..6, 0usize..100_000, any::<bool>()).prop_map(|(stream, len, fin)| Op::ServerSend {
+            stream,
+            len,
+            fin
+        }),
+        (1usize..200_000).prop_map(Op::Deliver),
+        Just(Op::Ping),
+    ]
+}
+
+#[derive(Default, Debug)]
+struct Side {
+    sent: Vec<u8>,
+    sent_fin: bool,
+    got: Vec<u8>,
+    got_fin: bool,
+}
+
+fn run_ops(ops: &[Op], flow_control: bool) {
+    let config = Config {
+        flow_control,
+        max_data_frame: 16 * 1024,
+        ..Config::default()
+    };
+    let mut client = Connection::client(config.clone());
+    let mut server = Connection::server(config);
+    let now = Instant::now();
+    let mut ids: Vec<u32> = Vec::new();
+    // Per stream: client → server and server → client.
+    let mut up: Vec<Side> = Vec::new();
+    let mut down: Vec<Side> = Vec::new();
+    let mut opened_on_server: Vec<u32> = Vec::new();
+    let mut replied: Vec<u32> = Vec::new();
+    let (mut to_server, mut to_client) = (Vec::<u8>::new(), Vec::<u8>::new());
+    let mut counter = 0u8;
+    let mut bytes = |len: usize| -> Bytes {
+        counter = counter.wrapping_add(1);
+        Bytes::from(
+            (0..len)
+                .map(|i| (i as u8).wrapping_add(counter))
+                .collect::<Vec<_>>(),
+        )
+    };
+
+    let collect = |client: &mut Connection,
+                   server: &mut Connection,
+                   ids: &[u32],
+                   up: &mut Vec<Side>,
+                   down: &mut Vec<Side>,
+                   opened: &mut Vec<u32>| {
+        for e in events(server) {
+            match e {
+                Event::StreamOpened { stream_id, .. } => opened.push(stream_id),
+                Event::Data {
+                    stream_id,
+                    data,
+                    fin,
+                } => {
+                    let i = ids.iter().position(|x| *x == stream_id).unwrap();
+                    assert!(!up[i].got_fin, "data after FIN");
+                    up[i].got.extend_from_slice(&data);
+                    up[i].got_fin |= fin;
+                }
+                e => panic!("server: {e:?}"),
+            }
+        }
+        for e in events(client) {
+            match e {
+                Event::Reply { .. } | Event::PingAck { .. } => {}
+                Event::Data {
+                    stream_id,
+                    data,
+                    fin,
+                } => {
+                    let i = ids.iter().position(|x| *x == stream_id).unwrap();
+                    assert!(!down[i].got_fin, "data after FIN");
+                    down[i].got.extend_from_slice(&data);
+                    down[i].got_fin |= fin;
+                }
+                e => panic!("client: {e:?}"),
+            }
+        }
+    };
+
+    for op in ops {
+        match *op {
+            Op::Open => {
+                if let Ok(id) = client.open_stream(&h(&[("streamtype", "data")]), false) {
+                    ids.push(id);
+                    up.push(Side::default());
+                    down.push(Side::default());
+                }
+            }
+            Op::ClientSend { stream, len, fin } => {
+                if let Some(&id) = ids.get(stream) {
+                    if !up[stream].sent_fin {
+                        let data = bytes(len);
+                        client.send_data(id, data.clone(), fin).unwrap();
+                        up[stream].sent.extend_from_slice(&data);
+                        up[stream].sent_fin = fin;
+                    }
+                }
+            }
+            Op::ServerReply { stream } => {
+                if let Some(&id) = ids.get(stream) {
+                    if opened_on_server.contains(&id) && !replied.contains(&id) {
+                        server.reply(id, &[], false).unwrap();
+                        replied.push(id);
+                    }
+                }
+            }
+            Op::ServerSend { stream, len, fin } => {
+                if let Some(&id) = ids.get(stream) {
+                    if replied.contains(&id) && !down[stream].sent_fin {
+                        let data = bytes(len);
+                        server.send_data(id, data.clone(), fin).unwrap();
+                        down[stream].sent.extend_from_slice(&data);
+                        down[stream].sent_fin = fin;
+                    }
+                }
+            }
+            Op::Deliver(n) => {
+                to_server.extend(drain(&mut client));
+                to_client.extend(drain(&mut server));
+                let a: Vec<u8> = to_server.drain(..n.min(to_server.len())).collect();
+                let b: Vec<u8> = to_client.drain(..n.min(to_client.len())).collect();
+                server.recv(&a, now).unwrap();
+                client.recv(&b, now).unwrap();
+            }
+            Op::Ping => {
+                client.ping().unwrap();
+            }
+        }
+        collect(
+            &mut client,
+            &mut server,
+            &ids,
+            &mut up,
+            &mut down,
+            &mut opened_on_server,
+        );
+    }
+    // Everything in flight arrives.
+    loop {
+        to_server.extend(drain(&mut client));
+        to_client.extend(drain(&mut server));
+        if to_server.is_empty() && to_client.is_empty() {
+            break;
+        }
+        server.recv(&std::mem::take(&mut to_server), now).unwrap();
+        client.recv(&std::mem::take(&mut to_client), now).unwrap();
+        collect(
+            &mut client,
+            &mut server,
+            &ids,
+            &mut up,
+            &mut down,
+            &mut opened_on_server,
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(up[i].got, up[i].sent, "stream {id} client → server");
+        assert_eq!(up[i].got_fin, up[i].sent_fin);
+        assert_eq!(down[i].got, down[i].sent, "stream {id} server → client");
+        assert_eq!(down[i].got_fin, down[i].sent_fin);
+        assert_eq!(server.send_buffered(*id), 0);
+        assert_eq!(client.send_buffered(*id), 0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_sessions_deliver_every_byte_in_order(
+        ops in proptest::collection::vec(op(), 1..40),
+        flow_control in any::<bool>(),
+    ) {
+        run_ops(&ops, flow_control);
+    }
+}
