@@ -372,6 +372,11 @@ impl Connection {
 
     fn process(&mut self, now: Instant) -> Result<(), ConnectionError> {
         loop {
+            if self.control.len() > self.config.max_pending_control {
+                return Err(ConnectionError::protocol(
+                    "peer does not read the control frames it causes",
+                ));
+            }
             if self.skip > 0 {
                 let n = self.skip.min(self.input.len());
                 self.input.advance(n);
@@ -454,11 +459,6 @@ impl Connection {
                     frame.advance(HEAD_LEN);
                     self.on_data(stream_id, flags, frame, now)?;
                 }
-            }
-            if self.control.len() > self.config.max_pending_control {
-                return Err(ConnectionError::protocol(
-                    "peer does not read the control frames it causes",
-                ));
             }
         }
     }
