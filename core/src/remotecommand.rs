@@ -16,17 +16,6 @@
 //!   WebSocket the ports come from the URL and the first two bytes of
 //!   each channel repeat the port ([`websocket_port_prefix`]).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::unreachable
-    )
-)]
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -20,17 +20,6 @@
 //! channel protocol: its binary messages carry a SPDY session's bytes
 //! (client-go's tunnelling connection), for [`crate::spdy`] to read.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::unreachable
-    )
-)]
-
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

@@ -8,17 +8,6 @@
 //! time, for either role (the client role drives the server in
 //! `core/tests/spdy_session.rs`).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::unreachable
-    )
-)]
-
 pub mod connection;
 pub mod dictionary;
 pub mod error;
