@@ -146,6 +146,9 @@ fn mount_in_dir(dir: &Path, target: &Path, data: &[u8]) -> Result<(), Error> {
     // SAFETY: the child only calls chdir, mount and _exit on memory prepared
     // before the fork: async-signal-safe.
     match unsafe { nix::unistd::fork() } {
+        // SAFETY: in the forked child: chdir and mount on the NUL-terminated
+        // strings built above, then _exit without running the parent's
+        // destructors.
         Ok(nix::unistd::ForkResult::Child) => unsafe {
             let mut rc = 1;
             if libc::chdir(dir_c.as_ptr()) == 0
