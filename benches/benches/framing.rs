@@ -66,20 +66,28 @@ fn crisp_frames(bt: &std::backtrace::Backtrace) -> String {
     out.join("\n")
 }
 
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees are ours; counting allocates nothing.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         on_alloc(layout.size());
+        // SAFETY: the caller's `GlobalAlloc::alloc` contract, passed on.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         on_alloc(layout.size());
+        // SAFETY: the caller's `GlobalAlloc::alloc_zeroed` contract, passed on.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         on_alloc(new_size);
+        // SAFETY: the caller's `GlobalAlloc::realloc` contract; `ptr` came
+        // from `System` through this allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's `GlobalAlloc::dealloc` contract; `ptr` came
+        // from `System` through this allocator.
         unsafe { System.dealloc(ptr, layout) }
     }
 }

@@ -14,6 +14,8 @@
 //!       benches/stamp/stamp.rs -o stamp
 #![no_std]
 #![no_main]
+// The workspace lints (root Cargo.toml), which plain rustc does not read.
+#![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_arch = "x86_64")]
 mod sys {
@@ -21,23 +23,40 @@ mod sys {
     pub const CLOCK_GETTIME: usize = 228;
     pub const EXIT: usize = 60;
 
+    /// # Safety
+    /// The arguments must be valid for system call `n`: any pointer among
+    /// them must point to memory the kernel may read or write as that call
+    /// does.
     pub unsafe fn syscall2(n: usize, a: usize, b: usize) -> isize {
         let r: isize;
-        core::arch::asm!("syscall", inlateout("rax") n as isize => r, in("rdi") a, in("rsi") b,
-            lateout("rcx") _, lateout("r11") _, options(nostack));
+        // SAFETY: the caller vouches for the arguments; the asm declares
+        // every register the system call clobbers.
+        unsafe {
+            core::arch::asm!("syscall", inlateout("rax") n as isize => r, in("rdi") a, in("rsi") b,
+                lateout("rcx") _, lateout("r11") _, options(nostack));
+        }
         r
     }
 
+    /// # Safety
+    /// The arguments must be valid for system call `n`: any pointer among
+    /// them must point to memory the kernel may read or write as that call
+    /// does.
     pub unsafe fn syscall3(n: usize, a: usize, b: usize, c: usize) -> isize {
         let r: isize;
-        core::arch::asm!("syscall", inlateout("rax") n as isize => r, in("rdi") a, in("rsi") b,
-            in("rdx") c, lateout("rcx") _, lateout("r11") _, options(nostack));
+        // SAFETY: the caller vouches for the arguments; the asm declares
+        // every register the system call clobbers.
+        unsafe {
+            core::arch::asm!("syscall", inlateout("rax") n as isize => r, in("rdi") a, in("rsi") b,
+                in("rdx") c, lateout("rcx") _, lateout("r11") _, options(nostack));
+        }
         r
     }
 
-    /// pause(2)
-    pub unsafe fn sleep_forever() -> isize {
-        syscall2(34, 0, 0)
+    /// pause(2). Safe: it takes no arguments.
+    pub fn sleep_forever() -> isize {
+        // SAFETY: pause(2) takes no arguments.
+        unsafe { syscall2(34, 0, 0) }
     }
 
     core::arch::global_asm!(
@@ -56,25 +75,45 @@ mod sys {
     pub const CLOCK_GETTIME: usize = 113;
     pub const EXIT: usize = 93;
 
+    /// # Safety
+    /// The arguments must be valid for system call `n`: any pointer among
+    /// them must point to memory the kernel may read or write as that call
+    /// does.
     pub unsafe fn syscall2(n: usize, a: usize, b: usize) -> isize {
         let r: isize;
-        core::arch::asm!("svc 0", in("x8") n, inlateout("x0") a as isize => r, in("x1") b,
-            options(nostack));
+        // SAFETY: the caller vouches for the arguments; the asm declares
+        // every register the system call clobbers.
+        unsafe {
+            core::arch::asm!("svc 0", in("x8") n, inlateout("x0") a as isize => r, in("x1") b,
+                options(nostack));
+        }
         r
     }
 
+    /// # Safety
+    /// The arguments must be valid for system call `n`: any pointer among
+    /// them must point to memory the kernel may read or write as that call
+    /// does.
     pub unsafe fn syscall3(n: usize, a: usize, b: usize, c: usize) -> isize {
         let r: isize;
-        core::arch::asm!("svc 0", in("x8") n, inlateout("x0") a as isize => r, in("x1") b,
-            in("x2") c, options(nostack));
+        // SAFETY: the caller vouches for the arguments; the asm declares
+        // every register the system call clobbers.
+        unsafe {
+            core::arch::asm!("svc 0", in("x8") n, inlateout("x0") a as isize => r, in("x1") b,
+                in("x2") c, options(nostack));
+        }
         r
     }
 
     /// ppoll(NULL, 0, NULL, NULL): no pause(2) on aarch64.
-    pub unsafe fn sleep_forever() -> isize {
+    pub fn sleep_forever() -> isize {
         let r: isize;
-        core::arch::asm!("svc 0", in("x8") 73usize, inlateout("x0") 0isize => r, in("x1") 0usize,
-            in("x2") 0usize, in("x3") 0usize, options(nostack));
+        // SAFETY: ppoll with no descriptors and null pointers reads and
+        // writes no memory; the asm declares the registers it uses.
+        unsafe {
+            core::arch::asm!("svc 0", in("x8") 73usize, inlateout("x0") 0isize => r,
+                in("x1") 0usize, in("x2") 0usize, in("x3") 0usize, options(nostack));
+        }
         r
     }
 
@@ -97,6 +136,7 @@ struct Timespec {
 
 fn now(clock: usize) -> u64 {
     let mut t = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime(2) writes one timespec into the local `t`.
     unsafe { sys::syscall2(sys::CLOCK_GETTIME, clock, &mut t as *mut Timespec as usize) };
     t.sec as u64 * 1_000_000_000 + t.nsec as u64
 }
@@ -128,11 +168,10 @@ extern "C" fn main() -> ! {
         i -= 1;
         buf[i] = b;
     }
-    unsafe {
-        sys::syscall3(sys::WRITE, 1, buf.as_ptr() as usize + i, 64 - i);
-        loop {
-            sys::sleep_forever();
-        }
+    // SAFETY: write(2) reads `buf[i..64]`, which is in bounds.
+    unsafe { sys::syscall3(sys::WRITE, 1, buf.as_ptr() as usize + i, 64 - i) };
+    loop {
+        sys::sleep_forever();
     }
 }
 
@@ -143,6 +182,7 @@ extern "C" fn rust_eh_personality() {}
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
+    // SAFETY: exit(2) takes an integer and does not return.
     unsafe { sys::syscall2(sys::EXIT, 111, 0) };
     loop {}
 }

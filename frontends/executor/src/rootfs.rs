@@ -146,6 +146,9 @@ fn mount_in_dir(dir: &Path, target: &Path, data: &[u8]) -> Result<(), Error> {
     // SAFETY: the child only calls chdir, mount and _exit on memory prepared
     // before the fork: async-signal-safe.
     match unsafe { nix::unistd::fork() } {
+        // SAFETY: in the forked child: chdir and mount on the NUL-terminated
+        // strings built above, errno read through its thread-local pointer,
+        // then _exit without running the parent's destructors.
         Ok(nix::unistd::ForkResult::Child) => unsafe {
             let mut rc = 1;
             if libc::chdir(dir_c.as_ptr()) == 0
@@ -204,15 +207,17 @@ fn mount_fsconfig(o: &Overlay) -> Result<(), Error> {
     let cstr = |p: &Path| {
         CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::new("overlay: NUL in a path"))
     };
-    // SAFETY: plain syscalls on NUL-terminated strings that outlive them;
-    // the fds they return are owned and closed below.
-    unsafe {
-        let fs_fd = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 0) as libc::c_int;
-        if fs_fd < 0 {
-            return Err(err("fsopen"));
-        }
-        let fs_fd = std::os::fd::OwnedFd::from_raw_fd_checked(fs_fd);
-        let set = |key: &std::ffi::CStr, value: &CString| {
+    // SAFETY: fsopen(2) with a NUL-terminated name and no flags.
+    let fs_fd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 0) } as libc::c_int;
+    if fs_fd < 0 {
+        return Err(err("fsopen"));
+    }
+    // SAFETY: the descriptor fsopen just returned, owned by nobody else.
+    let fs_fd = unsafe { std::os::fd::OwnedFd::from_raw_fd_checked(fs_fd) };
+    let set = |key: &std::ffi::CStr, value: &CString| {
+        // SAFETY: fsconfig(2) on our descriptor with two NUL-terminated
+        // strings borrowed for the call.
+        let rc = unsafe {
             libc::syscall(
                 libc::SYS_fsconfig,
                 fs_fd.raw(),
@@ -220,46 +225,56 @@ fn mount_fsconfig(o: &Overlay) -> Result<(), Error> {
                 key.as_ptr(),
                 value.as_ptr(),
                 0,
-            ) == 0
+            )
         };
-        // lowerdir+ appends below the layers given so far: topmost first.
-        for l in &o.lower {
-            if !set(c"lowerdir+", &cstr(l)?) {
-                return Err(err("fsconfig lowerdir+"));
-            }
+        rc == 0
+    };
+    // lowerdir+ appends below the layers given so far: topmost first.
+    for l in &o.lower {
+        if !set(c"lowerdir+", &cstr(l)?) {
+            return Err(err("fsconfig lowerdir+"));
         }
-        if !set(c"upperdir", &cstr(&o.upper)?) || !set(c"workdir", &cstr(&o.work)?) {
-            return Err(err("fsconfig upperdir/workdir"));
-        }
-        let null: *const libc::c_char = std::ptr::null();
-        if libc::syscall(
+    }
+    if !set(c"upperdir", &cstr(&o.upper)?) || !set(c"workdir", &cstr(&o.work)?) {
+        return Err(err("fsconfig upperdir/workdir"));
+    }
+    let null: *const libc::c_char = std::ptr::null();
+    // SAFETY: FSCONFIG_CMD_CREATE takes null key and value.
+    let rc = unsafe {
+        libc::syscall(
             libc::SYS_fsconfig,
             fs_fd.raw(),
             FSCONFIG_CMD_CREATE,
             null,
             null,
             0,
-        ) != 0
-        {
-            return Err(err("fsconfig create"));
-        }
-        let mnt_fd = libc::syscall(libc::SYS_fsmount, fs_fd.raw(), 0, 0) as libc::c_int;
-        if mnt_fd < 0 {
-            return Err(err("fsmount"));
-        }
-        let mnt_fd = std::os::fd::OwnedFd::from_raw_fd_checked(mnt_fd);
-        let target = cstr(&o.target)?;
-        if libc::syscall(
+        )
+    };
+    if rc != 0 {
+        return Err(err("fsconfig create"));
+    }
+    // SAFETY: fsmount(2) on our descriptor with integer flags.
+    let mnt_fd = unsafe { libc::syscall(libc::SYS_fsmount, fs_fd.raw(), 0, 0) } as libc::c_int;
+    if mnt_fd < 0 {
+        return Err(err("fsmount"));
+    }
+    // SAFETY: the descriptor fsmount just returned, owned by nobody else.
+    let mnt_fd = unsafe { std::os::fd::OwnedFd::from_raw_fd_checked(mnt_fd) };
+    let target = cstr(&o.target)?;
+    // SAFETY: move_mount(2) from our descriptor (empty path) to a
+    // NUL-terminated target borrowed for the call.
+    let rc = unsafe {
+        libc::syscall(
             libc::SYS_move_mount,
             mnt_fd.raw(),
             c"".as_ptr(),
             libc::AT_FDCWD,
             target.as_ptr(),
             MOVE_MOUNT_F_EMPTY_PATH,
-        ) != 0
-        {
-            return Err(err("move_mount"));
-        }
+        )
+    };
+    if rc != 0 {
+        return Err(err("move_mount"));
     }
     Ok(())
 }

@@ -25,6 +25,8 @@
 //! monitor.log and exits rather than vanish silently.
 #![no_std]
 #![no_main]
+// The workspace lints (root Cargo.toml), which plain rustc does not read.
+#![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod logic;
 
