@@ -29,7 +29,8 @@ from pathlib import Path
 
 import grpc
 
-REPO = Path(__file__).resolve().parents[2]
+from common.crispd import REPO, build_crispd, target_dir  # noqa: F401 (the suites' names)
+
 WAIT = 60.0
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -72,27 +73,6 @@ def sha256(data):
 
 
 # ---------------------------------------------------------------- crispd
-
-
-def target_dir():
-    return Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
-
-
-def build_crispd():
-    """`cargo build -p crispd` (a no-op when up to date); CRISPD_BIN names
-    a prebuilt binary instead."""
-    if os.environ.get("CRISPD_BIN"):
-        return Path(os.environ["CRISPD_BIN"])
-    proc = subprocess.run(
-        ["cargo", "build", "-p", "crispd", "--locked"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError("cargo build -p crispd failed:\n" + proc.stdout[-4000:])
-    return target_dir() / "debug" / "crispd"
 
 
 class Crispd:

@@ -4,7 +4,6 @@ bridge network kept on this host (pre-created bridge, no gateway, no
 masquerade, host-local IPAM on a private /24), and a fresh crispd per test
 driven through its socket with grpcio."""
 
-import importlib
 import os
 import secrets
 import shutil
@@ -23,35 +22,6 @@ import imagetest as it  # noqa: E402
 # (a developer's and CI's) never tear down each other's network.
 SUBNET = f"10.231.{os.getpid() % 250}.0/24"
 BRIDGE = f"crisptest{os.getpid() % 100000}"
-
-
-@pytest.fixture(scope="session")
-def crispd_bin():
-    return it.build_crispd()
-
-
-@pytest.fixture(scope="session")
-def cri():
-    from grpc_tools import protoc
-
-    out = Path(tempfile.mkdtemp(prefix="crisp-pod-stubs-"))
-    proto_root = it.REPO / "proto"
-    rc = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{proto_root}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(proto_root / "runtime" / "v1" / "api.proto"),
-        ]
-    )
-    assert rc == 0
-    sys.path.insert(0, str(out))
-    try:
-        yield importlib.import_module("runtime.v1.api_pb2"), importlib.import_module("runtime.v1.api_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-        shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
