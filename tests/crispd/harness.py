@@ -17,7 +17,6 @@ from pathlib import Path
 
 import hpack
 
-from common.crispd import REPO, build_crispd, target_dir  # noqa: F401 (the suite's names)
 
 # Generous bounds for waits; a healthy crispd answers in microseconds, a
 # loaded 2-core VM may still take seconds.

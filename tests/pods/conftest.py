@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
 import imagetest as it  # noqa: E402
+from common.pods import Cri  # noqa: E402
 
 # One bridge and subnet per pytest process, so two runs on this machine
 # (a developer's and CI's) never tear down each other's network.
@@ -87,72 +88,6 @@ def network(work):
     n.prefix = SUBNET.rsplit(".", 1)[0]
     yield n
     subprocess.run(["ip", "link", "del", BRIDGE], stderr=subprocess.DEVNULL)
-
-
-class Cri:
-    """RuntimeService and ImageService over one crispd's socket."""
-
-    def __init__(self, daemon, cri):
-        self.daemon = daemon
-        self.pb, pb_grpc = cri
-        # A subchannel of our own: grpc otherwise shares connections between
-        # channels to the same address, and a channel made after a crispd
-        # restart may get the dead crispd's connection (UNAVAILABLE,
-        # "Stream removed (sendmsg: Broken pipe)").
-        self.channel = grpc.insecure_channel(f"unix://{daemon.socket}", options=[("grpc.use_local_subchannel_pool", 1)])
-        self.rt = pb_grpc.RuntimeServiceStub(self.channel)
-        self.img = pb_grpc.ImageServiceStub(self.channel)
-
-    def close(self):
-        self.channel.close()
-
-    def pod_config(self, name, **kw):
-        pb = self.pb
-        cfg = pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="test", attempt=0),
-            hostname=kw.pop("hostname", name),
-            log_directory=kw.pop("log_directory", ""),
-        )
-        cfg.linux.cgroup_parent = kw.pop("cgroup_parent", f"/crisptest-{self.daemon.tag}/{name}")
-        for k, v in kw.pop("sysctls", {}).items():
-            cfg.linux.sysctls[k] = v
-        if kw.pop("host_network", False):
-            cfg.linux.security_context.namespace_options.network = pb.NODE
-        cfg.linux.security_context.namespace_options.pid = kw.pop("pid", pb.CONTAINER)
-        # Privileged containers need a privileged sandbox (as containerd).
-        cfg.linux.security_context.privileged = kw.pop("privileged", False)
-        dns = kw.pop("dns", None)
-        if dns:
-            cfg.dns_config.CopyFrom(pb.DNSConfig(**dns))
-        assert not kw, kw
-        return cfg
-
-    def runp(self, name, **kw):
-        cfg = self.pod_config(name, **kw)
-        return self.rt.RunPodSandbox(self.pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id, cfg
-
-    def podstatus(self, pid):
-        return self.rt.PodSandboxStatus(self.pb.PodSandboxStatusRequest(pod_sandbox_id=pid), timeout=10).status
-
-    def stopp(self, pid):
-        self.rt.StopPodSandbox(self.pb.StopPodSandboxRequest(pod_sandbox_id=pid), timeout=60)
-
-    def rmp(self, pid):
-        self.rt.RemovePodSandbox(self.pb.RemovePodSandboxRequest(pod_sandbox_id=pid), timeout=60)
-
-    def pull(self, image):
-        return self.img.PullImage(self.pb.PullImageRequest(image=self.pb.ImageSpec(image=image)), timeout=120).image_ref
-
-    def create(self, pod, pod_cfg, name, image, command, log_path=""):
-        pb = self.pb
-        cfg = pb.ContainerConfig(
-            metadata=pb.ContainerMetadata(name=name, attempt=0),
-            image=pb.ImageSpec(image=image),
-            command=command,
-            log_path=log_path,
-        )
-        req = pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)
-        return self.rt.CreateContainer(req, timeout=60).container_id
 
 
 @pytest.fixture

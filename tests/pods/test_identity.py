@@ -15,7 +15,7 @@ import pytest
 
 import imagetest as it
 import test_containers as tc
-from conftest import Cri
+from common.pods import Cri
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import imagetest as it
-from conftest import Cri
+from common.pods import Cri, alive, status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
@@ -47,14 +47,6 @@ def procs(cgroup):
             except OSError:
                 pass
     return out
-
-
-def alive(pid):
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(") ", 1)[1][0] != "Z"
 
 
 def sleepers(pids):
@@ -96,10 +88,6 @@ def run_leaver(client, registry, name, mode, script, cgroup_parent=None):
     cgroup = f"{cfg.linux.cgroup_parent}/crisp-{cid}"
     found = it.wait_until("both sleepers in the container's cgroup", lambda: (lambda s: s if sorted(s.values()) == ["1000", "1001"] else None)(sleepers(procs(cgroup))))
     return pod, cid, cgroup, set(found)
-
-
-def status(client, cid):
-    return client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid), timeout=10).status
 
 
 def assert_pod_gone(client, pod, cfg_parent, pids):
