@@ -1,12 +1,15 @@
 """The pod suites' CRI client: RuntimeService and ImageService over one
 crispd's socket, and the container calls the tests make again and again."""
 
+import contextlib
 import re
 from pathlib import Path
 
 import grpc
 
 from common.wait import wait_until
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr) (P|F) (.*)$")
 
@@ -77,6 +80,23 @@ class Cri:
         return self.rt.CreateContainer(req, timeout=60).container_id
 
 
+class Pod:
+    """A running pod sandbox: its id and config, the directory its
+    containers log to, and the image they run."""
+
+
+def running_pod(client, name, image, logs, pull=()):
+    """A fixture's body (`yield from`): pulls `image` and `pull`, runs the
+    pod `name` logging under `logs`, yields it as a Pod and removes it."""
+    for ref in (image, *pull):
+        client.pull(ref)
+    pod_id, cfg = client.runp(name, log_directory=str(logs))
+    p = Pod()
+    p.id, p.cfg, p.logs, p.image = pod_id, cfg, logs, image
+    yield p
+    client.rmp(pod_id)
+
+
 def create(client, pod, pod_cfg, name, image, command, log_path="", tweak=None):
     pb = client.pb
     cfg = pb.ContainerConfig(
@@ -97,6 +117,16 @@ def start(client, cid):
 
 def status(client, cid):
     return client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid), timeout=10).status
+
+
+def start_until_ready(client, pod, name, script, image=None):
+    """Creates and starts container `name` running `script` in `pod` (a
+    Pod), and waits until it has logged "ready"; its id and log path."""
+    cid = create(client, pod.id, pod.cfg, name, image or pod.image, ["/bin/sh", "-c", script])
+    start(client, cid)
+    log = pod.logs / f"{name}.log"
+    wait_until("ready", lambda: "ready" in log_lines(log))
+    return cid, log
 
 
 def pid_of(client, cid):
@@ -138,3 +168,29 @@ def alive(pid):
     except OSError:
         return False
     return stat.rsplit(") ", 1)[1][0] != "Z"
+
+
+def cgroup_hierarchies():
+    """The cgroup v2 root, or every v1 (and hybrid v2) mount."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return [CGROUP_ROOT]
+    return [h for h in CGROUP_ROOT.iterdir() if (h / "cgroup.procs").exists()]
+
+
+@contextlib.contextmanager
+def kubelet_made_cgroup(path):
+    """The cgroup `path` (e.g. crisptest-<tag>/kubelet-pod) made in every
+    hierarchy beforehand, as kubelet makes its pod cgroups; it and its
+    parent are removed afterwards if empty."""
+    made = [h / path for h in cgroup_hierarchies()]
+    for d in made:
+        d.mkdir(parents=True)
+    try:
+        yield
+    finally:
+        for d in made:
+            for x in (d, d.parent):
+                try:
+                    x.rmdir()
+                except OSError:
+                    pass

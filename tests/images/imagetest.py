@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import tarfile
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 import imagetest as it
-from common.pods import LOG_LINE, Cri, create, exec_sync, log_lines, pid_of, start, status, wait_exited  # noqa: F401 (test_identity uses them as tc.*)
+from common.pods import LOG_LINE, Cri, create, exec_sync, log_lines, pid_of, running_pod, start, start_until_ready, status, wait_exited
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
@@ -47,17 +47,7 @@ def host_cgroup_dir(client, cid, controller):
 @pytest.fixture
 def pod(client, registry, tmp_path):
     """A running pod with the busybox images pulled; its logs in tmp_path/logs."""
-    client.pull(registry.busybox)
-    client.pull(registry.busybox_usr1)
-    pod_id, cfg = client.runp("ctr", log_directory=str(tmp_path / "logs"))
-
-    class Pod:
-        pass
-
-    p = Pod()
-    p.id, p.cfg, p.logs, p.image = pod_id, cfg, tmp_path / "logs", registry.busybox
-    yield p
-    client.rmp(pod_id)
+    yield from running_pod(client, "ctr", registry.busybox, tmp_path / "logs", pull=[registry.busybox_usr1])
 
 
 def run_to_exit(client, pod, name, script, tweak=None, image=None):
@@ -104,10 +94,7 @@ def test_stop_sends_sigterm_then_sigkill_after_the_timeout(client, pod):
     # PID 1 of its namespace ignores SIGTERM unless it handles it: this one
     # handles it and carries on.
     script = "trap 'echo got TERM' TERM; echo ready; while true; do busybox usleep 100000; done"
-    cid = create(client, pod.id, pod.cfg, "stubborn", pod.image, ["/bin/sh", "-c", script])
-    start(client, cid)
-    log = pod.logs / "stubborn.log"
-    it.wait_until("ready", lambda: "ready" in log_lines(log))
+    cid, log = start_until_ready(client, pod, "stubborn", script)
     client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=5), timeout=60)
     st = status(client, cid)
     assert st.state == pb.CONTAINER_EXITED
@@ -120,10 +107,7 @@ def test_stop_sends_sigterm_then_sigkill_after_the_timeout(client, pod):
 def test_stop_uses_the_images_stop_signal(client, pod, registry):
     pb = client.pb
     script = "trap 'echo got USR1; exit 42' USR1; trap 'echo got TERM; exit 43' TERM; echo ready; while true; do busybox usleep 100000; done"
-    cid = create(client, pod.id, pod.cfg, "usr1", registry.busybox_usr1, ["/bin/sh", "-c", script])
-    start(client, cid)
-    log = pod.logs / "usr1.log"
-    it.wait_until("ready", lambda: "ready" in log_lines(log))
+    cid, log = start_until_ready(client, pod, "usr1", script, image=registry.busybox_usr1)
     client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=60), timeout=120)
     st = status(client, cid)
     assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 42, "Error")
