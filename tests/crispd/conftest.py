@@ -29,12 +29,6 @@ def make_crispd(crispd_bin):
 
 
 @pytest.fixture
-def crispd(make_crispd):
-    """A running crispd with an empty config file (built-in defaults)."""
-    return make_crispd()
-
-
-@pytest.fixture
 def channel(crispd):
     ch = grpc.insecure_channel(crispd.target)
     yield ch

@@ -3,8 +3,6 @@ registry (plain, basic-auth and TLS), a fake registry for failures, and a
 fresh crispd per test talking to them, driven through its socket with
 grpcio stubs generated from proto/ at test time."""
 
-import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -12,14 +10,12 @@ from pathlib import Path
 import pytest
 
 import imagetest as it
+from common.scratch import shared_tmpdir
 
 
 @pytest.fixture(scope="session")
 def work():
-    d = Path(tempfile.mkdtemp(prefix="crisp-images-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    yield from shared_tmpdir("crisp-images-")
 
 
 class Images:
@@ -155,13 +151,3 @@ plain_http = false
         if getattr(d, "client", None):
             d.client.close()
         d.stop()
-
-
-@pytest.fixture
-def crispd(make_crispd):
-    return make_crispd()
-
-
-@pytest.fixture
-def client(crispd):
-    return crispd.client

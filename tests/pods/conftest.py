@@ -9,7 +9,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import grpc
@@ -18,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
 import imagetest as it  # noqa: E402
 from common.pods import Cri  # noqa: E402
+from common.scratch import shared_tmpdir  # noqa: E402
 
 # One bridge and subnet per pytest process, so two runs on this machine
 # (a developer's and CI's) never tear down each other's network.
@@ -27,10 +27,7 @@ BRIDGE = f"crisptest{os.getpid() % 100000}"
 
 @pytest.fixture(scope="session")
 def work():
-    d = Path(tempfile.mkdtemp(prefix="crisp-pods-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    yield from shared_tmpdir("crisp-pods-")
 
 
 @pytest.fixture(scope="session")
@@ -135,13 +132,3 @@ def make_crispd(crispd_bin, cri, network, tmp_path):
                 (h / f"crisptest-{d.tag}").rmdir()
             except OSError:
                 pass
-
-
-@pytest.fixture
-def crispd(make_crispd):
-    return make_crispd()
-
-
-@pytest.fixture
-def client(crispd):
-    return crispd.client
