@@ -1,49 +1,10 @@
-"""Fixtures: the crispd binary (built once), gRPC stubs generated from our
-proto at test time, and a running crispd per test on temporary paths."""
-
-import importlib
-import sys
-import tempfile
-import shutil
-from pathlib import Path
+"""Fixtures: a running crispd per test on temporary paths (the binary and
+the gRPC stubs come from tests/conftest.py)."""
 
 import grpc
 import pytest
 
 import harness
-
-
-@pytest.fixture(scope="session")
-def crispd_bin():
-    return harness.build_crispd()
-
-
-@pytest.fixture(scope="session")
-def cri():
-    """(api_pb2, api_pb2_grpc) generated from proto/runtime/v1/api.proto
-    into a temporary directory with grpcio-tools."""
-    from grpc_tools import protoc
-
-    out = Path(tempfile.mkdtemp(prefix="crisp-stubs-"))
-    proto_root = harness.REPO / "proto"
-    rc = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{proto_root}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(proto_root / "runtime" / "v1" / "api.proto"),
-        ]
-    )
-    assert rc == 0, "protoc failed on proto/runtime/v1/api.proto"
-    sys.path.insert(0, str(out))
-    try:
-        pb2 = importlib.import_module("runtime.v1.api_pb2")
-        pb2_grpc = importlib.import_module("runtime.v1.api_pb2_grpc")
-        yield pb2, pb2_grpc
-    finally:
-        sys.path.remove(str(out))
-        shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture
@@ -65,12 +26,6 @@ def make_crispd(crispd_bin):
     yield make
     for d in reversed(made):
         d.cleanup()
-
-
-@pytest.fixture
-def crispd(make_crispd):
-    """A running crispd with an empty config file (built-in defaults)."""
-    return make_crispd()
 
 
 @pytest.fixture

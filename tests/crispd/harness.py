@@ -17,7 +17,6 @@ from pathlib import Path
 
 import hpack
 
-REPO = Path(__file__).resolve().parents[2]
 
 # Generous bounds for waits; a healthy crispd answers in microseconds, a
 # loaded 2-core VM may still take seconds.
@@ -26,30 +25,6 @@ EXIT_TIMEOUT = 30.0
 IO_TIMEOUT = 20.0
 
 VERSION_PATH = "/runtime.v1.RuntimeService/Version"
-
-
-def target_dir():
-    return Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
-
-
-def build_crispd():
-    """`cargo build -p crispd` (a no-op when up to date); the binary's path.
-
-    CRISPD_BIN names a prebuilt binary instead (e.g. a release build).
-    """
-    explicit = os.environ.get("CRISPD_BIN")
-    if explicit:
-        return Path(explicit)
-    proc = subprocess.run(
-        ["cargo", "build", "-p", "crispd", "--locked"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError("cargo build -p crispd failed:\n" + proc.stdout[-4000:])
-    return target_dir() / "debug" / "crispd"
 
 
 def free_tcp_port():

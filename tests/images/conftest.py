@@ -3,54 +3,19 @@ registry (plain, basic-auth and TLS), a fake registry for failures, and a
 fresh crispd per test talking to them, driven through its socket with
 grpcio stubs generated from proto/ at test time."""
 
-import importlib
-import os
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 import imagetest as it
-
-
-@pytest.fixture(scope="session")
-def crispd_bin():
-    return it.build_crispd()
-
-
-@pytest.fixture(scope="session")
-def cri():
-    from grpc_tools import protoc
-
-    out = Path(tempfile.mkdtemp(prefix="crisp-image-stubs-"))
-    proto_root = it.REPO / "proto"
-    rc = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{proto_root}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(proto_root / "runtime" / "v1" / "api.proto"),
-        ]
-    )
-    assert rc == 0, "protoc failed on proto/runtime/v1/api.proto"
-    sys.path.insert(0, str(out))
-    try:
-        yield importlib.import_module("runtime.v1.api_pb2"), importlib.import_module("runtime.v1.api_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-        shutil.rmtree(out, ignore_errors=True)
+from common.scratch import shared_tmpdir
 
 
 @pytest.fixture(scope="session")
 def work():
-    d = Path(tempfile.mkdtemp(prefix="crisp-images-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    yield from shared_tmpdir("crisp-images-")
 
 
 class Images:
@@ -186,13 +151,3 @@ plain_http = false
         if getattr(d, "client", None):
             d.client.close()
         d.stop()
-
-
-@pytest.fixture
-def crispd(make_crispd):
-    return make_crispd()
-
-
-@pytest.fixture
-def client(crispd):
-    return crispd.client

@@ -21,16 +21,13 @@ import signal
 import socket
 import subprocess
 import tarfile
-import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
 
-REPO = Path(__file__).resolve().parents[2]
-WAIT = 60.0
+from common.wait import WAIT, wait_until
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -56,43 +53,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_until(what, check, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = check()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def sha256(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------- crispd
-
-
-def target_dir():
-    return Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
-
-
-def build_crispd():
-    """`cargo build -p crispd` (a no-op when up to date); CRISPD_BIN names
-    a prebuilt binary instead."""
-    if os.environ.get("CRISPD_BIN"):
-        return Path(os.environ["CRISPD_BIN"])
-    proc = subprocess.run(
-        ["cargo", "build", "-p", "crispd", "--locked"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError("cargo build -p crispd failed:\n" + proc.stdout[-4000:])
-    return target_dir() / "debug" / "crispd"
 
 
 class Crispd:

@@ -4,13 +4,11 @@ bridge network kept on this host (pre-created bridge, no gateway, no
 masquerade, host-local IPAM on a private /24), and a fresh crispd per test
 driven through its socket with grpcio."""
 
-import importlib
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import grpc
@@ -18,6 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
 import imagetest as it  # noqa: E402
+from common.pods import Cri  # noqa: E402
+from common.scratch import shared_tmpdir  # noqa: E402
 
 # One bridge and subnet per pytest process, so two runs on this machine
 # (a developer's and CI's) never tear down each other's network.
@@ -26,40 +26,8 @@ BRIDGE = f"crisptest{os.getpid() % 100000}"
 
 
 @pytest.fixture(scope="session")
-def crispd_bin():
-    return it.build_crispd()
-
-
-@pytest.fixture(scope="session")
-def cri():
-    from grpc_tools import protoc
-
-    out = Path(tempfile.mkdtemp(prefix="crisp-pod-stubs-"))
-    proto_root = it.REPO / "proto"
-    rc = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{proto_root}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(proto_root / "runtime" / "v1" / "api.proto"),
-        ]
-    )
-    assert rc == 0
-    sys.path.insert(0, str(out))
-    try:
-        yield importlib.import_module("runtime.v1.api_pb2"), importlib.import_module("runtime.v1.api_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
-        shutil.rmtree(out, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
 def work():
-    d = Path(tempfile.mkdtemp(prefix="crisp-pods-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    yield from shared_tmpdir("crisp-pods-")
 
 
 @pytest.fixture(scope="session")
@@ -119,72 +87,6 @@ def network(work):
     subprocess.run(["ip", "link", "del", BRIDGE], stderr=subprocess.DEVNULL)
 
 
-class Cri:
-    """RuntimeService and ImageService over one crispd's socket."""
-
-    def __init__(self, daemon, cri):
-        self.daemon = daemon
-        self.pb, pb_grpc = cri
-        # A subchannel of our own: grpc otherwise shares connections between
-        # channels to the same address, and a channel made after a crispd
-        # restart may get the dead crispd's connection (UNAVAILABLE,
-        # "Stream removed (sendmsg: Broken pipe)").
-        self.channel = grpc.insecure_channel(f"unix://{daemon.socket}", options=[("grpc.use_local_subchannel_pool", 1)])
-        self.rt = pb_grpc.RuntimeServiceStub(self.channel)
-        self.img = pb_grpc.ImageServiceStub(self.channel)
-
-    def close(self):
-        self.channel.close()
-
-    def pod_config(self, name, **kw):
-        pb = self.pb
-        cfg = pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="test", attempt=0),
-            hostname=kw.pop("hostname", name),
-            log_directory=kw.pop("log_directory", ""),
-        )
-        cfg.linux.cgroup_parent = kw.pop("cgroup_parent", f"/crisptest-{self.daemon.tag}/{name}")
-        for k, v in kw.pop("sysctls", {}).items():
-            cfg.linux.sysctls[k] = v
-        if kw.pop("host_network", False):
-            cfg.linux.security_context.namespace_options.network = pb.NODE
-        cfg.linux.security_context.namespace_options.pid = kw.pop("pid", pb.CONTAINER)
-        # Privileged containers need a privileged sandbox (as containerd).
-        cfg.linux.security_context.privileged = kw.pop("privileged", False)
-        dns = kw.pop("dns", None)
-        if dns:
-            cfg.dns_config.CopyFrom(pb.DNSConfig(**dns))
-        assert not kw, kw
-        return cfg
-
-    def runp(self, name, **kw):
-        cfg = self.pod_config(name, **kw)
-        return self.rt.RunPodSandbox(self.pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id, cfg
-
-    def podstatus(self, pid):
-        return self.rt.PodSandboxStatus(self.pb.PodSandboxStatusRequest(pod_sandbox_id=pid), timeout=10).status
-
-    def stopp(self, pid):
-        self.rt.StopPodSandbox(self.pb.StopPodSandboxRequest(pod_sandbox_id=pid), timeout=60)
-
-    def rmp(self, pid):
-        self.rt.RemovePodSandbox(self.pb.RemovePodSandboxRequest(pod_sandbox_id=pid), timeout=60)
-
-    def pull(self, image):
-        return self.img.PullImage(self.pb.PullImageRequest(image=self.pb.ImageSpec(image=image)), timeout=120).image_ref
-
-    def create(self, pod, pod_cfg, name, image, command, log_path=""):
-        pb = self.pb
-        cfg = pb.ContainerConfig(
-            metadata=pb.ContainerMetadata(name=name, attempt=0),
-            image=pb.ImageSpec(image=image),
-            command=command,
-            log_path=log_path,
-        )
-        req = pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)
-        return self.rt.CreateContainer(req, timeout=60).container_id
-
-
 @pytest.fixture
 def make_crispd(crispd_bin, cri, network, tmp_path):
     started = []
@@ -230,13 +132,3 @@ def make_crispd(crispd_bin, cri, network, tmp_path):
                 (h / f"crisptest-{d.tag}").rmdir()
             except OSError:
                 pass
-
-
-@pytest.fixture
-def crispd(make_crispd):
-    return make_crispd()
-
-
-@pytest.fixture
-def client(crispd):
-    return crispd.client

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from common.pods import cgroup_hierarchies, kubelet_made_cgroup
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
 ROOT = Path("/sys/fs/cgroup")
-
-
-def hierarchies():
-    """The cgroup v2 root, or every v1 (and hybrid v2) mount."""
-    if (ROOT / "cgroup.controllers").exists():
-        return [ROOT]
-    return [h for h in ROOT.iterdir() if (h / "cgroup.procs").exists()]
 
 
 def memory_dir():
@@ -62,7 +57,7 @@ def test_pod_cgroups_stats_and_removal(client, registry):
     client.rmp(pod)
     assert not (mem / parent.lstrip("/")).exists()
     # The test's own top directory (crispd made only the pod's level).
-    for h in hierarchies():
+    for h in cgroup_hierarchies():
         top = h / f"crisptest-{tag}"
         if top.is_dir():
             top.rmdir()
@@ -72,19 +67,9 @@ def test_a_cgroup_parent_crisp_did_not_make_stays(client):
     tag = client.daemon.tag
     mem = memory_dir()
     # Made beforehand, as kubelet makes its pod cgroups.
-    made = [h / f"crisptest-{tag}" / "kubelet-made" for h in hierarchies()]
-    for d in made:
-        d.mkdir(parents=True)
-    try:
+    with kubelet_made_cgroup(f"crisptest-{tag}/kubelet-made"):
         pod, _ = client.runp("kept", cgroup_parent=f"/crisptest-{tag}/kubelet-made")
         assert (mem / f"crisptest-{tag}" / "kubelet-made" / f"crisp-{pod}").is_dir()
         client.rmp(pod)
         assert not (mem / f"crisptest-{tag}" / "kubelet-made" / f"crisp-{pod}").exists()
         assert (mem / f"crisptest-{tag}" / "kubelet-made").is_dir()
-    finally:
-        for d in made:
-            for x in (d, d.parent):
-                try:
-                    x.rmdir()
-                except OSError:
-                    pass

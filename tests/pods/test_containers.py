@@ -16,11 +16,9 @@ import grpc
 import pytest
 
 import imagetest as it
-from conftest import Cri
+from common.pods import LOG_LINE, Cri, create, exec_sync, log_lines, pid_of, running_pod, start, start_until_ready, status, wait_exited
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
-
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z (stdout|stderr) (P|F) (.*)$")
 
 # Prints what it finds in /tmp/say (written by ExecSync) to stdout: a
 # container whose output the test controls.
@@ -29,61 +27,6 @@ SAY_LOOP = "echo ready; while true; do if [ -e /tmp/say ]; then cat /tmp/say; bu
 
 def stubs(client):
     return (client.pb, __import__("runtime.v1.api_pb2_grpc", fromlist=["x"]))
-
-
-def create(client, pod, pod_cfg, name, image, command, log_path="", tweak=None):
-    pb = client.pb
-    cfg = pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name=name, attempt=0),
-        image=pb.ImageSpec(image=image),
-        command=command,
-        log_path=log_path or f"{name}.log",
-    )
-    if tweak:
-        tweak(cfg)
-    req = pb.CreateContainerRequest(pod_sandbox_id=pod, config=cfg, sandbox_config=pod_cfg)
-    return client.rt.CreateContainer(req, timeout=60).container_id
-
-
-def start(client, cid):
-    client.rt.StartContainer(client.pb.StartContainerRequest(container_id=cid), timeout=60)
-
-
-def status(client, cid):
-    return client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid), timeout=10).status
-
-
-def pid_of(client, cid):
-    r = client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid, verbose=True), timeout=10)
-    return int(re.search(r'"pid":\s*(\d+)', r.info["info"]).group(1))
-
-
-def wait_exited(client, cid):
-    it.wait_until("container exit", lambda: status(client, cid).state == client.pb.CONTAINER_EXITED)
-    return status(client, cid)
-
-
-def log_lines(path, stream=None):
-    """The texts of the log's lines (partials joined), per stream."""
-    out, partial = [], {}
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return []
-    for line in text.splitlines():
-        m = LOG_LINE.match(line)
-        assert m, f"not a CRI log line: {line!r}"
-        _, s, tag, body = m.groups()
-        partial[s] = partial.get(s, "") + body
-        if tag == "F":
-            if stream in (None, s):
-                out.append(partial[s])
-            partial[s] = ""
-    return out
-
-
-def exec_sync(client, cid, cmd, timeout=30):
-    return client.rt.ExecSync(client.pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout), timeout=timeout + 30)
 
 
 def say(client, cid, text):
@@ -104,17 +47,7 @@ def host_cgroup_dir(client, cid, controller):
 @pytest.fixture
 def pod(client, registry, tmp_path):
     """A running pod with the busybox images pulled; its logs in tmp_path/logs."""
-    client.pull(registry.busybox)
-    client.pull(registry.busybox_usr1)
-    pod_id, cfg = client.runp("ctr", log_directory=str(tmp_path / "logs"))
-
-    class Pod:
-        pass
-
-    p = Pod()
-    p.id, p.cfg, p.logs, p.image = pod_id, cfg, tmp_path / "logs", registry.busybox
-    yield p
-    client.rmp(pod_id)
+    yield from running_pod(client, "ctr", registry.busybox, tmp_path / "logs", pull=[registry.busybox_usr1])
 
 
 def run_to_exit(client, pod, name, script, tweak=None, image=None):
@@ -161,10 +94,7 @@ def test_stop_sends_sigterm_then_sigkill_after_the_timeout(client, pod):
     # PID 1 of its namespace ignores SIGTERM unless it handles it: this one
     # handles it and carries on.
     script = "trap 'echo got TERM' TERM; echo ready; while true; do busybox usleep 100000; done"
-    cid = create(client, pod.id, pod.cfg, "stubborn", pod.image, ["/bin/sh", "-c", script])
-    start(client, cid)
-    log = pod.logs / "stubborn.log"
-    it.wait_until("ready", lambda: "ready" in log_lines(log))
+    cid, log = start_until_ready(client, pod, "stubborn", script)
     client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=5), timeout=60)
     st = status(client, cid)
     assert st.state == pb.CONTAINER_EXITED
@@ -177,10 +107,7 @@ def test_stop_sends_sigterm_then_sigkill_after_the_timeout(client, pod):
 def test_stop_uses_the_images_stop_signal(client, pod, registry):
     pb = client.pb
     script = "trap 'echo got USR1; exit 42' USR1; trap 'echo got TERM; exit 43' TERM; echo ready; while true; do busybox usleep 100000; done"
-    cid = create(client, pod.id, pod.cfg, "usr1", registry.busybox_usr1, ["/bin/sh", "-c", script])
-    start(client, cid)
-    log = pod.logs / "usr1.log"
-    it.wait_until("ready", lambda: "ready" in log_lines(log))
+    cid, log = start_until_ready(client, pod, "usr1", script, image=registry.busybox_usr1)
     client.rt.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=60), timeout=120)
     st = status(client, cid)
     assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 42, "Error")

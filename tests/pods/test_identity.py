@@ -15,7 +15,7 @@ import pytest
 
 import imagetest as it
 import test_containers as tc
-from conftest import Cri
+from common.pods import Cri, running_pod
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
@@ -43,16 +43,7 @@ def groups_image(registry, work):
 
 @pytest.fixture
 def pod(client, registry, tmp_path):
-    client.pull(registry.busybox)
-    pod_id, cfg = client.runp("ident", log_directory=str(tmp_path / "logs"))
-
-    class Pod:
-        pass
-
-    p = Pod()
-    p.id, p.cfg, p.logs, p.image = pod_id, cfg, tmp_path / "logs", registry.busybox
-    yield p
-    client.rmp(pod_id)
+    yield from running_pod(client, "ident", registry.busybox, tmp_path / "logs")
 
 
 def refused(call):

@@ -10,17 +10,15 @@ its init and a double-forked one, reparented away from the init (to the
 host's init, the pod's holder, or the container's own init)."""
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 
 import imagetest as it
-from conftest import Cri
+from common.pods import Cri, alive, cgroup_hierarchies, status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
-ROOT = Path("/sys/fs/cgroup")
 
 # The init starts two sleepers that outlive it, then waits for /tmp/go
 # (made by ExecSync, or from the host) and exits 3; or, with `exec`,
@@ -29,17 +27,11 @@ LEAVE_TWO = "busybox sleep 1000 & (busybox sleep 1001 &); "
 WAIT_FOR_GO = "while [ ! -e /tmp/go ]; do busybox usleep 20000; done; exit 3"
 
 
-def hierarchies():
-    if (ROOT / "cgroup.controllers").exists():
-        return [ROOT]
-    return [h for h in ROOT.iterdir() if (h / "cgroup.procs").exists()]
-
-
 def procs(cgroup):
     """Pids in `cgroup` (a path like /crisptest-x/pod/crisp-ctr) and below,
     in every hierarchy."""
     out = set()
-    for h in hierarchies():
+    for h in cgroup_hierarchies():
         d = h / cgroup.lstrip("/")
         for sub, _, _ in os.walk(d):
             try:
@@ -47,14 +39,6 @@ def procs(cgroup):
             except OSError:
                 pass
     return out
-
-
-def alive(pid):
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(") ", 1)[1][0] != "Z"
 
 
 def sleepers(pids):
@@ -98,13 +82,9 @@ def run_leaver(client, registry, name, mode, script, cgroup_parent=None):
     return pod, cid, cgroup, set(found)
 
 
-def status(client, cid):
-    return client.rt.ContainerStatus(client.pb.ContainerStatusRequest(container_id=cid), timeout=10).status
-
-
 def assert_pod_gone(client, pod, cfg_parent, pids):
     assert [p for p in pids if alive(p)] == []
-    assert not any((h / cfg_parent.lstrip("/")).exists() for h in hierarchies())
+    assert not any((h / cfg_parent.lstrip("/")).exists() for h in cgroup_hierarchies())
     assert pod not in [p.id for p in client.rt.ListPodSandbox(client.pb.ListPodSandboxRequest(), timeout=10).items]
 
 
@@ -147,7 +127,7 @@ def test_stop_pod_sandbox_ends_every_process_of_the_pod(client, registry, mode, 
     cgroup_parent = f"/crisptest-{tag}/pod-{mode}-{parent}"
     made = []
     if parent == "made-by-kubelet":
-        made = [h / cgroup_parent.lstrip("/") for h in hierarchies()]
+        made = [h / cgroup_parent.lstrip("/") for h in cgroup_hierarchies()]
         for d in made:
             d.mkdir(parents=True)
     try:

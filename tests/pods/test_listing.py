@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.pods import kubelet_made_cgroup
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
 ROOT = Path("/sys/fs/cgroup")
@@ -281,11 +283,7 @@ def test_update_pod_sandbox_resources_leaves_kubelets_cgroup(client):
     """A pod cgroup crisp found in place is kubelet's: kubelet sizes it
     before the call, crisp does not write to it."""
     tag = client.daemon.tag
-    hier = [ROOT] if V2 else [h for h in ROOT.iterdir() if (h / "cgroup.procs").exists()]
-    made = [h / f"crisptest-{tag}" / "kubelet-pod" for h in hier]
-    for d in made:
-        d.mkdir(parents=True)
-    try:
+    with kubelet_made_cgroup(f"crisptest-{tag}/kubelet-pod"):
         pod, _ = client.runp("kept", cgroup_parent=f"/crisptest-{tag}/kubelet-pod")
         limit = cg_file(f"/crisptest-{tag}/kubelet-pod", "memory", "memory.max" if V2 else "memory.limit_in_bytes")
         before = limit.read_text()
@@ -296,13 +294,6 @@ def test_update_pod_sandbox_resources_leaves_kubelets_cgroup(client):
         client.rt.UpdatePodSandboxResources(req, timeout=30)
         assert limit.read_text() == before
         client.rmp(pod)
-    finally:
-        for d in made:
-            for x in (d, d.parent):
-                try:
-                    x.rmdir()
-                except OSError:
-                    pass
 
 
 def test_a_long_listing_comes_in_several_batches(make_crispd):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import imagetest as it
-from conftest import Cri
+from common.pods import Cri
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 import imagetest as it
-from conftest import Cri
+from common.pods import Cri
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 

@@ -15,20 +15,13 @@ import grpc
 import pytest
 
 import imagetest as it
+from common.pods import alive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
 
 def nsenter(netns, *cmd):
     return subprocess.run(["nsenter", f"--net={netns}", *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
-
-
-def alive(pid):
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(") ", 1)[1][0] != "Z"
 
 
 def mounts_under(path):
@@ -208,7 +201,7 @@ def test_pods_survive_crispd_sigkill(make_crispd, network):
     assert alive(holder), "a crispd crash must not kill pods"
     d.start()
     d.client.close()
-    from conftest import Cri
+    from common.pods import Cri
 
     d.client = Cri(d, (d.client.pb, __import__("runtime.v1.api_pb2_grpc", fromlist=["x"])))
     st = d.client.podstatus(pod)
@@ -228,7 +221,7 @@ def test_pod_whose_holder_died_is_notready_after_restart(make_crispd):
     os.kill(holder, 9)
     it.wait_until("holder exit", lambda: not alive(holder))
     d.start()
-    from conftest import Cri
+    from common.pods import Cri
 
     d.client = Cri(d, (d.client.pb, __import__("runtime.v1.api_pb2_grpc", fromlist=["x"])))
     assert d.client.podstatus(pod).state == d.client.pb.SANDBOX_NOTREADY
@@ -391,7 +384,7 @@ def test_containers_survive_crispd_sigkill(make_crispd, registry, tmp_path):
     d.kill()
     time.sleep(3)
     d.start()
-    from conftest import Cri
+    from common.pods import Cri
 
     d.client = Cri(d, (pb, __import__("runtime.v1.api_pb2_grpc", fromlist=["x"])))
     st = d.client.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=long)).status

@@ -135,7 +135,7 @@ def test_port_mapping_rules_go_after_a_crispd_crash(make_crispd, portmap_net):
     d.kill()
     d.start()
     d.client.close()
-    from conftest import Cri
+    from common.pods import Cri
 
     d.client = Cri(d, (pb, __import__("runtime.v1.api_pb2_grpc", fromlist=["x"])))
     d.client.stopp(pod)
