@@ -593,6 +593,13 @@ def spares_of(daemon):
     return out
 
 
+def spares_ready(daemon):
+    """How many spares crispd has taken into its slot so far (its debug
+    log says so). A spare process can exist a while before that: the
+    process crispd started forks it off, then must exit and be reaped."""
+    return daemon.log_path.read_text(errors="replace").count("spare container monitor ready")
+
+
 def parent_of(pid):
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
 
@@ -603,7 +610,7 @@ def test_containers_get_the_spare_monitor_and_a_dead_spare_is_replaced(client, p
     container's parent) and starts the next. A spare killed while it waits
     costs nothing but a fresh monitor on the call's path."""
     d = client.daemon
-    it.wait_until("a spare monitor", lambda: len(spares_of(d)) == 1)
+    it.wait_until("a spare monitor", lambda: len(spares_of(d)) == 1 and spares_ready(d) >= 1)
     (spare,) = spares_of(d)
     cid = create(client, pod.id, pod.cfg, "first", pod.image, ["/bin/sh", "-c", SAY_LOOP])
     start(client, cid)
@@ -612,7 +619,7 @@ def test_containers_get_the_spare_monitor_and_a_dead_spare_is_replaced(client, p
     # The spare starts with SCHED_IDLE; its container runs with the normal
     # policy (field 41 of stat: 0 is SCHED_OTHER, 5 SCHED_IDLE).
     assert Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[38] == "0"
-    it.wait_until("the next spare", lambda: len(spares_of(d)) == 1 and spares_of(d) != [spare])
+    it.wait_until("the next spare", lambda: len(spares_of(d)) == 1 and spares_of(d) != [spare] and spares_ready(d) >= 2)
 
     (spare,) = spares_of(d)
     os.kill(spare, 9)

@@ -99,6 +99,7 @@ impl Monitors {
                         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
                         if slot.is_none() {
                             *slot = Some(s);
+                            tracing::debug!("spare container monitor ready");
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot start a spare container monitor"),
@@ -200,6 +201,11 @@ fn start_spare(exe: &Path) -> std::io::Result<Spare> {
         daemon.as_ref(),
     ];
     let (mut child, from) = spawn_detached(exe, &argv, Stdio::piped())?;
+    // The child has exec'd (posix_spawn returns then): what is left here,
+    // waiting for it and filling the slot, runs with the normal policy, so
+    // that a spare that is ready is not kept from CreateContainer by a
+    // busy CPU.
+    let _ = set_policy(nix::libc::SCHED_OTHER);
     let to = child.stdin.take().map(|s| File::from(OwnedFd::from(s)));
     // The direct child exits once the spare is forked off.
     let status = child.wait()?;
