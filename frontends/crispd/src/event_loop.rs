@@ -184,8 +184,7 @@ impl Daemon {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    UNIX_LISTENER => self.accept_unix(&mut touched),
-                    TCP_LISTENER => self.accept_tcp(&mut touched),
+                    token @ (UNIX_LISTENER | TCP_LISTENER) => self.accept(token, &mut touched),
                     WAKER => {}
                     SIGNALS => self.on_signal(now, &mut touched),
                     Token(id) => {
@@ -353,45 +352,21 @@ impl Daemon {
         }
     }
 
-    fn accept_unix(&mut self, touched: &mut Vec<usize>) {
+    /// Accept every connection waiting on the listener behind `token`
+    /// (`UNIX_LISTENER` or `TCP_LISTENER`).
+    fn accept(&mut self, token: Token, touched: &mut Vec<usize>) {
         loop {
-            let Some(listener) = self.unix.as_ref() else {
-                return;
+            let accepted = match (token, self.unix.as_ref(), self.tcp.as_ref()) {
+                (UNIX_LISTENER, Some(l), _) => l.accept().map(|(s, _)| local_peer(s)),
+                (TCP_LISTENER, _, Some(l)) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Some((Socket::Tcp(s), Peer::Tcp))
+                }),
+                _ => return,
             };
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
-                        Ok(c) => Peer::Local {
-                            uid: c.uid(),
-                            gid: c.gid(),
-                            pid: c.pid(),
-                        },
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot read peer credentials; closing");
-                            continue;
-                        }
-                    };
-                    self.add_conn(Socket::Unix(stream), peer, touched);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn accept_tcp(&mut self, touched: &mut Vec<usize>) {
-        loop {
-            let Some(listener) = self.tcp.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.add_conn(Socket::Tcp(stream), Peer::Tcp, touched);
-                }
+            match accepted {
+                Ok(Some((socket, peer))) => self.add_conn(socket, peer, touched),
+                Ok(None) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -516,6 +491,25 @@ fn raise_fd_limit(max_connections: usize) {
             max_connections,
             "the open-files limit is below max_connections; connections past it will wait unanswered"
         );
+    }
+}
+
+/// A Unix connection with its peer's credentials, or `None` (it is
+/// dropped, so closed) when the kernel cannot tell them.
+fn local_peer(stream: mio::net::UnixStream) -> Option<(Socket, Peer)> {
+    match getsockopt(&stream, sockopt::PeerCredentials) {
+        Ok(c) => Some((
+            Socket::Unix(stream),
+            Peer::Local {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; closing");
+            None
+        }
     }
 }
 
