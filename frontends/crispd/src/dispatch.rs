@@ -161,36 +161,27 @@ impl Dispatcher {
                 cri.subscribers.push((conn, call));
                 Handled::Deferred
             }
-            Method::ExecSync => {
-                let req = match decode::<cri::ExecSyncRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let id = match running(cri, &req.container_id) {
-                    Ok(id) => id,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let host = Arc::clone(&self.host);
-                submit(workers, conn, call, move || {
-                    container::exec_sync(&host, &id, req.cmd, req.timeout)
-                        .map(|r| r.encode_to_vec())
-                })
-            }
-            Method::ReopenContainerLog => {
-                let req = match decode::<cri::ReopenContainerLogRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let id = match running(cri, &req.container_id) {
-                    Ok(id) => id,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let host = Arc::clone(&self.host);
-                submit(workers, conn, call, move || {
-                    container::reopen_log(&host, &id)
+            Method::ExecSync => self.on_checked(
+                decode::<cri::ExecSyncRequest>(method, message),
+                (conn, call),
+                workers,
+                cri,
+                |cri, req| running(cri, &req.container_id),
+                |host, id, req| {
+                    container::exec_sync(host, &id, req.cmd, req.timeout).map(|r| r.encode_to_vec())
+                },
+            ),
+            Method::ReopenContainerLog => self.on_checked(
+                decode::<cri::ReopenContainerLogRequest>(method, message),
+                (conn, call),
+                workers,
+                cri,
+                |cri, req| running(cri, &req.container_id),
+                |host, id, _| {
+                    container::reopen_log(host, &id)
                         .map(|()| cri::ReopenContainerLogResponse {}.encode_to_vec())
-                })
-            }
+                },
+            ),
             Method::Version => {
                 reply(decode::<cri::VersionRequest>(method, message).map(|_| self.version()))
             }
@@ -239,22 +230,18 @@ impl Dispatcher {
             Method::ListPodSandboxMetrics | Method::StreamPodSandboxMetrics => {
                 self.pod_metrics(method, message, conn, call, workers, cri)
             }
-            Method::UpdatePodSandboxResources => {
-                let req = match decode::<cri::UpdatePodSandboxResourcesRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let id = match ready_pod(cri, &req.pod_sandbox_id) {
-                    Ok(id) => id,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let host = Arc::clone(&self.host);
-                submit(workers, conn, call, move || {
+            Method::UpdatePodSandboxResources => self.on_checked(
+                decode::<cri::UpdatePodSandboxResourcesRequest>(method, message),
+                (conn, call),
+                workers,
+                cri,
+                |cri, req| ready_pod(cri, &req.pod_sandbox_id),
+                |host, id, req| {
                     let (o, r) = (req.overhead.as_ref(), req.resources.as_ref());
-                    sandbox::update_resources(&host, &id, o, r)
+                    sandbox::update_resources(host, &id, o, r)
                         .map(|()| cri::UpdatePodSandboxResourcesResponse {}.encode_to_vec())
-                })
-            }
+                },
+            ),
             Method::ListImages | Method::StreamImages => {
                 self.list_images(method, message, conn, call, workers)
             }
@@ -266,6 +253,27 @@ impl Dispatcher {
                 method.path
             )))),
         }
+    }
+
+    /// A call on one container or pod: `check` asks the state machine
+    /// for the object's full ID (a running container, a ready pod), then
+    /// `job` does the work on a worker with it.
+    fn on_checked<M: Send + 'static>(
+        &self,
+        request: Result<M, Status>,
+        (conn, call): (usize, u32),
+        workers: &Workers,
+        cri: &mut CriHost,
+        check: impl FnOnce(&mut CriHost, &M) -> Result<String, Status>,
+        job: impl FnOnce(&Host, String, M) -> crate::workers::Reply + Send + 'static,
+    ) -> Handled {
+        let checked = request.and_then(|req| Ok((check(cri, &req)?, req)));
+        let (id, req) = match checked {
+            Ok(c) => c,
+            Err(s) => return Handled::Reply(Err(s)),
+        };
+        let host = Arc::clone(&self.host);
+        submit(workers, conn, call, move || job(&host, id, req))
     }
 
     /// The pod and container lifecycle: the state machine decides; stats
