@@ -712,3 +712,73 @@ fn condition(kind: &str, status: bool, reason: &str, message: &str) -> cri::Runt
 fn runtime_config_path(config: &Config) -> PathBuf {
     config.state_dir.join("runtime-config.json")
 }
+
+/// The dispatcher behind a real connection (see [`crate::conn::tests`]).
+#[cfg(test)]
+mod tests {
+    use crisp_core::grpc::Code;
+    use crisp_proto::cri;
+    use prost::Message;
+
+    use crate::conn::tests::{Harness, VERSION};
+    use crate::policy::Peer;
+
+    const USER: Peer = Peer::Local {
+        uid: 1000,
+        gid: 1000,
+        pid: 1,
+    };
+    const ROOT: Peer = Peer::Local {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+    };
+
+    #[test]
+    fn a_caller_the_policy_refuses_is_told_which_method() {
+        let mut h = Harness::new(USER);
+        let answer = h.call(VERSION, &cri::VersionRequest::default().encode_to_vec());
+        assert_eq!(answer.status.code, Code::PermissionDenied);
+        assert!(answer.messages.is_empty());
+        assert_eq!(
+            answer.status.message,
+            format!("caller uid=1000 gid=1000 pid=1 may not call {VERSION} (see [access] in crispd's config)")
+        );
+    }
+
+    #[test]
+    fn an_unserved_method_is_unimplemented() {
+        let mut h = Harness::new(ROOT);
+        let path = "/runtime.v1.RuntimeService/Attach";
+        let answer = h.call(path, &cri::AttachRequest::default().encode_to_vec());
+        assert_eq!(answer.status.code, Code::Unimplemented);
+        assert!(
+            answer.status.message.contains(path),
+            "{}",
+            answer.status.message
+        );
+    }
+
+    #[test]
+    fn an_unknown_method_is_unimplemented() {
+        let mut h = Harness::new(ROOT);
+        let answer = h.call("/runtime.v1.RuntimeService/NoSuchMethod", &[]);
+        assert_eq!(answer.status.code, Code::Unimplemented);
+    }
+
+    #[test]
+    fn a_body_that_does_not_decode_is_an_invalid_argument() {
+        let mut h = Harness::new(ROOT);
+        // Field 1 as a length-delimited string running past the end.
+        let answer = h.call(VERSION, &[0x0a, 0x05, b'v']);
+        assert_eq!(answer.status.code, Code::InvalidArgument);
+        assert!(
+            answer
+                .status
+                .message
+                .starts_with("cannot decode runtime.v1.VersionRequest for Version: "),
+            "{}",
+            answer.status.message
+        );
+    }
+}
