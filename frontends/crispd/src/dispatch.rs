@@ -216,12 +216,7 @@ impl Dispatcher {
                     }
                     Ok(cri::UpdateRuntimeConfigResponse {}.encode_to_vec())
                 };
-                match workers.submit(conn, call, job) {
-                    Ok(()) => Handled::Deferred,
-                    Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-                        "crispd's worker queue is full",
-                    ))),
-                }
+                queued(workers.submit(conn, call, job))
             }
             Method::ListMetricDescriptors => reply(
                 decode::<cri::ListMetricDescriptorsRequest>(method, message)
@@ -419,12 +414,7 @@ impl Dispatcher {
             Ok(job) => job,
             Err(status) => return Handled::Reply(Err(status)),
         };
-        match workers.submit(conn, call, job) {
-            Ok(()) => Handled::Deferred,
-            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-                "crispd's worker queue is full",
-            ))),
-        }
+        queued(workers.submit(conn, call, job))
     }
 
     /// Decode an ImageService request into the job that answers it.
@@ -610,12 +600,7 @@ where
                 .collect(),
         })
     };
-    match workers.submit_stream(conn, call, messages) {
-        Ok(()) => Handled::Deferred,
-        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-            "crispd's worker queue is full",
-        ))),
-    }
+    queued(workers.submit_stream(conn, call, messages))
 }
 
 /// Run `job` on a worker and answer with its response in `shape`.
@@ -626,12 +611,7 @@ fn submit_shaped(
     shape: Shape,
     job: impl FnOnce() -> Result<crisp_core::cri::Response, Status> + Send + 'static,
 ) -> Handled {
-    match workers.submit_stream(conn, call, move || shape.messages(job()?)) {
-        Ok(()) => Handled::Deferred,
-        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-            "crispd's worker queue is full",
-        ))),
-    }
+    queued(workers.submit_stream(conn, call, move || shape.messages(job()?)))
 }
 
 fn submit(
@@ -640,7 +620,13 @@ fn submit(
     call: u32,
     job: impl FnOnce() -> crate::workers::Reply + Send + 'static,
 ) -> Handled {
-    match workers.submit(conn, call, job) {
+    queued(workers.submit(conn, call, job))
+}
+
+/// The answer to a call handed to the worker pool: later, or now when
+/// its queue is full.
+fn queued(submitted: Result<(), crate::workers::Busy>) -> Handled {
+    match submitted {
         Ok(()) => Handled::Deferred,
         Err(_) => Handled::Reply(Err(Status::resource_exhausted(
             "crispd's worker queue is full",
