@@ -625,12 +625,10 @@ pub fn runtime_default(caps: &HashSet<String>) -> LinuxSeccomp {
 /// (per-rule `includes`/`excludes` on capabilities and architectures,
 /// `archMap`), evaluated for a container whose bounding set is `caps`.
 pub fn load_profile(path: &Path, caps: &HashSet<String>) -> Result<LinuxSeccomp, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error {
-        context: format!("seccomp profile {}", path.display()),
-        errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("seccomp profile {}", path.display()), e))?;
     parse_profile(&text, caps)
-        .map_err(|e| Error::new(format!("seccomp profile {}: {e}", path.display())))
+        .map_err(|e| Error::Invalid(format!("seccomp profile {}: {e}", path.display())))
 }
 
 /// [`load_profile`] on the profile's text.
@@ -691,7 +689,7 @@ fn filter_applies(f: Option<&Value>, caps: &HashSet<String>, include: bool) -> b
 
 fn target_arch() -> Result<TargetArch, Error> {
     TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| Error::new(format!("seccomp: unsupported architecture: {e}")))
+        .map_err(|e| Error::Unsupported(format!("seccomp: unsupported architecture: {e}")))
 }
 
 /// Whether seccompiler knows `name` on `arch`. Profiles list syscalls of
@@ -720,7 +718,11 @@ fn action_json(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Value, 
         ScmpActTrap => json!("trap"),
         ScmpActTrace => json!({"trace": errno.unwrap_or(EPERM)}),
         ScmpActLog => json!("log"),
-        ScmpActNotify => return Err(Error::new("seccomp: SCMP_ACT_NOTIFY is not supported")),
+        ScmpActNotify => {
+            return Err(Error::Unsupported(
+                "seccomp: SCMP_ACT_NOTIFY is not supported".into(),
+            ))
+        }
     })
 }
 
@@ -823,14 +825,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, Error> {
     let n = map.len();
     let mut compiled =
         seccompiler::compile_from_json(Value::Object(map).to_string().as_bytes(), arch)
-            .map_err(|e| Error::new(format!("seccomp: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("seccomp: {e}")))?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let prog = compiled
             .remove(&format!("f{i:03}"))
-            .ok_or_else(|| Error::new("seccomp: a compiled filter is missing"))?;
+            .ok_or_else(|| Error::Host("seccomp: a compiled filter is missing".into()))?;
         if prog.len() > 4096 {
-            return Err(Error::new(format!(
+            return Err(Error::Invalid(format!(
                 "seccomp: filter of {} instructions exceeds the kernel's 4096",
                 prog.len()
             )));
@@ -846,7 +848,7 @@ pub fn compile_cached(profile: &LinuxSeccomp) -> Result<Arc<[BpfProgram]>, Error
     const KEEP: usize = 16;
     static CACHE: Mutex<Vec<(String, Arc<[BpfProgram]>)>> = Mutex::new(Vec::new());
     let key = serde_json::to_string(profile)
-        .map_err(|e| Error::new(format!("seccomp: encode the profile: {e}")))?;
+        .map_err(|e| Error::Host(format!("seccomp: encode the profile: {e}")))?;
     let lock = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, progs)) = lock().iter().find(|(k, _)| *k == key) {
         return Ok(progs.clone());
@@ -885,7 +887,7 @@ pub fn encode(programs: &[BpfProgram]) -> Vec<u8> {
 /// The programs [`encode`] wrote, checked: whole instructions, none empty
 /// and none longer than the kernel takes.
 pub fn decode(mut bytes: &[u8]) -> Result<Vec<BpfProgram>, Error> {
-    let bad = |why: &str| Error::new(format!("seccomp: bad compiled programs: {why}"));
+    let bad = |why: &str| Error::Host(format!("seccomp: bad compiled programs: {why}"));
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let (count, rest) = bytes

@@ -343,7 +343,7 @@ pub fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Stat
 /// The executor's errors: its "not implemented yet" placeholders answer
 /// UNIMPLEMENTED (never a fake success), the rest INTERNAL.
 pub fn exec_status(what: &str, e: &crisp_executor::Error) -> Status {
-    if e.context.contains("not implemented") {
+    if e.context().contains("not implemented") {
         Status::unimplemented(format!("{what}: {e} (crisp's executor is not merged yet)"))
     } else {
         Status::internal(format!("{what}: {e}"))
