@@ -17,6 +17,7 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::cri_host::{self, CriHost};
+use crate::error::StartError;
 use crate::host::{self, CgroupMode};
 use crate::metrics;
 use crate::persist;
@@ -52,7 +53,7 @@ const RUNTIME_NAME: &str = "crisp";
 const CRI_VERSION: &str = "v1";
 
 impl Dispatcher {
-    pub fn new(config: Arc<Config>, policy: Policy) -> Result<Self, String> {
+    pub fn new(config: Arc<Config>, policy: Policy) -> Result<Self, StartError> {
         let pod_cidr = std::fs::read(runtime_config_path(&config))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -62,7 +63,7 @@ impl Dispatcher {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let mut images = ImageService::new(&config.image_settings())?;
+        let mut images = ImageService::new(&config.image_settings()).map_err(StartError::Images)?;
         let in_use: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
         let users = Arc::clone(&in_use);
         images.set_in_use(Box::new(move |r| {
