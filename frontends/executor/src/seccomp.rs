@@ -19,6 +19,7 @@
 //! container's monitor the programs ready-made ([`encode`], [`decode`]).
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -631,10 +632,30 @@ pub fn load_profile(path: &Path, caps: &HashSet<String>) -> Result<LinuxSeccomp,
         .map_err(|e| Error::Invalid(format!("seccomp profile {}: {e}", path.display())))
 }
 
+/// Why a seccomp profile's text is unusable.
+#[derive(Debug)]
+pub enum ProfileError {
+    /// Not JSON, or not the shape of `linux.seccomp`.
+    Json(serde_json::Error),
+    /// JSON, but not an object.
+    NotAnObject,
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Json(e) => e.fmt(f),
+            Self::NotAnObject => f.write_str("not a JSON object"),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
 /// [`load_profile`] on the profile's text.
-pub fn parse_profile(text: &str, caps: &HashSet<String>) -> Result<LinuxSeccomp, String> {
-    let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let obj = v.as_object_mut().ok_or("not a JSON object")?;
+pub fn parse_profile(text: &str, caps: &HashSet<String>) -> Result<LinuxSeccomp, ProfileError> {
+    let mut v: Value = serde_json::from_str(text).map_err(ProfileError::Json)?;
+    let obj = v.as_object_mut().ok_or(ProfileError::NotAnObject)?;
     obj.remove("archMap");
     obj.remove("defaultErrno");
     if let Some(Value::Array(calls)) = obj.get_mut("syscalls") {
@@ -658,7 +679,7 @@ pub fn parse_profile(text: &str, caps: &HashSet<String>) -> Result<LinuxSeccomp,
             .collect();
         *calls = kept;
     }
-    serde_json::from_value(v).map_err(|e| e.to_string())
+    serde_json::from_value(v).map_err(ProfileError::Json)
 }
 
 /// Docker's filters. `includes` applies when *all* its conditions hold (and
