@@ -434,7 +434,7 @@ impl Dispatcher {
                     &auth.identity_token,
                     &auth.registry_token,
                 )
-                .map_err(Status::invalid_argument)?;
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 Box::new(move || {
                     let id = images.pull(&image, &creds).map_err(|e| e.to_status())?;
                     Ok(cri::PullImageResponse { image_ref: id }.encode_to_vec())

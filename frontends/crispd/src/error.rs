@@ -29,8 +29,8 @@ pub enum StartError {
     Exe(io::Error),
     /// No usable cgroup hierarchy.
     Cgroups(crisp_executor::Error),
-    /// The image store could not be opened (crisp-image's reason).
-    Images(String),
+    /// The image service could not start.
+    Images(crisp_image::OpenError),
     /// Waiting for events failed while serving.
     Poll(io::Error),
 }
@@ -54,7 +54,7 @@ impl fmt::Display for StartError {
             Self::Config(e) => e.fmt(f),
             Self::Exe(e) => write!(f, "cannot find crispd's binary: {e}"),
             Self::Cgroups(e) => write!(f, "cgroups: {e}"),
-            Self::Images(e) => f.write_str(e),
+            Self::Images(e) => e.fmt(f),
             Self::Poll(e) => write!(f, "poll failed: {e}"),
         }
     }
@@ -67,7 +67,8 @@ impl std::error::Error for StartError {
             Self::Sys { errno, .. } | Self::Locked { errno, .. } => Some(errno),
             Self::Config(e) => Some(e),
             Self::Cgroups(e) => Some(e),
-            Self::SocketInUse { .. } | Self::UnknownGroup(_) | Self::Images(_) => None,
+            Self::Images(e) => Some(e),
+            Self::SocketInUse { .. } | Self::UnknownGroup(_) => None,
         }
     }
 }
