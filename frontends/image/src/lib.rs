@@ -345,11 +345,11 @@ impl ImageService {
             .remove(query, &*self.in_use)
             .map_err(|e| ImageError::local("update the image records", e))?;
         match done {
-            Err(user) => Err(ImageError::unsupported(format!(
+            store::Removal::InUse(user) => Err(ImageError::unsupported(format!(
                 "image {query} is in use by {user}"
             ))),
-            Ok(None) => Ok(()),
-            Ok(Some(removed)) => {
+            store::Removal::NotFound => Ok(()),
+            store::Removal::Removed(removed) => {
                 tracing::info!(
                     image = query,
                     id = %removed.id,
