@@ -208,7 +208,7 @@ impl Config {
 
     /// Read `path`. A missing file is fine only when it is the default path
     /// (a node without a config file runs on defaults).
-    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, required) = match path {
             Some(p) => (p, true),
             None => (Path::new(DEFAULT_CONFIG_PATH), false),
@@ -218,30 +218,88 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(Self::default())
             }
-            Err(e) => return Err(format!("cannot read config {}: {e}", path.display())),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
         };
-        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// The TCP listen address, checked against the loopback rule.
-    pub fn tcp_addr(&self) -> Result<Option<SocketAddr>, String> {
+    pub fn tcp_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         let Some(raw) = &self.tcp_listen else {
             return Ok(None);
         };
         let text = raw.strip_prefix("tcp://").unwrap_or(raw);
-        let addr: SocketAddr = text
-            .parse()
-            .map_err(|e| format!("invalid tcp_listen {raw:?}: {e}"))?;
+        let addr: SocketAddr = text.parse().map_err(|source| ConfigError::TcpListen {
+            raw: raw.clone(),
+            source,
+        })?;
         if !addr.ip().is_loopback() && !self.tcp_allow_non_loopback {
-            return Err(format!(
-                "tcp_listen {addr} is not a loopback address; set tcp_allow_non_loopback = true to allow it"
-            ));
+            return Err(ConfigError::NotLoopback(addr));
         }
         Ok(Some(addr))
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Why crispd's configuration is unusable.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// `tcp_listen` is no socket address.
+    TcpListen {
+        raw: String,
+        source: std::net::AddrParseError,
+    },
+    /// `tcp_listen` is not on loopback and that was not allowed.
+    NotLoopback(SocketAddr),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read { path, source } => {
+                write!(f, "cannot read config {}: {source}", path.display())
+            }
+            Self::Parse { path, source } => {
+                write!(f, "invalid config {}: {source}", path.display())
+            }
+            Self::TcpListen { raw, source } => write!(f, "invalid tcp_listen {raw:?}: {source}"),
+            Self::NotLoopback(addr) => write!(
+                f,
+                "tcp_listen {addr} is not a loopback address; set tcp_allow_non_loopback = true to allow it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read { source, .. } => Some(source),
+            Self::Parse { source, .. } => Some(source),
+            Self::TcpListen { source, .. } => Some(source),
+            Self::NotLoopback(_) => None,
+        }
     }
 }
 

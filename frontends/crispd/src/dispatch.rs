@@ -17,6 +17,7 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::cri_host::{self, CriHost};
+use crate::error::StartError;
 use crate::host::{self, CgroupMode};
 use crate::metrics;
 use crate::persist;
@@ -52,7 +53,7 @@ const RUNTIME_NAME: &str = "crisp";
 const CRI_VERSION: &str = "v1";
 
 impl Dispatcher {
-    pub fn new(config: Arc<Config>, policy: Policy) -> Result<Self, String> {
+    pub fn new(config: Arc<Config>, policy: Policy) -> Result<Self, StartError> {
         let pod_cidr = std::fs::read(runtime_config_path(&config))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -62,7 +63,7 @@ impl Dispatcher {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let mut images = ImageService::new(&config.image_settings())?;
+        let mut images = ImageService::new(&config.image_settings()).map_err(StartError::Images)?;
         let in_use: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
         let users = Arc::clone(&in_use);
         images.set_in_use(Box::new(move |r| {
@@ -161,36 +162,27 @@ impl Dispatcher {
                 cri.subscribers.push((conn, call));
                 Handled::Deferred
             }
-            Method::ExecSync => {
-                let req = match decode::<cri::ExecSyncRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let id = match running(cri, &req.container_id) {
-                    Ok(id) => id,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let host = Arc::clone(&self.host);
-                submit(workers, conn, call, move || {
-                    container::exec_sync(&host, &id, req.cmd, req.timeout)
-                        .map(|r| r.encode_to_vec())
-                })
-            }
-            Method::ReopenContainerLog => {
-                let req = match decode::<cri::ReopenContainerLogRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let id = match running(cri, &req.container_id) {
-                    Ok(id) => id,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let host = Arc::clone(&self.host);
-                submit(workers, conn, call, move || {
-                    container::reopen_log(&host, &id)
+            Method::ExecSync => self.on_checked(
+                decode::<cri::ExecSyncRequest>(method, message),
+                (conn, call),
+                workers,
+                cri,
+                |cri, req| running(cri, &req.container_id),
+                |host, id, req| {
+                    container::exec_sync(host, &id, req.cmd, req.timeout).map(|r| r.encode_to_vec())
+                },
+            ),
+            Method::ReopenContainerLog => self.on_checked(
+                decode::<cri::ReopenContainerLogRequest>(method, message),
+                (conn, call),
+                workers,
+                cri,
+                |cri, req| running(cri, &req.container_id),
+                |host, id, _| {
+                    container::reopen_log(host, &id)
                         .map(|()| cri::ReopenContainerLogResponse {}.encode_to_vec())
-                })
-            }
+                },
+            ),
             Method::Version => {
                 reply(decode::<cri::VersionRequest>(method, message).map(|_| self.version()))
             }
@@ -225,12 +217,7 @@ impl Dispatcher {
                     }
                     Ok(cri::UpdateRuntimeConfigResponse {}.encode_to_vec())
                 };
-                match workers.submit(conn, call, job) {
-                    Ok(()) => Handled::Deferred,
-                    Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-                        "crispd's worker queue is full",
-                    ))),
-                }
+                queued(workers.submit(conn, call, job))
             }
             Method::ListMetricDescriptors => reply(
                 decode::<cri::ListMetricDescriptorsRequest>(method, message)
@@ -239,22 +226,18 @@ impl Dispatcher {
             Method::ListPodSandboxMetrics | Method::StreamPodSandboxMetrics => {
                 self.pod_metrics(method, message, conn, call, workers, cri)
             }
-            Method::UpdatePodSandboxResources => {
-                let req = match decode::<cri::UpdatePodSandboxResourcesRequest>(method, message) {
-                    Ok(r) => r,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let id = match ready_pod(cri, &req.pod_sandbox_id) {
-                    Ok(id) => id,
-                    Err(s) => return Handled::Reply(Err(s)),
-                };
-                let host = Arc::clone(&self.host);
-                submit(workers, conn, call, move || {
+            Method::UpdatePodSandboxResources => self.on_checked(
+                decode::<cri::UpdatePodSandboxResourcesRequest>(method, message),
+                (conn, call),
+                workers,
+                cri,
+                |cri, req| ready_pod(cri, &req.pod_sandbox_id),
+                |host, id, req| {
                     let (o, r) = (req.overhead.as_ref(), req.resources.as_ref());
-                    sandbox::update_resources(&host, &id, o, r)
+                    sandbox::update_resources(host, &id, o, r)
                         .map(|()| cri::UpdatePodSandboxResourcesResponse {}.encode_to_vec())
-                })
-            }
+                },
+            ),
             Method::ListImages | Method::StreamImages => {
                 self.list_images(method, message, conn, call, workers)
             }
@@ -266,6 +249,27 @@ impl Dispatcher {
                 method.path
             )))),
         }
+    }
+
+    /// A call on one container or pod: `check` asks the state machine
+    /// for the object's full ID (a running container, a ready pod), then
+    /// `job` does the work on a worker with it.
+    fn on_checked<M: Send + 'static>(
+        &self,
+        request: Result<M, Status>,
+        (conn, call): (usize, u32),
+        workers: &Workers,
+        cri: &mut CriHost,
+        check: impl FnOnce(&mut CriHost, &M) -> Result<String, Status>,
+        job: impl FnOnce(&Host, String, M) -> crate::workers::Reply + Send + 'static,
+    ) -> Handled {
+        let checked = request.and_then(|req| Ok((check(cri, &req)?, req)));
+        let (id, req) = match checked {
+            Ok(c) => c,
+            Err(s) => return Handled::Reply(Err(s)),
+        };
+        let host = Arc::clone(&self.host);
+        submit(workers, conn, call, move || job(&host, id, req))
     }
 
     /// The pod and container lifecycle: the state machine decides; stats
@@ -411,12 +415,7 @@ impl Dispatcher {
             Ok(job) => job,
             Err(status) => return Handled::Reply(Err(status)),
         };
-        match workers.submit(conn, call, job) {
-            Ok(()) => Handled::Deferred,
-            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-                "crispd's worker queue is full",
-            ))),
-        }
+        queued(workers.submit(conn, call, job))
     }
 
     /// Decode an ImageService request into the job that answers it.
@@ -435,7 +434,7 @@ impl Dispatcher {
                     &auth.identity_token,
                     &auth.registry_token,
                 )
-                .map_err(Status::invalid_argument)?;
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 Box::new(move || {
                     let id = images.pull(&image, &creds).map_err(|e| e.to_status())?;
                     Ok(cri::PullImageResponse { image_ref: id }.encode_to_vec())
@@ -602,12 +601,7 @@ where
                 .collect(),
         })
     };
-    match workers.submit_stream(conn, call, messages) {
-        Ok(()) => Handled::Deferred,
-        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-            "crispd's worker queue is full",
-        ))),
-    }
+    queued(workers.submit_stream(conn, call, messages))
 }
 
 /// Run `job` on a worker and answer with its response in `shape`.
@@ -618,12 +612,7 @@ fn submit_shaped(
     shape: Shape,
     job: impl FnOnce() -> Result<crisp_core::cri::Response, Status> + Send + 'static,
 ) -> Handled {
-    match workers.submit_stream(conn, call, move || shape.messages(job()?)) {
-        Ok(()) => Handled::Deferred,
-        Err(_) => Handled::Reply(Err(Status::resource_exhausted(
-            "crispd's worker queue is full",
-        ))),
-    }
+    queued(workers.submit_stream(conn, call, move || shape.messages(job()?)))
 }
 
 fn submit(
@@ -632,7 +621,13 @@ fn submit(
     call: u32,
     job: impl FnOnce() -> crate::workers::Reply + Send + 'static,
 ) -> Handled {
-    match workers.submit(conn, call, job) {
+    queued(workers.submit(conn, call, job))
+}
+
+/// The answer to a call handed to the worker pool: later, or now when
+/// its queue is full.
+fn queued(submitted: Result<(), crate::workers::Busy>) -> Handled {
+    match submitted {
         Ok(()) => Handled::Deferred,
         Err(_) => Handled::Reply(Err(Status::resource_exhausted(
             "crispd's worker queue is full",
@@ -703,4 +698,74 @@ fn condition(kind: &str, status: bool, reason: &str, message: &str) -> cri::Runt
 
 fn runtime_config_path(config: &Config) -> PathBuf {
     config.state_dir.join("runtime-config.json")
+}
+
+/// The dispatcher behind a real connection (see [`crate::conn::tests`]).
+#[cfg(test)]
+mod tests {
+    use crisp_core::grpc::Code;
+    use crisp_proto::cri;
+    use prost::Message;
+
+    use crate::conn::tests::{Harness, VERSION};
+    use crate::policy::Peer;
+
+    const USER: Peer = Peer::Local {
+        uid: 1000,
+        gid: 1000,
+        pid: 1,
+    };
+    const ROOT: Peer = Peer::Local {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+    };
+
+    #[test]
+    fn a_caller_the_policy_refuses_is_told_which_method() {
+        let mut h = Harness::new(USER);
+        let answer = h.call(VERSION, &cri::VersionRequest::default().encode_to_vec());
+        assert_eq!(answer.status.code, Code::PermissionDenied);
+        assert!(answer.messages.is_empty());
+        assert_eq!(
+            answer.status.message,
+            format!("caller uid=1000 gid=1000 pid=1 may not call {VERSION} (see [access] in crispd's config)")
+        );
+    }
+
+    #[test]
+    fn an_unserved_method_is_unimplemented() {
+        let mut h = Harness::new(ROOT);
+        let path = "/runtime.v1.RuntimeService/Attach";
+        let answer = h.call(path, &cri::AttachRequest::default().encode_to_vec());
+        assert_eq!(answer.status.code, Code::Unimplemented);
+        assert!(
+            answer.status.message.contains(path),
+            "{}",
+            answer.status.message
+        );
+    }
+
+    #[test]
+    fn an_unknown_method_is_unimplemented() {
+        let mut h = Harness::new(ROOT);
+        let answer = h.call("/runtime.v1.RuntimeService/NoSuchMethod", &[]);
+        assert_eq!(answer.status.code, Code::Unimplemented);
+    }
+
+    #[test]
+    fn a_body_that_does_not_decode_is_an_invalid_argument() {
+        let mut h = Harness::new(ROOT);
+        // Field 1 as a length-delimited string running past the end.
+        let answer = h.call(VERSION, &[0x0a, 0x05, b'v']);
+        assert_eq!(answer.status.code, Code::InvalidArgument);
+        assert!(
+            answer
+                .status
+                .message
+                .starts_with("cannot decode runtime.v1.VersionRequest for Version: "),
+            "{}",
+            answer.status.message
+        );
+    }
 }

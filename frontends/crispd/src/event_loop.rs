@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Ctx, Socket};
 use crate::cri_host::CriHost;
 use crate::dispatch::Dispatcher;
+use crate::error::{self, StartError};
 use crate::policy::{Peer, Policy};
 use crate::workers::{Done, Workers};
 
@@ -79,16 +80,15 @@ enum Woke {
 const HOT_READS_PER_POLL: u32 = 4;
 
 /// Start serving; returns when a shutdown completes.
-pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
+pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
     // Blocked in this thread before any other starts, so every thread
     // inherits the mask and the signals arrive only through the signalfd.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
-    mask.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
+    mask.thread_block().map_err(error::sys("block signals"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("cannot create signalfd: {e}"))?;
+        .map_err(error::sys("create signalfd"))?;
 
     raise_fd_limit(config.max_connections);
     create_dir(&config.runtime_dir, 0o711)?;
@@ -96,18 +96,16 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), String> {
     let lock = take_lock(&config.runtime_dir)?;
     let unix = bind_unix(&config.socket, &config.socket_group)?;
     let tcp = match config.tcp_addr()? {
-        Some(addr) => Some(
-            TcpListener::bind(addr).map_err(|e| format!("cannot listen on tcp://{addr}: {e}"))?,
-        ),
+        Some(addr) => {
+            Some(TcpListener::bind(addr).map_err(error::io(format!("listen on tcp://{addr}")))?)
+        }
         None => None,
     };
 
-    let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
-    );
+    let poll = Poll::new().map_err(error::io("create poll"))?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(error::io("create waker"))?);
     let workers = Workers::new(config.workers, config.worker_queue, waker)
-        .map_err(|e| format!("cannot start workers: {e}"))?;
+        .map_err(error::io("start workers"))?;
     let dispatcher = Dispatcher::new(Arc::clone(&config), policy)?;
     let cri = CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
 
@@ -152,24 +150,23 @@ fn server_config(config: &Config) -> ServerConfig {
 }
 
 impl Daemon {
-    fn register_sources(&mut self) -> Result<(), String> {
+    fn register_sources(&mut self) -> Result<(), StartError> {
         let r = self.poll.registry();
-        let err = |e: io::Error| format!("cannot register with poll: {e}");
         if let Some(l) = self.unix.as_mut() {
             r.register(l, UNIX_LISTENER, Interest::READABLE)
-                .map_err(err)?;
+                .map_err(error::io("register with poll"))?;
         }
         if let Some(l) = self.tcp.as_mut() {
             r.register(l, TCP_LISTENER, Interest::READABLE)
-                .map_err(err)?;
+                .map_err(error::io("register with poll"))?;
         }
         let fd = self.signals.as_raw_fd();
         r.register(&mut SourceFd(&fd), SIGNALS, Interest::READABLE)
-            .map_err(err)?;
+            .map_err(error::io("register with poll"))?;
         Ok(())
     }
 
-    fn serve(&mut self) -> Result<(), String> {
+    fn serve(&mut self) -> Result<(), StartError> {
         let mut events = Events::with_capacity(1024);
         let mut read_buf = vec![0u8; READ_BUF];
         let mut touched = Vec::new();
@@ -179,13 +176,12 @@ impl Daemon {
                 Ok(Woke::Events) => {}
                 Ok(Woke::Hot(id)) => touched.push(id),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("poll failed: {e}")),
+                Err(e) => return Err(StartError::Poll(e)),
             }
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    UNIX_LISTENER => self.accept_unix(&mut touched),
-                    TCP_LISTENER => self.accept_tcp(&mut touched),
+                    token @ (UNIX_LISTENER | TCP_LISTENER) => self.accept(token, &mut touched),
                     WAKER => {}
                     SIGNALS => self.on_signal(now, &mut touched),
                     Token(id) => {
@@ -353,45 +349,21 @@ impl Daemon {
         }
     }
 
-    fn accept_unix(&mut self, touched: &mut Vec<usize>) {
+    /// Accept every connection waiting on the listener behind `token`
+    /// (`UNIX_LISTENER` or `TCP_LISTENER`).
+    fn accept(&mut self, token: Token, touched: &mut Vec<usize>) {
         loop {
-            let Some(listener) = self.unix.as_ref() else {
-                return;
+            let accepted = match (token, self.unix.as_ref(), self.tcp.as_ref()) {
+                (UNIX_LISTENER, Some(l), _) => l.accept().map(|(s, _)| local_peer(s)),
+                (TCP_LISTENER, _, Some(l)) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Some((Socket::Tcp(s), Peer::Tcp))
+                }),
+                _ => return,
             };
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let peer = match getsockopt(&stream, sockopt::PeerCredentials) {
-                        Ok(c) => Peer::Local {
-                            uid: c.uid(),
-                            gid: c.gid(),
-                            pid: c.pid(),
-                        },
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot read peer credentials; closing");
-                            continue;
-                        }
-                    };
-                    self.add_conn(Socket::Unix(stream), peer, touched);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn accept_tcp(&mut self, touched: &mut Vec<usize>) {
-        loop {
-            let Some(listener) = self.tcp.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    self.add_conn(Socket::Tcp(stream), Peer::Tcp, touched);
-                }
+            match accepted {
+                Ok(Some((socket, peer))) => self.add_conn(socket, peer, touched),
+                Ok(None) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -519,11 +491,30 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
+/// A Unix connection with its peer's credentials, or `None` (it is
+/// dropped, so closed) when the kernel cannot tell them.
+fn local_peer(stream: mio::net::UnixStream) -> Option<(Socket, Peer)> {
+    match getsockopt(&stream, sockopt::PeerCredentials) {
+        Ok(c) => Some((
+            Socket::Unix(stream),
+            Peer::Local {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; closing");
+            None
+        }
+    }
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<(), StartError> {
     if !path.exists() {
-        fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        fs::create_dir_all(path).map_err(error::io(format!("create {}", path.display())))?;
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set mode of {}: {e}", path.display()))?;
+            .map_err(error::io(format!("set mode of {}", path.display())))?;
     }
     Ok(())
 }
@@ -535,14 +526,14 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), String> {
 /// does not hold it too, and a crispd killed with SIGKILL frees it at
 /// once for the next one. Nothing else in crispd opens this file (closing
 /// any descriptor of it would drop the lock).
-fn take_lock(runtime_dir: &Path) -> Result<File, String> {
+fn take_lock(runtime_dir: &Path) -> Result<File, StartError> {
     let path = runtime_dir.join("crispd.lock");
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(error::io(format!("open {}", path.display())))?;
     let whole_file = nix::libc::flock {
         l_type: nix::libc::F_WRLCK as i16,
         l_whence: nix::libc::SEEK_SET as i16,
@@ -550,19 +541,15 @@ fn take_lock(runtime_dir: &Path) -> Result<File, String> {
         l_len: 0,
         l_pid: 0,
     };
-    fcntl(&file, FcntlArg::F_SETLK(&whole_file)).map_err(|e| {
-        format!(
-            "another crispd is running ({} is locked: {e}); refusing to start",
-            path.display()
-        )
-    })?;
+    fcntl(&file, FcntlArg::F_SETLK(&whole_file))
+        .map_err(|errno| StartError::Locked { path, errno })?;
     Ok(file)
 }
 
 /// Bind the CRI socket: mode 0660 from the start (umask), group from the
 /// config. A live socket means another server: refuse. A stale one is
 /// replaced.
-fn bind_unix(path: &Path, group: &str) -> Result<UnixListener, String> {
+fn bind_unix(path: &Path, group: &str) -> Result<UnixListener, StartError> {
     if let Some(dir) = path.parent() {
         create_dir(dir, 0o711)?;
     }
@@ -570,10 +557,10 @@ fn bind_unix(path: &Path, group: &str) -> Result<UnixListener, String> {
         if let Ok(probe) = std::os::unix::net::UnixStream::connect(path) {
             match listener_pid(&probe) {
                 Some(pid) => {
-                    return Err(format!(
-                        "{} is served by another process (pid {pid}); refusing to start",
-                        path.display()
-                    ))
+                    return Err(StartError::SocketInUse {
+                        path: path.to_owned(),
+                        pid,
+                    })
                 }
                 None => tracing::info!(
                     socket = %path.display(),
@@ -583,15 +570,17 @@ fn bind_unix(path: &Path, group: &str) -> Result<UnixListener, String> {
         }
         tracing::info!(socket = %path.display(), "replacing stale socket");
         fs::remove_file(path)
-            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+            .map_err(error::io(format!("remove stale socket {}", path.display())))?;
     }
     let gid = resolve_group(group)?;
     let old = umask(Mode::from_bits_truncate(0o117));
     let listener = UnixListener::bind(path);
     umask(old);
-    let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::os::unix::fs::chown(path, None, Some(gid))
-        .map_err(|e| format!("cannot give {} to group {group}: {e}", path.display()))?;
+    let listener = listener.map_err(error::io(format!("listen on {}", path.display())))?;
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(error::io(format!(
+        "give {} to group {group}",
+        path.display()
+    )))?;
     Ok(listener)
 }
 
@@ -611,13 +600,13 @@ fn listener_pid(probe: &std::os::unix::net::UnixStream) -> Option<i32> {
     }
 }
 
-fn resolve_group(group: &str) -> Result<u32, String> {
+fn resolve_group(group: &str) -> Result<u32, StartError> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("unknown socket_group {group:?}")),
-        Err(e) => Err(format!("cannot look up group {group:?}: {e}")),
+        Ok(None) => Err(StartError::UnknownGroup(group.to_owned())),
+        Err(e) => Err(error::sys(format!("look up group {group:?}"))(e)),
     }
 }

@@ -611,7 +611,7 @@ fn missing_executable_fails_create() {
     .err()
     .expect("create must fail");
     assert!(err.to_string().starts_with("exec: /bin/nope"), "{err}");
-    assert_eq!(err.errno, Some(nix::errno::Errno::ENOENT));
+    assert_eq!(err.errno(), Some(nix::errno::Errno::ENOENT));
 
     let spec = f.spec(&config(&["nope"]));
     let (_out_r, out_w) = pipe();

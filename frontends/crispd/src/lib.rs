@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod cri_host;
 pub mod dispatch;
+pub mod error;
 pub mod event_loop;
 pub mod host;
 pub mod metrics;

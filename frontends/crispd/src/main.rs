@@ -202,9 +202,13 @@ fn images(config: &Config) -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .map_err(|e| format!("invalid log level {:?}: {e}", config.log.level))?;
+fn init_logging(config: &Config) -> Result<(), LogError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|source| {
+        LogError::Level {
+            level: config.log.level.clone(),
+            source,
+        }
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -213,5 +217,26 @@ fn init_logging(config: &Config) -> Result<(), String> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-    result.map_err(|e| format!("cannot start logging: {e}"))
+    result.map_err(LogError::Start)
+}
+
+/// Why logging could not be set up.
+#[derive(Debug)]
+enum LogError {
+    /// `[log] level` is no tracing filter.
+    Level {
+        level: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// The subscriber could not be installed.
+    Start(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Level { level, source } => write!(f, "invalid log level {level:?}: {source}"),
+            Self::Start(e) => write!(f, "cannot start logging: {e}"),
+        }
+    }
 }

@@ -264,9 +264,9 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec, Error> {
     }
     if let Some(s) = seccomp {
         doc["linux"]["seccomp"] =
-            serde_json::to_value(s).map_err(|e| Error::new(format!("seccomp profile: {e}")))?;
+            serde_json::to_value(s).map_err(|e| Error::Invalid(format!("seccomp profile: {e}")))?;
     }
-    serde_json::from_value(doc).map_err(|e| Error::new(format!("building the OCI spec: {e}")))
+    serde_json::from_value(doc).map_err(|e| Error::Invalid(format!("building the OCI spec: {e}")))
 }
 
 /// kubelet's rules: `command` replaces the image's entrypoint and drops its
@@ -287,7 +287,7 @@ pub fn command_line(
         argv.extend(cmd.unwrap_or(&[]).iter().cloned());
     }
     if argv.is_empty() {
-        return Err(Error::new("no command specified"));
+        return Err(Error::Invalid("no command specified".into()));
     }
     Ok(argv)
 }
@@ -390,7 +390,7 @@ pub fn resolve_user(
     // Both set: the name wins, as in containerd's generateUserString.
     let (uid, mut gid, name, home) = if !sc.run_as_username.is_empty() {
         let e = by_name(&sc.run_as_username).ok_or_else(|| {
-            Error::new(format!(
+            Error::Invalid(format!(
                 "user {:?} not found in the image's /etc/passwd",
                 sc.run_as_username
             ))
@@ -398,7 +398,7 @@ pub fn resolve_user(
         (e.uid, e.gid, Some(e.name.clone()), e.home.clone())
     } else if let Some(u) = &sc.run_as_user {
         let uid = u32::try_from(u.value)
-            .map_err(|_| Error::new(format!("run_as_user {} out of range", u.value)))?;
+            .map_err(|_| Error::Invalid(format!("run_as_user {} out of range", u.value)))?;
         match by_uid(uid) {
             Some(e) => (uid, e.gid, Some(e.name.clone()), e.home.clone()),
             None => (uid, 0, None, "/".to_string()),
@@ -420,7 +420,7 @@ pub fn resolve_user(
             }
         } else {
             let e = by_name(u).ok_or_else(|| {
-                Error::new(format!(
+                Error::Invalid(format!(
                     "image user {u:?} not found in the image's /etc/passwd"
                 ))
             })?;
@@ -435,7 +435,7 @@ pub fn resolve_user(
                     .find(|e| e.name == g)
                     .map(|e| e.gid)
                     .ok_or_else(|| {
-                        Error::new(format!(
+                        Error::Invalid(format!(
                             "image group {g:?} not found in the image's /etc/group"
                         ))
                     })?,
@@ -445,7 +445,7 @@ pub fn resolve_user(
     };
     if let Some(g) = &sc.run_as_group {
         gid = u32::try_from(g.value)
-            .map_err(|_| Error::new(format!("run_as_group {} out of range", g.value)))?;
+            .map_err(|_| Error::Invalid(format!("run_as_group {} out of range", g.value)))?;
     }
     let mut additional = vec![gid];
     let strict = sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;
@@ -459,7 +459,7 @@ pub fn resolve_user(
     for g in &sc.supplemental_groups {
         additional.push(
             u32::try_from(*g)
-                .map_err(|_| Error::new(format!("supplemental group {g} out of range")))?,
+                .map_err(|_| Error::Invalid(format!("supplemental group {g} out of range")))?,
         );
     }
     let mut seen = HashSet::new();
@@ -519,7 +519,7 @@ pub fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<Vec<Strin
     for a in c.add_capabilities.iter().filter(|n| !is_all(n)) {
         let n = cap_name(a);
         if oci_spec::runtime::Capability::from_str(n.trim_start_matches("CAP_")).is_err() {
-            return Err(Error::new(format!("unknown capability {a:?}")));
+            return Err(Error::Invalid(format!("unknown capability {a:?}")));
         }
         if !caps.contains(&n) {
             caps.push(n);
@@ -539,7 +539,7 @@ fn seccomp_profile(
     use cri::security_profile::ProfileType;
     let localhost = |path: &str| -> Result<Option<oci_spec::runtime::LinuxSeccomp>, Error> {
         if !Path::new(path).is_absolute() {
-            return Err(Error::new(format!(
+            return Err(Error::Invalid(format!(
                 "seccomp profile {path:?}: not an absolute path"
             )));
         }
@@ -550,7 +550,7 @@ fn seccomp_profile(
             Ok(ProfileType::RuntimeDefault) => Ok(Some(seccomp::runtime_default(caps))),
             Ok(ProfileType::Unconfined) => Ok(None),
             Ok(ProfileType::Localhost) => localhost(&p.localhost_ref),
-            Err(_) => Err(Error::new(format!(
+            Err(_) => Err(Error::Invalid(format!(
                 "unknown seccomp profile type {}",
                 p.profile_type
             ))),
@@ -562,7 +562,7 @@ fn seccomp_profile(
             "" | "unconfined" => Ok(None),
             p => match p.strip_prefix("localhost/") {
                 Some(path) => localhost(path),
-                None => Err(Error::new(format!("unknown seccomp profile {p:?}"))),
+                None => Err(Error::Invalid(format!("unknown seccomp profile {p:?}"))),
             },
         },
     }
@@ -664,7 +664,7 @@ fn mounts(
     let mut propagation = None;
     for m in extra {
         if !Path::new(&m.container_path).is_absolute() {
-            return Err(Error::new(format!(
+            return Err(Error::Invalid(format!(
                 "mount {:?}: container path is not absolute",
                 m.container_path
             )));
@@ -672,10 +672,8 @@ fn mounts(
         let src = Path::new(&m.host_path);
         if !src.exists() {
             // containerd creates a missing host path as a directory.
-            fs::create_dir_all(src).map_err(|e| Error {
-                context: format!("mount source {}", src.display()),
-                errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
-            })?;
+            fs::create_dir_all(src)
+                .map_err(|e| Error::io(format!("mount source {}", src.display()), e))?;
         }
         let prop = match cri::MountPropagation::try_from(m.propagation) {
             Ok(cri::MountPropagation::PropagationHostToContainer) => {
@@ -729,10 +727,7 @@ fn default_device_rules() -> Vec<Value> {
 }
 
 fn device_json(container_path: &str, host: &Path) -> Result<Option<(Value, Value, String)>, Error> {
-    let md = fs::metadata(host).map_err(|e| Error {
-        context: format!("device {}", host.display()),
-        errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
-    })?;
+    let md = fs::metadata(host).map_err(|e| Error::io(format!("device {}", host.display()), e))?;
     let typ = if md.file_type().is_char_device() {
         "c"
     } else if md.file_type().is_block_device() {

@@ -37,7 +37,7 @@ impl MethodSet {
         self.0 & (1 << m as u32) != 0
     }
 
-    fn parse(names: &[String]) -> Result<Self, String> {
+    fn parse(names: &[String]) -> Result<Self, PolicyError> {
         let mut set = 0u64;
         for name in names {
             set |= match name.as_str() {
@@ -50,7 +50,7 @@ impl MethodSet {
                     let d = METHODS
                         .iter()
                         .find(|d| d.name == other || d.path == other)
-                        .ok_or_else(|| format!("unknown method {other:?} in access policy"))?;
+                        .ok_or_else(|| PolicyError::UnknownMethod(other.to_owned()))?;
                     1 << d.method as u32
                 }
             };
@@ -73,11 +73,11 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(c: &AccessConfig) -> Result<Self, String> {
+    pub fn from_config(c: &AccessConfig) -> Result<Self, PolicyError> {
         let mut rules = Vec::new();
         for r in &c.rules {
             if r.uid.is_none() && r.gid.is_none() {
-                return Err("an access rule needs uid or gid".into());
+                return Err(PolicyError::RuleWithoutCaller);
             }
             rules.push(Rule {
                 uid: r.uid,
@@ -101,6 +101,26 @@ impl Policy {
         }
     }
 }
+
+/// Why the `[access]` section cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    /// A rule names neither a uid nor a gid.
+    RuleWithoutCaller,
+    /// A rule names a method crisp does not know.
+    UnknownMethod(String),
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RuleWithoutCaller => f.write_str("an access rule needs uid or gid"),
+            Self::UnknownMethod(m) => write!(f, "unknown method {m:?} in access policy"),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
 
 #[cfg(test)]
 mod tests {

@@ -118,16 +118,15 @@ fn detect_layout() -> Result<Layout, Error> {
         .map_err(|e| io_error("read /proc/self/mountinfo", e))?;
     let v1 = V1::from_mountinfo(&mountinfo);
     if v1.hierarchies.is_empty() {
-        return Err(Error::new("no cgroup v1 or v2 hierarchy is mounted"));
+        return Err(Error::Host(
+            "no cgroup v1 or v2 hierarchy is mounted".into(),
+        ));
     }
     Ok(Layout::V1(v1))
 }
 
 fn io_error(context: impl Into<String>, e: io::Error) -> Error {
-    Error {
-        context: context.into(),
-        errno: e.raw_os_error().map(Errno::from_raw),
-    }
+    Error::io(context, e)
 }
 
 fn rel(path: &str) -> &str {
@@ -144,7 +143,7 @@ fn read_u64(path: &Path) -> Result<u64, Error> {
         fs::read_to_string(path).map_err(|e| io_error(format!("read {}", path.display()), e))?;
     s.trim()
         .parse()
-        .map_err(|_| Error::new(format!("{}: not a number: {:?}", path.display(), s.trim())))
+        .map_err(|_| Error::Host(format!("{}: not a number: {:?}", path.display(), s.trim())))
 }
 
 /// The value of `key` in a flat-keyed file (`memory.stat`, `cpu.stat`,
@@ -213,8 +212,8 @@ fn sigkill_each(pids: &[i32]) {
 /// host.
 fn refuse_root(path: &str) -> Result<(), Error> {
     if rel(path).trim_matches('/').is_empty() {
-        return Err(Error::new(
-            "refusing to kill every process of the root cgroup",
+        return Err(Error::Invalid(
+            "refusing to kill every process of the root cgroup".into(),
         ));
     }
     Ok(())
@@ -241,13 +240,13 @@ fn kill_until_empty(
         if Instant::now() >= deadline {
             pids.sort_unstable();
             pids.dedup();
-            return Err(Error {
-                context: format!(
+            return Err(Error::sys(
+                format!(
                     "processes {pids:?} of cgroup {what} still there {}s after SIGKILL",
                     KILL_WAIT.as_secs()
                 ),
-                errno: Some(Errno::EBUSY),
-            });
+                Errno::EBUSY,
+            ));
         }
         if pids.iter().any(|p| !seen.contains(p)) {
             round()?;
@@ -615,7 +614,7 @@ impl Cgroups for V1 {
 
     fn stats(&self, path: &str) -> Result<Stats, Error> {
         if !self.exists(path) {
-            return Err(Error::new(format!("cgroup {path} does not exist")));
+            return Err(Error::Host(format!("cgroup {path} does not exist")));
         }
         let read = |controller: &str, file: &str| {
             self.dir(controller, path)
@@ -829,7 +828,7 @@ impl V2 {
             keys.sort();
             for k in keys {
                 if k.contains('/') || k.starts_with('.') {
-                    return Err(Error::new(format!(
+                    return Err(Error::Invalid(format!(
                         "unified resource {k:?}: not a cgroup file name"
                     )));
                 }
@@ -921,7 +920,7 @@ impl Cgroups for V2 {
     fn stats(&self, path: &str) -> Result<Stats, Error> {
         let dir = self.dir(path);
         if !dir.is_dir() {
-            return Err(Error::new(format!("cgroup {path} does not exist")));
+            return Err(Error::Host(format!("cgroup {path} does not exist")));
         }
         let read = |file: &str| fs::read_to_string(dir.join(file)).ok();
         let num = |file: &str| read(file)?.trim().parse::<u64>().ok();

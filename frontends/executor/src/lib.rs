@@ -27,28 +27,76 @@ pub mod seccomp;
 
 /// Why a container could not be set up.
 #[derive(Debug)]
-pub struct Error {
-    /// What failed, e.g. `mount /proc` or `exec: "sh"`.
-    pub context: String,
-    /// The system call's error, when one failed.
-    pub errno: Option<nix::errno::Errno>,
+pub enum Error {
+    /// A system call failed.
+    Sys {
+        /// What failed, e.g. `mount /proc` or `exec: /bin/sh`.
+        context: String,
+        /// The kernel's answer.
+        errno: nix::errno::Errno,
+    },
+    /// The entrypoint is a bare name that no `$PATH` directory holds.
+    ExecutableNotFound {
+        /// The name, as the spec gives it.
+        name: String,
+    },
+    /// The spec (or an argument) is malformed or asks for the impossible:
+    /// no process, a relative path, a NUL byte, a bad sysctl name.
+    Invalid(String),
+    /// The spec asks for what this executor does not do, e.g. a namespace
+    /// type it does not know or `SCMP_ACT_NOTIFY`.
+    Unsupported(String),
+    /// The container's setup process died or spoke out of turn, with no
+    /// errno to say why.
+    Setup(String),
+    /// The host is not as needed, or a host-side step failed without an
+    /// errno: no cgroup hierarchy, a cgroup gone, an unreadable file.
+    Host(String),
 }
 
 impl Error {
-    /// An error without an errno.
-    pub fn new(context: impl Into<String>) -> Self {
-        Self {
+    /// A failed system call.
+    pub fn sys(context: impl Into<String>, errno: nix::errno::Errno) -> Self {
+        Self::Sys {
             context: context.into(),
-            errno: None,
+            errno,
+        }
+    }
+
+    /// A failed file operation: [`Error::Sys`] when it carries an errno,
+    /// else [`Error::Host`] with `context` alone.
+    pub fn io(context: impl Into<String>, e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(raw) => Self::sys(context, nix::errno::Errno::from_raw(raw)),
+            None => Self::Host(context.into()),
+        }
+    }
+
+    /// The system call's error, when one failed.
+    pub fn errno(&self) -> Option<nix::errno::Errno> {
+        match self {
+            Self::Sys { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+
+    /// What failed, without the errno's text.
+    pub fn context(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Self::Sys { context, .. } => context.into(),
+            Self::ExecutableNotFound { name } => {
+                format!("exec: {name:?}: executable file not found in $PATH").into()
+            }
+            Self::Invalid(s) | Self::Unsupported(s) | Self::Setup(s) | Self::Host(s) => s.into(),
         }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.errno {
-            Some(e) => write!(f, "{}: {e}", self.context),
-            None => f.write_str(&self.context),
+        match self {
+            Self::Sys { context, errno } => write!(f, "{context}: {errno}"),
+            _ => f.write_str(&self.context()),
         }
     }
 }
@@ -100,12 +148,7 @@ impl Created {
         let Created { pid, start, sync } = self;
         match nix::unistd::write(&start, b"s") {
             Ok(_) => {}
-            Err(e) => {
-                return Err(Error {
-                    context: format!("start container process {pid}"),
-                    errno: Some(e),
-                })
-            }
+            Err(e) => return Err(Error::sys(format!("start container process {pid}"), e)),
         }
         drop(start);
         match read_record(&sync)? {
@@ -155,7 +198,7 @@ pub fn create_with(
     let process = spec
         .process()
         .as_ref()
-        .ok_or_else(|| Error::new("spec has no process"))?;
+        .ok_or_else(|| Error::Invalid("spec has no process".into()))?;
     let linux = spec.linux().as_ref();
     let cgroup = match linux.and_then(|l| l.cgroups_path().as_ref()) {
         Some(path) => {
@@ -223,7 +266,9 @@ fn create_in(
             let status = reap(pid);
             Err(match other {
                 Ok(Some(r)) => record_error(&r),
-                Ok(None) => Error::new(format!("container init exited during setup ({status:?})")),
+                Ok(None) => {
+                    Error::Setup(format!("container init exited during setup ({status:?})"))
+                }
                 Err(e) => e,
             })
         }
@@ -268,10 +313,7 @@ fn spawn(
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(|e| Error {
-            context: "open /dev/null".into(),
-            errno: Some(e),
-        })?,
+        .map_err(|e| Error::sys("open /dev/null", e))?,
     };
     p.stdin = held.keep(stdin);
     p.stdout = stdio.stdout.as_raw_fd();
@@ -290,10 +332,7 @@ fn spawn(
     let mut stack = vec![0u8; INIT_STACK];
     // SAFETY: the child runs only `child::intermediate`, which makes system
     // calls on the plan prepared above (no allocation, no locks) and exits.
-    let forked = unsafe { nix::unistd::fork() }.map_err(|e| Error {
-        context: "fork".into(),
-        errno: Some(e),
-    })?;
+    let forked = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
     let intermediate = match forked {
         nix::unistd::ForkResult::Child => {
             // SAFETY: freshly forked child; see `child::intermediate`.
@@ -311,7 +350,7 @@ fn spawn(
             Ok(None) => {
                 break Err(match early.pop_front() {
                     Some(r) => record_error(&r),
-                    None => Error::new("container setup: intermediate process died"),
+                    None => Error::Setup("container setup: intermediate process died".into()),
                 })
             }
             Err(e) => break Err(e),
@@ -335,10 +374,7 @@ fn reap(pid: nix::unistd::Pid) -> nix::Result<nix::sys::wait::WaitStatus> {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error {
-        context: "pipe".into(),
-        errno: Some(e),
-    })
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))
 }
 
 fn read_exact_or_eof(fd: &OwnedFd, buf: &mut [u8]) -> Result<bool, Error> {
@@ -346,15 +382,10 @@ fn read_exact_or_eof(fd: &OwnedFd, buf: &mut [u8]) -> Result<bool, Error> {
     while got < buf.len() {
         match nix::unistd::read(fd, &mut buf[got..]) {
             Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(Error::new("container setup: truncated report")),
+            Ok(0) => return Err(Error::Setup("container setup: truncated report".into())),
             Ok(n) => got += n,
             Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => {
-                return Err(Error {
-                    context: "read container setup report".into(),
-                    errno: Some(e),
-                })
-            }
+            Err(e) => return Err(Error::sys("read container setup report", e)),
         }
     }
     Ok(true)
@@ -369,7 +400,7 @@ fn read_record(fd: &OwnedFd) -> Result<Option<child::Record>, Error> {
     let len = u16::from_le_bytes([h[8], h[9]]) as usize;
     let mut detail = vec![0u8; len];
     if len > 0 && !read_exact_or_eof(fd, &mut detail)? {
-        return Err(Error::new("container setup: truncated report"));
+        return Err(Error::Setup("container setup: truncated report".into()));
     }
     Ok(Some(child::Record {
         tag: h[0],
@@ -381,7 +412,7 @@ fn read_record(fd: &OwnedFd) -> Result<Option<child::Record>, Error> {
 
 fn record_error(r: &child::Record) -> Error {
     if r.tag != child::TAG_ERROR {
-        return Error::new(format!(
+        return Error::Setup(format!(
             "container setup: unexpected report {:?}",
             r.tag as char
         ));
@@ -392,28 +423,20 @@ fn record_error(r: &child::Record) -> Error {
     match step {
         Some(child::Step::Executable | child::Step::Exec) => {
             if !detail.contains('/') && errno == nix::errno::Errno::ENOENT {
-                Error::new(format!(
-                    "exec: {detail:?}: executable file not found in $PATH"
-                ))
+                Error::ExecutableNotFound { name: detail }
             } else {
-                Error {
-                    context: format!("exec: {detail}"),
-                    errno: Some(errno),
-                }
+                Error::sys(format!("exec: {detail}"), errno)
             }
         }
-        Some(s) => Error {
-            context: if detail.is_empty() {
+        Some(s) => Error::sys(
+            if detail.is_empty() {
                 s.describe().to_string()
             } else {
                 format!("{} {detail}", s.describe())
             },
-            errno: Some(errno),
-        },
-        None => Error {
-            context: format!("container setup step {}", r.step),
-            errno: Some(errno),
-        },
+            errno,
+        ),
+        None => Error::sys(format!("container setup step {}", r.step), errno),
     }
 }
 

@@ -26,21 +26,16 @@ use super::{cgroup, seccomp, Error};
 
 pub(crate) fn cstring(s: impl AsRef<OsStr>) -> Result<CString, Error> {
     CString::new(s.as_ref().as_bytes())
-        .map_err(|_| Error::new(format!("NUL byte in {:?}", s.as_ref())))
+        .map_err(|_| Error::Invalid(format!("NUL byte in {:?}", s.as_ref())))
 }
 
 fn io_err(context: impl Into<String>, e: std::io::Error) -> Error {
-    Error {
-        context: context.into(),
-        errno: e.raw_os_error().map(Errno::from_raw),
-    }
+    Error::io(context, e)
 }
 
 fn open_ro(path: &Path) -> Result<OwnedFd, Error> {
-    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| Error {
-        context: format!("open {}", path.display()),
-        errno: Some(e),
-    })
+    open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::sys(format!("open {}", path.display()), e))
 }
 
 /// Descriptors the plan refers to by number; they must stay open in the
@@ -91,7 +86,7 @@ pub(crate) fn namespaces_for_create(
         .flatten()
     {
         let Some(flag) = ns_flag(ns.typ()) else {
-            return Err(Error::new(format!(
+            return Err(Error::Unsupported(format!(
                 "{:?} namespaces are not supported",
                 ns.typ()
             )));
@@ -114,7 +109,7 @@ pub(crate) fn namespaces_for_create(
     // The container's mounts and pivot_root must never happen in the
     // caller's mount namespace.
     if mnt.is_none() && unshare & libc::CLONE_NEWNS == 0 {
-        return Err(Error::new("the spec has no mount namespace"));
+        return Err(Error::Invalid("the spec has no mount namespace".into()));
     }
     // Joining a mount namespace changes our root: last.
     setns.extend(mnt);
@@ -139,10 +134,7 @@ pub(crate) fn namespaces_for_exec(pid: i32, held: &mut Held) -> Result<Setns, Er
             if !theirs.exists() && Path::new(&format!("/proc/{pid}")).exists() {
                 continue; // namespace type unknown to this kernel
             }
-            return Err(Error {
-                context: format!("container process {pid}"),
-                errno: Some(Errno::ESRCH),
-            });
+            return Err(Error::sys(format!("container process {pid}"), Errno::ESRCH));
         };
         if (t.dev(), t.ino()) == (o.dev(), o.ino()) {
             continue;
@@ -343,7 +335,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
     let root_spec = spec
         .root()
         .as_ref()
-        .ok_or_else(|| Error::new("spec has no root"))?;
+        .ok_or_else(|| Error::Invalid("spec has no root".into()))?;
     let root = fs::canonicalize(root_spec.path())
         .map_err(|e| io_err(format!("rootfs {}", root_spec.path().display()), e))?;
     let linux = spec.linux().as_ref();
@@ -379,7 +371,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
     for m in spec.mounts().iter().flatten() {
         let dest = m.destination();
         if !dest.is_absolute() {
-            return Err(Error::new(format!(
+            return Err(Error::Invalid(format!(
                 "mount destination {} is not absolute",
                 dest.display()
             )));
@@ -495,7 +487,7 @@ pub(crate) fn rootfs_plan(spec: &Spec) -> Result<RootfsPlan, Error> {
         keys.sort();
         for k in keys {
             if k.contains("..") || k.starts_with('/') {
-                return Err(Error::new(format!("sysctl {k:?}: invalid name")));
+                return Err(Error::Invalid(format!("sysctl {k:?}: invalid name")));
             }
             let path = format!("/proc/sys/{}", k.replace('.', "/"));
             sysctls.push((cstring(path)?, cstring(&map[k])?));
@@ -744,7 +736,7 @@ pub(crate) fn process_plan(
     let args = process.args().as_deref().unwrap_or(&[]);
     let argv0 = args
         .first()
-        .ok_or_else(|| Error::new("process has no args"))?;
+        .ok_or_else(|| Error::Invalid("process has no args".into()))?;
     let env = process.env().as_deref().unwrap_or(&[]);
     plan.argv = args.iter().map(cstring).collect::<Result<_, _>>()?;
     plan.envp = env.iter().map(cstring).collect::<Result<_, _>>()?;
@@ -776,7 +768,10 @@ pub(crate) fn process_plan(
     };
     let cwd = process.cwd();
     if !cwd.is_absolute() {
-        return Err(Error::new(format!("cwd {} is not absolute", cwd.display())));
+        return Err(Error::Invalid(format!(
+            "cwd {} is not absolute",
+            cwd.display()
+        )));
     }
     plan.cwd = cstring(cwd)?;
     plan.terminal = process.terminal().unwrap_or(false);
@@ -841,10 +836,7 @@ pub(crate) fn cgroup_fds(files: &[PathBuf], held: &mut Held) -> Result<Vec<libc:
         .map(|f| {
             open(f, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
                 .map(|fd| held.keep(fd))
-                .map_err(|e| Error {
-                    context: format!("open {}", f.display()),
-                    errno: Some(e),
-                })
+                .map_err(|e| Error::sys(format!("open {}", f.display()), e))
         })
         .collect()
 }

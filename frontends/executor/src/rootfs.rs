@@ -38,13 +38,11 @@ const MAX_MOUNT_DATA: usize = 4095;
 /// one `lowerdir+` at a time (Linux 6.8+).
 pub fn mount_overlay(o: &Overlay) -> Result<(), Error> {
     if o.lower.is_empty() {
-        return Err(Error::new("overlay: no lower layer"));
+        return Err(Error::Invalid("overlay: no lower layer".into()));
     }
     for dir in [&o.upper, &o.work, &o.target] {
-        fs::create_dir_all(dir).map_err(|e| Error {
-            context: format!("overlay: mkdir {}", dir.display()),
-            errno: e.raw_os_error().map(Errno::from_raw),
-        })?;
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("overlay: mkdir {}", dir.display()), e))?;
     }
     for l in &o.lower {
         check_option_path(l)?;
@@ -82,7 +80,7 @@ fn check_option_path(p: &Path) -> Result<(), Error> {
         .iter()
         .any(|b| matches!(b, b',' | b':' | b'\\'))
     {
-        return Err(Error::new(format!(
+        return Err(Error::Invalid(format!(
             "overlay: path {} contains ',', ':' or '\\'",
             p.display()
         )));
@@ -120,7 +118,7 @@ fn common_parent(paths: &[PathBuf]) -> Option<PathBuf> {
 }
 
 fn mount_data(target: &Path, data: &[u8]) -> Result<(), Error> {
-    let data = CString::new(data).map_err(|_| Error::new("overlay: NUL in a path"))?;
+    let data = CString::new(data).map_err(|_| Error::Invalid("overlay: NUL in a path".into()))?;
     mount(
         Some("overlay"),
         target,
@@ -128,20 +126,17 @@ fn mount_data(target: &Path, data: &[u8]) -> Result<(), Error> {
         MsFlags::empty(),
         Some(data.as_c_str()),
     )
-    .map_err(|e| Error {
-        context: format!("mount overlay at {}", target.display()),
-        errno: Some(e),
-    })
+    .map_err(|e| Error::sys(format!("mount overlay at {}", target.display()), e))
 }
 
 /// Mount with relative lower paths from a child whose working directory is
 /// `dir`. The child shares our mount namespace, so the mount is ours.
 fn mount_in_dir(dir: &Path, target: &Path, data: &[u8]) -> Result<(), Error> {
     let dir_c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::new("overlay: NUL in a path"))?;
+        .map_err(|_| Error::Invalid("overlay: NUL in a path".into()))?;
     let target_c = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| Error::new("overlay: NUL in a path"))?;
-    let data_c = CString::new(data).map_err(|_| Error::new("overlay: NUL in a path"))?;
+        .map_err(|_| Error::Invalid("overlay: NUL in a path".into()))?;
+    let data_c = CString::new(data).map_err(|_| Error::Invalid("overlay: NUL in a path".into()))?;
     let overlay = c"overlay";
     // SAFETY: the child only calls chdir, mount and _exit on memory prepared
     // before the fork: async-signal-safe.
@@ -169,21 +164,18 @@ fn mount_in_dir(dir: &Path, target: &Path, data: &[u8]) -> Result<(), Error> {
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             match nix::sys::wait::waitpid(child, None) {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Err(Error {
-                    context: format!(
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Err(Error::sys(
+                    format!(
                         "mount overlay at {} (relative to {})",
                         target.display(),
                         dir.display()
                     ),
-                    errno: Some(Errno::from_raw(code - 1)),
-                }),
-                other => Err(Error::new(format!("overlay mount helper: {other:?}"))),
+                    Errno::from_raw(code - 1),
+                )),
+                other => Err(Error::Host(format!("overlay mount helper: {other:?}"))),
             }
         }
-        Err(e) => Err(Error {
-            context: "fork overlay mount helper".into(),
-            errno: Some(e),
-        }),
+        Err(e) => Err(Error::sys("fork overlay mount helper", e)),
     }
 }
 
@@ -196,16 +188,19 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 /// The new mount API: `fsopen("overlay")`, one `lowerdir+` per layer (no
 /// length limit; Linux 6.8+), `fsmount`, `move_mount`.
 fn mount_fsconfig(o: &Overlay) -> Result<(), Error> {
-    let err = |what: &str| Error {
-        context: format!(
-            "mount overlay of {} layers at {} ({what})",
-            o.lower.len(),
-            o.target.display()
-        ),
-        errno: Some(Errno::last()),
+    let err = |what: &str| {
+        Error::sys(
+            format!(
+                "mount overlay of {} layers at {} ({what})",
+                o.lower.len(),
+                o.target.display()
+            ),
+            Errno::last(),
+        )
     };
     let cstr = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::new("overlay: NUL in a path"))
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| Error::Invalid("overlay: NUL in a path".into()))
     };
     // SAFETY: fsopen(2) with a NUL-terminated name and no flags.
     let fs_fd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 0) } as libc::c_int;
@@ -302,15 +297,12 @@ pub fn unmount(target: &Path) -> Result<(), Error> {
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
         Err(Errno::EBUSY) => match umount2(target, MntFlags::MNT_DETACH) {
             Ok(()) | Err(Errno::EINVAL) => Ok(()),
-            Err(e) => Err(Error {
-                context: format!("unmount {} (detached)", target.display()),
-                errno: Some(e),
-            }),
+            Err(e) => Err(Error::sys(
+                format!("unmount {} (detached)", target.display()),
+                e,
+            )),
         },
-        Err(e) => Err(Error {
-            context: format!("unmount {}", target.display()),
-            errno: Some(e),
-        }),
+        Err(e) => Err(Error::sys(format!("unmount {}", target.display()), e)),
     }
 }
 

@@ -19,6 +19,7 @@
 //! container's monitor the programs ready-made ([`encode`], [`decode`]).
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -625,18 +626,36 @@ pub fn runtime_default(caps: &HashSet<String>) -> LinuxSeccomp {
 /// (per-rule `includes`/`excludes` on capabilities and architectures,
 /// `archMap`), evaluated for a container whose bounding set is `caps`.
 pub fn load_profile(path: &Path, caps: &HashSet<String>) -> Result<LinuxSeccomp, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error {
-        context: format!("seccomp profile {}", path.display()),
-        errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("seccomp profile {}", path.display()), e))?;
     parse_profile(&text, caps)
-        .map_err(|e| Error::new(format!("seccomp profile {}: {e}", path.display())))
+        .map_err(|e| Error::Invalid(format!("seccomp profile {}: {e}", path.display())))
 }
 
+/// Why a seccomp profile's text is unusable.
+#[derive(Debug)]
+pub enum ProfileError {
+    /// Not JSON, or not the shape of `linux.seccomp`.
+    Json(serde_json::Error),
+    /// JSON, but not an object.
+    NotAnObject,
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Json(e) => e.fmt(f),
+            Self::NotAnObject => f.write_str("not a JSON object"),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
 /// [`load_profile`] on the profile's text.
-pub fn parse_profile(text: &str, caps: &HashSet<String>) -> Result<LinuxSeccomp, String> {
-    let mut v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let obj = v.as_object_mut().ok_or("not a JSON object")?;
+pub fn parse_profile(text: &str, caps: &HashSet<String>) -> Result<LinuxSeccomp, ProfileError> {
+    let mut v: Value = serde_json::from_str(text).map_err(ProfileError::Json)?;
+    let obj = v.as_object_mut().ok_or(ProfileError::NotAnObject)?;
     obj.remove("archMap");
     obj.remove("defaultErrno");
     if let Some(Value::Array(calls)) = obj.get_mut("syscalls") {
@@ -660,7 +679,7 @@ pub fn parse_profile(text: &str, caps: &HashSet<String>) -> Result<LinuxSeccomp,
             .collect();
         *calls = kept;
     }
-    serde_json::from_value(v).map_err(|e| e.to_string())
+    serde_json::from_value(v).map_err(ProfileError::Json)
 }
 
 /// Docker's filters. `includes` applies when *all* its conditions hold (and
@@ -691,7 +710,7 @@ fn filter_applies(f: Option<&Value>, caps: &HashSet<String>, include: bool) -> b
 
 fn target_arch() -> Result<TargetArch, Error> {
     TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| Error::new(format!("seccomp: unsupported architecture: {e}")))
+        .map_err(|e| Error::Unsupported(format!("seccomp: unsupported architecture: {e}")))
 }
 
 /// Whether seccompiler knows `name` on `arch`. Profiles list syscalls of
@@ -720,7 +739,11 @@ fn action_json(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Value, 
         ScmpActTrap => json!("trap"),
         ScmpActTrace => json!({"trace": errno.unwrap_or(EPERM)}),
         ScmpActLog => json!("log"),
-        ScmpActNotify => return Err(Error::new("seccomp: SCMP_ACT_NOTIFY is not supported")),
+        ScmpActNotify => {
+            return Err(Error::Unsupported(
+                "seccomp: SCMP_ACT_NOTIFY is not supported".into(),
+            ))
+        }
     })
 }
 
@@ -823,14 +846,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, Error> {
     let n = map.len();
     let mut compiled =
         seccompiler::compile_from_json(Value::Object(map).to_string().as_bytes(), arch)
-            .map_err(|e| Error::new(format!("seccomp: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("seccomp: {e}")))?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let prog = compiled
             .remove(&format!("f{i:03}"))
-            .ok_or_else(|| Error::new("seccomp: a compiled filter is missing"))?;
+            .ok_or_else(|| Error::Host("seccomp: a compiled filter is missing".into()))?;
         if prog.len() > 4096 {
-            return Err(Error::new(format!(
+            return Err(Error::Invalid(format!(
                 "seccomp: filter of {} instructions exceeds the kernel's 4096",
                 prog.len()
             )));
@@ -846,7 +869,7 @@ pub fn compile_cached(profile: &LinuxSeccomp) -> Result<Arc<[BpfProgram]>, Error
     const KEEP: usize = 16;
     static CACHE: Mutex<Vec<(String, Arc<[BpfProgram]>)>> = Mutex::new(Vec::new());
     let key = serde_json::to_string(profile)
-        .map_err(|e| Error::new(format!("seccomp: encode the profile: {e}")))?;
+        .map_err(|e| Error::Host(format!("seccomp: encode the profile: {e}")))?;
     let lock = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, progs)) = lock().iter().find(|(k, _)| *k == key) {
         return Ok(progs.clone());
@@ -885,7 +908,7 @@ pub fn encode(programs: &[BpfProgram]) -> Vec<u8> {
 /// The programs [`encode`] wrote, checked: whole instructions, none empty
 /// and none longer than the kernel takes.
 pub fn decode(mut bytes: &[u8]) -> Result<Vec<BpfProgram>, Error> {
-    let bad = |why: &str| Error::new(format!("seccomp: bad compiled programs: {why}"));
+    let bad = |why: &str| Error::Host(format!("seccomp: bad compiled programs: {why}"));
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let (count, rest) = bytes

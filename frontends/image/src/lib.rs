@@ -159,14 +159,45 @@ pub struct ImageService {
     in_use: InUse,
 }
 
+/// Why the [`ImageService`] cannot start.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The content store's directory is unusable.
+    Store {
+        root: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The registry settings are invalid.
+    Settings(registry::SettingsError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store { root, source } => {
+                write!(
+                    f,
+                    "cannot open the image store {}: {source}",
+                    root.display()
+                )
+            }
+            Self::Settings(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
 impl ImageService {
     /// Open the store in `settings.store_dir` and clean up after any
     /// crash (temporaries, unreferenced content).
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    pub fn new(settings: &Settings) -> Result<Self, OpenError> {
         let root = &settings.store_dir;
-        let store = Store::open(root)
-            .map_err(|e| format!("cannot open the image store {}: {e}", root.display()))?;
-        let registries = Registries::new(settings)?;
+        let store = Store::open(root).map_err(|source| OpenError::Store {
+            root: root.clone(),
+            source,
+        })?;
+        let registries = Registries::new(settings).map_err(OpenError::Settings)?;
         let svc = Self {
             store,
             registries,
@@ -314,11 +345,11 @@ impl ImageService {
             .remove(query, &*self.in_use)
             .map_err(|e| ImageError::local("update the image records", e))?;
         match done {
-            Err(user) => Err(ImageError::unsupported(format!(
+            store::Removal::InUse(user) => Err(ImageError::unsupported(format!(
                 "image {query} is in use by {user}"
             ))),
-            Ok(None) => Ok(()),
-            Ok(Some(removed)) => {
+            store::Removal::NotFound => Ok(()),
+            store::Removal::Removed(removed) => {
                 tracing::info!(
                     image = query,
                     id = %removed.id,
@@ -450,7 +481,7 @@ pub fn import_cli(
     path: &Path,
     name: Option<&str>,
 ) -> Result<Vec<import::Imported>, String> {
-    let svc = ImageService::new(settings)?;
+    let svc = ImageService::new(settings).map_err(|e| e.to_string())?;
     svc.import(path, name).map_err(|e| e.message)
 }
 

@@ -7,6 +7,7 @@
 //! reading, and verification of digest and size.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, Read, Write};
 
 use crisp_core::cri::images::Platform;
@@ -126,23 +127,20 @@ pub enum Kind {
 /// Classify a manifest by the media type the registry sent (or the
 /// descriptor named), else the document's own `mediaType`, else its
 /// shape. Schema 1 is refused with a clear message.
-pub fn classify(content_type: Option<&str>, body: &[u8]) -> Result<Kind, String> {
-    let from_type = |t: &str| -> Option<Result<Kind, String>> {
+pub fn classify(content_type: Option<&str>, body: &[u8]) -> Result<Kind, ClassifyError> {
+    let from_type = |t: &str| -> Option<Result<Kind, ClassifyError>> {
         let t = t.split(';').next().unwrap_or("").trim();
         match t {
             OCI_INDEX | DOCKER_LIST => Some(Ok(Kind::Index)),
             OCI_MANIFEST | DOCKER_MANIFEST => Some(Ok(Kind::Manifest)),
-            DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Some(Err(
-                "the registry serves this image only as a Docker schema 1 manifest, which crisp does not support (push it again with a current client)".into(),
-            )),
+            DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Some(Err(ClassifyError::Schema1Served)),
             _ => None,
         }
     };
     if let Some(k) = content_type.and_then(from_type) {
         return k;
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(ClassifyError::NotJson)?;
     if let Some(k) = v
         .get("mediaType")
         .and_then(|m| m.as_str())
@@ -151,19 +149,43 @@ pub fn classify(content_type: Option<&str>, body: &[u8]) -> Result<Kind, String>
         return k;
     }
     if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) {
-        return Err("Docker schema 1 manifests are not supported".into());
+        return Err(ClassifyError::Schema1);
     }
     if v.get("manifests").is_some() {
         Ok(Kind::Index)
     } else if v.get("config").is_some() && v.get("layers").is_some() {
         Ok(Kind::Manifest)
     } else {
-        Err(format!(
-            "unknown manifest type {:?}",
-            content_type.unwrap_or("(none)")
+        Err(ClassifyError::Unknown(
+            content_type.unwrap_or("(none)").to_owned(),
         ))
     }
 }
+
+/// Why a manifest cannot be used.
+#[derive(Debug)]
+pub enum ClassifyError {
+    /// The registry's media type says Docker schema 1.
+    Schema1Served,
+    NotJson(serde_json::Error),
+    /// The document says `schemaVersion: 1`.
+    Schema1,
+    /// Neither type nor shape tells; the content type sent, or "(none)".
+    Unknown(String),
+}
+
+impl fmt::Display for ClassifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Schema1Served => f.write_str("the registry serves this image only as a Docker schema 1 manifest, which crisp does not support (push it again with a current client)"),
+            Self::NotJson(e) => write!(f, "manifest is not JSON: {e}"),
+            Self::Schema1 => f.write_str("Docker schema 1 manifests are not supported"),
+            Self::Unknown(t) => write!(f, "unknown manifest type {t:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ClassifyError {}
 
 /// How a layer blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,23 +273,73 @@ pub fn digest_of(alg: Algorithm, data: &[u8]) -> Digest {
 
 /// Check that `data` is what `expected` (digest and, if known, size)
 /// describes.
-pub fn verify(what: &str, data: &[u8], expected: &Digest, size: Option<i64>) -> Result<(), String> {
+pub fn verify(
+    what: &str,
+    data: &[u8],
+    expected: &Digest,
+    size: Option<i64>,
+) -> Result<(), VerifyError> {
     if let Some(size) = size {
         if size < 0 || data.len() as u64 != size as u64 {
-            return Err(format!(
-                "{what} {expected}: size mismatch: expected {size} bytes, got {}",
-                data.len()
-            ));
+            return Err(VerifyError::Size {
+                what: what.to_owned(),
+                expected: expected.clone(),
+                size,
+                got: data.len(),
+            });
         }
     }
     let got = digest_of(expected.algorithm(), data);
     if &got != expected {
-        return Err(format!(
-            "{what} digest mismatch: expected {expected}, got {got}"
-        ));
+        return Err(VerifyError::Digest {
+            what: what.to_owned(),
+            expected: expected.clone(),
+            got,
+        });
     }
     Ok(())
 }
+
+/// Content that is not what its descriptor says.
+#[derive(Debug)]
+pub enum VerifyError {
+    Size {
+        /// "blob", "manifest", "config".
+        what: String,
+        expected: Digest,
+        /// The size the descriptor gives.
+        size: i64,
+        got: usize,
+    },
+    Digest {
+        what: String,
+        expected: Digest,
+        got: Digest,
+    },
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Size {
+                what,
+                expected,
+                size,
+                got,
+            } => write!(
+                f,
+                "{what} {expected}: size mismatch: expected {size} bytes, got {got}"
+            ),
+            Self::Digest {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what} digest mismatch: expected {expected}, got {got}"),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
 
 /// A reader that hashes and counts what passes through it.
 pub struct HashingReader<R> {
@@ -340,6 +412,7 @@ mod tests {
         );
         assert!(classify(Some(DOCKER_SCHEMA1_SIGNED), b"{}")
             .unwrap_err()
+            .to_string()
             .contains("schema 1"));
         assert!(classify(None, br#"{"schemaVersion":1}"#).is_err());
         assert!(classify(None, b"nope").is_err());
@@ -355,9 +428,11 @@ mod tests {
         assert!(verify("blob", b"", &d, Some(0)).is_ok());
         assert!(verify("blob", b"x", &d, Some(1))
             .unwrap_err()
+            .to_string()
             .contains("digest mismatch"));
         assert!(verify("blob", b"", &d, Some(3))
             .unwrap_err()
+            .to_string()
             .contains("size mismatch"));
         let mut r = HashingReader::new(&b"abc"[..], Algorithm::Sha256);
         let mut first = [0u8; 1];

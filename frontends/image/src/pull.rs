@@ -53,7 +53,7 @@ impl ImageService {
         let endpoints = self
             .registries
             .endpoints(reference.domain())
-            .map_err(ImageError::internal)?;
+            .map_err(|e| ImageError::internal(e.to_string()))?;
         let mut failures: Vec<RegistryError> = Vec::new();
         let mut resolved = None;
         for endpoint in endpoints {

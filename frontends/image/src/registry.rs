@@ -103,7 +103,7 @@ impl Credentials {
         auth: &str,
         identity_token: &str,
         registry_token: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AuthError> {
         let mut c = Self {
             username: username.to_owned(),
             password: password.to_owned(),
@@ -113,12 +113,9 @@ impl Credentials {
         if !auth.is_empty() && c.username.is_empty() {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
-                .map_err(|e| format!("invalid auth in AuthConfig (not base64): {e}"))?;
-            let text = String::from_utf8(raw)
-                .map_err(|_| "invalid auth in AuthConfig (not UTF-8)".to_string())?;
-            let (u, p) = text
-                .split_once(':')
-                .ok_or("invalid auth in AuthConfig (expected username:password)")?;
+                .map_err(AuthError::NotBase64)?;
+            let text = String::from_utf8(raw).map_err(|_| AuthError::NotUtf8)?;
+            let (u, p) = text.split_once(':').ok_or(AuthError::NoColon)?;
             c.username = u.to_owned();
             c.password = p.to_owned();
         }
@@ -167,6 +164,111 @@ pub struct Endpoint {
     agent: ureq::Agent,
 }
 
+/// Why CRI `AuthConfig.auth` is unusable.
+#[derive(Debug)]
+pub enum AuthError {
+    NotBase64(base64::DecodeError),
+    NotUtf8,
+    /// Decoded, but no `username:password`.
+    NoColon,
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotBase64(e) => write!(f, "invalid auth in AuthConfig (not base64): {e}"),
+            Self::NotUtf8 => f.write_str("invalid auth in AuthConfig (not UTF-8)"),
+            Self::NoColon => f.write_str("invalid auth in AuthConfig (expected username:password)"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// Why the `[[images.registries]]` settings are unusable.
+#[derive(Debug)]
+pub enum SettingsError {
+    MissingHost,
+    Mirror {
+        mirror: String,
+        host: String,
+        source: EndpointError,
+    },
+    CaFile {
+        host: String,
+        source: CaFileError,
+    },
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingHost => f.write_str("[[images.registries]] entry without host"),
+            Self::Mirror {
+                mirror,
+                host,
+                source,
+            } => write!(f, "invalid mirror {mirror:?} for {host}: {source}"),
+            Self::CaFile { host, source } => write!(f, "registry {host}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// Why a registry endpoint cannot be used.
+#[derive(Debug)]
+pub enum EndpointError {
+    /// A URL with a scheme other than http:// or https://.
+    Scheme,
+    BadHost(String),
+    CaFile(CaFileError),
+    AgentCachePoisoned,
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Scheme => f.write_str("only http:// and https:// endpoints"),
+            Self::BadHost(host) => write!(f, "bad host {host:?}"),
+            Self::CaFile(e) => e.fmt(f),
+            Self::AgentCachePoisoned => f.write_str("agent cache poisoned"),
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+/// Why a configured CA file gives no certificates.
+#[derive(Debug)]
+pub enum CaFileError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Pem {
+        path: PathBuf,
+        source: Box<ureq::Error>,
+    },
+    Empty(PathBuf),
+}
+
+impl fmt::Display for CaFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, source } => {
+                write!(f, "cannot read CA file {}: {source}", path.display())
+            }
+            Self::Pem { path, source } => {
+                write!(f, "invalid PEM in CA file {}: {source}", path.display())
+            }
+            Self::Empty(path) => write!(f, "no certificate in CA file {}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CaFileError {}
+
 /// Per-registry settings, resolved from the config.
 pub struct Registries {
     config: Settings,
@@ -175,17 +277,23 @@ pub struct Registries {
 }
 
 impl Registries {
-    pub fn new(config: &Settings) -> Result<Self, String> {
+    pub fn new(config: &Settings) -> Result<Self, SettingsError> {
         for r in &config.registries {
             if r.host.is_empty() {
-                return Err("[[images.registries]] entry without host".into());
+                return Err(SettingsError::MissingHost);
             }
             for m in &r.mirrors {
-                parse_endpoint_url(m, None)
-                    .map_err(|e| format!("invalid mirror {m:?} for {}: {e}", r.host))?;
+                parse_endpoint_url(m, None).map_err(|source| SettingsError::Mirror {
+                    mirror: m.clone(),
+                    host: r.host.clone(),
+                    source,
+                })?;
             }
             for f in &r.ca_files {
-                load_pem(f).map_err(|e| format!("registry {}: {e}", r.host))?;
+                load_pem(f).map_err(|source| SettingsError::CaFile {
+                    host: r.host.clone(),
+                    source,
+                })?;
             }
         }
         Ok(Self {
@@ -196,7 +304,7 @@ impl Registries {
     }
 
     /// Where to look for images named with registry `domain`, in order.
-    pub fn endpoints(&self, domain: &str) -> Result<Vec<Endpoint>, String> {
+    pub fn endpoints(&self, domain: &str) -> Result<Vec<Endpoint>, EndpointError> {
         let mut out = Vec::new();
         if let Some(reg) = self.config.registries.iter().find(|r| r.host == domain) {
             for m in &reg.mirrors {
@@ -238,9 +346,12 @@ impl Registries {
 
     /// An agent for `host`: its CA files (if configured) on top of the
     /// system roots; no proxy for loopback hosts.
-    fn agent(&self, host: &str, plain: bool) -> Result<ureq::Agent, String> {
+    fn agent(&self, host: &str, plain: bool) -> Result<ureq::Agent, EndpointError> {
         let key = (host.to_owned(), plain);
-        let mut agents = self.agents.lock().map_err(|_| "agent cache poisoned")?;
+        let mut agents = self
+            .agents
+            .lock()
+            .map_err(|_| EndpointError::AgentCachePoisoned)?;
         if let Some(a) = agents.get(&key) {
             return Ok(a.clone());
         }
@@ -269,7 +380,7 @@ impl Registries {
                 .flat_map(|r| r.ca_files.iter().cloned())
                 .collect();
             for f in &extra {
-                roots.extend(load_pem(f)?);
+                roots.extend(load_pem(f).map_err(EndpointError::CaFile)?);
             }
             let root_certs = if roots.is_empty() {
                 RootCerts::WebPki
@@ -304,19 +415,26 @@ impl Registries {
     }
 }
 
-fn load_pem(path: &PathBuf) -> Result<Vec<Certificate<'static>>, String> {
-    let data =
-        std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+fn load_pem(path: &PathBuf) -> Result<Vec<Certificate<'static>>, CaFileError> {
+    let data = std::fs::read(path).map_err(|source| CaFileError::Read {
+        path: path.clone(),
+        source,
+    })?;
     let mut out = Vec::new();
     for item in ureq::tls::parse_pem(&data) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => out.push(c.to_owned()),
             Ok(_) => {}
-            Err(e) => return Err(format!("invalid PEM in CA file {}: {e}", path.display())),
+            Err(source) => {
+                return Err(CaFileError::Pem {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })
+            }
         }
     }
     if out.is_empty() {
-        return Err(format!("no certificate in CA file {}", path.display()));
+        return Err(CaFileError::Empty(path.clone()));
     }
     Ok(out)
 }
@@ -326,13 +444,13 @@ fn load_pem(path: &PathBuf) -> Result<Vec<Certificate<'static>>, String> {
 fn parse_endpoint_url(
     url: &str,
     plain: Option<bool>,
-) -> Result<(&'static str, String, String), String> {
+) -> Result<(&'static str, String, String), EndpointError> {
     let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
         ("http", r)
     } else if let Some(r) = url.strip_prefix("https://") {
         ("https", r)
     } else if url.contains("://") {
-        return Err("only http:// and https:// endpoints".into());
+        return Err(EndpointError::Scheme);
     } else {
         let host = url.split('/').next().unwrap_or("");
         let plain = plain.unwrap_or_else(|| is_loopback_host(host));
@@ -343,7 +461,7 @@ fn parse_endpoint_url(
         None => (rest, ""),
     };
     if host.is_empty() || host.contains(['@', ' ', '?', '#']) {
-        return Err(format!("bad host {host:?}"));
+        return Err(EndpointError::BadHost(host.to_owned()));
     }
     let prefix = prefix.strip_suffix("/v2").unwrap_or(prefix);
     Ok((scheme, host.to_owned(), prefix.to_owned()))
@@ -846,7 +964,7 @@ mod tests {
             ..RegistryConfig::default()
         }]);
         let err = Registries::new(&config).err().expect("refused");
-        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]

@@ -159,6 +159,17 @@ pub struct GcStats {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// What [`Store::remove`] did.
+#[derive(Debug)]
+pub enum Removal {
+    /// No image has that name.
+    NotFound,
+    /// The image's record, now deleted.
+    Removed(Box<ImageRecord>),
+    /// The veto refused: the image is in use by this (e.g. "a container").
+    InUse(String),
+}
+
 impl Store {
     /// Open (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> io::Result<Self> {
@@ -405,27 +416,26 @@ impl Store {
 
     /// Remove the record of the image `query` names, with every tag and
     /// digest it has (see `rules::plan_removal`). `in_use` may veto
-    /// deleting an image a container needs. Returns the removed record,
-    /// `None` if no image has that name.
+    /// deleting an image a container needs.
     pub fn remove(
         &self,
         query: &str,
         in_use: &dyn Fn(&ImageRecord) -> Option<String>,
-    ) -> io::Result<Result<Option<ImageRecord>, String>> {
+    ) -> io::Result<Removal> {
         let lock = self.lock_records()?;
         let records = self.records()?;
         let names: Vec<ImageNames> = records.iter().map(ImageRecord::names).collect();
         match rules::plan_removal(&names, query) {
-            rules::Removal::NotFound => Ok(Ok(None)),
+            rules::Removal::NotFound => Ok(Removal::NotFound),
             rules::Removal::Delete { image } => {
                 let record = &records[image];
                 if let Some(user) = in_use(record) {
-                    return Ok(Err(user));
+                    return Ok(Removal::InUse(user));
                 }
                 lock.delete(&record.id)?;
                 drop(lock);
                 self.refresh_names();
-                Ok(Ok(Some(record.clone())))
+                Ok(Removal::Removed(Box::new(record.clone())))
             }
         }
     }
@@ -709,9 +719,14 @@ mod tests {
         assert!(!store.has_layer(&l1));
         // One of its tags removes the image with both.
         let none = |_: &ImageRecord| None;
-        let r = store.remove("app:1", &none).unwrap().unwrap().unwrap();
+        let Removal::Removed(r) = store.remove("app:1", &none).unwrap() else {
+            panic!("app:1 not removed");
+        };
         assert_eq!(r.id, c2.to_string());
-        assert_eq!(store.remove("app:2", &none).unwrap().unwrap(), None);
+        assert!(matches!(
+            store.remove("app:2", &none).unwrap(),
+            Removal::NotFound
+        ));
         assert!(store.records().unwrap().is_empty());
         store.gc().unwrap().unwrap();
         assert!(!store.has_layer(&l2));
@@ -732,9 +747,8 @@ mod tests {
         let tag = Reference::parse_normalized("x").unwrap();
         store.commit(record(&c, &l), &[tag]).unwrap();
         let veto = |_: &ImageRecord| Some("container abc".to_string());
-        assert_eq!(
-            store.remove("x", &veto).unwrap().unwrap_err(),
-            "container abc"
+        assert!(
+            matches!(store.remove("x", &veto).unwrap(), Removal::InUse(u) if u == "container abc")
         );
         assert_eq!(store.records().unwrap().len(), 1);
         let (bytes, inodes) = store.usage().unwrap();

@@ -262,7 +262,7 @@ impl Unpacker {
         }
         let components = normalize_path(&raw_path).map_err(|reason| UnpackError::Escape {
             entry: name.clone(),
-            reason,
+            reason: reason.to_string(),
         })?;
         let meta = self.meta(entry, &name)?;
         let kind = match et {
@@ -768,20 +768,30 @@ fn copy_data<R: Read>(from: &mut R, to: &mut File, name: &str) -> Result<u64> {
 /// leading `/` is the root, `.` and empty components are dropped, `..`
 /// drops the component before it. A `..` with nothing left to drop would
 /// climb above the root: refused. An empty result is the root itself.
-fn normalize_path(raw: &[u8]) -> std::result::Result<Vec<OsString>, String> {
+fn normalize_path(raw: &[u8]) -> std::result::Result<Vec<OsString>, ClimbsAboveRoot> {
     let mut out: Vec<OsString> = Vec::new();
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
             b".." => {
                 if out.pop().is_none() {
-                    return Err("'..' climbs above the layer root".into());
+                    return Err(ClimbsAboveRoot);
                 }
             }
             p => out.push(OsString::from_vec(p.to_vec())),
         }
     }
     Ok(out)
+}
+
+/// A `..` in an archive path with no component left to drop.
+#[derive(Debug)]
+struct ClimbsAboveRoot;
+
+impl fmt::Display for ClimbsAboveRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("'..' climbs above the layer root")
+    }
 }
 
 fn display_path(c: &[OsString]) -> String {
@@ -1315,7 +1325,7 @@ mod tests {
             "/..",
         ] {
             let err = normalize_path(bad.as_bytes()).unwrap_err();
-            assert!(err.contains("climbs above"), "{bad}: {err}");
+            assert!(err.to_string().contains("climbs above"), "{bad}: {err}");
         }
     }
 

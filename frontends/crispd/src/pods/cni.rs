@@ -17,7 +17,7 @@
 //! pass them.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
@@ -93,11 +93,45 @@ fn loopback() -> Network {
     }
 }
 
+/// Why a CNI network configuration file is unusable.
+#[derive(Debug)]
+pub struct LoadError {
+    path: PathBuf,
+    kind: LoadErrorKind,
+}
+
+#[derive(Debug)]
+pub enum LoadErrorKind {
+    Read(std::io::Error),
+    Json(serde_json::Error),
+    PluginsNotAList,
+    NoPlugins,
+    PluginWithoutType,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display();
+        match &self.kind {
+            LoadErrorKind::Read(e) => write!(f, "{path}: {e}"),
+            LoadErrorKind::Json(e) => write!(f, "{path}: invalid JSON: {e}"),
+            LoadErrorKind::PluginsNotAList => write!(f, "{path}: \"plugins\" is not a list"),
+            LoadErrorKind::NoPlugins => write!(f, "{path}: no plugins"),
+            LoadErrorKind::PluginWithoutType => write!(f, "{path}: a plugin without \"type\""),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
 /// Read a `.conf`/`.json` (one plugin) or `.conflist` file.
-pub fn load(path: &Path) -> Result<Network, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: invalid JSON: {e}", path.display()))?;
+pub fn load(path: &Path) -> Result<Network, LoadError> {
+    let err = |kind| LoadError {
+        path: path.to_owned(),
+        kind,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(LoadErrorKind::Read(e)))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| err(LoadErrorKind::Json(e)))?;
     let name = v
         .get("name")
         .and_then(Value::as_str)
@@ -110,15 +144,15 @@ pub fn load(path: &Path) -> Result<Network, String> {
         .to_owned();
     let plugins = match v.get("plugins") {
         Some(Value::Array(list)) => list.clone(),
-        Some(_) => return Err(format!("{}: \"plugins\" is not a list", path.display())),
+        Some(_) => return Err(err(LoadErrorKind::PluginsNotAList)),
         None => vec![v.clone()],
     };
     if plugins.is_empty() {
-        return Err(format!("{}: no plugins", path.display()));
+        return Err(err(LoadErrorKind::NoPlugins));
     }
     for p in &plugins {
         if p.get("type").and_then(Value::as_str).is_none() {
-            return Err(format!("{}: a plugin without \"type\"", path.display()));
+            return Err(err(LoadErrorKind::PluginWithoutType));
         }
     }
     Ok(Network {

@@ -32,6 +32,7 @@ use crisp_image::ImageService;
 use prost::Message;
 
 use crate::config::Config;
+use crate::error::StartError;
 use crate::oci_spec as spec;
 use crate::persist;
 
@@ -67,10 +68,9 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(config: Arc<Config>, images: Arc<ImageService>) -> Result<Self, String> {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find crispd's binary: {e}"))?;
-        let cgroups = cgroup::detect().map_err(|e| format!("cgroups: {e}"))?;
+    pub fn new(config: Arc<Config>, images: Arc<ImageService>) -> Result<Self, StartError> {
+        let exe = std::env::current_exe().map_err(StartError::Exe)?;
+        let cgroups = cgroup::detect().map_err(StartError::Cgroups)?;
         Ok(Self {
             config,
             monitors: spare::Monitors::new(exe.clone()),
@@ -343,7 +343,7 @@ pub fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Stat
 /// The executor's errors: its "not implemented yet" placeholders answer
 /// UNIMPLEMENTED (never a fake success), the rest INTERNAL.
 pub fn exec_status(what: &str, e: &crisp_executor::Error) -> Status {
-    if e.context.contains("not implemented") {
+    if e.context().contains("not implemented") {
         Status::unimplemented(format!("{what}: {e} (crisp's executor is not merged yet)"))
     } else {
         Status::internal(format!("{what}: {e}"))

@@ -208,10 +208,7 @@ pub fn mount_image_volumes(
             .map_err(|e| {
                 exec_status(
                     &format!("make image volume mounts[{i}] read-only"),
-                    &executor::Error {
-                        context: target.display().to_string(),
-                        errno: Some(e),
-                    },
+                    &executor::Error::sys(target.display().to_string(), e),
                 )
             })?;
         }
