@@ -16,15 +16,15 @@ use std::fmt;
 
 use crisp_proto::cri;
 
-use super::ids::{hex_id, lookup, IdSource, Lookup, MAX_DRAWS};
-use super::record::{
+use crate::cri::ids::{hex_id, lookup, IdSource, Lookup, MAX_DRAWS};
+use crate::cri::record::{
     ContainerRecord, Observation, Observed, PodPhase, PodRecord, Record, RecordKey, RecordKind,
 };
-use super::types::{
+use crate::cri::types::{
     Action, ActionId, CallId, Exit, Handled, InputError, Notice, Outcome, Request, Response,
 };
-use super::validate::{self, HostSupport};
-use super::{container_name, join_log_path, pod_name};
+use crate::cri::validate::{self, HostSupport};
+use crate::cri::{container_name, join_log_path, pod_name};
 use crate::grpc::{Code, Status};
 
 /// Exit code and reason containerd reports for a container that failed to
@@ -283,7 +283,7 @@ enum Find {
     Bad(Status),
 }
 
-/// The CRI state machine. See the [module documentation](super) for how a
+/// The CRI state machine. See the [module documentation](crate::cri) for how a
 /// frontend drives it.
 pub struct Runtime {
     ids: Box<dyn IdSource + Send>,
@@ -773,7 +773,7 @@ impl Runtime {
         if image.image.is_empty() {
             return bad("the container config needs an image");
         }
-        if let Err(st) = super::mounts::check_mounts(&config.mounts) {
+        if let Err(st) = crate::cri::mounts::check_mounts(&config.mounts) {
             return refuse(st);
         }
         if let Err(st) = validate::container_config(&config, self.host_support) {
