@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use crisp_proto::cri;
+use crisp_proto::cri::ContainerEventType as Event;
 
 use super::ids::{hex_id, lookup, IdSource, Lookup, MAX_DRAWS};
 use super::record::RecordKey;
@@ -266,12 +267,7 @@ impl Runtime {
                         p.state = PodState::Exited;
                         p.pid = 0;
                         self.mark_dirty(RecordKey::Pod(pod_id.clone()));
-                        self.emit(
-                            &pod_id,
-                            &pod_id,
-                            cri::ContainerEventType::ContainerStoppedEvent,
-                            now,
-                        );
+                        self.emit(&pod_id, &pod_id, Event::ContainerStoppedEvent, now);
                         Ok(())
                     }
                 },
@@ -301,6 +297,20 @@ impl Runtime {
     }
 
     // ---- lookups --------------------------------------------------------
+
+    /// Forgets the pod sandbox and releases its name.
+    pub(super) fn drop_pod(&mut self, id: &str) {
+        if let Some(p) = self.pods.remove(id) {
+            self.pod_names.remove(&p.name);
+        }
+    }
+
+    /// Forgets the container and releases its name.
+    pub(super) fn drop_ctr(&mut self, id: &str) {
+        if let Some(c) = self.ctrs.remove(id) {
+            self.ctr_names.remove(&c.name);
+        }
+    }
 
     fn new_id(&mut self) -> Result<String, Status> {
         for _ in 0..MAX_DRAWS {

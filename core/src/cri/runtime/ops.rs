@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use crisp_proto::cri;
 
 use super::types::{
-    answer, refuse, Begin, Ctr, CtrState, Find, Op, OpKind, PendingAction, Pod, PodState,
+    answer, refuse, Advance, Begin, Ctr, CtrState, Find, Op, OpKind, PendingAction, Pod, PodState,
     RecordSync, Target,
 };
 use super::{Runtime, MAX_PASSES, NANOS_PER_SEC};
@@ -531,7 +531,7 @@ impl Runtime {
     }
 
     /// Moves `op` on as far as the state allows: `Some` is its answer.
-    fn advance(&mut self, call: CallId, op: &mut Op, now: i64) -> Option<Result<Response, Status>> {
+    fn advance(&mut self, call: CallId, op: &mut Op, now: i64) -> Advance {
         if let Some(e) = op.error.take() {
             return Some(Err(e));
         }
@@ -556,72 +556,71 @@ impl Runtime {
     }
 
     /// RunPodSandbox: once the sandbox exists and its record is durable.
-    fn advance_run_pod(&mut self, call: CallId, pod_id: &str) -> Option<Result<Response, Status>> {
-        let state = self.pods.get(pod_id).map(|p| p.state);
-        match state {
-            None => Some(Err(Status::internal(format!(
-                "pod sandbox {pod_id} vanished while being created"
-            )))),
-            Some(PodState::Creating) => None,
-            Some(_) => self
-                .durable(&RecordKey::Pod(pod_id.to_owned()), call)
-                .then(|| {
-                    Ok(Response::RunPodSandbox(cri::RunPodSandboxResponse {
-                        pod_sandbox_id: pod_id.to_owned(),
-                    }))
-                }),
-        }
+    fn advance_run_pod(&mut self, call: CallId, pod_id: &str) -> Advance {
+        let creating = self.pods.get(pod_id).map(|p| p.state == PodState::Creating);
+        let reply = Response::RunPodSandbox(cri::RunPodSandboxResponse {
+            pod_sandbox_id: pod_id.to_owned(),
+        });
+        let key = RecordKey::Pod(pod_id.to_owned());
+        self.answer_when_recorded(call, key, creating, "being created", reply)
     }
 
-    /// CreateContainer: once the container exists and its record is durable.
-    fn advance_create_ctr(
-        &mut self,
-        call: CallId,
-        ctr_id: &str,
-    ) -> Option<Result<Response, Status>> {
-        let state = self.ctrs.get(ctr_id).map(|c| c.state);
-        match state {
-            None => Some(Err(Status::internal(format!(
-                "container {ctr_id} vanished while being created"
-            )))),
-            Some(CtrState::Creating) => None,
-            Some(_) => self
-                .durable(&RecordKey::Container(ctr_id.to_owned()), call)
-                .then(|| {
-                    Ok(Response::CreateContainer(cri::CreateContainerResponse {
-                        container_id: ctr_id.to_owned(),
-                    }))
-                }),
-        }
+    /// CreateContainer: once the container exists and its record is
+    /// durable.
+    fn advance_create_ctr(&mut self, call: CallId, ctr_id: &str) -> Advance {
+        let creating = self.ctrs.get(ctr_id).map(|c| c.state == CtrState::Creating);
+        let reply = Response::CreateContainer(cri::CreateContainerResponse {
+            container_id: ctr_id.to_owned(),
+        });
+        let key = RecordKey::Container(ctr_id.to_owned());
+        self.answer_when_recorded(call, key, creating, "being created", reply)
     }
 
     /// StartContainer: once the start is done and recorded.
-    fn advance_start_ctr(
+    fn advance_start_ctr(&mut self, call: CallId, ctr_id: &str) -> Advance {
+        let starting = self.ctrs.get(ctr_id).map(|c| c.start_action.is_some());
+        let reply = Response::StartContainer(cri::StartContainerResponse {});
+        let key = RecordKey::Container(ctr_id.to_owned());
+        self.answer_when_recorded(call, key, starting, "being started", reply)
+    }
+
+    /// UpdateContainerResources: once the host applied the limits and the
+    /// record holding them is durable.
+    fn advance_update_ctr(&mut self, call: CallId, ctr_id: &str) -> Advance {
+        let updating = self.ctrs.get(ctr_id).map(|c| c.update.is_some());
+        let reply = Response::UpdateContainerResources(cri::UpdateContainerResourcesResponse {});
+        let key = RecordKey::Container(ctr_id.to_owned());
+        self.answer_when_recorded(call, key, updating, "its resources were updated", reply)
+    }
+
+    /// An op that waits for its object's action (`busy`: `Some(true)` while
+    /// it is in flight, `None` if the object is gone), then answers `reply`
+    /// once the object's record is durable.
+    fn answer_when_recorded(
         &mut self,
         call: CallId,
-        ctr_id: &str,
-    ) -> Option<Result<Response, Status>> {
-        let starting = self.ctrs.get(ctr_id).map(|c| c.start_action);
-        match starting {
+        key: RecordKey,
+        busy: Option<bool>,
+        doing: &str,
+        reply: Response,
+    ) -> Advance {
+        let noun = match key {
+            RecordKey::Pod(_) => "pod sandbox",
+            RecordKey::Container(_) => "container",
+        };
+        match busy {
             None => Some(Err(Status::internal(format!(
-                "container {ctr_id} vanished while being started"
+                "{noun} {} vanished while {doing}",
+                key.id()
             )))),
-            Some(Some(_)) => None,
-            Some(None) => self
-                .durable(&RecordKey::Container(ctr_id.to_owned()), call)
-                .then_some(Ok(Response::StartContainer(cri::StartContainerResponse {}))),
+            Some(true) => None,
+            Some(false) => self.durable(&key, call).then_some(Ok(reply)),
         }
     }
 
     /// StopContainer: stops a running container, then answers once its
     /// exit is recorded.
-    fn advance_stop_ctr(
-        &mut self,
-        call: CallId,
-        ctr_id: &str,
-        deadline: i64,
-        now: i64,
-    ) -> Option<Result<Response, Status>> {
+    fn advance_stop_ctr(&mut self, call: CallId, ctr_id: &str, deadline: i64, now: i64) -> Advance {
         let Some(c) = self.ctrs.get(ctr_id) else {
             return Some(Ok(Response::StopContainer(cri::StopContainerResponse {})));
         };
@@ -648,7 +647,7 @@ impl Runtime {
         ctr_id: &str,
         deadline: i64,
         now: i64,
-    ) -> Option<Result<Response, Status>> {
+    ) -> Advance {
         let Some(c) = self.ctrs.get(ctr_id) else {
             return self
                 .durable(&RecordKey::Container(ctr_id.to_owned()), call)
@@ -670,27 +669,6 @@ impl Runtime {
         None
     }
 
-    /// UpdateContainerResources: once the host applied the limits and the
-    /// record holding them is durable.
-    fn advance_update_ctr(
-        &mut self,
-        call: CallId,
-        ctr_id: &str,
-    ) -> Option<Result<Response, Status>> {
-        let updating = self.ctrs.get(ctr_id).map(|c| c.update.is_some());
-        match updating {
-            None => Some(Err(Status::internal(format!(
-                "container {ctr_id} vanished while its resources were updated"
-            )))),
-            Some(true) => None,
-            Some(false) => self
-                .durable(&RecordKey::Container(ctr_id.to_owned()), call)
-                .then_some(Ok(Response::UpdateContainerResources(
-                    cri::UpdateContainerResourcesResponse {},
-                ))),
-        }
-    }
-
     /// StopPodSandbox and RemovePodSandbox: lets work in flight on its
     /// containers finish, stops the running ones, stops the sandbox; to
     /// remove, then removes every container and the sandbox, and answers
@@ -703,7 +681,7 @@ impl Runtime {
         deadline: i64,
         removed: &mut BTreeSet<String>,
         now: i64,
-    ) -> Option<Result<Response, Status>> {
+    ) -> Advance {
         let Some(pod) = self.pods.get(pod_id) else {
             if !remove {
                 return Some(Ok(Response::StopPodSandbox(cri::StopPodSandboxResponse {})));

@@ -1,6 +1,7 @@
 //! Applying what the host reports: action outcomes and exits.
 
 use crisp_proto::cri;
+use crisp_proto::cri::ContainerEventType as Event;
 
 use super::types::{failure, CtrState, PodState, RecordSync, Target};
 use super::{Runtime, START_ERROR_EXIT_CODE, START_ERROR_REASON};
@@ -45,25 +46,13 @@ impl Runtime {
                 self.mark_dirty(RecordKey::Pod(pod_id.to_owned()));
                 // As containerd: CREATED then STARTED, with the
                 // sandbox ID as the container ID.
-                self.emit(
-                    pod_id,
-                    pod_id,
-                    cri::ContainerEventType::ContainerCreatedEvent,
-                    now,
-                );
-                self.emit(
-                    pod_id,
-                    pod_id,
-                    cri::ContainerEventType::ContainerStartedEvent,
-                    now,
-                );
+                self.emit(pod_id, pod_id, Event::ContainerCreatedEvent, now);
+                self.emit(pod_id, pod_id, Event::ContainerStartedEvent, now);
                 None
             }
             Outcome::Failed(st) => {
                 if p.state == PodState::Creating {
-                    let name = p.name.clone();
-                    self.pods.remove(pod_id);
-                    self.pod_names.remove(&name);
+                    self.drop_pod(pod_id);
                 }
                 Some(failure(st))
             }
@@ -84,12 +73,7 @@ impl Runtime {
                     p.pid = 0;
                     self.mark_dirty(RecordKey::Pod(pod_id.to_owned()));
                     if was_ready {
-                        self.emit(
-                            pod_id,
-                            pod_id,
-                            cri::ContainerEventType::ContainerStoppedEvent,
-                            now,
-                        );
+                        self.emit(pod_id, pod_id, Event::ContainerStoppedEvent, now);
                     }
                 }
                 None
@@ -110,15 +94,8 @@ impl Runtime {
                     )));
                 }
                 // The event carries the sandbox's last status.
-                self.emit(
-                    pod_id,
-                    pod_id,
-                    cri::ContainerEventType::ContainerDeletedEvent,
-                    now,
-                );
-                if let Some(p) = self.pods.remove(pod_id) {
-                    self.pod_names.remove(&p.name);
-                }
+                self.emit(pod_id, pod_id, Event::ContainerDeletedEvent, now);
+                self.drop_pod(pod_id);
                 self.mark_deleted(RecordKey::Pod(pod_id.to_owned()));
                 None
             }
@@ -152,19 +129,12 @@ impl Runtime {
                 c.image_stop_signal = image_stop_signal;
                 let pod_id = c.pod_id.clone();
                 self.mark_dirty(RecordKey::Container(ctr_id.to_owned()));
-                self.emit(
-                    ctr_id,
-                    &pod_id,
-                    cri::ContainerEventType::ContainerCreatedEvent,
-                    now,
-                );
+                self.emit(ctr_id, &pod_id, Event::ContainerCreatedEvent, now);
                 None
             }
             Outcome::Failed(st) => {
                 if c.state == CtrState::Creating {
-                    let name = c.name.clone();
-                    self.ctrs.remove(ctr_id);
-                    self.ctr_names.remove(&name);
+                    self.drop_ctr(ctr_id);
                 }
                 Some(failure(st))
             }
@@ -184,12 +154,7 @@ impl Runtime {
                 c.started_at = if started_at > 0 { started_at } else { now };
                 let pending = c.pending_exit.take();
                 self.mark_dirty(RecordKey::Container(ctr_id.to_owned()));
-                self.emit(
-                    ctr_id,
-                    &pod_id,
-                    cri::ContainerEventType::ContainerStartedEvent,
-                    now,
-                );
+                self.emit(ctr_id, &pod_id, Event::ContainerStartedEvent, now);
                 if let Some(exit) = pending {
                     let _ = self.apply_exit(ctr_id, exit, now);
                 }
@@ -206,12 +171,7 @@ impl Runtime {
                     c.reason = START_ERROR_REASON.to_owned();
                     c.message = st.message.clone();
                     self.mark_dirty(RecordKey::Container(ctr_id.to_owned()));
-                    self.emit(
-                        ctr_id,
-                        &pod_id,
-                        cri::ContainerEventType::ContainerStoppedEvent,
-                        now,
-                    );
+                    self.emit(ctr_id, &pod_id, Event::ContainerStoppedEvent, now);
                 }
                 Some(failure(st))
             }
@@ -247,16 +207,9 @@ impl Runtime {
             Outcome::Failed(st) => Some(failure(st)),
             _ => {
                 let pod_id = c.pod_id.clone();
-                let name = c.name.clone();
-                self.ctrs.remove(ctr_id);
-                self.ctr_names.remove(&name);
+                self.drop_ctr(ctr_id);
                 self.mark_deleted(RecordKey::Container(ctr_id.to_owned()));
-                self.emit(
-                    ctr_id,
-                    &pod_id,
-                    cri::ContainerEventType::ContainerDeletedEvent,
-                    now,
-                );
+                self.emit(ctr_id, &pod_id, Event::ContainerDeletedEvent, now);
                 None
             }
         }
@@ -320,24 +273,10 @@ impl Runtime {
         };
         match c.state {
             CtrState::Running | CtrState::Unknown => {
-                c.state = CtrState::Exited;
-                c.finished_at = if exit.finished_at > 0 {
-                    exit.finished_at
-                } else {
-                    now
-                };
-                c.exit_code = exit.exit_code;
-                c.reason = exit.reason;
-                c.message = exit.message;
-                c.pid = 0;
+                c.exited(exit, now);
                 let pod_id = c.pod_id.clone();
                 self.mark_dirty(RecordKey::Container(ctr_id.to_owned()));
-                self.emit(
-                    ctr_id,
-                    &pod_id,
-                    cri::ContainerEventType::ContainerStoppedEvent,
-                    now,
-                );
+                self.emit(ctr_id, &pod_id, Event::ContainerStoppedEvent, now);
                 Ok(())
             }
             CtrState::Created if c.start_action.is_some() => {

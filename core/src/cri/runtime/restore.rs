@@ -9,6 +9,7 @@ use super::types::{Ctr, CtrState, Pod, PodState};
 use super::{Runtime, UNKNOWN_EXIT_CODE, UNKNOWN_EXIT_REASON};
 use crate::cri::ids::IdSource;
 use crate::cri::record::{Observation, Observed, PodPhase, Record, RecordKey, RecordKind};
+use crate::cri::types::Exit;
 use crate::cri::{container_name, pod_name};
 
 impl Runtime {
@@ -188,26 +189,18 @@ impl Runtime {
                         ctr.pid = *pid;
                     }
                     Some(Observed::Exited(exit)) => {
-                        ctr.state = CtrState::Exited;
-                        ctr.finished_at = if exit.finished_at > 0 {
-                            exit.finished_at
-                        } else {
-                            now
-                        };
-                        ctr.exit_code = exit.exit_code;
-                        ctr.reason = exit.reason.clone();
-                        ctr.message = exit.message.clone();
-                        ctr.pid = 0;
+                        ctr.exited(exit.clone(), now);
                     }
                     Some(Observed::Unreachable) => ctr.state = CtrState::Unknown,
                     None => {
                         if recorded != CtrState::Created {
-                            ctr.state = CtrState::Exited;
-                            ctr.finished_at = now;
-                            ctr.exit_code = UNKNOWN_EXIT_CODE;
-                            ctr.reason = UNKNOWN_EXIT_REASON.to_owned();
-                            ctr.message = String::new();
-                            ctr.pid = 0;
+                            let unknown = Exit {
+                                exit_code: UNKNOWN_EXIT_CODE,
+                                finished_at: now,
+                                reason: UNKNOWN_EXIT_REASON.to_owned(),
+                                message: String::new(),
+                            };
+                            ctr.exited(unknown, now);
                         }
                     }
                 }

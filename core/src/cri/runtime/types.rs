@@ -125,6 +125,21 @@ impl Ctr {
             || self.update.is_some()
     }
 
+    /// Its process exited: EXITED with `exit`, stamped `now` when the exit
+    /// carries no time.
+    pub(super) fn exited(&mut self, exit: Exit, now: i64) {
+        self.state = CtrState::Exited;
+        self.finished_at = if exit.finished_at > 0 {
+            exit.finished_at
+        } else {
+            now
+        };
+        self.exit_code = exit.exit_code;
+        self.reason = exit.reason;
+        self.message = exit.message;
+        self.pid = 0;
+    }
+
     /// An action other than a stop or removal is in flight: stops and
     /// removals wait for it.
     pub(super) fn changing(&self) -> bool {
@@ -269,6 +284,9 @@ pub(super) struct Op {
     pub kind: OpKind,
     pub error: Option<Status>,
 }
+
+/// What advancing an op gives: its answer, or `None` while it waits.
+pub(super) type Advance = Option<Result<Response, Status>>;
 
 /// How a call starts: an op to run, or an answer now.
 pub(super) type Begin = Result<OpKind, Box<Result<Response, Status>>>;
