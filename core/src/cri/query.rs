@@ -176,14 +176,15 @@ impl Runtime {
         filter: Option<&'a F>,
         normalize_id: fn(&Runtime, &str) -> String,
     ) -> Selection<'a> {
-        let set = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         Selection {
             id: filter
-                .and_then(|f| set(f.id()))
-                .map(|id| normalize_id(self, &id)),
+                .map(ListFilter::id)
+                .filter(|id| !id.is_empty())
+                .map(|id| normalize_id(self, id)),
             pod_id: filter
-                .and_then(|f| set(f.pod_sandbox_id()))
-                .map(|id| self.normalize_pod_id(&id)),
+                .map(ListFilter::pod_sandbox_id)
+                .filter(|id| !id.is_empty())
+                .map(|id| self.normalize_pod_id(id)),
             state: filter.and_then(ListFilter::state),
             labels: filter.map(ListFilter::label_selector),
         }
