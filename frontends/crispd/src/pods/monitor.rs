@@ -284,7 +284,7 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     // memory (see `tiny`); this process carries on only if it cannot run.
     #[cfg(tiny_monitor)]
     if std::env::var_os("CRISP_STD_MONITOR").is_none() {
-        let e = tiny::exec(id, &created, &listener, [&out_r, &err_r], dir, log, cgroup);
+        let Err(e) = tiny::exec(id, &created, &listener, [&out_r, &err_r], dir, log, cgroup);
         eprintln!("crispd monitor {id}: cannot run the tiny monitor ({e}); carrying on");
     }
 
@@ -389,21 +389,6 @@ mod tiny {
     /// Exec the tiny monitor with the descriptors it carries on with.
     /// Returns only on failure.
     pub fn exec(
-        id: &str,
-        created: &executor::Created,
-        listener: &UnixListener,
-        pipes: [&OwnedFd; 2],
-        dir: &Path,
-        log: &str,
-        cgroup: &str,
-    ) -> std::io::Error {
-        match try_exec(id, created, listener, pipes, dir, log, cgroup) {
-            Ok(never) => match never {},
-            Err(e) => e,
-        }
-    }
-
-    fn try_exec(
         id: &str,
         created: &executor::Created,
         listener: &UnixListener,
