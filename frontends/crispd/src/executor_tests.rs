@@ -53,6 +53,12 @@ macro_rules! require_root {
     };
 }
 
+/// The fixture of a test that needs root and busybox (see `require_root`).
+fn fixture() -> Fixture {
+    require_root!();
+    Fixture::new()
+}
+
 /// A busybox rootfs (the overlay's only lower layer), the overlay mounted
 /// on it, and a cgroup path; all removed on drop, and checked to be gone.
 struct Fixture {
@@ -188,6 +194,11 @@ impl Drop for Fixture {
     }
 }
 
+/// A container running `script` with `sh -c`.
+fn sh(script: &str) -> cri::ContainerConfig {
+    config(&["sh", "-c", script])
+}
+
 fn config(command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
@@ -272,9 +283,8 @@ fn run(f: &Fixture, c: &cri::ContainerConfig) -> Outcome {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn output_and_exit_code() {
-    require_root!();
-    let f = Fixture::new();
-    let o = run(&f, &config(&["sh", "-c", "echo out; echo err >&2; exit 3"]));
+    let f = fixture();
+    let o = run(&f, &sh("echo out; echo err >&2; exit 3"));
     assert_eq!(o.stdout, "out\n");
     assert_eq!(o.stderr, "err\n");
     assert_eq!(o.code(), 3);
@@ -283,13 +293,8 @@ fn output_and_exit_code() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn env_cwd_user_groups_and_rlimits() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "echo $FOO $HOSTNAME $HOME; pwd; id -u; id -g; id -G; ulimit -n",
-    ]);
+    let f = fixture();
+    let mut c = sh("echo $FOO $HOSTNAME $HOME; pwd; id -u; id -g; id -G; ulimit -n");
     c.envs = vec![cri::KeyValue {
         key: "FOO".into(),
         value: "bar".into(),
@@ -309,15 +314,10 @@ fn env_cwd_user_groups_and_rlimits() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn hostname_and_pod_files() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let o = run(
         &f,
-        &config(&[
-            "sh",
-            "-c",
-            "hostname; cat /etc/hostname; grep pod-test /etc/hosts; cat /etc/resolv.conf",
-        ]),
+        &sh("hostname; cat /etc/hostname; grep pod-test /etc/hosts; cat /etc/resolv.conf"),
     );
     assert_eq!(
         o.stdout, "pod-test\npod-test\n10.9.8.7 pod-test\nnameserver 127.0.0.53\n",
@@ -329,14 +329,11 @@ fn hostname_and_pod_files() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn dev_and_oom_score_adj() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
+    let f = fixture();
+    let mut c = sh(
         "cat /proc/self/oom_score_adj; echo x > /dev/null && head -c 3 /dev/zero | wc -c; \
          readlink /dev/ptmx; readlink /dev/fd; ls /dev | tr '\\n' ' '",
-    ]);
+    );
     res(&mut c).oom_score_adj = -500;
     let o = run(&f, &c);
     // Lowering below our own needs CAP_SYS_RESOURCE (absent on the build
@@ -380,13 +377,8 @@ fn dev_and_oom_score_adj() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn terminal_is_the_controlling_tty() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty; echo $TERM",
-    ]);
+    let f = fixture();
+    let mut c = sh("[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty; echo $TERM");
     c.tty = true;
     let spec = f.spec(&c);
     let pty = nix::pty::openpty(None, None).unwrap();
@@ -420,8 +412,7 @@ fn terminal_is_the_controlling_tty() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn dropped_capability_is_missing() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let script = "touch /f && chown 65534 /f && echo chowned";
     let o = run(&f, &config(&["sh", "-c", script]));
     assert_eq!(
@@ -453,8 +444,7 @@ fn seccomp_status() -> &'static str {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_runtime_default_blocks_unshare() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let o = run(&f, &config(&["sh", "-c", seccomp_status()]));
     assert!(
         o.stdout.starts_with("Seccomp:\t2\n"),
@@ -472,8 +462,7 @@ fn seccomp_runtime_default_blocks_unshare() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_unconfined_allows_unshare() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let mut c = config(&["sh", "-c", seccomp_status()]);
     // unshare also needs CAP_SYS_ADMIN; with it, only seccomp could refuse.
     sc(&mut c).capabilities = Some(cri::Capability {
@@ -491,8 +480,7 @@ fn seccomp_unconfined_allows_unshare() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_localhost_profile() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let profile = f.dir.join("profile.json");
     fs::write(
         &profile,
@@ -524,13 +512,8 @@ fn seccomp_localhost_profile() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn readonly_rootfs_refuses_writes() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "touch /dev/shm/ok && echo shm; touch /x && echo wrote",
-    ]);
+    let f = fixture();
+    let mut c = sh("touch /dev/shm/ok && echo shm; touch /x && echo wrote");
     sc(&mut c).readonly_rootfs = true;
     let o = run(&f, &c);
     assert_eq!(o.stdout, "shm\n");
@@ -545,8 +528,7 @@ fn readonly_rootfs_refuses_writes() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn masked_and_readonly_paths() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let o = run(
         &f,
         &config(&[
@@ -567,13 +549,9 @@ fn masked_and_readonly_paths() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn privileged_is_unmasked_with_all_capabilities() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "grep -E '^(CapBnd|Seccomp):' /proc/self/status; head -c 4 /proc/timer_list | wc -c",
-    ]);
+    let f = fixture();
+    let mut c =
+        sh("grep -E '^(CapBnd|Seccomp):' /proc/self/status; head -c 4 /proc/timer_list | wc -c");
     sc(&mut c).privileged = true;
     let o = run(&f, &c);
     assert!(o.stdout.contains("Seccomp:\t0"), "stdout: {}", o.stdout);
@@ -595,8 +573,7 @@ fn privileged_is_unmasked_with_all_capabilities() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn missing_executable_fails_create() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let (_out_r, out_w) = pipe();
     let (_err_r, err_w) = pipe();
     let spec = f.spec(&config(&["/bin/nope"]));
@@ -632,13 +609,8 @@ fn missing_executable_fails_create() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn memory_limit_oom_kill_is_detected() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
-    ]);
+    let f = fixture();
+    let mut c = sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived");
     res(&mut c).memory_limit_in_bytes = 32 << 20;
     let o = run(&f, &c);
     assert!(!o.stdout.contains("survived"));
@@ -649,13 +621,8 @@ fn memory_limit_oom_kill_is_detected() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn pids_limit_is_enforced() {
-    require_root!();
-    let f = Fixture::new();
-    let c = config(&[
-        "sh",
-        "-c",
-        "i=0; while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done; echo forked all",
-    ]);
+    let f = fixture();
+    let c = sh("i=0; while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done; echo forked all");
     let mut spec = f.spec(&c);
     let linux = spec.linux_mut().as_mut().unwrap();
     let mut r = linux.resources().clone().unwrap();
@@ -689,8 +656,7 @@ fn pids_limit_is_enforced() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn exec_joins_a_running_container() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let mut c = config(&["cat"]);
     c.stdin = true;
     let spec = f.spec(&c);
