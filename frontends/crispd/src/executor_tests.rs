@@ -194,6 +194,16 @@ impl Drop for Fixture {
     }
 }
 
+/// `o`'s stdout contains `want` (shown when it does not).
+fn assert_stdout_has(o: &Outcome, want: &str) {
+    assert!(o.stdout.contains(want), "stdout: {}", o.stdout);
+}
+
+/// `o`'s stderr contains `want` (shown when it does not).
+fn assert_stderr_has(o: &Outcome, want: &str) {
+    assert!(o.stderr.contains(want), "stderr: {}", o.stderr);
+}
+
 /// A container running `script` with `sh -c`.
 fn sh(script: &str) -> cri::ContainerConfig {
     config(&["sh", "-c", script])
@@ -414,7 +424,7 @@ fn terminal_is_the_controlling_tty() {
 fn dropped_capability_is_missing() {
     let f = fixture();
     let script = "touch /f && chown 65534 /f && echo chowned";
-    let o = run(&f, &config(&["sh", "-c", script]));
+    let o = run(&f, &sh(script));
     assert_eq!(
         (o.stdout.as_str(), o.code()),
         ("chowned\n", 0),
@@ -422,18 +432,14 @@ fn dropped_capability_is_missing() {
         o.stderr
     );
 
-    let mut c = config(&["sh", "-c", script]);
+    let mut c = sh(script);
     sc(&mut c).capabilities = Some(cri::Capability {
         drop_capabilities: vec!["CHOWN".into()],
         ..Default::default()
     });
     let o = run(&f, &c);
     assert_ne!(o.code(), 0);
-    assert!(
-        o.stderr.contains("Operation not permitted"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Operation not permitted");
     assert_eq!(o.stdout, "");
 }
 
@@ -445,25 +451,21 @@ fn seccomp_status() -> &'static str {
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_runtime_default_blocks_unshare() {
     let f = fixture();
-    let o = run(&f, &config(&["sh", "-c", seccomp_status()]));
+    let o = run(&f, &sh(seccomp_status()));
     assert!(
         o.stdout.starts_with("Seccomp:\t2\n"),
         "stdout: {}",
         o.stdout
     );
     assert!(!o.stdout.contains("unshared"));
-    assert!(
-        o.stderr.contains("Operation not permitted"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Operation not permitted");
 }
 
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_unconfined_allows_unshare() {
     let f = fixture();
-    let mut c = config(&["sh", "-c", seccomp_status()]);
+    let mut c = sh(seccomp_status());
     // unshare also needs CAP_SYS_ADMIN; with it, only seccomp could refuse.
     sc(&mut c).capabilities = Some(cri::Capability {
         add_capabilities: vec!["SYS_ADMIN".into()],
@@ -490,7 +492,7 @@ fn seccomp_localhost_profile() {
         ]}"#,
     )
     .unwrap();
-    let mut c = config(&["sh", "-c", &format!("{}; mkdir /tmp/d", seccomp_status())]);
+    let mut c = sh(&format!("{}; mkdir /tmp/d", seccomp_status()));
     sc(&mut c).capabilities = Some(cri::Capability {
         add_capabilities: vec!["SYS_ADMIN".into()],
         ..Default::default()
@@ -501,12 +503,8 @@ fn seccomp_localhost_profile() {
     });
     let o = run(&f, &c);
     assert_eq!(o.stdout, "Seccomp:\t2\n");
-    assert!(
-        o.stderr.contains("Operation not permitted"),
-        "stderr: {}",
-        o.stderr
-    );
-    assert!(o.stderr.contains("not implemented"), "stderr: {}", o.stderr);
+    assert_stderr_has(&o, "Operation not permitted");
+    assert_stderr_has(&o, "not implemented");
 }
 
 #[test]
@@ -517,11 +515,7 @@ fn readonly_rootfs_refuses_writes() {
     sc(&mut c).readonly_rootfs = true;
     let o = run(&f, &c);
     assert_eq!(o.stdout, "shm\n");
-    assert!(
-        o.stderr.contains("Read-only file system"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Read-only file system");
     assert!(!f.dir.join("upper/x").exists());
 }
 
@@ -539,11 +533,7 @@ fn masked_and_readonly_paths() {
         ]),
     );
     assert_eq!(o.stdout, "0\n0\n", "stderr: {}", o.stderr);
-    assert!(
-        o.stderr.contains("Read-only file system"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Read-only file system");
 }
 
 #[test]
@@ -554,7 +544,7 @@ fn privileged_is_unmasked_with_all_capabilities() {
         sh("grep -E '^(CapBnd|Seccomp):' /proc/self/status; head -c 4 /proc/timer_list | wc -c");
     sc(&mut c).privileged = true;
     let o = run(&f, &c);
-    assert!(o.stdout.contains("Seccomp:\t0"), "stdout: {}", o.stdout);
+    assert_stdout_has(&o, "Seccomp:\t0");
     assert!(
         o.stdout.ends_with("4\n"),
         "stdout: {} stderr: {}",
