@@ -381,14 +381,7 @@ impl Unpacker {
                     .map_err(|e| io_err(&name, e.into()))?;
                 self.chown_at(pfd, base, &meta, &name)?;
                 self.xattrs_at(pfd, base, &meta, &name)?;
-                utimensat(
-                    pfd,
-                    base.as_os_str(),
-                    &meta.mtime,
-                    &meta.mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| io_err(&name, e.into()))?;
+                Self::mtime_at(pfd, base, &meta, &name)?;
             }
             Kind::HardLink(target) => {
                 let Some((tbase, tparents)) = target.split_last() else {
@@ -454,14 +447,7 @@ impl Unpacker {
                 )
                 .map_err(|e| io_err(&name, e.into()))?;
                 self.xattrs_at(pfd, base, &meta, &name)?;
-                utimensat(
-                    pfd,
-                    base.as_os_str(),
-                    &meta.mtime,
-                    &meta.mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| io_err(&name, e.into()))?;
+                Self::mtime_at(pfd, base, &meta, &name)?;
             }
         }
         Ok(())
@@ -558,6 +544,19 @@ impl Unpacker {
             set_xattr_fd(fd, key, value).map_err(|e| io_err(name, e))?;
         }
         Ok(())
+    }
+
+    /// The entry's mtime (and atime) on `base` in `parent`, not following
+    /// a symlink: the last step for entries that are never opened.
+    fn mtime_at(parent: BorrowedFd<'_>, base: &OsStr, meta: &Meta, name: &str) -> Result<()> {
+        utimensat(
+            parent,
+            base,
+            &meta.mtime,
+            &meta.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| io_err(name, e.into()))
     }
 
     fn chown_at(
