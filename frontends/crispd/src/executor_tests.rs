@@ -262,8 +262,15 @@ impl Outcome {
     }
 }
 
-/// Create, start and wait for a container; collect its output.
-fn run_spec(spec: &Spec) -> Outcome {
+/// Create a container of `spec` with its stdout and stderr on new pipes;
+/// also returns their read ends.
+fn create_piped(
+    spec: &Spec,
+) -> (
+    Result<crisp_executor::Created, crisp_executor::Error>,
+    OwnedFd,
+    OwnedFd,
+) {
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
     let created = crisp_executor::create(
@@ -273,8 +280,14 @@ fn run_spec(spec: &Spec) -> Outcome {
             stdout: out_w,
             stderr: err_w,
         },
-    )
-    .expect("create");
+    );
+    (created, out_r, err_r)
+}
+
+/// Create, start and wait for a container; collect its output.
+fn run_spec(spec: &Spec) -> Outcome {
+    let (created, out_r, err_r) = create_piped(spec);
+    let created = created.expect("create");
     let pid = created.pid;
     let (out, err) = (reader(out_r), reader(err_r));
     created.start().expect("start");
@@ -564,35 +577,17 @@ fn privileged_is_unmasked_with_all_capabilities() {
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn missing_executable_fails_create() {
     let f = fixture();
-    let (_out_r, out_w) = pipe();
-    let (_err_r, err_w) = pipe();
-    let spec = f.spec(&config(&["/bin/nope"]));
-    let err = crisp_executor::create(
-        &spec,
-        Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-    )
-    .err()
-    .expect("create must fail");
+    let err = create_piped(&f.spec(&config(&["/bin/nope"])))
+        .0
+        .err()
+        .expect("create must fail");
     assert!(err.to_string().starts_with("exec: /bin/nope"), "{err}");
     assert_eq!(err.errno(), Some(nix::errno::Errno::ENOENT));
 
-    let spec = f.spec(&config(&["nope"]));
-    let (_out_r, out_w) = pipe();
-    let (_err_r, err_w) = pipe();
-    let err = crisp_executor::create(
-        &spec,
-        Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-    )
-    .err()
-    .expect("create must fail");
+    let err = create_piped(&f.spec(&config(&["nope"])))
+        .0
+        .err()
+        .expect("create must fail");
     assert!(err.to_string().contains("not found in $PATH"), "{err}");
 }
 
@@ -618,17 +613,8 @@ fn pids_limit_is_enforced() {
     let mut r = linux.resources().clone().unwrap();
     r.set_pids(Some(LinuxPidsBuilder::default().limit(5).build().unwrap()));
     linux.set_resources(Some(r));
-    let (out_r, out_w) = pipe();
-    let (err_r, err_w) = pipe();
-    let created = crisp_executor::create(
-        &spec,
-        Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-    )
-    .expect("create");
+    let (created, out_r, err_r) = create_piped(&spec);
+    let created = created.expect("create");
     let pid = created.pid;
     created.start().unwrap();
     // The shell exits after its loop; the sleeps it managed to fork keep
