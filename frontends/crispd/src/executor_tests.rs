@@ -672,22 +672,23 @@ fn exec_joins_a_running_container() {
         assert!(own.contains(&format!("0::{want}")), "{own}");
     }
 
-    let exec = |args: &[&str]| -> (String, i32) {
+    // Exec `args` in the container, its output on new pipes (read ends
+    // returned).
+    let exec_piped = |args: &[&str]| {
         let mut process = spec.process().clone().unwrap();
         process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
         let (o_r, o_w) = pipe();
         let (e_r, e_w) = pipe();
-        let p = crisp_executor::exec(
-            pid,
-            &spec,
-            &process,
-            Stdio {
-                stdin: None,
-                stdout: o_w,
-                stderr: e_w,
-            },
-        )
-        .expect("exec");
+        let stdio = Stdio {
+            stdin: None,
+            stdout: o_w,
+            stderr: e_w,
+        };
+        (crisp_executor::exec(pid, &spec, &process, stdio), o_r, e_r)
+    };
+    let exec = |args: &[&str]| -> (String, i32) {
+        let (p, o_r, e_r) = exec_piped(args);
+        let p = p.expect("exec");
         let (o, e) = (reader(o_r), reader(e_r));
         let code = match waitpid(p, None).unwrap() {
             WaitStatus::Exited(_, c) => c,
@@ -707,21 +708,9 @@ fn exec_joins_a_running_container() {
     assert_eq!(code, 0);
     assert!(status.starts_with("Seccomp:\t2\n"), "{status}");
 
-    let mut process = spec.process().clone().unwrap();
-    process.set_args(Some(vec!["/bin/nope".into()]));
-    let (_o_r, o_w) = pipe();
-    let (_e_r, e_w) = pipe();
-    let e = crisp_executor::exec(
-        pid,
-        &spec,
-        &process,
-        Stdio {
-            stdin: None,
-            stdout: o_w,
-            stderr: e_w,
-        },
-    )
-    .expect_err("exec of a missing binary fails");
+    let e = exec_piped(&["/bin/nope"])
+        .0
+        .expect_err("exec of a missing binary fails");
     assert!(e.to_string().starts_with("exec: /bin/nope"), "{e}");
 
     drop(in_w); // cat sees EOF and exits
