@@ -1263,12 +1263,19 @@ mod tests {
         );
     }
 
-    fn assert_escape(t: &Tar) {
+    fn assert_escape(t: &Tar, what: &str) {
         let s = Scratch::new("escape");
         std::fs::write(s.0.join("victim"), b"safe").unwrap();
         let err = unpack_into(&s, t).unwrap_err();
-        assert!(err.is_escape(), "expected an escape error, got {err}");
-        assert_eq!(std::fs::read(s.0.join("victim")).unwrap(), b"safe");
+        assert!(
+            err.is_escape(),
+            "{what}: expected an escape error, got {err}"
+        );
+        assert_eq!(
+            std::fs::read(s.0.join("victim")).unwrap(),
+            b"safe",
+            "{what}"
+        );
         let outside: Vec<_> = std::fs::read_dir(&s.0)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -1286,13 +1293,13 @@ mod tests {
         ] {
             let mut t = Tar::default();
             t.dir("a/").file(name, b"pwned");
-            assert_escape(&t);
+            assert_escape(&t, name);
         }
         // Hard-link targets likewise, absolute or not.
         for target in ["../victim", "/../victim", "a/../../victim"] {
             let mut t = Tar::default();
             t.dir("a/").link(tar::EntryType::Link, "h", target);
-            assert_escape(&t);
+            assert_escape(&t, target);
         }
     }
 
@@ -1483,47 +1490,54 @@ mod tests {
 
     #[test]
     fn writes_through_escaping_symlinks_are_refused() {
-        // Relative link climbing out, then a write through it.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "evil", "..")
-            .file("evil/victim", b"pwned");
-        assert_escape(&t);
-        // Absolute link, then a write through it.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "etc", "/tmp")
-            .file("etc/crisp-victim", b"pwned");
-        assert_escape(&t);
-        assert!(!Path::new("/tmp/crisp-victim").exists());
-        // Chained links.
-        let mut t = Tar::default();
-        t.dir("a/").link(tar::EntryType::Symlink, "a/b", "../c");
-        t.link(tar::EntryType::Symlink, "c", "a/../..")
-            .file("a/b/victim", b"pwned");
-        assert_escape(&t);
-        // A loop.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "l1", "l2")
-            .link(tar::EntryType::Symlink, "l2", "l1");
-        t.file("l1/x", b"x");
-        assert_escape(&t);
-        // Hard link out.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Link, "h", "../victim");
-        assert_escape(&t);
-        // Absolute names do not make an absolute link safe to write through.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "/etc", "/tmp")
-            .file("/etc/crisp-victim", b"pwned");
-        assert_escape(&t);
-        assert!(!Path::new("/tmp/crisp-victim").exists());
-        // A hard link through a link that leads out.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "out", "..").link(
-            tar::EntryType::Link,
-            "/h",
-            "/out/victim",
-        );
-        assert_escape(&t);
+        /// What a case is, and how its layer is built.
+        type Case = (&'static str, fn(&mut Tar));
+        let cases: [Case; 7] = [
+            ("relative link climbing out, then a write through it", |t| {
+                t.link(tar::EntryType::Symlink, "evil", "..")
+                    .file("evil/victim", b"pwned");
+            }),
+            ("absolute link, then a write through it", |t| {
+                t.link(tar::EntryType::Symlink, "etc", "/tmp")
+                    .file("etc/crisp-victim", b"pwned");
+            }),
+            ("chained links", |t| {
+                t.dir("a/").link(tar::EntryType::Symlink, "a/b", "../c");
+                t.link(tar::EntryType::Symlink, "c", "a/../..")
+                    .file("a/b/victim", b"pwned");
+            }),
+            ("a loop", |t| {
+                t.link(tar::EntryType::Symlink, "l1", "l2").link(
+                    tar::EntryType::Symlink,
+                    "l2",
+                    "l1",
+                );
+                t.file("l1/x", b"x");
+            }),
+            ("hard link out", |t| {
+                t.link(tar::EntryType::Link, "h", "../victim");
+            }),
+            (
+                "absolute names do not make an absolute link safe to write through",
+                |t| {
+                    t.link(tar::EntryType::Symlink, "/etc", "/tmp")
+                        .file("/etc/crisp-victim", b"pwned");
+                },
+            ),
+            ("a hard link through a link that leads out", |t| {
+                t.link(tar::EntryType::Symlink, "out", "..").link(
+                    tar::EntryType::Link,
+                    "/h",
+                    "/out/victim",
+                );
+            }),
+        ];
+        for (what, build) in cases {
+            let mut t = Tar::default();
+            build(&mut t);
+            assert_escape(&t, what);
+            assert!(!Path::new("/tmp/crisp-victim").exists(), "{what}");
+        }
     }
 
     #[test]
