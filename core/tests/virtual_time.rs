@@ -6,7 +6,7 @@
 
 mod pair;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crisp_core::grpc::client::{self, Client, ClientConfig};
@@ -51,6 +51,23 @@ fn the_request(p: &mut Pair<Client, Server>) -> server::CallId {
         panic!("expected the request, got {events:?}");
     };
     call.id
+}
+
+/// The client's events so far, which must be the end of call `id`: when
+/// it ended, and how.
+fn the_end(p: &mut Pair<Client, Server>, id: client::CallId) -> (Instant, Code) {
+    let events = p.client.take_events();
+    let [(
+        at,
+        client::Event::Finished {
+            id: done, status, ..
+        },
+    )] = &events[..]
+    else {
+        panic!("expected the call to finish, got {events:?}");
+    };
+    assert_eq!(*done, id);
+    (*at, status.code)
 }
 
 fn settings_timeout(d: Duration) -> h2::Config {
@@ -215,19 +232,9 @@ fn grpc_timeout_expires_on_the_server() {
     assert_eq!(p.server.endpoint.active_calls(), 0);
 
     // The server's DEADLINE_EXCEEDED status reaches the client.
-    let events = p.client.take_events();
-    let [(
-        at,
-        client::Event::Finished {
-            id: done, status, ..
-        },
-    )] = &events[..]
-    else {
-        panic!("expected the call to finish, got {events:?}");
-    };
-    assert_eq!(*done, id);
-    assert_eq!(status.code, Code::DeadlineExceeded);
-    assert_eq!(*at - *expired, latency);
+    let (at, code) = the_end(&mut p, id);
+    assert_eq!(code, Code::DeadlineExceeded);
+    assert_eq!(at - *expired, latency);
     assert_eq!(p.client.endpoint.active_calls(), 0);
 }
 
@@ -238,19 +245,9 @@ fn client_deadline_cancels_the_call() {
     let id = call_version(&mut p, Some(Duration::from_millis(300)));
     p.drive();
 
-    let events = p.client.take_events();
-    let [(
-        at,
-        client::Event::Finished {
-            id: done, status, ..
-        },
-    )] = &events[..]
-    else {
-        panic!("expected the call to finish, got {events:?}");
-    };
-    assert_eq!(*done, id);
-    assert_eq!(status.code, Code::DeadlineExceeded);
-    assert_eq!(*at - p.epoch, Duration::from_millis(300));
+    let (at, code) = the_end(&mut p, id);
+    assert_eq!(code, Code::DeadlineExceeded);
+    assert_eq!(at - p.epoch, Duration::from_millis(300));
 
     // The server heard the request, then lost the call: to the client's
     // RST_STREAM or to its own copy of the deadline, which fall due at the
