@@ -83,6 +83,136 @@ fn json_object(fields: &[(&str, String)]) -> String {
     format!("{{{}}}", body.join(","))
 }
 
+/// The fields of the four List* filters (each has some of them), so that
+/// one selection serves every listing.
+trait ListFilter {
+    fn id(&self) -> &str;
+    fn pod_sandbox_id(&self) -> &str {
+        ""
+    }
+    fn state(&self) -> Option<i32> {
+        None
+    }
+    fn label_selector(&self) -> &HashMap<String, String>;
+}
+
+impl ListFilter for cri::PodSandboxFilter {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn state(&self) -> Option<i32> {
+        self.state.as_ref().map(|s| s.state)
+    }
+    fn label_selector(&self) -> &HashMap<String, String> {
+        &self.label_selector
+    }
+}
+
+impl ListFilter for cri::ContainerFilter {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn pod_sandbox_id(&self) -> &str {
+        &self.pod_sandbox_id
+    }
+    fn state(&self) -> Option<i32> {
+        self.state.as_ref().map(|s| s.state)
+    }
+    fn label_selector(&self) -> &HashMap<String, String> {
+        &self.label_selector
+    }
+}
+
+impl ListFilter for cri::ContainerStatsFilter {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn pod_sandbox_id(&self) -> &str {
+        &self.pod_sandbox_id
+    }
+    fn label_selector(&self) -> &HashMap<String, String> {
+        &self.label_selector
+    }
+}
+
+impl ListFilter for cri::PodSandboxStatsFilter {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn label_selector(&self) -> &HashMap<String, String> {
+        &self.label_selector
+    }
+}
+
+/// A List* filter with its IDs resolved: every set field must match; an
+/// absent filter matches everything.
+struct Selection<'a> {
+    id: Option<String>,
+    pod_id: Option<String>,
+    state: Option<i32>,
+    labels: Option<&'a HashMap<String, String>>,
+}
+
+impl Selection<'_> {
+    fn matches(
+        &self,
+        id: &str,
+        pod_id: &str,
+        state: i32,
+        labels: &HashMap<String, String>,
+    ) -> bool {
+        self.id.as_deref().is_none_or(|want| id == want)
+            && self.pod_id.as_deref().is_none_or(|want| pod_id == want)
+            && self.state.is_none_or(|want| state == want)
+            && self.labels.is_none_or(|want| matches_labels(want, labels))
+    }
+}
+
+impl Runtime {
+    /// `filter` with its IDs resolved: a unique prefix becomes the full
+    /// ID; `normalize_id` does that for the listed kind.
+    fn selection<'a, F: ListFilter>(
+        &self,
+        filter: Option<&'a F>,
+        normalize_id: fn(&Runtime, &str) -> String,
+    ) -> Selection<'a> {
+        Selection {
+            id: filter
+                .map(ListFilter::id)
+                .filter(|id| !id.is_empty())
+                .map(|id| normalize_id(self, id)),
+            pod_id: filter
+                .map(ListFilter::pod_sandbox_id)
+                .filter(|id| !id.is_empty())
+                .map(|id| self.normalize_pod_id(id)),
+            state: filter.and_then(ListFilter::state),
+            labels: filter.map(ListFilter::label_selector),
+        }
+    }
+
+    /// The visible pod sandboxes `filter` selects, sorted by ID.
+    fn select_pods<'a, F: ListFilter>(
+        &'a self,
+        filter: Option<&'a F>,
+    ) -> impl Iterator<Item = &'a Pod> + 'a {
+        let sel = self.selection(filter, Runtime::normalize_pod_id);
+        self.pods.values().filter(move |p| {
+            p.visible() && sel.matches(&p.id, &p.id, p.cri_state() as i32, &p.config.labels)
+        })
+    }
+
+    /// The visible containers `filter` selects, sorted by ID.
+    fn select_ctrs<'a, F: ListFilter>(
+        &'a self,
+        filter: Option<&'a F>,
+    ) -> impl Iterator<Item = &'a Ctr> + 'a {
+        let sel = self.selection(filter, Runtime::normalize_ctr_id);
+        self.ctrs.values().filter(move |c| {
+            c.visible() && sel.matches(&c.id, &c.pod_id, c.state.cri() as i32, &c.config.labels)
+        })
+    }
+}
+
 impl Runtime {
     pub(crate) fn pod_status_of(&self, p: &Pod) -> cri::PodSandboxStatus {
         // A stopped sandbox's network is torn down: no IP, as containerd.
@@ -238,21 +368,8 @@ impl Runtime {
         &self,
         req: &cri::ListPodSandboxRequest,
     ) -> cri::ListPodSandboxResponse {
-        let filter = req.filter.as_ref();
-        let id = filter
-            .filter(|f| !f.id.is_empty())
-            .map(|f| self.normalize_pod_id(&f.id));
         let items = self
-            .pods
-            .values()
-            .filter(|p| p.visible())
-            .filter(|p| id.as_ref().is_none_or(|id| p.id == *id))
-            .filter(|p| {
-                filter
-                    .and_then(|f| f.state.as_ref())
-                    .is_none_or(|s| s.state == p.cri_state() as i32)
-            })
-            .filter(|p| filter.is_none_or(|f| matches_labels(&f.label_selector, &p.config.labels)))
+            .select_pods(req.filter.as_ref())
             .map(Runtime::pod_summary)
             .collect();
         cri::ListPodSandboxResponse { items }
@@ -319,25 +436,8 @@ impl Runtime {
     /// ListContainers. `id` and `pod_sandbox_id` may be unique prefixes;
     /// all set filter fields must match. Sorted by ID.
     pub fn list_containers(&self, req: &cri::ListContainersRequest) -> cri::ListContainersResponse {
-        let filter = req.filter.as_ref();
-        let id = filter
-            .filter(|f| !f.id.is_empty())
-            .map(|f| self.normalize_ctr_id(&f.id));
-        let pod = filter
-            .filter(|f| !f.pod_sandbox_id.is_empty())
-            .map(|f| self.normalize_pod_id(&f.pod_sandbox_id));
         let containers = self
-            .ctrs
-            .values()
-            .filter(|c| c.visible())
-            .filter(|c| id.as_ref().is_none_or(|id| c.id == *id))
-            .filter(|c| pod.as_ref().is_none_or(|pod| c.pod_id == *pod))
-            .filter(|c| {
-                filter
-                    .and_then(|f| f.state.as_ref())
-                    .is_none_or(|s| s.state == c.state.cri() as i32)
-            })
-            .filter(|c| filter.is_none_or(|f| matches_labels(&f.label_selector, &c.config.labels)))
+            .select_ctrs(req.filter.as_ref())
             .map(Runtime::container_summary)
             .collect();
         cri::ListContainersResponse { containers }
@@ -390,20 +490,8 @@ impl Runtime {
         &self,
         req: &cri::ListContainerStatsRequest,
     ) -> cri::ListContainerStatsResponse {
-        let filter = req.filter.as_ref();
-        let id = filter
-            .filter(|f| !f.id.is_empty())
-            .map(|f| self.normalize_ctr_id(&f.id));
-        let pod = filter
-            .filter(|f| !f.pod_sandbox_id.is_empty())
-            .map(|f| self.normalize_pod_id(&f.pod_sandbox_id));
         let stats = self
-            .ctrs
-            .values()
-            .filter(|c| c.visible())
-            .filter(|c| id.as_ref().is_none_or(|id| c.id == *id))
-            .filter(|c| pod.as_ref().is_none_or(|pod| c.pod_id == *pod))
-            .filter(|c| filter.is_none_or(|f| matches_labels(&f.label_selector, &c.config.labels)))
+            .select_ctrs(req.filter.as_ref())
             .map(Runtime::container_stats_skeleton)
             .collect();
         cri::ListContainerStatsResponse { stats }
@@ -426,16 +514,9 @@ impl Runtime {
         &self,
         req: &cri::ListPodSandboxStatsRequest,
     ) -> cri::ListPodSandboxStatsResponse {
-        let filter = req.filter.as_ref();
-        let id = filter
-            .filter(|f| !f.id.is_empty())
-            .map(|f| self.normalize_pod_id(&f.id));
         let stats = self
-            .pods
-            .values()
+            .select_pods(req.filter.as_ref())
             .filter(|p| p.state == PodState::Ready)
-            .filter(|p| id.as_ref().is_none_or(|id| p.id == *id))
-            .filter(|p| filter.is_none_or(|f| matches_labels(&f.label_selector, &p.config.labels)))
             .map(|p| self.pod_stats_skeleton(p))
             .collect();
         cri::ListPodSandboxStatsResponse { stats }

@@ -975,7 +975,15 @@ impl Sim {
                 "injected host failure",
             )));
         }
-        let pod_alive = |sim: &Sim, pod: &str| sim.host_pods.get(pod).copied().unwrap_or(false);
+        if let Action::CreateContainer { pod_id, .. } | Action::StartContainer { pod_id, .. } =
+            action
+        {
+            if !self.host_pods.get(pod_id).copied().unwrap_or(false) {
+                return Ok(Outcome::Failed(Status::failed_precondition(
+                    "the sandbox is dead",
+                )));
+            }
+        }
         Ok(match action {
             Action::CreateSandbox { pod_id, .. } => {
                 self.host_pods.insert(pod_id.clone(), true);
@@ -1009,11 +1017,6 @@ impl Sim {
                 pod_id,
                 ..
             } => {
-                if !pod_alive(self, pod_id) {
-                    return Ok(Outcome::Failed(Status::failed_precondition(
-                        "the sandbox is dead",
-                    )));
-                }
                 self.host_ctrs.insert(
                     container_id.clone(),
                     HostCtr {
@@ -1038,16 +1041,7 @@ impl Sim {
                     image_stop_signal: cri::Signal::Sigquit as i32,
                 }
             }
-            Action::StartContainer {
-                container_id,
-                pod_id,
-                ..
-            } => {
-                if !pod_alive(self, pod_id) {
-                    return Ok(Outcome::Failed(Status::failed_precondition(
-                        "the sandbox is dead",
-                    )));
-                }
+            Action::StartContainer { container_id, .. } => {
                 self.next_pid = self.next_pid.saturating_add(1);
                 let (pid, now) = (self.next_pid, self.now);
                 let Some(c) = self.host_ctrs.get_mut(container_id) else {
@@ -1214,68 +1208,78 @@ impl Sim {
         Ok(rt)
     }
 
+    /// The call a step makes, if it is one, on a known (or made-up) key.
+    fn request_for(&self, step: Step) -> Option<Request> {
+        let pod = |pick| key_for(&self.known_pods, pick);
+        let ctr = |pick| key_for(&self.known_ctrs, pick);
+        Some(match step {
+            Step::RunPod { meta, attempt } => Request::RunPodSandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_config(meta, attempt)),
+                runtime_handler: String::new(),
+            }),
+            Step::StopPod { pick } => Request::StopPodSandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod(pick),
+            }),
+            Step::RemovePod { pick } => Request::RemovePodSandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod(pick),
+            }),
+            Step::CreateContainer { pod: p, name } => {
+                Request::CreateContainer(cri::CreateContainerRequest {
+                    pod_sandbox_id: pod(p),
+                    config: Some(container_config(name)),
+                    sandbox_config: None,
+                })
+            }
+            Step::StartContainer { pick } => Request::StartContainer(cri::StartContainerRequest {
+                container_id: ctr(pick),
+            }),
+            Step::StopContainer { pick, timeout } => {
+                Request::StopContainer(cri::StopContainerRequest {
+                    container_id: ctr(pick),
+                    timeout: i64::from(timeout % 40) - 5,
+                })
+            }
+            Step::RemoveContainer { pick } => {
+                Request::RemoveContainer(cri::RemoveContainerRequest {
+                    container_id: ctr(pick),
+                })
+            }
+            Step::UpdateContainer { pick, mib } => {
+                Request::UpdateContainerResources(cri::UpdateContainerResourcesRequest {
+                    container_id: ctr(pick),
+                    linux: Some(cri::LinuxContainerResources {
+                        memory_limit_in_bytes: (i64::from(mib) + 1) << 20,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            }
+            Step::Answer { .. }
+            | Step::ContainerDies { .. }
+            | Step::SandboxDies { .. }
+            | Step::Query { .. }
+            | Step::Restart
+            | Step::Tick { .. } => return None,
+        })
+    }
+
     /// Runs one step, then checks the invariants.
     pub fn step(&mut self, step: Step) -> Result<(), String> {
         self.tick();
+        if let Some(req) = self.request_for(step) {
+            self.call(req)?;
+            return Ok(());
+        }
         match step {
-            Step::RunPod { meta, attempt } => {
-                self.call(Request::RunPodSandbox(cri::RunPodSandboxRequest {
-                    config: Some(pod_config(meta, attempt)),
-                    runtime_handler: String::new(),
-                }))?;
-            }
-            Step::StopPod { pick } => {
-                let key = key_for(&self.known_pods, pick);
-                self.call(Request::StopPodSandbox(cri::StopPodSandboxRequest {
-                    pod_sandbox_id: key,
-                }))?;
-            }
-            Step::RemovePod { pick } => {
-                let key = key_for(&self.known_pods, pick);
-                self.call(Request::RemovePodSandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: key,
-                }))?;
-            }
-            Step::CreateContainer { pod, name } => {
-                let key = key_for(&self.known_pods, pod);
-                self.call(Request::CreateContainer(cri::CreateContainerRequest {
-                    pod_sandbox_id: key,
-                    config: Some(container_config(name)),
-                    sandbox_config: None,
-                }))?;
-            }
-            Step::StartContainer { pick } => {
-                let key = key_for(&self.known_ctrs, pick);
-                self.call(Request::StartContainer(cri::StartContainerRequest {
-                    container_id: key,
-                }))?;
-            }
-            Step::StopContainer { pick, timeout } => {
-                let key = key_for(&self.known_ctrs, pick);
-                self.call(Request::StopContainer(cri::StopContainerRequest {
-                    container_id: key,
-                    timeout: i64::from(timeout % 40) - 5,
-                }))?;
-            }
-            Step::RemoveContainer { pick } => {
-                let key = key_for(&self.known_ctrs, pick);
-                self.call(Request::RemoveContainer(cri::RemoveContainerRequest {
-                    container_id: key,
-                }))?;
-            }
-            Step::UpdateContainer { pick, mib } => {
-                let key = key_for(&self.known_ctrs, pick);
-                self.call(Request::UpdateContainerResources(
-                    cri::UpdateContainerResourcesRequest {
-                        container_id: key,
-                        linux: Some(cri::LinuxContainerResources {
-                            memory_limit_in_bytes: (i64::from(mib) + 1) << 20,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                ))?;
-            }
+            // Calls: made above.
+            Step::RunPod { .. }
+            | Step::StopPod { .. }
+            | Step::RemovePod { .. }
+            | Step::CreateContainer { .. }
+            | Step::StartContainer { .. }
+            | Step::StopContainer { .. }
+            | Step::RemoveContainer { .. }
+            | Step::UpdateContainer { .. } => {}
             Step::Answer { pick, fail } => {
                 let ids: Vec<ActionId> = self.outstanding.keys().copied().collect();
                 if ids.is_empty() {
@@ -1286,12 +1290,7 @@ impl Sim {
                 }
             }
             Step::ContainerDies { pick, code } => {
-                let running: Vec<String> = self
-                    .host_ctrs
-                    .iter()
-                    .filter(|(_, c)| c.running)
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                let running = ids_where(&self.host_ctrs, |c| c.running);
                 let Some(id) = pick_owned(&running, pick) else {
                     // A notice about nobody is refused and changes nothing.
                     let r = self.rt.handle_notice(
@@ -1332,12 +1331,7 @@ impl Sim {
                 self.drain()?;
             }
             Step::SandboxDies { pick } => {
-                let alive: Vec<String> = self
-                    .host_pods
-                    .iter()
-                    .filter(|(_, a)| **a)
-                    .map(|(id, _)| id.clone())
-                    .collect();
+                let alive = ids_where(&self.host_pods, |a| *a);
                 let Some(id) = pick_owned(&alive, pick) else {
                     return Ok(());
                 };
@@ -1474,26 +1468,29 @@ impl Sim {
         let (pods, ctrs) = lists(&self.rt);
         // Stopping twice: the second call is answered at once, with no
         // host work and no change.
-        for c in &ctrs.containers {
-            self.idempotent(Request::StopContainer(cri::StopContainerRequest {
-                container_id: c.id.clone(),
-                timeout: 0,
-            }))?;
-        }
-        for p in &pods.items {
-            self.idempotent(Request::StopPodSandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: p.id.clone(),
-            }))?;
-        }
-        for c in &ctrs.containers {
-            self.idempotent(Request::RemoveContainer(cri::RemoveContainerRequest {
-                container_id: c.id.clone(),
-            }))?;
-        }
-        for p in &pods.items {
-            self.idempotent(Request::RemovePodSandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: p.id.clone(),
-            }))?;
+        let ctr_ids: Vec<String> = ctrs.containers.into_iter().map(|c| c.id).collect();
+        let pod_ids: Vec<String> = pods.items.into_iter().map(|p| p.id).collect();
+        let requests: [(&[String], RequestById); 4] = [
+            (&ctr_ids, |container_id| {
+                Request::StopContainer(cri::StopContainerRequest {
+                    container_id,
+                    timeout: 0,
+                })
+            }),
+            (&pod_ids, |pod_sandbox_id| {
+                Request::StopPodSandbox(cri::StopPodSandboxRequest { pod_sandbox_id })
+            }),
+            (&ctr_ids, |container_id| {
+                Request::RemoveContainer(cri::RemoveContainerRequest { container_id })
+            }),
+            (&pod_ids, |pod_sandbox_id| {
+                Request::RemovePodSandbox(cri::RemovePodSandboxRequest { pod_sandbox_id })
+            }),
+        ];
+        for (ids, request) in requests {
+            for id in ids {
+                self.idempotent(request(id.clone()))?;
+            }
         }
         let (pods, ctrs) = lists(&self.rt);
         if !pods.items.is_empty() || !ctrs.containers.is_empty() || !self.store.is_empty() {
@@ -1550,6 +1547,18 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// Makes a call on one object, given its ID.
+type RequestById = fn(String) -> Request;
+
+/// The IDs of the host's objects for which `keep` holds.
+fn ids_where<T>(objects: &BTreeMap<String, T>, keep: impl Fn(&T) -> bool) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|(_, o)| keep(o))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 fn pick_owned(items: &[String], n: u8) -> Option<String> {

@@ -40,22 +40,46 @@ fn invalid(field: &str, why: &str) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
-/// RunPodSandbox's config, before the sandbox is made.
-pub fn sandbox_config(config: &cri::PodSandboxConfig, host: HostSupport) -> Result<(), Status> {
-    let Some(sc) = config
+fn sandbox_security(config: &cri::PodSandboxConfig) -> Option<&cri::LinuxSandboxSecurityContext> {
+    config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
-    else {
+}
+
+fn container_security(
+    config: &cri::ContainerConfig,
+) -> Option<&cri::LinuxContainerSecurityContext> {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+}
+
+/// The CRI's rule that a group needs a user; `user` is whether one is set,
+/// `users` says what counts as one.
+fn group_needs_user(sc: &str, group: bool, user: bool, users: &str) -> Result<(), Status> {
+    if group && !user {
+        return Err(invalid(
+            &format!("{sc}.run_as_group"),
+            &format!("a group is set without {users}"),
+        ));
+    }
+    Ok(())
+}
+
+/// RunPodSandbox's config, before the sandbox is made.
+pub fn sandbox_config(config: &cri::PodSandboxConfig, host: HostSupport) -> Result<(), Status> {
+    let Some(sc) = sandbox_security(config) else {
         return Ok(());
     };
     const SC: &str = "PodSandboxConfig.linux.security_context";
-    if sc.run_as_group.is_some() && sc.run_as_user.is_none() {
-        return Err(invalid(
-            &format!("{SC}.run_as_group"),
-            "a group is set without run_as_user",
-        ));
-    }
+    group_needs_user(
+        SC,
+        sc.run_as_group.is_some(),
+        sc.run_as_user.is_some(),
+        "run_as_user",
+    )?;
     if let Some(ns) = &sc.namespace_options {
         if ns.pid == cri::NamespaceMode::Target as i32 {
             return Err(invalid(
@@ -115,20 +139,16 @@ pub fn container_config(config: &cri::ContainerConfig, host: HostSupport) -> Res
             ));
         }
     }
-    let Some(sc) = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-    else {
+    let Some(sc) = container_security(config) else {
         return Ok(());
     };
     const SC: &str = "ContainerConfig.linux.security_context";
-    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
-        return Err(invalid(
-            &format!("{SC}.run_as_group"),
-            "a group is set without run_as_user or run_as_username",
-        ));
-    }
+    group_needs_user(
+        SC,
+        sc.run_as_group.is_some(),
+        sc.run_as_user.is_some() || !sc.run_as_username.is_empty(),
+        "run_as_user or run_as_username",
+    )?;
     for (name, id) in [
         ("run_as_user", sc.run_as_user.as_ref().map(|v| v.value)),
         ("run_as_group", sc.run_as_group.as_ref().map(|v| v.value)),
@@ -180,21 +200,8 @@ pub fn privilege(
     config: &cri::ContainerConfig,
     sandbox: &cri::PodSandboxConfig,
 ) -> Result<(), Status> {
-    let privileged = |c: Option<bool>| c.unwrap_or(false);
-    let ctr = privileged(
-        config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .map(|s| s.privileged),
-    );
-    let pod = privileged(
-        sandbox
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .map(|s| s.privileged),
-    );
+    let ctr = container_security(config).is_some_and(|s| s.privileged);
+    let pod = sandbox_security(sandbox).is_some_and(|s| s.privileged);
     if ctr && !pod {
         return Err(invalid(
             "ContainerConfig.linux.security_context.privileged",

@@ -90,10 +90,6 @@ impl Monitors {
         let spawned = std::thread::Builder::new()
             .name("crispd-spare".into())
             .spawn(move || {
-                // The spare's exec and loader run on idle CPU only (the
-                // policy is inherited; the spare restores the normal one
-                // before it waits): they do not slow the calls that follow.
-                let _ = set_policy(nix::libc::SCHED_IDLE);
                 match start_spare(&exe) {
                     Ok(s) => {
                         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,10 +111,16 @@ impl Monitors {
 /// Set the calling thread's scheduling policy (priority 0: SCHED_OTHER or
 /// SCHED_IDLE; the nice value is kept).
 fn set_policy(policy: nix::libc::c_int) -> std::io::Result<()> {
+    set_policy_of(0, policy)
+}
+
+/// Set process `pid`'s scheduling policy (0: the calling thread).
+fn set_policy_of(pid: u32, policy: nix::libc::c_int) -> std::io::Result<()> {
+    let pid = nix::libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
     let param = nix::libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain system call on the calling thread, with a valid
-    // parameter struct.
-    let rc = unsafe { nix::libc::sched_setscheduler(0, policy, &param) };
+    // SAFETY: plain system call on a pid (or the calling thread), with a
+    // valid parameter struct.
+    let rc = unsafe { nix::libc::sched_setscheduler(pid, policy, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -201,11 +203,16 @@ fn start_spare(exe: &Path) -> std::io::Result<Spare> {
         daemon.as_ref(),
     ];
     let (mut child, from) = spawn_detached(exe, &argv, Stdio::piped())?;
-    // The child has exec'd (posix_spawn returns then): what is left here,
-    // waiting for it and filling the slot, runs with the normal policy, so
-    // that a spare that is ready is not kept from CreateContainer by a
-    // busy CPU.
-    let _ = set_policy(nix::libc::SCHED_OTHER);
+    // The spare's loader and setup run on idle CPU only, so that they do
+    // not slow the calls that follow (the spare it forks inherits the
+    // policy and restores the normal one before it waits). Set here, once
+    // the child has exec'd (posix_spawn returns then), not inherited from
+    // this thread: between clone and exec the child holds a copy of every
+    // descriptor crispd has, its listening socket included, and at
+    // SCHED_IDLE on a busy CPU it could hold them for seconds after a
+    // crispd killed meanwhile, where the next crispd would find its socket
+    // still accepting.
+    let _ = set_policy_of(child.id(), nix::libc::SCHED_IDLE);
     let to = child.stdin.take().map(|s| File::from(OwnedFd::from(s)));
     // The direct child exits once the spare is forked off.
     let status = child.wait()?;
