@@ -104,7 +104,7 @@ impl common::App<Server> for Svc {
         self.max_open = self.max_open.max(s.connection().open_streams());
         match ev {
             server::Event::Request { call, message } => match call.method.path {
-                "/runtime.v1.RuntimeService/Version" => {
+                VERSION => {
                     let req = cri::VersionRequest::decode(message).expect("VersionRequest");
                     if self.ignore_version {
                         return;
@@ -316,6 +316,13 @@ async fn call_with(
     resp
 }
 
+const VERSION: &str = "/runtime.v1.RuntimeService/Version";
+
+/// A Version call asking for version `v`.
+async fn call_version(client: &SendRequest<Bytes>, v: &str) -> Result<Response, h2::Error> {
+    call(client, VERSION, vec![version_request(v)]).await
+}
+
 fn version_request(v: &str) -> Bytes {
     cri::VersionRequest { version: v.into() }
         .encode_to_vec()
@@ -328,13 +335,7 @@ fn version_request(v: &str) -> Bytes {
 async fn unary_version() {
     let (client, server) = start(config(), Svc::default()).await;
     let resp = within(10, "Version", async {
-        call(
-            &client,
-            "/runtime.v1.RuntimeService/Version",
-            vec![version_request("v1")],
-        )
-        .await
-        .unwrap()
+        call_version(&client, "v1").await.unwrap()
     })
     .await;
     assert_eq!(resp.http_status, 200);
@@ -488,13 +489,7 @@ async fn client_cancel_mid_stream() {
         assert_eq!(code, Code::Cancelled);
 
         // The connection carries on.
-        let resp = call(
-            &client,
-            "/runtime.v1.RuntimeService/Version",
-            vec![version_request("after-cancel")],
-        )
-        .await
-        .unwrap();
+        let resp = call_version(&client, "after-cancel").await.unwrap();
         assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
         let v = cri::VersionResponse::decode(resp.messages()[0].clone()).unwrap();
         assert_eq!(v.version, "after-cancel");
@@ -531,13 +526,7 @@ async fn thousand_concurrent_streams() {
             let client = client.clone();
             tasks.spawn(async move {
                 let v = format!("call-{i}");
-                let resp = call(
-                    &client,
-                    "/runtime.v1.RuntimeService/Version",
-                    vec![version_request(&v)],
-                )
-                .await
-                .unwrap();
+                let resp = call_version(&client, &v).await.unwrap();
                 assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
                 let got = cri::VersionResponse::decode(resp.messages()[0].clone()).unwrap();
                 assert_eq!(got.version, v);
@@ -656,13 +645,7 @@ async fn receive_size_limit_one_mib() {
     assert_exhausted(&len_call(&client, LIMIT + 1).await, LIMIT + 1, LIMIT);
     // The connection still serves calls, big and small.
     assert_len_ok(&len_call(&client, LIMIT).await, LIMIT);
-    let resp = call(
-        &client,
-        "/runtime.v1.RuntimeService/Version",
-        vec![version_request("next")],
-    )
-    .await
-    .unwrap();
+    let resp = call_version(&client, "next").await.unwrap();
     assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
     let (s, _) = stop(client, server).await;
     assert_eq!(s.active_calls(), 0);
@@ -676,13 +659,7 @@ async fn receive_size_limit_default_sixteen_mib() {
     let (client, server) = start(cfg, Svc::default()).await;
     assert_len_ok(&len_call(&client, LIMIT - 5).await, LIMIT - 5);
     assert_exhausted(&len_call(&client, LIMIT + 1).await, LIMIT + 1, LIMIT);
-    let resp = call(
-        &client,
-        "/runtime.v1.RuntimeService/Version",
-        vec![version_request("next")],
-    )
-    .await
-    .unwrap();
+    let resp = call_version(&client, "next").await.unwrap();
     assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
     stop(client, server).await;
 }
@@ -696,7 +673,7 @@ async fn deadline_exceeded() {
         ..Svc::default()
     };
     let (client, server) = start(config(), svc).await;
-    let mut req = request("/runtime.v1.RuntimeService/Version", "application/grpc");
+    let mut req = request(VERSION, "application/grpc");
     req.headers_mut()
         .insert("grpc-timeout", http::HeaderValue::from_static("1m"));
     let started = Instant::now();
@@ -723,7 +700,7 @@ async fn deadline_exceeded() {
 #[tokio::test(flavor = "current_thread")]
 async fn wrong_content_type_is_415() {
     let (client, server) = start(config(), Svc::default()).await;
-    let req = request("/runtime.v1.RuntimeService/Version", "text/plain");
+    let req = request(VERSION, "text/plain");
     let resp = within(
         10,
         "415",
@@ -733,13 +710,7 @@ async fn wrong_content_type_is_415() {
     .unwrap();
     assert_eq!(resp.http_status, 415, "{resp:?}");
     // And a good call still works afterwards.
-    let resp = call(
-        &client,
-        "/runtime.v1.RuntimeService/Version",
-        vec![version_request("v1")],
-    )
-    .await
-    .unwrap();
+    let resp = call_version(&client, "v1").await.unwrap();
     assert_eq!(resp.grpc_status(), Some(0));
     stop(client, server).await;
 }
@@ -798,10 +769,7 @@ async fn call_blocked_on_connection_window_resumes() {
         // Now a unary call: its answer is blocked on the connection window.
         let mut c = client.clone().ready().await.unwrap();
         let (fut, mut send) = c
-            .send_request(
-                request("/runtime.v1.RuntimeService/Version", "application/grpc"),
-                false,
-            )
+            .send_request(request(VERSION, "application/grpc"), false)
             .unwrap();
         send.send_data(frame(&version_request("blocked")), true)
             .unwrap();
@@ -865,25 +833,14 @@ async fn graceful_go_away_finishes_calls_in_flight() {
             let client = client.clone();
             tasks.spawn(async move {
                 let v = format!("call-{i}");
-                let resp = call(
-                    &client,
-                    "/runtime.v1.RuntimeService/Version",
-                    vec![version_request(&v)],
-                )
-                .await
-                .unwrap();
+                let resp = call_version(&client, &v).await.unwrap();
                 assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
             });
         }
         while let Some(r) = tasks.join_next().await {
             r.unwrap();
         }
-        let after = call(
-            &client,
-            "/runtime.v1.RuntimeService/Version",
-            vec![version_request("late")],
-        )
-        .await;
+        let after = call_version(&client, "late").await;
         assert!(after.is_err(), "a call after GOAWAY was served: {after:?}");
     })
     .await;

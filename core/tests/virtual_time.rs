@@ -6,7 +6,7 @@
 
 mod pair;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crisp_core::grpc::client::{self, Client, ClientConfig};
@@ -33,6 +33,41 @@ fn grpc_pair() -> Pair<Client, Server> {
         Client::new(ClientConfig::default()),
         Server::new(ServerConfig::default()),
     )
+}
+
+/// Start a Version call from the client, now, with `deadline`.
+fn call_version(p: &mut Pair<Client, Server>, deadline: Option<Duration>) -> client::CallId {
+    let now = p.now;
+    p.client
+        .endpoint
+        .unary(VERSION, &version_request(), deadline, now)
+        .unwrap()
+}
+
+/// The server's events so far, which must be one request: its call.
+fn the_request(p: &mut Pair<Client, Server>) -> server::CallId {
+    let events = p.server.take_events();
+    let [(_, server::Event::Request { call, .. })] = &events[..] else {
+        panic!("expected the request, got {events:?}");
+    };
+    call.id
+}
+
+/// The client's events so far, which must be the end of call `id`: when
+/// it ended, and how.
+fn the_end(p: &mut Pair<Client, Server>, id: client::CallId) -> (Instant, Code) {
+    let events = p.client.take_events();
+    let [(
+        at,
+        client::Event::Finished {
+            id: done, status, ..
+        },
+    )] = &events[..]
+    else {
+        panic!("expected the call to finish, got {events:?}");
+    };
+    assert_eq!(*done, id);
+    (*at, status.code)
 }
 
 fn settings_timeout(d: Duration) -> h2::Config {
@@ -197,19 +232,9 @@ fn grpc_timeout_expires_on_the_server() {
     assert_eq!(p.server.endpoint.active_calls(), 0);
 
     // The server's DEADLINE_EXCEEDED status reaches the client.
-    let events = p.client.take_events();
-    let [(
-        at,
-        client::Event::Finished {
-            id: done, status, ..
-        },
-    )] = &events[..]
-    else {
-        panic!("expected the call to finish, got {events:?}");
-    };
-    assert_eq!(*done, id);
-    assert_eq!(status.code, Code::DeadlineExceeded);
-    assert_eq!(*at - *expired, latency);
+    let (at, code) = the_end(&mut p, id);
+    assert_eq!(code, Code::DeadlineExceeded);
+    assert_eq!(at - *expired, latency);
     assert_eq!(p.client.endpoint.active_calls(), 0);
 }
 
@@ -217,32 +242,12 @@ fn grpc_timeout_expires_on_the_server() {
 fn client_deadline_cancels_the_call() {
     let latency = Duration::from_millis(50);
     let mut p = grpc_pair().with_latency(latency);
-    let now = p.now;
-    let id = p
-        .client
-        .endpoint
-        .unary(
-            VERSION,
-            &version_request(),
-            Some(Duration::from_millis(300)),
-            now,
-        )
-        .unwrap();
+    let id = call_version(&mut p, Some(Duration::from_millis(300)));
     p.drive();
 
-    let events = p.client.take_events();
-    let [(
-        at,
-        client::Event::Finished {
-            id: done, status, ..
-        },
-    )] = &events[..]
-    else {
-        panic!("expected the call to finish, got {events:?}");
-    };
-    assert_eq!(*done, id);
-    assert_eq!(status.code, Code::DeadlineExceeded);
-    assert_eq!(*at - p.epoch, Duration::from_millis(300));
+    let (at, code) = the_end(&mut p, id);
+    assert_eq!(code, Code::DeadlineExceeded);
+    assert_eq!(at - p.epoch, Duration::from_millis(300));
 
     // The server heard the request, then lost the call: to the client's
     // RST_STREAM or to its own copy of the deadline, which fall due at the
@@ -266,28 +271,15 @@ fn client_deadline_cancels_the_call() {
 fn an_answered_call_outlives_its_stale_deadlines() {
     let latency = Duration::from_millis(7);
     let mut p = grpc_pair().with_latency(latency);
-    let now = p.now;
-    let id = p
-        .client
-        .endpoint
-        .unary(
-            VERSION,
-            &version_request(),
-            Some(Duration::from_secs(5)),
-            now,
-        )
-        .unwrap();
+    let id = call_version(&mut p, Some(Duration::from_secs(5)));
     p.drive_for(Duration::from_millis(10));
-    let events = p.server.take_events();
-    let [(_, server::Event::Request { call, .. })] = &events[..] else {
-        panic!("expected the request, got {events:?}");
-    };
+    let call = the_request(&mut p);
     let reply = cri::VersionResponse {
         version: "0.1.0".into(),
         runtime_name: "crisp".into(),
         ..Default::default()
     };
-    p.server.endpoint.respond(call.id, &reply).unwrap();
+    p.server.endpoint.respond(call, &reply).unwrap();
     // Both sides keep their deadline entries (5 s out) until they come due
     // and are skipped: the pair goes idle then, with nothing more said.
     p.drive();
@@ -320,27 +312,14 @@ fn an_answered_call_outlives_its_stale_deadlines() {
 fn a_slow_server_answer_loses_to_the_deadline() {
     let latency = Duration::from_millis(30);
     let mut p = grpc_pair().with_latency(latency);
-    let now = p.now;
-    let id = p
-        .client
-        .endpoint
-        .unary(
-            VERSION,
-            &version_request(),
-            Some(Duration::from_secs(1)),
-            now,
-        )
-        .unwrap();
+    let id = call_version(&mut p, Some(Duration::from_secs(1)));
     // The server has the request after 30 ms and answers at 990 ms: the
     // answer is on the wire when the client's deadline passes at 1 s.
     p.drive_for(Duration::from_millis(990));
-    let events = p.server.take_events();
-    let [(_, server::Event::Request { call, .. })] = &events[..] else {
-        panic!("expected the request, got {events:?}");
-    };
+    let call = the_request(&mut p);
     p.server
         .endpoint
-        .respond(call.id, &cri::VersionResponse::default())
+        .respond(call, &cri::VersionResponse::default())
         .unwrap();
     p.drive();
     let finished: Vec<_> = p
@@ -365,12 +344,7 @@ fn a_slow_server_answer_loses_to_the_deadline() {
 fn the_pair_carries_a_call_end_to_end() {
     // The harness itself: a unary call with no deadline, answered at once.
     let mut p = grpc_pair().with_latency(Duration::from_millis(1));
-    let now = p.now;
-    let id = p
-        .client
-        .endpoint
-        .unary(VERSION, &version_request(), None, now)
-        .unwrap();
+    let id = call_version(&mut p, None);
     p.drive();
     let Some((_, server::Event::Request { call, message })) = p.server.events.pop_front() else {
         panic!("no request");

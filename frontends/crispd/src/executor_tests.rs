@@ -53,6 +53,12 @@ macro_rules! require_root {
     };
 }
 
+/// The fixture of a test that needs root and busybox (see `require_root`).
+fn fixture() -> Fixture {
+    require_root!();
+    Fixture::new()
+}
+
 /// A busybox rootfs (the overlay's only lower layer), the overlay mounted
 /// on it, and a cgroup path; all removed on drop, and checked to be gone.
 struct Fixture {
@@ -188,6 +194,21 @@ impl Drop for Fixture {
     }
 }
 
+/// `o`'s stdout contains `want` (shown when it does not).
+fn assert_stdout_has(o: &Outcome, want: &str) {
+    assert!(o.stdout.contains(want), "stdout: {}", o.stdout);
+}
+
+/// `o`'s stderr contains `want` (shown when it does not).
+fn assert_stderr_has(o: &Outcome, want: &str) {
+    assert!(o.stderr.contains(want), "stderr: {}", o.stderr);
+}
+
+/// A container running `script` with `sh -c`.
+fn sh(script: &str) -> cri::ContainerConfig {
+    config(&["sh", "-c", script])
+}
+
 fn config(command: &[&str]) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
@@ -241,8 +262,15 @@ impl Outcome {
     }
 }
 
-/// Create, start and wait for a container; collect its output.
-fn run_spec(spec: &Spec) -> Outcome {
+/// Create a container of `spec` with its stdout and stderr on new pipes;
+/// also returns their read ends.
+fn create_piped(
+    spec: &Spec,
+) -> (
+    Result<crisp_executor::Created, crisp_executor::Error>,
+    OwnedFd,
+    OwnedFd,
+) {
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
     let created = crisp_executor::create(
@@ -252,8 +280,14 @@ fn run_spec(spec: &Spec) -> Outcome {
             stdout: out_w,
             stderr: err_w,
         },
-    )
-    .expect("create");
+    );
+    (created, out_r, err_r)
+}
+
+/// Create, start and wait for a container; collect its output.
+fn run_spec(spec: &Spec) -> Outcome {
+    let (created, out_r, err_r) = create_piped(spec);
+    let created = created.expect("create");
     let pid = created.pid;
     let (out, err) = (reader(out_r), reader(err_r));
     created.start().expect("start");
@@ -272,9 +306,8 @@ fn run(f: &Fixture, c: &cri::ContainerConfig) -> Outcome {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn output_and_exit_code() {
-    require_root!();
-    let f = Fixture::new();
-    let o = run(&f, &config(&["sh", "-c", "echo out; echo err >&2; exit 3"]));
+    let f = fixture();
+    let o = run(&f, &sh("echo out; echo err >&2; exit 3"));
     assert_eq!(o.stdout, "out\n");
     assert_eq!(o.stderr, "err\n");
     assert_eq!(o.code(), 3);
@@ -283,13 +316,8 @@ fn output_and_exit_code() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn env_cwd_user_groups_and_rlimits() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "echo $FOO $HOSTNAME $HOME; pwd; id -u; id -g; id -G; ulimit -n",
-    ]);
+    let f = fixture();
+    let mut c = sh("echo $FOO $HOSTNAME $HOME; pwd; id -u; id -g; id -G; ulimit -n");
     c.envs = vec![cri::KeyValue {
         key: "FOO".into(),
         value: "bar".into(),
@@ -309,15 +337,10 @@ fn env_cwd_user_groups_and_rlimits() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn hostname_and_pod_files() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let o = run(
         &f,
-        &config(&[
-            "sh",
-            "-c",
-            "hostname; cat /etc/hostname; grep pod-test /etc/hosts; cat /etc/resolv.conf",
-        ]),
+        &sh("hostname; cat /etc/hostname; grep pod-test /etc/hosts; cat /etc/resolv.conf"),
     );
     assert_eq!(
         o.stdout, "pod-test\npod-test\n10.9.8.7 pod-test\nnameserver 127.0.0.53\n",
@@ -329,14 +352,11 @@ fn hostname_and_pod_files() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn dev_and_oom_score_adj() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
+    let f = fixture();
+    let mut c = sh(
         "cat /proc/self/oom_score_adj; echo x > /dev/null && head -c 3 /dev/zero | wc -c; \
          readlink /dev/ptmx; readlink /dev/fd; ls /dev | tr '\\n' ' '",
-    ]);
+    );
     res(&mut c).oom_score_adj = -500;
     let o = run(&f, &c);
     // Lowering below our own needs CAP_SYS_RESOURCE (absent on the build
@@ -380,13 +400,8 @@ fn dev_and_oom_score_adj() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn terminal_is_the_controlling_tty() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty; echo $TERM",
-    ]);
+    let f = fixture();
+    let mut c = sh("[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty; echo $TERM");
     c.tty = true;
     let spec = f.spec(&c);
     let pty = nix::pty::openpty(None, None).unwrap();
@@ -420,10 +435,9 @@ fn terminal_is_the_controlling_tty() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn dropped_capability_is_missing() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let script = "touch /f && chown 65534 /f && echo chowned";
-    let o = run(&f, &config(&["sh", "-c", script]));
+    let o = run(&f, &sh(script));
     assert_eq!(
         (o.stdout.as_str(), o.code()),
         ("chowned\n", 0),
@@ -431,18 +445,14 @@ fn dropped_capability_is_missing() {
         o.stderr
     );
 
-    let mut c = config(&["sh", "-c", script]);
+    let mut c = sh(script);
     sc(&mut c).capabilities = Some(cri::Capability {
         drop_capabilities: vec!["CHOWN".into()],
         ..Default::default()
     });
     let o = run(&f, &c);
     assert_ne!(o.code(), 0);
-    assert!(
-        o.stderr.contains("Operation not permitted"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Operation not permitted");
     assert_eq!(o.stdout, "");
 }
 
@@ -453,28 +463,22 @@ fn seccomp_status() -> &'static str {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_runtime_default_blocks_unshare() {
-    require_root!();
-    let f = Fixture::new();
-    let o = run(&f, &config(&["sh", "-c", seccomp_status()]));
+    let f = fixture();
+    let o = run(&f, &sh(seccomp_status()));
     assert!(
         o.stdout.starts_with("Seccomp:\t2\n"),
         "stdout: {}",
         o.stdout
     );
     assert!(!o.stdout.contains("unshared"));
-    assert!(
-        o.stderr.contains("Operation not permitted"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Operation not permitted");
 }
 
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_unconfined_allows_unshare() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&["sh", "-c", seccomp_status()]);
+    let f = fixture();
+    let mut c = sh(seccomp_status());
     // unshare also needs CAP_SYS_ADMIN; with it, only seccomp could refuse.
     sc(&mut c).capabilities = Some(cri::Capability {
         add_capabilities: vec!["SYS_ADMIN".into()],
@@ -491,8 +495,7 @@ fn seccomp_unconfined_allows_unshare() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn seccomp_localhost_profile() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let profile = f.dir.join("profile.json");
     fs::write(
         &profile,
@@ -502,7 +505,7 @@ fn seccomp_localhost_profile() {
         ]}"#,
     )
     .unwrap();
-    let mut c = config(&["sh", "-c", &format!("{}; mkdir /tmp/d", seccomp_status())]);
+    let mut c = sh(&format!("{}; mkdir /tmp/d", seccomp_status()));
     sc(&mut c).capabilities = Some(cri::Capability {
         add_capabilities: vec!["SYS_ADMIN".into()],
         ..Default::default()
@@ -513,40 +516,26 @@ fn seccomp_localhost_profile() {
     });
     let o = run(&f, &c);
     assert_eq!(o.stdout, "Seccomp:\t2\n");
-    assert!(
-        o.stderr.contains("Operation not permitted"),
-        "stderr: {}",
-        o.stderr
-    );
-    assert!(o.stderr.contains("not implemented"), "stderr: {}", o.stderr);
+    assert_stderr_has(&o, "Operation not permitted");
+    assert_stderr_has(&o, "not implemented");
 }
 
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn readonly_rootfs_refuses_writes() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "touch /dev/shm/ok && echo shm; touch /x && echo wrote",
-    ]);
+    let f = fixture();
+    let mut c = sh("touch /dev/shm/ok && echo shm; touch /x && echo wrote");
     sc(&mut c).readonly_rootfs = true;
     let o = run(&f, &c);
     assert_eq!(o.stdout, "shm\n");
-    assert!(
-        o.stderr.contains("Read-only file system"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Read-only file system");
     assert!(!f.dir.join("upper/x").exists());
 }
 
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn masked_and_readonly_paths() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let o = run(
         &f,
         &config(&[
@@ -557,26 +546,18 @@ fn masked_and_readonly_paths() {
         ]),
     );
     assert_eq!(o.stdout, "0\n0\n", "stderr: {}", o.stderr);
-    assert!(
-        o.stderr.contains("Read-only file system"),
-        "stderr: {}",
-        o.stderr
-    );
+    assert_stderr_has(&o, "Read-only file system");
 }
 
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn privileged_is_unmasked_with_all_capabilities() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "grep -E '^(CapBnd|Seccomp):' /proc/self/status; head -c 4 /proc/timer_list | wc -c",
-    ]);
+    let f = fixture();
+    let mut c =
+        sh("grep -E '^(CapBnd|Seccomp):' /proc/self/status; head -c 4 /proc/timer_list | wc -c");
     sc(&mut c).privileged = true;
     let o = run(&f, &c);
-    assert!(o.stdout.contains("Seccomp:\t0"), "stdout: {}", o.stdout);
+    assert_stdout_has(&o, "Seccomp:\t0");
     assert!(
         o.stdout.ends_with("4\n"),
         "stdout: {} stderr: {}",
@@ -595,50 +576,26 @@ fn privileged_is_unmasked_with_all_capabilities() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn missing_executable_fails_create() {
-    require_root!();
-    let f = Fixture::new();
-    let (_out_r, out_w) = pipe();
-    let (_err_r, err_w) = pipe();
-    let spec = f.spec(&config(&["/bin/nope"]));
-    let err = crisp_executor::create(
-        &spec,
-        Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-    )
-    .err()
-    .expect("create must fail");
+    let f = fixture();
+    let err = create_piped(&f.spec(&config(&["/bin/nope"])))
+        .0
+        .err()
+        .expect("create must fail");
     assert!(err.to_string().starts_with("exec: /bin/nope"), "{err}");
     assert_eq!(err.errno(), Some(nix::errno::Errno::ENOENT));
 
-    let spec = f.spec(&config(&["nope"]));
-    let (_out_r, out_w) = pipe();
-    let (_err_r, err_w) = pipe();
-    let err = crisp_executor::create(
-        &spec,
-        Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-    )
-    .err()
-    .expect("create must fail");
+    let err = create_piped(&f.spec(&config(&["nope"])))
+        .0
+        .err()
+        .expect("create must fail");
     assert!(err.to_string().contains("not found in $PATH"), "{err}");
 }
 
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn memory_limit_oom_kill_is_detected() {
-    require_root!();
-    let f = Fixture::new();
-    let mut c = config(&[
-        "sh",
-        "-c",
-        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
-    ]);
+    let f = fixture();
+    let mut c = sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived");
     res(&mut c).memory_limit_in_bytes = 32 << 20;
     let o = run(&f, &c);
     assert!(!o.stdout.contains("survived"));
@@ -649,29 +606,15 @@ fn memory_limit_oom_kill_is_detected() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn pids_limit_is_enforced() {
-    require_root!();
-    let f = Fixture::new();
-    let c = config(&[
-        "sh",
-        "-c",
-        "i=0; while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done; echo forked all",
-    ]);
+    let f = fixture();
+    let c = sh("i=0; while [ $i -lt 20 ]; do sleep 1000 & i=$((i+1)); done; echo forked all");
     let mut spec = f.spec(&c);
     let linux = spec.linux_mut().as_mut().unwrap();
     let mut r = linux.resources().clone().unwrap();
     r.set_pids(Some(LinuxPidsBuilder::default().limit(5).build().unwrap()));
     linux.set_resources(Some(r));
-    let (out_r, out_w) = pipe();
-    let (err_r, err_w) = pipe();
-    let created = crisp_executor::create(
-        &spec,
-        Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-    )
-    .expect("create");
+    let (created, out_r, err_r) = create_piped(&spec);
+    let created = created.expect("create");
     let pid = created.pid;
     created.start().unwrap();
     // The shell exits after its loop; the sleeps it managed to fork keep
@@ -689,8 +632,7 @@ fn pids_limit_is_enforced() {
 #[test]
 #[ignore = "needs root and /bin/busybox: run as root with --include-ignored (scripts/test does)"]
 fn exec_joins_a_running_container() {
-    require_root!();
-    let f = Fixture::new();
+    let f = fixture();
     let mut c = config(&["cat"]);
     c.stdin = true;
     let spec = f.spec(&c);
@@ -730,22 +672,23 @@ fn exec_joins_a_running_container() {
         assert!(own.contains(&format!("0::{want}")), "{own}");
     }
 
-    let exec = |args: &[&str]| -> (String, i32) {
+    // Exec `args` in the container, its output on new pipes (read ends
+    // returned).
+    let exec_piped = |args: &[&str]| {
         let mut process = spec.process().clone().unwrap();
         process.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
         let (o_r, o_w) = pipe();
         let (e_r, e_w) = pipe();
-        let p = crisp_executor::exec(
-            pid,
-            &spec,
-            &process,
-            Stdio {
-                stdin: None,
-                stdout: o_w,
-                stderr: e_w,
-            },
-        )
-        .expect("exec");
+        let stdio = Stdio {
+            stdin: None,
+            stdout: o_w,
+            stderr: e_w,
+        };
+        (crisp_executor::exec(pid, &spec, &process, stdio), o_r, e_r)
+    };
+    let exec = |args: &[&str]| -> (String, i32) {
+        let (p, o_r, e_r) = exec_piped(args);
+        let p = p.expect("exec");
         let (o, e) = (reader(o_r), reader(e_r));
         let code = match waitpid(p, None).unwrap() {
             WaitStatus::Exited(_, c) => c,
@@ -765,21 +708,9 @@ fn exec_joins_a_running_container() {
     assert_eq!(code, 0);
     assert!(status.starts_with("Seccomp:\t2\n"), "{status}");
 
-    let mut process = spec.process().clone().unwrap();
-    process.set_args(Some(vec!["/bin/nope".into()]));
-    let (_o_r, o_w) = pipe();
-    let (_e_r, e_w) = pipe();
-    let e = crisp_executor::exec(
-        pid,
-        &spec,
-        &process,
-        Stdio {
-            stdin: None,
-            stdout: o_w,
-            stderr: e_w,
-        },
-    )
-    .expect_err("exec of a missing binary fails");
+    let e = exec_piped(&["/bin/nope"])
+        .0
+        .expect_err("exec of a missing binary fails");
     assert!(e.to_string().starts_with("exec: /bin/nope"), "{e}");
 
     drop(in_w); // cat sees EOF and exits

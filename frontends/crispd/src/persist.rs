@@ -6,13 +6,15 @@
 //! change) also change in place, with one `fdatasync` instead of two
 //! journal commits: see [`write_slotted`].
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+// Whole-file replacement is the image store's, shared.
+use crisp_image::persist::write_replacing;
+
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    write(path, data, true)
+    write_replacing(path, data, true)
 }
 
 /// For files under the runtime directory (`/run/crisp`, a tmpfs that does
@@ -23,29 +25,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// a power loss there is nothing left for them to describe. Records that
 /// must outlive a reboot go through [`write_atomic`].
 pub fn write_runtime(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    write(path, data, false)
-}
-
-fn write(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        if durable {
-            f.sync_all()?;
-        }
-    }
-    fs::rename(&tmp, path)?;
-    if durable {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    write_replacing(path, data, false)
 }
 
 /// The first bytes of a slot. A protobuf message never starts with 0xFF
@@ -176,6 +156,7 @@ pub fn read_slotted(image: &[u8]) -> Result<&[u8], &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn replaces_the_record_whole() {

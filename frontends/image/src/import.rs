@@ -214,7 +214,7 @@ impl ImageService {
                         .map_err(|e| ImageError::internal(e.to_string()))?,
                 );
             }
-            let id = self.finish_import(
+            let imported = self.finish_import(
                 source,
                 what,
                 &config_bytes,
@@ -225,10 +225,7 @@ impl ImageService {
                 index_digest,
                 &names,
             )?;
-            out.push(Imported {
-                id,
-                names: names.iter().map(|n| n.to_string()).collect(),
-            });
+            out.push(imported);
         }
         Ok(out)
     }
@@ -309,7 +306,7 @@ impl ImageService {
                     )
                 })
                 .collect();
-            let id = self.finish_import(
+            let imported = self.finish_import(
                 source,
                 what,
                 &config_bytes,
@@ -320,16 +317,13 @@ impl ImageService {
                 None,
                 &names,
             )?;
-            out.push(Imported {
-                id,
-                names: names.iter().map(|n| n.to_string()).collect(),
-            });
+            out.push(imported);
         }
         Ok(out)
     }
 
     /// Check the config, bring in the layers, store the blobs and record
-    /// the image. Layers with an empty descriptor digest (docker-archive)
+    /// the image under `names`. Layers with an empty descriptor digest (docker-archive)
     /// are identified by their content.
     #[allow(clippy::too_many_arguments)]
     fn finish_import(
@@ -343,7 +337,7 @@ impl ImageService {
         manifest_digest: Option<Digest>,
         index_digest: Option<Digest>,
         names: &[Reference],
-    ) -> Result<String, ImageError> {
+    ) -> Result<Imported, ImageError> {
         let config_digest = match config_desc {
             Some(d) => parse(what, &d.digest)?,
             None => oci::digest_of(Algorithm::Sha256, config_bytes),
@@ -397,7 +391,10 @@ impl ImageService {
             .commit(record, names)
             .map_err(|e| ImageError::local("record the image", e))?;
         tracing::info!(source = what, id = %stored.id, names = ?stored.repo_tags, "imported image");
-        Ok(stored.id)
+        Ok(Imported {
+            id: stored.id,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        })
     }
 
     /// Bring one layer in, verifying it; returns its blob digest, size

@@ -9,7 +9,7 @@
 
 pub mod import;
 mod oci;
-mod persist;
+pub mod persist;
 mod pull;
 pub mod registry;
 mod settings;

@@ -379,16 +379,7 @@ impl Unpacker {
                 }
                 symlinkat(target.as_os_str(), pfd, base.as_os_str())
                     .map_err(|e| io_err(&name, e.into()))?;
-                self.chown_at(pfd, base, &meta, &name)?;
-                self.xattrs_at(pfd, base, &meta, &name)?;
-                utimensat(
-                    pfd,
-                    base.as_os_str(),
-                    &meta.mtime,
-                    &meta.mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| io_err(&name, e.into()))?;
+                self.set_meta_at(pfd, base, &meta, &name, false)?;
             }
             Kind::HardLink(target) => {
                 let Some((tbase, tparents)) = target.split_last() else {
@@ -445,23 +436,7 @@ impl Unpacker {
                 // Never opened: a device node is not for us to touch. Its
                 // metadata is set through the parent (just created by
                 // mknodat, so not a symlink).
-                self.chown_at(pfd, base, &meta, &name)?;
-                nix::sys::stat::fchmodat(
-                    pfd,
-                    base.as_os_str(),
-                    Mode::from_bits_truncate(meta.mode),
-                    nix::sys::stat::FchmodatFlags::FollowSymlink,
-                )
-                .map_err(|e| io_err(&name, e.into()))?;
-                self.xattrs_at(pfd, base, &meta, &name)?;
-                utimensat(
-                    pfd,
-                    base.as_os_str(),
-                    &meta.mtime,
-                    &meta.mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| io_err(&name, e.into()))?;
+                self.set_meta_at(pfd, base, &meta, &name, true)?;
             }
         }
         Ok(())
@@ -560,12 +535,17 @@ impl Unpacker {
         Ok(())
     }
 
-    fn chown_at(
+    /// The metadata of an entry never opened (a symlink or a device
+    /// node), set on `base` in `parent` without following it: owner, then
+    /// with `chmod` the mode (chown clears setuid/setgid; a symlink has
+    /// none), xattrs, mtime (and atime) last.
+    fn set_meta_at(
         &self,
         parent: BorrowedFd<'_>,
         base: &OsStr,
         meta: &Meta,
         name: &str,
+        chmod: bool,
     ) -> Result<()> {
         if self.opts.chown {
             fchownat(
@@ -577,7 +557,25 @@ impl Unpacker {
             )
             .map_err(|e| io_err(name, e.into()))?;
         }
-        Ok(())
+        if chmod {
+            // Just created by mknodat, so not a symlink to follow.
+            nix::sys::stat::fchmodat(
+                parent,
+                base,
+                Mode::from_bits_truncate(meta.mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| io_err(name, e.into()))?;
+        }
+        self.xattrs_at(parent, base, meta, name)?;
+        utimensat(
+            parent,
+            base,
+            &meta.mtime,
+            &meta.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| io_err(name, e.into()))
     }
 
     /// Extended attributes of a symlink or device node, set on the entry
@@ -1037,18 +1035,21 @@ mod tests {
             h.set_device_minor(minor).unwrap();
             self.push(h, b"")
         }
-        fn pax_xattr(&mut self, key: &str, value: &str) -> &mut Self {
-            let rec = |k: &str, v: &str| {
-                let body = format!(" {k}={v}\n");
-                let mut len = body.len() + 1;
-                while format!("{len}{body}").len() != len {
-                    len += 1;
-                }
-                format!("{len}{body}")
-            };
-            let data = rec(&format!("SCHILY.xattr.{key}"), value);
+        /// A PAX extended header with one record, `key=value`, for the
+        /// next entry.
+        fn pax(&mut self, key: &str, value: &str) -> &mut Self {
+            // The record's length counts its own digits.
+            let body = format!(" {key}={value}\n");
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            let data = format!("{len}{body}");
             let h = Self::header(tar::EntryType::XHeader, "pax", 0o644, data.len() as u64);
             self.push(h, data.as_bytes())
+        }
+        fn pax_xattr(&mut self, key: &str, value: &str) -> &mut Self {
+            self.pax(&format!("SCHILY.xattr.{key}"), value)
         }
         fn bytes(&self) -> Vec<u8> {
             let mut v = self.0.clone();
@@ -1264,12 +1265,19 @@ mod tests {
         );
     }
 
-    fn assert_escape(t: &Tar) {
+    fn assert_escape(t: &Tar, what: &str) {
         let s = Scratch::new("escape");
         std::fs::write(s.0.join("victim"), b"safe").unwrap();
         let err = unpack_into(&s, t).unwrap_err();
-        assert!(err.is_escape(), "expected an escape error, got {err}");
-        assert_eq!(std::fs::read(s.0.join("victim")).unwrap(), b"safe");
+        assert!(
+            err.is_escape(),
+            "{what}: expected an escape error, got {err}"
+        );
+        assert_eq!(
+            std::fs::read(s.0.join("victim")).unwrap(),
+            b"safe",
+            "{what}"
+        );
         let outside: Vec<_> = std::fs::read_dir(&s.0)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -1287,13 +1295,13 @@ mod tests {
         ] {
             let mut t = Tar::default();
             t.dir("a/").file(name, b"pwned");
-            assert_escape(&t);
+            assert_escape(&t, name);
         }
         // Hard-link targets likewise, absolute or not.
         for target in ["../victim", "/../victim", "a/../../victim"] {
             let mut t = Tar::default();
             t.dir("a/").link(tar::EntryType::Link, "h", target);
-            assert_escape(&t);
+            assert_escape(&t, target);
         }
     }
 
@@ -1484,47 +1492,45 @@ mod tests {
 
     #[test]
     fn writes_through_escaping_symlinks_are_refused() {
-        // Relative link climbing out, then a write through it.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "evil", "..")
-            .file("evil/victim", b"pwned");
-        assert_escape(&t);
-        // Absolute link, then a write through it.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "etc", "/tmp")
-            .file("etc/crisp-victim", b"pwned");
-        assert_escape(&t);
-        assert!(!Path::new("/tmp/crisp-victim").exists());
-        // Chained links.
-        let mut t = Tar::default();
-        t.dir("a/").link(tar::EntryType::Symlink, "a/b", "../c");
-        t.link(tar::EntryType::Symlink, "c", "a/../..")
-            .file("a/b/victim", b"pwned");
-        assert_escape(&t);
-        // A loop.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "l1", "l2")
-            .link(tar::EntryType::Symlink, "l2", "l1");
-        t.file("l1/x", b"x");
-        assert_escape(&t);
-        // Hard link out.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Link, "h", "../victim");
-        assert_escape(&t);
-        // Absolute names do not make an absolute link safe to write through.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "/etc", "/tmp")
-            .file("/etc/crisp-victim", b"pwned");
-        assert_escape(&t);
-        assert!(!Path::new("/tmp/crisp-victim").exists());
-        // A hard link through a link that leads out.
-        let mut t = Tar::default();
-        t.link(tar::EntryType::Symlink, "out", "..").link(
-            tar::EntryType::Link,
-            "/h",
-            "/out/victim",
-        );
-        assert_escape(&t);
+        use tar::EntryType::{Link, Symlink};
+        /// What a case is, and how its layer is built.
+        type Case = (&'static str, fn(&mut Tar));
+        let cases: [Case; 7] = [
+            ("relative link climbing out, then a write through it", |t| {
+                t.link(Symlink, "evil", "..").file("evil/victim", b"pwned");
+            }),
+            ("absolute link, then a write through it", |t| {
+                t.link(Symlink, "etc", "/tmp")
+                    .file("etc/crisp-victim", b"pwned");
+            }),
+            ("chained links", |t| {
+                t.dir("a/").link(Symlink, "a/b", "../c");
+                t.link(Symlink, "c", "a/../..").file("a/b/victim", b"pwned");
+            }),
+            ("a loop", |t| {
+                t.link(Symlink, "l1", "l2").link(Symlink, "l2", "l1");
+                t.file("l1/x", b"x");
+            }),
+            ("hard link out", |t| {
+                t.link(Link, "h", "../victim");
+            }),
+            (
+                "absolute names do not make an absolute link safe to write through",
+                |t| {
+                    t.link(Symlink, "/etc", "/tmp")
+                        .file("/etc/crisp-victim", b"pwned");
+                },
+            ),
+            ("a hard link through a link that leads out", |t| {
+                t.link(Symlink, "out", "..").link(Link, "/h", "/out/victim");
+            }),
+        ];
+        for (what, build) in cases {
+            let mut t = Tar::default();
+            build(&mut t);
+            assert_escape(&t, what);
+            assert!(!Path::new("/tmp/crisp-victim").exists(), "{what}");
+        }
     }
 
     #[test]
@@ -1565,19 +1571,7 @@ mod tests {
         let mut t = Tar::default();
         // A PAX path record: 600 levels.
         let deep = "d/".repeat(600) + "f";
-        let rec = |k: &str, v: &str| {
-            let body = format!(" {k}={v}\n");
-            let mut len = body.len() + 1;
-            while format!("{len}{body}").len() != len {
-                len += 1;
-            }
-            format!("{len}{body}")
-        };
-        let data = rec("path", &deep);
-        t.push(
-            Tar::header(tar::EntryType::XHeader, "pax", 0o644, data.len() as u64),
-            data.as_bytes(),
-        );
+        t.pax("path", &deep);
         t.file("placeholder", b"x");
         let err = unpack_into(&s, &t).unwrap_err();
         assert!(err.is_escape(), "{err}");

@@ -1,13 +1,12 @@
 //! The tiny monitor's pure parts: CRI log lines, timestamps, requests and
 //! replies, the exit record, error texts. No I/O, no allocation, no
-//! `unsafe`, only `core`: compiled into the tiny monitor (main.rs) and into
-//! crispd's tests, which hold these functions to the std monitor's
-//! (`pods/monitor.rs`) on the same inputs.
+//! `unsafe`, only `core`: compiled into the tiny monitor (main.rs, as a
+//! module) and, as this crate's library, into crispd, whose std monitor
+//! (`pods/monitor.rs`) writes and answers with the same functions.
 
 use core::fmt::Write;
 
-/// Longest line written whole; longer ones are split into partials
-/// (as `monitor::MAX_LINE`).
+/// Longest line written whole; longer ones are split into partials.
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// A `fmt::Write` into a fixed buffer; what does not fit is dropped and
@@ -98,8 +97,8 @@ pub fn log_head(stream: &str, partial: bool, now: i64, out: &mut Out) {
     let _ = write!(out, " {stream} {} ", if partial { "P" } else { "F" });
 }
 
-/// The next line to cut from a stream's pending bytes, as the std
-/// monitor's `pump` cuts them: `(text length, bytes consumed, partial)`.
+/// The next line to cut from a stream's pending bytes:
+/// `(text length, bytes consumed, partial)`.
 /// `None`: wait for more bytes (or the end of the stream, when the rest
 /// is written whole).
 pub fn next_line(pending: &[u8]) -> Option<(usize, usize, bool)> {
@@ -114,7 +113,7 @@ pub fn next_line(pending: &[u8]) -> Option<(usize, usize, bool)> {
     None
 }
 
-/// One request line, as the std monitor's `answer` reads it.
+/// One request line on the monitor's socket.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     Start,
@@ -143,7 +142,7 @@ pub fn known_signal(n: i32) -> bool {
     (1..=31).contains(&n)
 }
 
-/// `exit.json` as serde_json writes `monitor::ExitFile`.
+/// `exit.json`, as crispd reads it back into `monitor::ExitFile`.
 pub fn exit_json(exit_code: i32, signal: i32, oom_killed: bool, finished_at: i64, out: &mut Out) {
     let _ = write!(
         out,

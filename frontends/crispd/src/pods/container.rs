@@ -71,35 +71,37 @@ fn connect(host: &Host, id: &str) -> std::io::Result<UnixStream> {
     super::monitor::connect_in(&host.ctr_dir(id), "sock")
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn create(
-    host: &Host,
-    id: &str,
-    pod_id: &str,
-    config: &cri::ContainerConfig,
-    sandbox_config: &cri::PodSandboxConfig,
-    image: &str,
-    log_path: &str,
-) -> Result<Created, Status> {
-    let result = create_inner(host, id, pod_id, config, sandbox_config, image, log_path);
+/// A CreateContainer as the host sees it.
+#[derive(Clone, Copy)]
+pub struct NewContainer<'a> {
+    pub id: &'a str,
+    pub pod_id: &'a str,
+    pub config: &'a cri::ContainerConfig,
+    pub sandbox_config: &'a cri::PodSandboxConfig,
+    /// The image reference to resolve in the store.
+    pub image: &'a str,
+    pub log_path: &'a str,
+}
+
+pub fn create(host: &Host, new: &NewContainer) -> Result<Created, Status> {
+    let result = create_inner(host, new);
     if result.is_err() {
-        if let Err(e) = remove(host, id) {
-            tracing::warn!(container = id, error = %e.message, "cleanup after a failed CreateContainer");
+        if let Err(e) = remove(host, new.id) {
+            tracing::warn!(container = new.id, error = %e.message, "cleanup after a failed CreateContainer");
         }
     }
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn create_inner(
-    host: &Host,
-    id: &str,
-    pod_id: &str,
-    config: &cri::ContainerConfig,
-    sandbox_config: &cri::PodSandboxConfig,
-    image: &str,
-    log_path: &str,
-) -> Result<Created, Status> {
+fn create_inner(host: &Host, new: &NewContainer) -> Result<Created, Status> {
+    let &NewContainer {
+        id,
+        pod_id,
+        config,
+        image,
+        log_path,
+        ..
+    } = new;
     check_devices(config)?;
     check_unified(host, config)?;
     let (record, layers, config_bytes) = host.images.resolve(image).map_err(|e| e.to_status())?;
@@ -155,10 +157,7 @@ fn create_inner(
         });
         let spec = container_spec(
             host,
-            id,
-            pod_id,
-            config,
-            sandbox_config,
+            &NewContainer { config, ..*new },
             &image_config,
             layers,
             &target,
@@ -251,18 +250,21 @@ fn create_inner(
 
 /// Mount the container's root filesystem and build its OCI spec (which
 /// reads the rootfs' /etc/passwd to resolve the user).
-#[allow(clippy::too_many_arguments)]
 fn container_spec(
     host: &Host,
-    id: &str,
-    pod_id: &str,
-    config: &cri::ContainerConfig,
-    sandbox_config: &cri::PodSandboxConfig,
+    new: &NewContainer,
     image_config: &oci_spec::image::ImageConfiguration,
     layers: Vec<PathBuf>,
     target: &Path,
     cgroup: &str,
 ) -> Result<executor::Spec, Status> {
+    let &NewContainer {
+        id,
+        pod_id,
+        config,
+        sandbox_config,
+        ..
+    } = new;
     let state = host.ctr_state_dir(id);
     rootfs::mount_overlay(&rootfs::Overlay {
         lower: layers,
@@ -793,6 +795,20 @@ pub fn exec_sync(
     })
 }
 
+/// The CPU and memory node sets of `r`, where given, into a cgroup
+/// update's `cpu` object (containers' and pods' alike).
+pub(super) fn insert_cpuset(
+    r: &cri::LinuxContainerResources,
+    cpu: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
+    }
+}
+
 /// UpdateContainerResources: the new limits on the container's cgroup.
 pub fn update_resources(
     host: &Host,
@@ -811,12 +827,7 @@ pub fn update_resources(
     if r.cpu_period > 0 {
         cpu.insert("period".into(), r.cpu_period.into());
     }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
-    }
+    insert_cpuset(r, &mut cpu);
     let mut mem = serde_json::Map::new();
     if r.memory_limit_in_bytes > 0 {
         mem.insert("limit".into(), r.memory_limit_in_bytes.into());

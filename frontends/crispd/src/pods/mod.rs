@@ -139,15 +139,15 @@ impl Host {
                 log_path,
                 ..
             } => {
-                return match container::create(
-                    self,
-                    &container_id,
-                    &pod_id,
-                    &config,
-                    &sandbox_config,
-                    &image.image,
-                    &log_path,
-                ) {
+                let new = container::NewContainer {
+                    id: &container_id,
+                    pod_id: &pod_id,
+                    config: &config,
+                    sandbox_config: &sandbox_config,
+                    image: &image.image,
+                    log_path: &log_path,
+                };
+                return match container::create(self, &new) {
                     Ok(created) => Outcome::ContainerCreated {
                         image_ref: created.image_ref,
                         image_id: created.image_id,
@@ -156,7 +156,7 @@ impl Host {
                         image_stop_signal: created.image_stop_signal,
                     },
                     Err(st) => Outcome::Failed(st),
-                }
+                };
             }
             Action::StartContainer { container_id, .. } => {
                 return match container::start(self, &container_id) {

@@ -39,10 +39,13 @@ use crisp_core::cri::Exit;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::now_ns;
 use crisp_executor as executor;
+// The pure parts (log lines, requests, exit.json) are the tiny monitor's
+// own, so that both monitors write and answer the same.
+use crisp_monitor::{self as tiny_logic, Out, Request};
 
 /// `dir` opened as a path-only descriptor and `name` addressed through
 /// it: an address of at most 35 bytes, whatever `dir`'s length. The
@@ -69,8 +72,8 @@ pub fn connect_in(dir: &Path, name: &str) -> std::io::Result<UnixStream> {
     UnixStream::connect(addr)
 }
 
-/// The exit as recorded on disk.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// The exit as recorded on disk (written by [`tiny_logic::exit_json`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct ExitFile {
     pub exit_code: i32,
     pub signal: i32,
@@ -121,9 +124,6 @@ pub struct LogFile {
     file: Option<File>,
 }
 
-/// Longest line written whole; longer ones are split into partials.
-const MAX_LINE: usize = 16 * 1024;
-
 impl LogFile {
     pub fn open(path: &str) -> std::io::Result<Self> {
         let mut l = LogFile {
@@ -149,48 +149,15 @@ impl LogFile {
 
     pub fn write(&mut self, stream: &str, partial: bool, text: &[u8], now: i64) {
         let Some(f) = self.file.as_mut() else { return };
-        let mut line = format!(
-            "{} {stream} {} ",
-            rfc3339_nano(now),
-            if partial { "P" } else { "F" }
-        )
-        .into_bytes();
+        let mut head = [0u8; 64];
+        let mut out = Out::new(&mut head);
+        tiny_logic::log_head(stream, partial, now, &mut out);
+        let mut line = Vec::with_capacity(out.bytes().len() + text.len() + 1);
+        line.extend_from_slice(out.bytes());
         line.extend_from_slice(text);
         line.push(b'\n');
         let _ = f.write_all(&line);
     }
-}
-
-/// `2006-01-02T15:04:05.999999999Z` (trailing zeros trimmed, as Go does).
-pub fn rfc3339_nano(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let frac = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    let mut s = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
-    if frac > 0 {
-        let f = format!("{frac:09}");
-        s.push('.');
-        s.push_str(f.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
 }
 
 /// Split a stream into CRI log lines.
@@ -205,20 +172,9 @@ fn pump(mut r: File, stream: &'static str, shared: Arc<Shared>) {
         pending.extend_from_slice(&buf[..n]);
         let now = now_ns();
         let mut log = shared.log.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(i) = pending.iter().position(|&b| b == b'\n') {
-                if i <= MAX_LINE {
-                    log.write(stream, false, &pending[..i], now);
-                    pending.drain(..=i);
-                    continue;
-                }
-            }
-            if pending.len() > MAX_LINE {
-                log.write(stream, true, &pending[..MAX_LINE], now);
-                pending.drain(..MAX_LINE);
-                continue;
-            }
-            break;
+        while let Some((text, used, partial)) = tiny_logic::next_line(&pending) {
+            log.write(stream, partial, &pending[..text], now);
+            pending.drain(..used);
         }
     }
     if !pending.is_empty() {
@@ -328,7 +284,7 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     // memory (see `tiny`); this process carries on only if it cannot run.
     #[cfg(tiny_monitor)]
     if std::env::var_os("CRISP_STD_MONITOR").is_none() {
-        let e = tiny::exec(id, &created, &listener, [&out_r, &err_r], dir, log, cgroup);
+        let Err(e) = tiny::exec(id, &created, &listener, [&out_r, &err_r], dir, log, cgroup);
         eprintln!("crispd monitor {id}: cannot run the tiny monitor ({e}); carrying on");
     }
 
@@ -388,14 +344,11 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
         }
     }
     let oom_killed = executor::cgroup::detect().is_ok_and(|cg| cg.oom_killed(cgroup));
-    let record = ExitFile {
-        exit_code: status.0,
-        signal: status.1,
-        oom_killed,
-        finished_at,
-    };
-    let bytes = serde_json::to_vec(&record).unwrap_or_default();
-    if let Err(e) = crate::persist::write_runtime(&dir.join("exit.json"), &bytes) {
+    let mut json = [0u8; 160];
+    let mut record = Out::new(&mut json);
+    tiny_logic::exit_json(status.0, status.1, oom_killed, finished_at, &mut record);
+    let bytes = record.bytes();
+    if let Err(e) = crate::persist::write_runtime(&dir.join("exit.json"), bytes) {
         eprintln!("crispd monitor {id}: cannot record the exit: {e}");
     }
     {
@@ -436,21 +389,6 @@ mod tiny {
     /// Exec the tiny monitor with the descriptors it carries on with.
     /// Returns only on failure.
     pub fn exec(
-        id: &str,
-        created: &executor::Created,
-        listener: &UnixListener,
-        pipes: [&OwnedFd; 2],
-        dir: &Path,
-        log: &str,
-        cgroup: &str,
-    ) -> std::io::Error {
-        match try_exec(id, created, listener, pipes, dir, log, cgroup) {
-            Ok(never) => match never {},
-            Err(e) => e,
-        }
-    }
-
-    fn try_exec(
         id: &str,
         created: &executor::Created,
         listener: &UnixListener,
@@ -566,9 +504,8 @@ fn serve(conn: UnixStream, shared: &Shared) {
 }
 
 fn answer(req: &str, shared: &Shared) -> String {
-    let mut parts = req.split(' ');
-    match parts.next().unwrap_or_default() {
-        "start" => {
+    match tiny_logic::parse_request(req) {
+        Request::Start => {
             let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             let Some(c) = st.created.take() else {
                 return "error already started".into();
@@ -583,8 +520,7 @@ fn answer(req: &str, shared: &Shared) -> String {
                 Err(e) => format!("error {e}"),
             }
         }
-        "signal" => {
-            let n: i32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        Request::Signal(n) => {
             let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.exited {
                 return "ok".into();
@@ -597,14 +533,14 @@ fn answer(req: &str, shared: &Shared) -> String {
                 Err(e) => format!("error {e}"),
             }
         }
-        "reopen-log" => {
+        Request::ReopenLog => {
             let mut log = shared.log.lock().unwrap_or_else(|p| p.into_inner());
             match log.reopen() {
                 Ok(()) => "ok".into(),
                 Err(e) => format!("error {e}"),
             }
         }
-        "state" => {
+        Request::State => {
             let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.exited {
                 "exited".into()
@@ -614,286 +550,65 @@ fn answer(req: &str, shared: &Shared) -> String {
                 format!("created {}", st.pid)
             }
         }
-        "wait" => {
+        Request::Wait => {
             let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             while !st.exited {
                 st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             "exited".into()
         }
-        other => format!("error unknown request {other:?}"),
+        Request::Unknown(other) => format!("error unknown request {other:?}"),
     }
 }
-
-/// The tiny monitor's pure parts, held to this module's code below.
-#[cfg(test)]
-use crisp_monitor as tiny_logic;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tiny_ts(ns: i64) -> String {
-        let mut b = [0u8; 64];
-        let mut o = tiny_logic::Out::new(&mut b);
-        tiny_logic::rfc3339_nano(ns, &mut o);
+    /// What `f` writes into a roomy `Out`.
+    fn show(f: impl FnOnce(&mut Out)) -> String {
+        let mut b = [0u8; 256];
+        let mut o = Out::new(&mut b);
+        f(&mut o);
         assert!(!o.full);
         String::from_utf8(o.bytes().to_vec()).unwrap()
     }
 
+    /// The tiny monitor's signals are nix's, its `exit.json` is what
+    /// crispd reads back and its errno names are nix's.
     #[test]
-    fn tiny_timestamps_match() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut cases = vec![
-            0,
-            1,
-            -1,
-            999_999_999,
-            1_000_000_000,
-            1_700_000_000_123_456_789,
-            951_782_400_500_000_000,
-            4_102_444_800_000_000_000,
-            -62_135_596_800_000_000,
-            i64::MAX,
-        ];
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            cases.push((x % 8_000_000_000_000_000_000) as i64 - 1_000_000_000_000_000_000);
-            cases.push((x % 90_000_000_000) as i64 * 100_000_000);
-        }
-        for ns in cases {
-            assert_eq!(tiny_ts(ns), rfc3339_nano(ns), "{ns}");
-        }
-    }
-
-    /// The tiny monitor's cutting of `input`, read in `chunks`, as log
-    /// lines without timestamps.
-    fn tiny_cut(input: &[u8], chunk: usize) -> Vec<String> {
-        let mut lines = Vec::new();
-        let mut pending: Vec<u8> = Vec::new();
-        let mut show = |partial: bool, text: &[u8]| {
-            let mut b = [0u8; 64];
-            let mut o = tiny_logic::Out::new(&mut b);
-            tiny_logic::log_head("stdout", partial, 0, &mut o);
-            let mut l = String::from_utf8(o.bytes().to_vec()).unwrap();
-            l.push_str(&String::from_utf8_lossy(text));
-            lines.push(l.split_once(' ').unwrap().1.to_owned());
-        };
-        for c in input.chunks(chunk) {
-            pending.extend_from_slice(c);
-            while let Some((text, used, partial)) = tiny_logic::next_line(&pending) {
-                show(partial, &pending[..text]);
-                pending.drain(..used);
-            }
-            assert!(pending.len() <= MAX_LINE);
-        }
-        if !pending.is_empty() {
-            show(false, &pending);
-        }
-        lines
-    }
-
-    /// The std monitor's cutting of the same input.
-    fn std_cut(input: &[u8]) -> Vec<String> {
-        let dir = std::env::temp_dir().join(format!(
-            "crisp-cut-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("c.log");
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            pumps_done: Mutex::new(0),
-            pumped: Condvar::new(),
-            log: Mutex::new(LogFile::open(path.to_str().unwrap()).unwrap()),
-        });
-        let (r, w) = nix::unistd::pipe().unwrap();
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || File::from(w).write_all(&input).unwrap());
-        pump(File::from(r), "stdout", shared);
-        writer.join().unwrap();
-        let text = fs::read(&path).unwrap();
-        fs::remove_dir_all(&dir).unwrap();
-        String::from_utf8_lossy(&text)
-            .lines()
-            .map(|l| l.split_once(' ').unwrap().1.to_owned())
-            .collect()
-    }
-
-    #[test]
-    fn tiny_log_lines_match() {
-        let long = vec![b'x'; MAX_LINE + 10];
-        let exact = vec![b'y'; MAX_LINE];
-        let mut cases: Vec<Vec<u8>> = vec![
-            b"hello\nworld\n".to_vec(),
-            [&b"hello\nworld\n"[..], &long, b"\nend"].concat(),
-            [&exact[..], b"\n", &exact, b"z\n", &exact].concat(),
-            vec![b'a'; 3 * MAX_LINE + 1],
-            b"\n\n\nno newline at the end".to_vec(),
-            Vec::new(),
-        ];
-        let mut x: u32 = 12345;
-        let mut random = Vec::new();
-        for _ in 0..200_000 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            random.push(if x >> 16 & 0x3fff == 0 {
-                b'\n'
-            } else {
-                b'a' + (x >> 24) as u8 % 26
-            });
-        }
-        cases.push(random);
-        for input in &cases {
-            let want = std_cut(input);
-            for chunk in [1, 7, 4096, 65536, usize::MAX] {
-                assert_eq!(
-                    tiny_cut(input, chunk.min(input.len().max(1))),
-                    want,
-                    "chunk {chunk}"
-                );
-            }
-        }
-        assert_eq!(
-            std_cut(&cases[1])
-                .iter()
-                .map(|l| &l[..9])
-                .collect::<Vec<_>>(),
-            [
-                "stdout F ",
-                "stdout F ",
-                "stdout P ",
-                "stdout F ",
-                "stdout F "
-            ]
-        );
-    }
-
-    #[test]
-    fn tiny_requests() {
-        use tiny_logic::{parse_request as p, Request::*};
-        assert_eq!(p("start\n"), Start);
-        assert_eq!(p("  state \r\n"), State);
-        assert_eq!(p("wait"), Wait);
-        assert_eq!(p("reopen-log\n"), ReopenLog);
-        assert_eq!(p("signal 15\n"), Signal(15));
-        assert_eq!(p("signal +9"), Signal(9));
-        assert_eq!(p("signal  9"), Signal(0));
-        assert_eq!(p("signal x"), Signal(0));
-        assert_eq!(p("signal"), Signal(0));
-        assert_eq!(p("start now"), Start);
-        assert_eq!(p("Start"), Unknown("Start"));
-        assert_eq!(p(""), Unknown(""));
+    fn tiny_logic_agrees_with_nix_and_serde() {
         for n in -2..40 {
             assert_eq!(
                 tiny_logic::known_signal(n),
-                nix::sys::signal::Signal::try_from(n).is_ok(),
+                Signal::try_from(n).is_ok(),
                 "{n}"
             );
         }
-        let mut b = [0u8; 64];
-        let mut o = tiny_logic::Out::new(&mut b);
-        use std::fmt::Write as _;
-        write!(o, "{:?}", "a\"b\\c\u{1}").unwrap();
-        assert_eq!(o.bytes(), format!("{:?}", "a\"b\\c\u{1}").as_bytes());
-    }
-
-    #[test]
-    fn tiny_exit_record_and_status_match() {
-        for (code, signal, oom, at) in [
+        for (exit_code, signal, oom_killed, finished_at) in [
             (0, 0, false, 0),
             (3, 0, false, 1_700_000_000_123_456_789),
             (137, 9, true, -5),
             (255, 0, false, i64::MAX),
         ] {
-            let mut b = [0u8; 160];
-            let mut o = tiny_logic::Out::new(&mut b);
-            tiny_logic::exit_json(code, signal, oom, at, &mut o);
-            let want = serde_json::to_vec(&ExitFile {
-                exit_code: code,
+            let json =
+                show(|o| tiny_logic::exit_json(exit_code, signal, oom_killed, finished_at, o));
+            let read: ExitFile = serde_json::from_str(&json).unwrap();
+            let want = ExitFile {
+                exit_code,
                 signal,
-                oom_killed: oom,
-                finished_at: at,
-            })
-            .unwrap();
-            assert_eq!(o.bytes(), &want[..]);
+                oom_killed,
+                finished_at,
+            };
+            assert_eq!(read, want, "{json}");
         }
-        // Real statuses from real children.
-        for (script, want) in [
-            ("exit 0", (0, 0)),
-            ("exit 3", (3, 0)),
-            ("kill -9 $$", (137, 9)),
-        ] {
-            use std::os::unix::process::ExitStatusExt;
-            let status = std::process::Command::new("/bin/sh")
-                .args(["-c", script])
-                .status()
-                .unwrap();
-            let sig = status.signal().unwrap_or(0);
-            let seen = status.code().map_or((128 + sig, sig), |c| (c, 0));
-            assert_eq!(seen, want);
-            assert_eq!(
-                tiny_logic::exit_status(status.into_raw()),
-                Some(want),
-                "{script}"
-            );
-        }
-        assert_eq!(tiny_logic::exit_status(0x137f), None);
-        let oc = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
-        assert_eq!(tiny_logic::keyed(oc, "oom_kill"), Some(3));
-        assert_eq!(tiny_logic::keyed("oom_kill x\n", "oom_kill"), None);
-        assert_eq!(tiny_logic::keyed(oc, "missing"), None);
-    }
-
-    #[test]
-    fn tiny_error_texts() {
-        let show = |f: &dyn Fn(&mut tiny_logic::Out)| {
-            let mut b = [0u8; 2048];
-            let mut o = tiny_logic::Out::new(&mut b);
-            f(&mut o);
-            String::from_utf8(o.bytes().to_vec()).unwrap()
-        };
         for e in 1..134 {
-            let io = show(&|o| tiny_logic::errno_io(e, o));
-            if !io.starts_with("Unknown") {
-                assert_eq!(io, std::io::Error::from_raw_os_error(e).to_string());
-                let nix = show(&|o| tiny_logic::errno_nix(e, o));
+            let text = show(|o| tiny_logic::errno_nix(e, o));
+            if !text.starts_with("Unknown") {
                 let name = format!("{:?}", nix::errno::Errno::from_raw(e));
-                assert!(nix.starts_with(&format!("{name}: ")), "{nix} vs {name}");
+                assert!(text.starts_with(&format!("{name}: ")), "{text} vs {name}");
             }
         }
-        let report = |step: u16, errno: i32, detail: &[u8]| {
-            let mut r = vec![b'E', 0];
-            r.extend_from_slice(&step.to_le_bytes());
-            r.extend_from_slice(&errno.to_le_bytes());
-            r.extend_from_slice(&(detail.len() as u16).to_le_bytes());
-            r.extend_from_slice(detail);
-            show(&|o| tiny_logic::start_error(&r, o))
-        };
-        assert_eq!(
-            report(37, 2, b"nosuch"),
-            "exec: \"nosuch\": executable file not found in $PATH"
-        );
-        assert_eq!(
-            report(37, 13, b"/bin/x"),
-            "exec: /bin/x: EACCES: Permission denied"
-        );
-        assert_eq!(report(36, 32, b""), "wait for start: EPIPE: Broken pipe");
-        assert_eq!(
-            report(99, 1, b""),
-            "container setup step 99: EPERM: Operation not permitted"
-        );
-        assert_eq!(
-            show(&|o| tiny_logic::start_error(b"E\0\x25", o)),
-            "container setup: truncated report"
-        );
-        assert_eq!(
-            show(&|o| tiny_logic::start_error(b"P\0\0\0\0\0\0\0\0\0", o)),
-            "container setup: unexpected report 'P'"
-        );
     }
 
     #[test]
@@ -935,19 +650,6 @@ mod tests {
     }
 
     #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339_nano(1_700_000_000_123_456_789),
-            "2023-11-14T22:13:20.123456789Z"
-        );
-        assert_eq!(
-            rfc3339_nano(951_782_400_500_000_000),
-            "2000-02-29T00:00:00.5Z"
-        );
-    }
-
-    #[test]
     fn log_lines_full_and_partial() {
         let dir = std::env::temp_dir().join(format!("crisp-log-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
@@ -961,7 +663,7 @@ mod tests {
         });
         let (r, w) = nix::unistd::pipe().unwrap();
         let mut w = File::from(w);
-        let long = vec![b'x'; MAX_LINE + 10];
+        let long = vec![b'x'; tiny_logic::MAX_LINE + 10];
         w.write_all(b"hello\nworld\n").unwrap();
         w.write_all(&long).unwrap();
         w.write_all(b"\nend").unwrap();

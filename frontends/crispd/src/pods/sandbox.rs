@@ -534,12 +534,7 @@ pub fn pod_resources(
     if r.cpu_period > 0 || o.cpu_period > 0 {
         cpu.insert("period".into(), period.into());
     }
-    if !r.cpuset_cpus.is_empty() {
-        cpu.insert("cpus".into(), r.cpuset_cpus.clone().into());
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu.insert("mems".into(), r.cpuset_mems.clone().into());
-    }
+    super::container::insert_cpuset(r, &mut cpu);
     let mut mem = serde_json::Map::new();
     if r.memory_limit_in_bytes > 0 {
         let limit = r
