@@ -968,32 +968,47 @@ impl Cgroups for V2 {
     }
 }
 
-/// What [`Cgroups::stats`] reads.
+/// What [`Cgroups::stats`] reads. A figure the kernel does not offer (a
+/// controller not enabled, an older kernel) is `None`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
+    /// CPU time and throttling (v1 `cpuacct`/`cpu`, v2 `cpu.stat`).
     pub cpu: Option<CpuStats>,
+    /// Memory use and events (v1 `memory`, v2 `memory.*`).
     pub memory: Option<MemoryStats>,
+    /// Processes (and threads) in the cgroup (`pids.current`).
     pub pids: Option<u64>,
     /// Block IO per device (v1 `blkio.throttle.*_recursive`, v2 `io.stat`).
     pub io: Vec<IoDevice>,
+    /// CPU pressure stall information (v2 `cpu.pressure`).
     pub cpu_pressure: Option<Pressure>,
+    /// Memory pressure stall information (v2 `memory.pressure`).
     pub memory_pressure: Option<Pressure>,
+    /// IO pressure stall information (v2 `io.pressure`).
     pub io_pressure: Option<Pressure>,
 }
 
+/// CPU time used by the cgroup, and its CFS bandwidth throttling.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CpuStats {
+    /// CPU time used, nanoseconds.
     pub usage_ns: u64,
+    /// CPU time in user mode, nanoseconds.
     pub user_ns: Option<u64>,
+    /// CPU time in kernel mode, nanoseconds.
     pub system_ns: Option<u64>,
     /// CFS bandwidth periods, throttled periods and time (`cpu.stat`).
     pub periods: Option<u64>,
+    /// Periods in which the cgroup was throttled.
     pub throttled_periods: Option<u64>,
+    /// Time the cgroup was throttled, nanoseconds.
     pub throttled_ns: Option<u64>,
 }
 
+/// Memory the cgroup uses, its limit and its memory events.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemoryStats {
+    /// Memory charged to the cgroup, page cache included.
     pub usage_bytes: u64,
     /// Usage minus inactive file pages, as kubelet and cAdvisor count it.
     pub working_set_bytes: u64,
@@ -1001,24 +1016,38 @@ pub struct MemoryStats {
     pub rss_bytes: Option<u64>,
     /// Page cache (v1 `total_cache`, v2 `file`).
     pub cache_bytes: Option<u64>,
+    /// Mapped file pages (v1 `total_mapped_file`, v2 `file_mapped`).
     pub mapped_file_bytes: Option<u64>,
+    /// The highest usage seen (v1 `max_usage_in_bytes`, v2 `memory.peak`).
     pub max_usage_bytes: Option<u64>,
+    /// The times usage hit the limit (v1 `failcnt`, v2 `memory.events` `max`).
     pub failcnt: Option<u64>,
+    /// Page faults.
     pub page_faults: Option<u64>,
+    /// Major page faults (read from disk).
     pub major_page_faults: Option<u64>,
+    /// Swap used (v1 memsw usage less memory usage, v2 `memory.swap.current`).
     pub swap_bytes: Option<u64>,
+    /// The memory limit; `None`: no limit.
     pub limit_bytes: Option<u64>,
+    /// Processes the kernel OOM-killed in the cgroup.
     pub oom_kills: Option<u64>,
 }
 
 /// Block IO of one device, as `major:minor`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IoDevice {
+    /// The device's major number.
     pub major: u32,
+    /// The device's minor number.
     pub minor: u32,
+    /// Bytes read.
     pub read_bytes: u64,
+    /// Bytes written.
     pub write_bytes: u64,
+    /// Read operations.
     pub reads: u64,
+    /// Write operations.
     pub writes: u64,
 }
 
@@ -1026,14 +1055,20 @@ pub struct IoDevice {
 /// has no `full` line for CPU).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pressure {
+    /// Time some tasks stalled.
     pub some: PressureLine,
+    /// Time all non-idle tasks stalled at once.
     pub full: Option<PressureLine>,
 }
 
+/// One line of a `*.pressure` file.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PressureLine {
+    /// Share of time stalled over the last 10 seconds, percent.
     pub avg10: f64,
+    /// Share of time stalled over the last 60 seconds, percent.
     pub avg60: f64,
+    /// Share of time stalled over the last 300 seconds, percent.
     pub avg300: f64,
     /// Total stall time, microseconds (as the kernel counts it).
     pub total_us: u64,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! crisp's OCI runtime: runs a container from an OCI runtime [`Spec`]
 //! without runc. It knows the OCI runtime spec, not the CRI: crispd
 //! translates CRI requests into a spec (its `oci_spec` module).

@@ -211,7 +211,6 @@ impl ImageService {
     }
 
     /// Install the check RemoveImage asks before deleting an image.
-    #[allow(dead_code)] // for the container side, which comes later
     pub fn set_in_use(&mut self, check: InUse) {
         self.in_use = check;
     }
