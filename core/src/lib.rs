@@ -21,6 +21,7 @@
 pub mod cri;
 pub mod grpc;
 pub mod h2;
+mod json;
 pub mod remotecommand;
 pub mod spdy;
 pub mod upgrade;

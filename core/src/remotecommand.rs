@@ -207,7 +207,7 @@ pub fn status_success() -> Vec<u8> {
 pub fn status_exit_code(code: i32, message: &str) -> Vec<u8> {
     format!(
         r#"{{"metadata":{{}},"status":"Failure","message":{},"reason":"NonZeroExitCode","details":{{"causes":[{{"reason":"ExitCode","message":"{code}"}}]}}}}"#,
-        json_string(message)
+        crate::json::string(message)
     )
     .into_bytes()
 }
@@ -217,8 +217,8 @@ pub fn status_exit_code(code: i32, message: &str) -> Vec<u8> {
 pub fn status_internal_error(error: &str) -> Vec<u8> {
     format!(
         r#"{{"metadata":{{}},"status":"Failure","message":{},"reason":"InternalError","details":{{"causes":[{{"message":{}}}]}},"code":500}}"#,
-        json_string(&format!("Internal error occurred: {error}")),
-        json_string(error)
+        crate::json::string(&format!("Internal error occurred: {error}")),
+        crate::json::string(error)
     )
     .into_bytes()
 }
@@ -240,25 +240,6 @@ pub fn error_stream_message(version: Version, code: Option<i32>, error: &str) ->
         }
         (false, None) => error.as_bytes().to_vec(),
     }
-}
-
-/// A JSON string literal for `s`.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 // ---- resize ----
@@ -659,7 +640,7 @@ mod tests {
         );
         assert!(error_stream_message(Version::V2, Some(0), "").is_empty());
         assert_eq!(error_stream_message(Version::V2, None, "boom"), b"boom");
-        assert_eq!(json_string("\u{1}"), "\"\\u0001\"");
+        assert_eq!(crate::json::string("\u{1}"), "\"\\u0001\"");
     }
 
     #[test]

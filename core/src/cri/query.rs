@@ -55,30 +55,11 @@ pub fn matches_labels(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().saturating_add(2));
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// A flat JSON object from already-encoded values.
 fn json_object(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields
         .iter()
-        .map(|(k, v)| format!("{}:{v}", json_str(k)))
+        .map(|(k, v)| format!("{}:{v}", crate::json::string(k)))
         .collect();
     format!("{{{}}}", body.join(","))
 }
@@ -397,12 +378,12 @@ impl Runtime {
             info.insert(
                 "info".to_owned(),
                 json_object(&[
-                    ("id", json_str(&p.id)),
-                    ("name", json_str(&p.name)),
+                    ("id", crate::json::string(&p.id)),
+                    ("name", crate::json::string(&p.name)),
                     ("pid", p.pid.to_string()),
-                    ("state", json_str(state)),
-                    ("netnsPath", json_str(&p.netns_path)),
-                    ("runtimeHandler", json_str(&p.runtime_handler)),
+                    ("state", crate::json::string(state)),
+                    ("netnsPath", crate::json::string(&p.netns_path)),
+                    ("runtimeHandler", crate::json::string(&p.runtime_handler)),
                 ]),
             );
         }
@@ -457,11 +438,11 @@ impl Runtime {
             info.insert(
                 "info".to_owned(),
                 json_object(&[
-                    ("id", json_str(&c.id)),
-                    ("sandboxID", json_str(&c.pod_id)),
-                    ("name", json_str(&c.name)),
+                    ("id", crate::json::string(&c.id)),
+                    ("sandboxID", crate::json::string(&c.pod_id)),
+                    ("name", crate::json::string(&c.name)),
                     ("pid", c.pid.to_string()),
-                    ("logPath", json_str(&c.log_path)),
+                    ("logPath", crate::json::string(&c.log_path)),
                     ("removing", c.remove_action.is_some().to_string()),
                 ]),
             );
@@ -574,9 +555,12 @@ mod tests {
 
     #[test]
     fn json_escaping() {
-        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
         assert_eq!(
-            json_object(&[("a", "1".into()), ("b", json_str("x"))]),
+            crate::json::string("a\"b\\c\n\u{1}"),
+            "\"a\\\"b\\\\c\\n\\u0001\""
+        );
+        assert_eq!(
+            json_object(&[("a", "1".into()), ("b", crate::json::string("x"))]),
             "{\"a\":1,\"b\":\"x\"}"
         );
     }
