@@ -134,139 +134,75 @@ pub(crate) struct Plan {
     pub envp_ptrs: Vec<*const c_char>,
 }
 
-/// The steps a child reports failures of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub(crate) enum Step {
-    CloseFds = 1,
-    Cgroup,
-    Setns,
-    Unshare,
-    Clone,
-    Signals,
-    Setsid,
-    Stdio,
-    Tty,
-    OomScoreAdj,
-    Propagation,
-    BindRoot,
-    Mkdir,
-    Mount,
-    Remount,
-    MountPropagation,
-    Mknod,
-    Symlink,
-    PivotRoot,
-    Sysctl,
-    MaskPath,
-    ReadonlyPath,
-    ReadonlyRoot,
-    Hostname,
-    Rlimit,
-    Bounding,
-    Groups,
-    Setgid,
-    Setuid,
-    Capset,
-    Ambient,
-    NoNewPrivs,
-    Seccomp,
-    Chdir,
-    Executable,
-    Start,
-    Exec,
-    RecursiveReadonly,
+/// Declares [`Step`] (numbered from 1 in the order given: the number is
+/// what the sync pipe carries), the list of every step and each one's
+/// description, from one list, so that the three cannot drift apart.
+macro_rules! steps {
+    ($first:ident => $first_what:literal, $($step:ident => $what:literal,)*) => {
+        /// The steps a child reports failures of.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u16)]
+        pub(crate) enum Step {
+            $first = 1,
+            $($step,)*
+        }
+
+        impl Step {
+            const ALL: &[Step] = &[Step::$first, $(Step::$step,)*];
+
+            pub fn from_u16(v: u16) -> Option<Self> {
+                Self::ALL.iter().copied().find(|s| *s as u16 == v)
+            }
+
+            pub fn describe(self) -> &'static str {
+                match self {
+                    Step::$first => $first_what,
+                    $(Step::$step => $what,)*
+                }
+            }
+        }
+    };
 }
 
-impl Step {
-    pub fn from_u16(v: u16) -> Option<Self> {
-        use Step::*;
-        const ALL: [Step; 38] = [
-            CloseFds,
-            Cgroup,
-            Setns,
-            Unshare,
-            Clone,
-            Signals,
-            Setsid,
-            Stdio,
-            Tty,
-            OomScoreAdj,
-            Propagation,
-            BindRoot,
-            Mkdir,
-            Mount,
-            Remount,
-            MountPropagation,
-            Mknod,
-            Symlink,
-            PivotRoot,
-            Sysctl,
-            MaskPath,
-            ReadonlyPath,
-            ReadonlyRoot,
-            Hostname,
-            Rlimit,
-            Bounding,
-            Groups,
-            Setgid,
-            Setuid,
-            Capset,
-            Ambient,
-            NoNewPrivs,
-            Seccomp,
-            Chdir,
-            Executable,
-            Start,
-            Exec,
-            RecursiveReadonly,
-        ];
-        ALL.iter().copied().find(|s| *s as u16 == v)
-    }
-
-    pub fn describe(self) -> &'static str {
-        use Step::*;
-        match self {
-            CloseFds => "close inherited descriptors",
-            Cgroup => "join cgroup",
-            Setns => "join namespace",
-            Unshare => "create namespaces",
-            Clone => "clone container init",
-            Signals => "reset signals",
-            Setsid => "setsid",
-            Stdio => "set up stdio",
-            Tty => "set controlling terminal",
-            OomScoreAdj => "write oom_score_adj",
-            Propagation => "set root mount propagation",
-            BindRoot => "bind rootfs",
-            Mkdir => "create mount point",
-            Mount => "mount",
-            Remount => "remount",
-            MountPropagation => "set mount propagation",
-            Mknod => "create device",
-            Symlink => "create symlink",
-            PivotRoot => "pivot_root",
-            Sysctl => "write sysctl",
-            MaskPath => "mask path",
-            ReadonlyPath => "make path read-only",
-            ReadonlyRoot => "make rootfs read-only",
-            Hostname => "set hostname",
-            Rlimit => "set rlimit",
-            Bounding => "drop bounding capabilities",
-            Groups => "setgroups",
-            Setgid => "setgid",
-            Setuid => "setuid",
-            Capset => "set capabilities",
-            Ambient => "raise ambient capabilities",
-            NoNewPrivs => "set no_new_privs",
-            Seccomp => "install seccomp filter",
-            Chdir => "chdir to working directory",
-            Executable => "exec",
-            Start => "wait for start",
-            Exec => "exec",
-            RecursiveReadonly => "make mount recursively read-only",
-        }
-    }
+steps! {
+    CloseFds => "close inherited descriptors",
+    Cgroup => "join cgroup",
+    Setns => "join namespace",
+    Unshare => "create namespaces",
+    Clone => "clone container init",
+    Signals => "reset signals",
+    Setsid => "setsid",
+    Stdio => "set up stdio",
+    Tty => "set controlling terminal",
+    OomScoreAdj => "write oom_score_adj",
+    Propagation => "set root mount propagation",
+    BindRoot => "bind rootfs",
+    Mkdir => "create mount point",
+    Mount => "mount",
+    Remount => "remount",
+    MountPropagation => "set mount propagation",
+    Mknod => "create device",
+    Symlink => "create symlink",
+    PivotRoot => "pivot_root",
+    Sysctl => "write sysctl",
+    MaskPath => "mask path",
+    ReadonlyPath => "make path read-only",
+    ReadonlyRoot => "make rootfs read-only",
+    Hostname => "set hostname",
+    Rlimit => "set rlimit",
+    Bounding => "drop bounding capabilities",
+    Groups => "setgroups",
+    Setgid => "setgid",
+    Setuid => "setuid",
+    Capset => "set capabilities",
+    Ambient => "raise ambient capabilities",
+    NoNewPrivs => "set no_new_privs",
+    Seccomp => "install seccomp filter",
+    Chdir => "chdir to working directory",
+    Executable => "exec",
+    Start => "wait for start",
+    Exec => "exec",
+    RecursiveReadonly => "make mount recursively read-only",
 }
 
 /// One message on the sync pipe: a 10-byte header (tag, 0, step u16, value
