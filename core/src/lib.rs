@@ -24,5 +24,6 @@ pub mod h2;
 mod json;
 pub mod remotecommand;
 pub mod spdy;
+pub mod streaming;
 pub mod upgrade;
 pub mod websocket;

@@ -45,6 +45,41 @@ pub struct Config {
     pub event_loop: EventLoopConfig,
     pub access: AccessConfig,
     pub images: ImagesConfig,
+    pub streaming: StreamingConfig,
+}
+
+/// The streaming server behind the URLs that Exec, Attach and PortForward
+/// answer (containerd's `stream_server_address`/`stream_server_port`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// Address to listen on; the URLs name it.
+    pub address: String,
+    /// Port; 0 takes a free one at start (Status's verbose info and the
+    /// log show which).
+    pub port: u16,
+    /// Allow `address` to be other than loopback. The server has no
+    /// authentication of its own: the URLs' tokens are the credential.
+    pub allow_non_loopback: bool,
+    /// How long a URL may wait to be used (kubelet uses it at once).
+    pub token_ttl_secs: u64,
+    /// URLs outstanding at once; more requests get RESOURCE_EXHAUSTED.
+    pub max_tokens: usize,
+    /// Sessions (exec, attach, port-forward connections) at once.
+    pub max_sessions: usize,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".into(),
+            port: 0,
+            allow_non_loopback: false,
+            token_ttl_secs: 60,
+            max_tokens: 256,
+            max_sessions: 256,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -172,6 +207,7 @@ impl Default for Config {
                 tcp_methods: vec!["read-only".into()],
             },
             images: ImagesConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -247,6 +283,23 @@ impl Config {
         Ok(Some(addr))
     }
 
+    /// Where the streaming server listens.
+    pub fn streaming_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let s = &self.streaming;
+        let ip: std::net::IpAddr =
+            s.address
+                .parse()
+                .map_err(|source| ConfigError::StreamingAddress {
+                    raw: s.address.clone(),
+                    source,
+                })?;
+        let addr = SocketAddr::new(ip, s.port);
+        if !ip.is_loopback() && !s.allow_non_loopback {
+            return Err(ConfigError::StreamingNotLoopback(addr));
+        }
+        Ok(addr)
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -272,6 +325,11 @@ pub enum ConfigError {
     },
     /// `tcp_listen` is not on loopback and that was not allowed.
     NotLoopback(SocketAddr),
+    StreamingAddress {
+        raw: String,
+        source: std::net::AddrParseError,
+    },
+    StreamingNotLoopback(SocketAddr),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -288,6 +346,14 @@ impl std::fmt::Display for ConfigError {
                 f,
                 "tcp_listen {addr} is not a loopback address; set tcp_allow_non_loopback = true to allow it"
             ),
+            Self::StreamingAddress { raw, source } => {
+                write!(f, "invalid streaming.address {raw:?}: {source}")
+            }
+            Self::StreamingNotLoopback(addr) => write!(
+                f,
+                "streaming.address {} is not a loopback address; set streaming.allow_non_loopback = true to allow it",
+                addr.ip()
+            ),
         }
     }
 }
@@ -297,8 +363,8 @@ impl std::error::Error for ConfigError {
         match self {
             Self::Read { source, .. } => Some(source),
             Self::Parse { source, .. } => Some(source),
-            Self::TcpListen { source, .. } => Some(source),
-            Self::NotLoopback(_) => None,
+            Self::TcpListen { source, .. } | Self::StreamingAddress { source, .. } => Some(source),
+            Self::NotLoopback(_) | Self::StreamingNotLoopback(_) => None,
         }
     }
 }

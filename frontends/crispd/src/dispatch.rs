@@ -23,7 +23,9 @@ use crate::metrics;
 use crate::persist;
 use crate::pods::{container, sandbox, Host};
 use crate::policy::{Peer, Policy};
+use crate::streaming::{self, Target, Ticket};
 use crate::workers::Workers;
+use crisp_core::streaming::{stream_options, Kind};
 
 /// What became of a call handed to [`Dispatcher::dispatch`].
 pub enum Outcome {
@@ -47,6 +49,8 @@ pub struct Dispatcher {
     pub host: Arc<Host>,
     /// Image IDs containers use; RemoveImage refuses to delete them.
     pub in_use: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Where Exec, Attach and PortForward send their clients.
+    pub streaming: Option<streaming::Handle>,
 }
 
 const RUNTIME_NAME: &str = "crisp";
@@ -80,6 +84,7 @@ impl Dispatcher {
             images,
             host,
             in_use,
+            streaming: None,
         })
     }
 
@@ -172,6 +177,44 @@ impl Dispatcher {
                     container::exec_sync(host, &id, req.cmd, req.timeout).map(|r| r.encode_to_vec())
                 },
             ),
+            Method::Exec => reply(decode::<cri::ExecRequest>(method, message).and_then(|req| {
+                let id = running(cri, &req.container_id)?;
+                if req.cmd.is_empty() {
+                    return Err(Status::invalid_argument("Exec needs a command"));
+                }
+                let o = stream_options(req.stdin, req.stdout, req.stderr, req.tty)?;
+                let target = Target::Exec {
+                    container: id,
+                    cmd: req.cmd,
+                };
+                let url = self.stream_url(Kind::Exec(o), target)?;
+                Ok(cri::ExecResponse { url })
+            })),
+            Method::Attach => reply(decode::<cri::AttachRequest>(method, message).and_then(
+                |req| {
+                    let id = running(cri, &req.container_id)?;
+                    let o = stream_options(req.stdin, req.stdout, req.stderr, req.tty)?;
+                    let url = self.stream_url(Kind::Attach(o), Target::Attach { container: id })?;
+                    Ok(cri::AttachResponse { url })
+                },
+            )),
+            Method::PortForward => reply(
+                decode::<cri::PortForwardRequest>(method, message).and_then(|req| {
+                    let id = ready_pod(cri, &req.pod_sandbox_id)?;
+                    if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+                        return Err(Status::invalid_argument(format!(
+                            "port {p} is not a TCP port"
+                        )));
+                    }
+                    let netns = self.host.pod_dir(&id).join("ns").join("net");
+                    let target = Target::PortForward {
+                        netns: netns.exists().then_some(netns),
+                        pod: id,
+                    };
+                    let url = self.stream_url(Kind::PortForward, target)?;
+                    Ok(cri::PortForwardResponse { url })
+                }),
+            ),
             Method::ReopenContainerLog => self.on_checked(
                 decode::<cri::ReopenContainerLogRequest>(method, message),
                 (conn, call),
@@ -249,6 +292,15 @@ impl Dispatcher {
                 method.path
             )))),
         }
+    }
+
+    /// A single-use URL on the streaming server for `kind` on `target`.
+    fn stream_url(&self, kind: Kind, target: Target) -> Result<String, Status> {
+        let server = self
+            .streaming
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("the streaming server is not running"))?;
+        server.url(Ticket { kind, target }, std::time::Instant::now())
     }
 
     /// A call on one container or pod: `check` asks the state machine

@@ -30,12 +30,14 @@ use crate::cri_host::CriHost;
 use crate::dispatch::Dispatcher;
 use crate::error::{self, StartError};
 use crate::policy::{Peer, Policy};
+use crate::streaming::{self, StreamServer};
 use crate::workers::{Done, Workers};
 
 const UNIX_LISTENER: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
 const WAKER: Token = Token(2);
 const SIGNALS: Token = Token(3);
+const STREAM_LISTENER: Token = Token(4);
 const FIRST_CONN: usize = 16;
 
 const READ_BUF: usize = 64 * 1024;
@@ -50,6 +52,9 @@ struct Daemon {
     workers: Workers,
     dispatcher: Dispatcher,
     cri: CriHost,
+    /// Exec, attach and port-forward sessions (tokens from
+    /// `streaming::FIRST_TOKEN` up).
+    streams: StreamServer,
     /// By token: looked up several times per call, so hashed with a
     /// multiply rather than SipHash (tokens are ours, not the peer's).
     conns: HashMap<usize, Conn, BuildHasherDefault<h2::StreamIdHasher>>,
@@ -106,7 +111,13 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(error::io("create waker"))?);
     let workers = Workers::new(config.workers, config.worker_queue, waker)
         .map_err(error::io("start workers"))?;
-    let dispatcher = Dispatcher::new(Arc::clone(&config), policy)?;
+    let mut dispatcher = Dispatcher::new(Arc::clone(&config), policy)?;
+    let streams =
+        StreamServer::bind(&config, Arc::clone(&dispatcher.host)).map_err(error::io(format!(
+            "listen for streaming on {}:{}",
+            config.streaming.address, config.streaming.port
+        )))?;
+    dispatcher.streaming = Some(streams.handle());
     let cri = CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
 
     let mut d = Daemon {
@@ -119,6 +130,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         workers,
         dispatcher,
         cri,
+        streams,
         conns: HashMap::default(),
         next_conn: FIRST_CONN,
         timers: BTreeSet::new(),
@@ -132,6 +144,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         socket = %d.config.socket.display(),
         tcp = d.tcp.as_ref().and_then(|t| t.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
         cgroups = d.dispatcher.cgroup_mode().as_str(),
+        streaming = %d.streams.handle().addr,
         version = env!("CARGO_PKG_VERSION"),
         "crispd serving"
     );
@@ -160,6 +173,9 @@ impl Daemon {
             r.register(l, TCP_LISTENER, Interest::READABLE)
                 .map_err(error::io("register with poll"))?;
         }
+        self.streams
+            .register(r, STREAM_LISTENER)
+            .map_err(error::io("register with poll"))?;
         let fd = self.signals.as_raw_fd();
         r.register(&mut SourceFd(&fd), SIGNALS, Interest::READABLE)
             .map_err(error::io("register with poll"))?;
@@ -184,6 +200,11 @@ impl Daemon {
                     token @ (UNIX_LISTENER | TCP_LISTENER) => self.accept(token, &mut touched),
                     WAKER => {}
                     SIGNALS => self.on_signal(now, &mut touched),
+                    STREAM_LISTENER => self.streams.accept(self.poll.registry(), now),
+                    Token(id) if id >= streaming::FIRST_TOKEN => {
+                        self.streams
+                            .ready(id, event, self.poll.registry(), &self.workers, now)
+                    }
                     Token(id) => {
                         if let Some(conn) = self.conns.get_mut(&id) {
                             let mut ctx = Ctx {
@@ -219,7 +240,18 @@ impl Daemon {
                     }
                     Done::Action { id, outcome } => self.cri.outcome(id, outcome),
                     Done::Notice(n) => self.cri.notice(n),
+                    Done::Streaming { conn, started } => self.streams.started(
+                        conn,
+                        started,
+                        self.poll.registry(),
+                        &self.workers,
+                        now,
+                    ),
                 }
+            }
+            if self.streams.poll_timeout().is_some_and(|at| at <= now) {
+                self.streams
+                    .handle_timeout(self.poll.registry(), &self.workers, now);
             }
             while let Some(&(at, id)) = self.timers.first() {
                 if at > now {
@@ -246,11 +278,13 @@ impl Daemon {
             }
             if let Some(deadline) = self.shutdown_at {
                 if self.conns.is_empty() {
+                    self.streams.close_all(self.poll.registry());
                     tracing::info!("all connections closed; crispd stopped");
                     return Ok(());
                 }
                 if now >= deadline {
                     self.abandon_all();
+                    self.streams.close_all(self.poll.registry());
                     tracing::warn!(
                         connections = self.conns.len(),
                         "shutdown timeout: closing remaining connections"
@@ -343,6 +377,10 @@ impl Daemon {
 
     fn next_wake(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|&(at, _)| at);
+        let timer = match (timer, self.streams.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (timer, self.shutdown_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

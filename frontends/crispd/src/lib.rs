@@ -21,6 +21,7 @@ pub mod oci_spec;
 pub mod persist;
 pub mod pods;
 pub mod policy;
+pub mod streaming;
 pub mod workers;
 
 #[cfg(test)]

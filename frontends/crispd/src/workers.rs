@@ -44,6 +44,11 @@ pub enum Done {
         outcome: Outcome,
     },
     Notice(Notice),
+    /// The streaming server's connection `conn` got what it waited for.
+    Streaming {
+        conn: usize,
+        started: crate::streaming::Started,
+    },
 }
 
 type Job = Box<dyn FnOnce() -> Done + Send>;

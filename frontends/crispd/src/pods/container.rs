@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -713,6 +714,194 @@ pub fn writable_usage(host: &Host, id: &str) -> (u64, u64) {
     (b, i)
 }
 
+/// Start `cmd` in running container `id` as its own process would run
+/// (namespaces, cgroup, user, capabilities, seccomp, no_new_privs), with
+/// `stdio`; with `terminal`, `stdio.stdout` is a pty replica that becomes
+/// the controlling terminal. The process is our child.
+fn spawn_exec(
+    host: &Host,
+    id: &str,
+    cmd: Vec<String>,
+    terminal: bool,
+    stdio: executor::Stdio,
+) -> Result<nix::unistd::Pid, Status> {
+    let pid = pid(host, id)?;
+    let spec_bytes = fs::read(host.ctr_dir(id).join("config.json"))
+        .map_err(|e| internal("read the container spec", e))?;
+    let spec: executor::Spec =
+        serde_json::from_slice(&spec_bytes).map_err(|e| internal("parse the container spec", e))?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(cmd));
+    process.set_terminal(Some(terminal));
+    if terminal {
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        process.set_env(Some(env));
+    }
+    executor::exec(
+        nix::unistd::Pid::from_raw(pid as i32),
+        &spec,
+        &process,
+        stdio,
+    )
+    .map_err(|e| exec_status("exec in the container", &e))
+}
+
+/// A pipe whose ends no other child of crispd inherits (a process started
+/// meanwhile holding a write end would keep the reader from seeing EOF).
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Status> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e))
+}
+
+/// A process started for a streaming exec, with crispd's ends of its
+/// stdio (non-blocking).
+pub struct StreamingExec {
+    pub pid: nix::unistd::Pid,
+    /// Where the client's stdin goes (with a tty: a duplicate of the pty).
+    pub stdin: Option<OwnedFd>,
+    /// Its output (with a tty: the pty, stdout and stderr merged).
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// The pty, for resizes.
+    pub tty: bool,
+}
+
+/// Exec for the streaming server: `cmd` in container `id` with pipes, or
+/// a pty when `tty`, for the streams the client asked for.
+pub fn exec_streaming(
+    host: &Host,
+    id: &str,
+    cmd: Vec<String>,
+    options: crisp_core::remotecommand::StreamOptions,
+) -> Result<StreamingExec, Status> {
+    use nix::fcntl::OFlag;
+    if cmd.is_empty() {
+        return Err(Status::invalid_argument("Exec needs a command"));
+    }
+    let nonblocking = |fd: &OwnedFd| {
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(|e| internal("fcntl", e))?;
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+            .map(|_| ())
+            .map_err(|e| internal("fcntl", e))
+    };
+    let null = || {
+        fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| internal("open /dev/null", e))
+    };
+    if options.tty {
+        let pty = nix::pty::openpty(None, None).map_err(|e| internal("open a pty", e))?;
+        for fd in [&pty.master, &pty.slave] {
+            // Not inherited by anything else crispd starts meanwhile.
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(|e| internal("fcntl", e))?;
+        }
+        let stdio = executor::Stdio {
+            stdin: None,
+            stdout: pty.slave.try_clone().map_err(|e| internal("dup", e))?,
+            stderr: pty.slave,
+        };
+        let pid = spawn_exec(host, id, cmd, true, stdio)?;
+        nonblocking(&pty.master)?;
+        let stdin = match options.stdin {
+            true => Some(pty.master.try_clone().map_err(|e| internal("dup", e))?),
+            false => None,
+        };
+        return Ok(StreamingExec {
+            pid,
+            stdin,
+            stdout: Some(pty.master),
+            stderr: None,
+            tty: true,
+        });
+    }
+    let pipe = cloexec_pipe;
+    let (stdin_ours, stdin_theirs) = match options.stdin {
+        true => {
+            let (r, w) = pipe()?;
+            (Some(w), Some(r))
+        }
+        false => (None, None),
+    };
+    let (stdout_ours, stdout_theirs) = match options.stdout {
+        true => {
+            let (r, w) = pipe()?;
+            (Some(r), w)
+        }
+        false => (None, null()?),
+    };
+    let (stderr_ours, stderr_theirs) = match options.stderr {
+        true => {
+            let (r, w) = pipe()?;
+            (Some(r), w)
+        }
+        false => (None, null()?),
+    };
+    let stdio = executor::Stdio {
+        stdin: stdin_theirs,
+        stdout: stdout_theirs,
+        stderr: stderr_theirs,
+    };
+    let pid = spawn_exec(host, id, cmd, false, stdio)?;
+    for fd in [&stdin_ours, &stdout_ours, &stderr_ours]
+        .into_iter()
+        .flatten()
+    {
+        nonblocking(fd)?;
+    }
+    Ok(StreamingExec {
+        pid,
+        stdin: stdin_ours,
+        stdout: stdout_ours,
+        stderr: stderr_ours,
+        tty: false,
+    })
+}
+
+/// Attach: a connection to container `id`'s monitor that carries its
+/// output and takes its stdin (the monitor's `attach` request; frames as
+/// crisp-monitor's `attach` describes).
+pub fn attach(host: &Host, id: &str) -> Result<UnixStream, Status> {
+    let mut s = connect(host, id).map_err(|e| monitor_error("attach", e))?;
+    let io = |e: std::io::Error| monitor_error("attach", e);
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    s.write_all(b"attach\n").map_err(io)?;
+    // The answer line, read a byte at a time: frames follow it.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 4096 {
+        match s.read(&mut byte).map_err(io)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    match line.strip_prefix("error ") {
+        None if line == "ok" => {
+            s.set_read_timeout(None).map_err(io)?;
+            Ok(s)
+        }
+        Some(why) => Err(Status::failed_precondition(format!(
+            "cannot attach to container {id}: {why}"
+        ))),
+        None => Err(Status::internal(format!(
+            "cannot attach to container {id}: the monitor said {line:?}"
+        ))),
+    }
+}
+
 /// ExecSync: run `cmd` in the container, capture up to 16 MiB of each
 /// stream, kill it when `timeout` seconds pass (0: no limit).
 pub fn exec_sync(
@@ -726,27 +915,14 @@ pub fn exec_sync(
     if cmd.is_empty() {
         return Err(Status::invalid_argument("ExecSync needs a command"));
     }
-    let pid = pid(host, id)?;
-    let spec_bytes = fs::read(host.ctr_dir(id).join("config.json"))
-        .map_err(|e| internal("read the container spec", e))?;
-    let spec: executor::Spec =
-        serde_json::from_slice(&spec_bytes).map_err(|e| internal("parse the container spec", e))?;
-    let mut process = spec.process().clone().unwrap_or_default();
-    process.set_args(Some(cmd));
-    process.set_terminal(Some(false));
-    let (out_r, out_w) = nix::unistd::pipe().map_err(|e| internal("pipe", e))?;
-    let (err_r, err_w) = nix::unistd::pipe().map_err(|e| internal("pipe", e))?;
-    let child = executor::exec(
-        nix::unistd::Pid::from_raw(pid as i32),
-        &spec,
-        &process,
-        executor::Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-    )
-    .map_err(|e| exec_status("exec in the container", &e))?;
+    let (out_r, out_w) = cloexec_pipe()?;
+    let (err_r, err_w) = cloexec_pipe()?;
+    let stdio = executor::Stdio {
+        stdin: None,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let child = spawn_exec(host, id, cmd, false, stdio)?;
     let reader = |fd: std::os::fd::OwnedFd| {
         std::thread::spawn(move || {
             let mut f = fs::File::from(fd);
