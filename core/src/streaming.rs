@@ -457,15 +457,9 @@ impl Session {
                     let _ = spdy.close(id);
                 }
             }
-            Wire::Channels { ws, protocol } => {
-                if let Some(msg) = role
-                    .channel()
-                    .and_then(|c| channel::encode_close(*protocol, c))
-                {
-                    let _ = ws.send_message(true, &msg);
-                }
-            }
-            Wire::Tunnel { .. } => {}
+            // v5's CLOSE goes from the client to us only (clients discard
+            // it as an unknown stream): the exit status ends the output.
+            Wire::Channels { .. } | Wire::Tunnel { .. } => {}
         }
     }
 
@@ -495,7 +489,9 @@ impl Session {
                 if let Some(id) = exec.and_then(|e| e.get(StreamType::Error)) {
                     let _ = spdy.send_data(id, Bytes::from(message), true);
                 }
-                spdy.go_away(GoAwayStatus::OK);
+                // No GOAWAY: spdystream tears the session down on one at
+                // once, racing the readers of data it already received.
+                // The client closes once it has read the error stream.
             }
             Wire::Channels { ws, protocol } => {
                 if !message.is_empty() {
@@ -534,13 +530,8 @@ impl Session {
     /// The pod's side of connection `conn` ended.
     pub fn port_eof(&mut self, conn: u32) {
         match &mut self.wire {
-            Wire::Channels { ws, protocol } => {
-                if let Some(msg) = rc::websocket_port_channels(conn as usize)
-                    .and_then(|(ch, _)| channel::encode_close(*protocol, ch))
-                {
-                    let _ = ws.send_message(true, &msg);
-                }
-            }
+            // The channel form has no half-close towards the client.
+            Wire::Channels { .. } => {}
             Wire::Spdy(spdy) | Wire::Tunnel { spdy, .. } => {
                 if let Some(p) = self.spdy_ports.remove(&conn) {
                     let _ = spdy.close(conn);

@@ -43,6 +43,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the process exits, how long its output may still trickle in (a
 /// background child can hold the pipe open forever).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// After our last byte, how long we read (and drop) what the client still
+/// sends before closing: closing with unread input sends a TCP reset,
+/// which can destroy our last bytes (the exit status) in the client's
+/// receive buffer.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// What a URL's token stands for: the session's kind, and what to start.
 #[derive(Clone, Debug)]
@@ -192,6 +197,9 @@ struct Conn {
     stdin_eof: bool,
     resize: Option<TerminalSize>,
     ports: BTreeMap<u32, Port>,
+    /// Our side is shut down; the socket closes at the client's EOF or at
+    /// this time.
+    linger_until: Option<Instant>,
 }
 
 /// The listener and every session.
@@ -298,6 +306,7 @@ impl StreamServer {
                     stdin_eof: false,
                     resize: None,
                     ports: BTreeMap::new(),
+                    linger_until: None,
                 },
             );
         }
@@ -526,7 +535,7 @@ impl StreamServer {
                     Work::Exec(p) => p.drain_until,
                     _ => None,
                 };
-                [handshake, session, drain]
+                [handshake, session, drain, c.linger_until]
             })
             .flatten()
             .min()
@@ -607,8 +616,20 @@ impl StreamServer {
                 break;
             }
         }
-        let finished = self.conns.get(&id).is_some_and(Conn::is_finished);
-        if finished {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !conn.is_finished() {
+            return;
+        }
+        if conn.linger_until.is_none() && !conn.read_closed {
+            let _ = conn.socket.shutdown(std::net::Shutdown::Write);
+            conn.linger_until = Some(now + LINGER);
+        }
+        if !conn.read_closed {
+            conn.discard_input();
+        }
+        if conn.read_closed || conn.linger_until.is_some_and(|at| now >= at) {
             if let Some(conn) = self.conns.remove(&id) {
                 self.drop_conn(conn, registry);
             }
@@ -692,11 +713,16 @@ impl StreamServer {
                     };
                     conn.work = Work::Starting;
                     let kind = conn.session.as_ref().map(Session::kind);
+                    // A resize that came with the streams sizes the pty
+                    // before the process starts.
+                    let size = conn.resize.map(|s| (s.width, s.height));
                     let host = Arc::clone(&self.host);
                     let job = move || {
                         let started = match (target, kind) {
                             (Target::Exec { container, cmd }, Some(Kind::Exec(o))) => {
-                                Started::Exec(container::exec_streaming(&host, &container, cmd, o))
+                                Started::Exec(container::exec_streaming(
+                                    &host, &container, cmd, o, size,
+                                ))
                             }
                             (Target::Attach { container }, _) => {
                                 Started::Attach(container::attach(&host, &container))
@@ -811,9 +837,27 @@ impl Conn {
         session.is_done() && reaped && flushed
     }
 
+    /// While lingering: reads and drops what the client sends, until EOF.
+    fn discard_input(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match self.socket.read(&mut buf) {
+                Ok(0) => return self.read_closed = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.read_closed = true,
+            }
+        }
+    }
+
     /// Reads the client; `true` when something was read.
     fn read_socket(&mut self, now: Instant) -> bool {
-        if !self.socket_ready.read || self.read_closed || self.backlogged() {
+        if !self.socket_ready.read
+            || self.read_closed
+            || self.backlogged()
+            || self.linger_until.is_some()
+        {
             return false;
         }
         let mut buf = [0u8; 16 * 1024];

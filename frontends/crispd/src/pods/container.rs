@@ -7,7 +7,8 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -755,6 +756,51 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Status> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| internal("pipe", e))
 }
 
+/// A pty from the container's own devpts (its `/dev/ptmx`, reached
+/// through `/proc/<pid>/root`), so that inside, `tty` names a
+/// `/dev/pts/N` that exists; the host's devpts when that fails. Both ends
+/// close-on-exec: nothing else crispd starts meanwhile inherits them.
+fn container_pty(container_pid: u32) -> Result<(OwnedFd, OwnedFd), Status> {
+    use nix::libc;
+    use std::os::fd::FromRawFd;
+    let own = || -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let master: OwnedFd = fs::File::options()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(format!("/proc/{container_pid}/root/dev/ptmx"))?
+            .into();
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK reads one int that lives for the call.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
+        let peer = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+        if peer < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+        Ok((master, unsafe { OwnedFd::from_raw_fd(peer) }))
+    };
+    match own() {
+        Ok(pair) => Ok(pair),
+        Err(e) => {
+            tracing::debug!(error = %e, "no pty from the container's devpts; using the host's");
+            let pty = nix::pty::openpty(None, None).map_err(|e| internal("open a pty", e))?;
+            for fd in [&pty.master, &pty.slave] {
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )
+                .map_err(|e| internal("fcntl", e))?;
+            }
+            Ok((pty.master, pty.slave))
+        }
+    }
+}
+
 /// A process started for a streaming exec, with crispd's ends of its
 /// stdio (non-blocking).
 pub struct StreamingExec {
@@ -775,6 +821,7 @@ pub fn exec_streaming(
     id: &str,
     cmd: Vec<String>,
     options: crisp_core::remotecommand::StreamOptions,
+    size: Option<(u16, u16)>,
 ) -> Result<StreamingExec, Status> {
     use nix::fcntl::OFlag;
     if cmd.is_empty() {
@@ -797,30 +844,32 @@ pub fn exec_streaming(
             .map_err(|e| internal("open /dev/null", e))
     };
     if options.tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| internal("open a pty", e))?;
-        for fd in [&pty.master, &pty.slave] {
-            // Not inherited by anything else crispd starts meanwhile.
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map_err(|e| internal("fcntl", e))?;
+        let (master, replica) = container_pty(pid(host, id)?)?;
+        if let Some((width, height)) = size {
+            let ws = nix::libc::winsize {
+                ws_row: height,
+                ws_col: width,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize that lives for the call.
+            unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
         }
         let stdio = executor::Stdio {
             stdin: None,
-            stdout: pty.slave.try_clone().map_err(|e| internal("dup", e))?,
-            stderr: pty.slave,
+            stdout: replica.try_clone().map_err(|e| internal("dup", e))?,
+            stderr: replica,
         };
         let pid = spawn_exec(host, id, cmd, true, stdio)?;
-        nonblocking(&pty.master)?;
+        nonblocking(&master)?;
         let stdin = match options.stdin {
-            true => Some(pty.master.try_clone().map_err(|e| internal("dup", e))?),
+            true => Some(master.try_clone().map_err(|e| internal("dup", e))?),
             false => None,
         };
         return Ok(StreamingExec {
             pid,
             stdin,
-            stdout: Some(pty.master),
+            stdout: Some(master),
             stderr: None,
             tty: true,
         });
