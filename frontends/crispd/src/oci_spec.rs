@@ -169,6 +169,11 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec, Error> {
             Some(p) if mode != cri::NamespaceMode::Container as i32 => {
                 namespaces.push(json!({"type": typ, "path": p}))
             }
+            // The pod holds no namespace of this type: it uses the host's
+            // (a host-network pod whose containers did not repeat
+            // `network: NODE`), and so does the container, as containerd
+            // joins whatever namespace the sandbox is in.
+            None if mode == cri::NamespaceMode::Pod as i32 => {}
             _ => namespaces.push(json!({"type": typ})),
         }
     };
@@ -1090,6 +1095,9 @@ mod tests {
         assert!(ns.contains(&("Network".into(), true)));
         assert!(ns.contains(&("Pid".into(), false)));
         assert!(ns.contains(&("Mount".into(), false)));
+        // A pod holding no IPC namespace uses the host's: so does its
+        // container (no new one).
+        assert!(!ns.iter().any(|(t, _)| t == "Ipc"));
         let mem = l.resources().as_ref().unwrap().memory().unwrap();
         assert_eq!((mem.limit(), mem.swap()), (Some(1 << 25), Some(1 << 25)));
         assert_eq!(
