@@ -559,6 +559,7 @@ impl Dispatcher {
                 "cgroups": self.cgroups.as_str(),
                 "podCIDR": pod_cidr,
                 "cniConfig": cni,
+                "streamServer": self.streaming.as_ref().map(|h| h.addr.to_string()),
             });
             info.insert("info".into(), details.to_string());
             info.insert(
