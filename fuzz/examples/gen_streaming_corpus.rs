@@ -53,6 +53,10 @@ fn spdy_seeds() {
     let mut bytes = vec![7];
     bytes.extend(drain(&mut c));
     write("spdy_frames", "exec_session", &bytes);
+    // The same streams as a whole session (mode 0: SPDY exec; seed 7).
+    let mut session = vec![0];
+    session.extend_from_slice(&bytes);
+    write("streaming_session", "spdy_exec", &session);
 
     // port-forward: two data/error pairs, one reset.
     let mut c = spdy::Connection::client(spdy::Config::default());
@@ -72,6 +76,9 @@ fn spdy_seeds() {
     let mut bytes = vec![42];
     bytes.extend(drain(&mut c));
     write("spdy_frames", "portforward_session", &bytes);
+    let mut session = vec![1];
+    session.extend_from_slice(&bytes);
+    write("streaming_session", "spdy_portforward", &session);
 
     // Fixed-size control frames, one of each.
     let mut raw = BytesMut::new();
@@ -121,6 +128,16 @@ fn websocket_seeds() {
     masked(&mut s, true, OP_BINARY, &[255, 0]);
     masked(&mut s, true, OP_CLOSE, &[0x03, 0xe8]);
     write("websocket_frames", "v5_exec", &s);
+    // Mode 2: WebSocket v5 attach with a tty.
+    let mut session = vec![2];
+    session.extend_from_slice(&s);
+    write("streaming_session", "websocket_attach", &session);
+    // Mode 3: channel port forwarding, data for both ports.
+    let mut pf = vec![3, 1];
+    masked(&mut pf, true, OP_BINARY, b"\x00GET / HTTP/1.0\r\n\r\n");
+    masked(&mut pf, true, OP_BINARY, b"\x02hello");
+    masked(&mut pf, true, OP_CLOSE, &[0x03, 0xe8]);
+    write("streaming_session", "websocket_portforward", &pf);
     let mut s = vec![9];
     masked(&mut s, true, OP_TEXT, b"0bHMgLWwK");
     masked(&mut s, true, OP_TEXT, b"4eyJXaWR0aCI6ODAsIkhlaWdodCI6MjR9");
@@ -177,7 +194,7 @@ fn main() {
     for (name, target) in crisp_fuzz::TARGETS {
         if matches!(
             *name,
-            "spdy_frames" | "websocket_frames" | "upgrade_request"
+            "spdy_frames" | "websocket_frames" | "upgrade_request" | "streaming_session"
         ) {
             for entry in fs::read_dir(Path::new("corpus").join(name)).unwrap() {
                 target(&fs::read(entry.unwrap().path()).unwrap());

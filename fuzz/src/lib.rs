@@ -26,7 +26,7 @@ pub use hpack::{hpack_decoder, hpack_differential};
 pub use lifecycle::cri_lifecycle;
 pub use records::record_slots;
 pub use server::{server_bytes, server_frames, server_frames_input, server_frames_stats, Stats};
-pub use streaming::{spdy_frames, upgrade_request, websocket_frames};
+pub use streaming::{spdy_frames, streaming_session, upgrade_request, websocket_frames};
 pub use unpack::image_unpack;
 
 /// A fuzz target: panics when it finds a bug.
@@ -47,4 +47,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("spdy_frames", spdy_frames),
     ("websocket_frames", websocket_frames),
     ("upgrade_request", upgrade_request),
+    ("streaming_session", streaming_session),
 ];

@@ -5,7 +5,10 @@
 pub fn record_slots(data: &[u8]) {
     if let Ok(record) = crispd::persist::read_slotted(data) {
         if data.first() == Some(&0xFF) {
-            assert!(record.len() <= data.len() / 2, "a record larger than a slot");
+            assert!(
+                record.len() <= data.len() / 2,
+                "a record larger than a slot"
+            );
         } else {
             assert_eq!(record, data, "a whole record is the file");
         }

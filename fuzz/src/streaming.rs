@@ -218,3 +218,95 @@ pub fn upgrade_request(data: &[u8]) {
         }
     }
 }
+
+/// `streaming_session`: the whole session as crispd drives it — one of
+/// five transports and kinds picked by the first byte, then the wire
+/// bytes in chunks (second byte seeds the split); the host's answers are
+/// given as the events ask for them (output, exit, port data and errors).
+/// Checks: no panic; once the session says it is done it stays done; the
+/// `101` answer comes first and once.
+pub fn streaming_session(data: &[u8]) {
+    use crisp_core::remotecommand::StreamOptions;
+    use crisp_core::streaming::{Config, Event, Kind, Output, Session};
+    let [mode, seed, wire @ ..] = data else {
+        return;
+    };
+    let (request, kind) = match mode % 5 {
+        0 => (SESSION_SPDY_EXEC, Kind::Exec(ALL_STREAMS)),
+        1 => (SESSION_SPDY_PORTFORWARD, Kind::PortForward),
+        2 => (
+            SESSION_WS_EXEC,
+            Kind::Attach(StreamOptions {
+                stderr: false,
+                tty: true,
+                ..ALL_STREAMS
+            }),
+        ),
+        3 => (SESSION_WS_PORTFORWARD, Kind::PortForward),
+        _ => (SESSION_WS_TUNNEL, Kind::PortForward),
+    };
+    let Ok(Parsed::Complete(req, _)) =
+        upgrade::parse_request(request.as_bytes(), &Default::default())
+    else {
+        panic!("canned request does not parse");
+    };
+    let config = Config {
+        spdy: spdy_config(),
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let Ok(mut session) = Session::new(&req, kind, &config, now) else {
+        panic!("canned request refused");
+    };
+    let first = session.poll_transmit().unwrap_or_default();
+    assert!(first.starts_with(b"HTTP/1.1 101 "));
+    let mut rng = Rng::new(u64::from(*seed));
+    let mut done = false;
+    for (i, chunk) in chunks(wire, &mut rng).into_iter().enumerate() {
+        session.recv(chunk, now);
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::Start => session.send_output(Output::Stdout, b"out"),
+                Event::Stdin(d) => session.send_output(Output::Stderr, &d),
+                Event::StdinEof => session.finish(Ok(i as i32)),
+                Event::PortOpen { conn, .. } if conn % 2 == 0 => {
+                    session.port_error(conn, "refused")
+                }
+                Event::PortData { conn, data } => session.port_data(conn, &data),
+                Event::PortEof { conn } => session.port_eof(conn),
+                _ => {}
+            }
+        }
+        if let Some(at) = session.poll_timeout() {
+            session.handle_timeout(at);
+        }
+        while let Some(b) = session.poll_transmit() {
+            assert!(!b.starts_with(b"HTTP/1.1 101 "), "a second 101");
+        }
+        assert!(!done || session.is_done(), "a done session came back");
+        done = session.is_done();
+    }
+}
+
+const ALL_STREAMS: crisp_core::remotecommand::StreamOptions =
+    crisp_core::remotecommand::StreamOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+const SESSION_SPDY_EXEC: &str =
+    "POST /exec/t HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+    X-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n";
+const SESSION_SPDY_PORTFORWARD: &str = "POST /portforward/t HTTP/1.1\r\nConnection: Upgrade\r\n\
+    Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n";
+const SESSION_WS_EXEC: &str =
+    "GET /attach/t HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n";
+const SESSION_WS_PORTFORWARD: &str = "GET /portforward/t?port=80&port=81 HTTP/1.1\r\n\
+    Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n";
+const SESSION_WS_TUNNEL: &str = "GET /portforward/t HTTP/1.1\r\nConnection: Upgrade\r\n\
+    Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n\r\n";
