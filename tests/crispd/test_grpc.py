@@ -88,9 +88,6 @@ def test_update_runtime_config_persists_across_restart(served, cri):
     "service,method,request_type",
     [
         # Methods that stay UNIMPLEMENTED until their issue lands.
-        ("RuntimeServiceStub", "Exec", "ExecRequest"),
-        ("RuntimeServiceStub", "Attach", "AttachRequest"),
-        ("RuntimeServiceStub", "PortForward", "PortForwardRequest"),
         ("RuntimeServiceStub", "CheckpointContainer", "CheckpointContainerRequest"),
     ],
 )
@@ -103,9 +100,9 @@ def test_unimplemented_method_is_named(channel, cri, service, method, request_ty
     assert method in e.value.details()
 
 
-# Every RuntimeService rpc of the schema is served but these (each with
-# its issue): the streaming URLs and checkpoints.
-STILL_UNIMPLEMENTED = {"Exec", "Attach", "PortForward", "CheckpointContainer"}
+# Every RuntimeService rpc of the schema is served but this one (with its
+# issue): checkpoints.
+STILL_UNIMPLEMENTED = {"CheckpointContainer"}
 
 
 def test_every_other_runtime_rpc_is_served(served, cri):

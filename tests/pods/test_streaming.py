@@ -221,3 +221,27 @@ def test_streaming_listener_is_loopback_only(crispd, server):
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
         s.settimeout(2)
         assert s.connect_ex(("::1", port)) != 0
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_client_that_never_reads_costs_bounded_memory(crispd, server):
+    """`yes` writes as fast as it can to a client that reads nothing:
+    crispd stops reading the pipe once its buffer for the client is full,
+    so its memory stays put; the client's leaving ends `yes`."""
+    before = rss_kib(crispd.proc.pid)
+    url = exec_url(crispd.client, server, ["busybox", "yes", "4321"])
+    ws = ws_connect(url, "v4.channel.k8s.io")
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    wait_until("exec'd yes", lambda: sleepers())
+    # Long enough for an unbounded buffer to grow by hundreds of MiB.
+    time.sleep(3)
+    grown = rss_kib(crispd.proc.pid) - before
+    assert grown < 32 * 1024, f"crispd grew by {grown} KiB"
+    ws.sock.close()
+    wait_until("yes gone", lambda: not sleepers())

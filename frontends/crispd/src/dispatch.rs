@@ -789,8 +789,11 @@ mod tests {
     #[test]
     fn an_unserved_method_is_unimplemented() {
         let mut h = Harness::new(ROOT);
-        let path = "/runtime.v1.RuntimeService/Attach";
-        let answer = h.call(path, &cri::AttachRequest::default().encode_to_vec());
+        let path = "/runtime.v1.RuntimeService/CheckpointContainer";
+        let answer = h.call(
+            path,
+            &cri::CheckpointContainerRequest::default().encode_to_vec(),
+        );
         assert_eq!(answer.status.code, Code::Unimplemented);
         assert!(
             answer.status.message.contains(path),
