@@ -161,27 +161,34 @@ pub fn container_spec(input: &SpecInput<'_>) -> Result<Spec, Error> {
     let (devices, device_rules) = devices(cfg, privileged)?;
 
     let mut namespaces = vec![json!({"type": "mount"})];
-    let mut ns = |typ: &str, mode: i32, path: &Option<PathBuf>| {
-        if mode == cri::NamespaceMode::Node as i32 {
+    let pod_opts = input
+        .sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.clone())
+        .unwrap_or_default();
+    let node = cri::NamespaceMode::Node as i32;
+    let mut ns = |typ: &str, mode: i32, pod_mode: i32, path: &Option<PathBuf>| {
+        if mode == node {
             return;
         }
         match path {
             Some(p) if mode != cri::NamespaceMode::Container as i32 => {
                 namespaces.push(json!({"type": typ, "path": p}))
             }
-            // The pod holds no namespace of this type: it uses the host's
-            // (a host-network pod whose containers did not repeat
-            // `network: NODE`), and so does the container, as containerd
+            // The pod uses the host's namespace and the container did not
+            // repeat `NODE`: it shares the pod's, the host's, as containerd
             // joins whatever namespace the sandbox is in.
-            None if mode == cri::NamespaceMode::Pod as i32 => {}
+            None if mode == cri::NamespaceMode::Pod as i32 && pod_mode == node => {}
             _ => namespaces.push(json!({"type": typ})),
         }
     };
     let pods = input.namespaces;
-    ns("network", ns_opts.network, &pods.net);
-    ns("ipc", ns_opts.ipc, &pods.ipc);
-    ns("uts", ns_opts.network, &pods.uts);
-    ns("pid", ns_opts.pid, &pods.pid);
+    ns("network", ns_opts.network, pod_opts.network, &pods.net);
+    ns("ipc", ns_opts.ipc, pod_opts.ipc, &pods.ipc);
+    ns("uts", ns_opts.network, pod_opts.network, &pods.uts);
+    ns("pid", ns_opts.pid, pod_opts.pid, &pods.pid);
 
     let seccomp = if privileged {
         None
@@ -1095,9 +1102,9 @@ mod tests {
         assert!(ns.contains(&("Network".into(), true)));
         assert!(ns.contains(&("Pid".into(), false)));
         assert!(ns.contains(&("Mount".into(), false)));
-        // A pod holding no IPC namespace uses the host's: so does its
-        // container (no new one).
-        assert!(!ns.iter().any(|(t, _)| t == "Ipc"));
+        // The pod has its own IPC namespace, the container a new one
+        // (the test gives no path for the pod's).
+        assert!(ns.contains(&("Ipc".into(), false)));
         let mem = l.resources().as_ref().unwrap().memory().unwrap();
         assert_eq!((mem.limit(), mem.swap()), (Some(1 << 25), Some(1 << 25)));
         assert_eq!(
@@ -1113,6 +1120,38 @@ mod tests {
             .unwrap();
         assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
         assert_eq!(spec.hostname().as_deref(), Some("pod1"));
+
+        // A host-network pod: its containers share the host's network
+        // namespace, even when their own options leave it at POD; their
+        // PID namespace is still their own.
+        let mut host_net = sandbox.clone();
+        let opts = host_net
+            .linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options
+            .get_or_insert_with(Default::default);
+        opts.network = cri::NamespaceMode::Node as i32;
+        let no_paths = PodNamespaces::default();
+        let input = SpecInput {
+            sandbox: &host_net,
+            namespaces: &no_paths,
+            ..input
+        };
+        let spec = container_spec(&input).unwrap();
+        let types: Vec<String> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| format!("{:?}", n.typ()))
+            .collect();
+        assert!(!types.contains(&"Network".to_string()), "{types:?}");
+        assert!(types.contains(&"Pid".to_string()), "{types:?}");
         fs::remove_dir_all(root).unwrap();
     }
 }
