@@ -216,7 +216,8 @@ pub struct Refusal {
 
 /// The transport under the session.
 enum Wire {
-    Spdy(spdy::Connection),
+    /// (Boxed: a SPDY session is large beside a WebSocket's state.)
+    Spdy(Box<spdy::Connection>),
     /// The Kubernetes channel protocol in WebSocket messages.
     Channels {
         ws: websocket::Connection,
@@ -225,7 +226,7 @@ enum Wire {
     /// A SPDY session's bytes in binary WebSocket messages.
     Tunnel {
         ws: websocket::Connection,
-        spdy: spdy::Connection,
+        spdy: Box<spdy::Connection>,
     },
 }
 
@@ -279,7 +280,7 @@ impl Session {
                     Kind::PortForward => Version::V4,
                     _ => Version::from_protocol(*protocol).unwrap_or(Version::V1),
                 };
-                let spdy = spdy::Connection::server(config.spdy.clone());
+                let spdy = Box::new(spdy::Connection::server(config.spdy.clone()));
                 (Wire::Spdy(spdy), version, Vec::new())
             }
             Transport::WebSocket { protocol, .. } => {
@@ -304,6 +305,7 @@ impl Session {
                     // The SPDY tunnel is offered for port forwarding only.
                     None => {
                         let spdy = spdy::Connection::server(config.spdy.clone());
+                        let spdy = Box::new(spdy);
                         (Wire::Tunnel { ws, spdy }, Version::V4, Vec::new())
                     }
                 }
@@ -614,7 +616,7 @@ impl Session {
 
     fn spdy_mut(&mut self) -> Option<&mut spdy::Connection> {
         match &mut self.wire {
-            Wire::Spdy(s) | Wire::Tunnel { spdy: s, .. } => Some(s),
+            Wire::Spdy(s) | Wire::Tunnel { spdy: s, .. } => Some(&mut **s),
             Wire::Channels { .. } => None,
         }
     }
@@ -679,15 +681,15 @@ impl Session {
         let (channel_no, data) = match message {
             channel::Message::Empty => return,
             channel::Message::Close { channel } => {
+                let port_data =
+                    channel % 2 == 0 && usize::from(channel / 2) < self.channel_ports.len();
                 match self.kind {
-                    Kind::PortForward => {
-                        if channel % 2 == 0 && usize::from(channel / 2) < self.channel_ports.len() {
-                            self.events.push_back(Event::PortEof {
-                                conn: u32::from(channel / 2),
-                            });
-                        }
+                    Kind::PortForward if port_data => self.events.push_back(Event::PortEof {
+                        conn: u32::from(channel / 2),
+                    }),
+                    Kind::Exec(_) | Kind::Attach(_) if channel == channel::STDIN => {
+                        self.events.push_back(Event::StdinEof)
                     }
-                    _ if channel == channel::STDIN => self.events.push_back(Event::StdinEof),
                     _ => {}
                 }
                 return;
