@@ -220,6 +220,8 @@ fn create_inner(host: &Host, new: &NewContainer) -> Result<Created, Status> {
             dir: dir.clone(),
             log: log_path.into(),
             cgroup: cgroup.clone(),
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
         })
         .map_err(|e| internal("cannot start the container monitor", e))?;
     // `ready <pid>` or `error <why>`; other lines are diagnostics.
@@ -388,6 +390,61 @@ pub fn ask(host: &Host, id: &str, req: &str, timeout: Option<Duration>) -> std::
         ));
     }
     Ok(line.trim_end().to_owned())
+}
+
+/// Attach to the container's stdio through its monitor: connect, ask
+/// `attach`, read `ok`. The stream (blocking) then carries the frames of
+/// [`crisp_monitor::attach`]: stdin, resize and stdin-close from us;
+/// stdout, stderr and finally the exit code from the monitor, which then
+/// closes it.
+///
+/// A monitor that is gone (the container has exited, or never ran) is
+/// FAILED_PRECONDITION; its `error <why>` (too many clients attached, or
+/// a monitor that cannot attach) is FAILED_PRECONDITION too, with its
+/// text; an unreachable or garbled monitor is UNAVAILABLE or INTERNAL.
+pub fn attach(host: &Host, id: &str) -> Result<UnixStream, Status> {
+    let mut s = connect(host, id).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            Status::failed_precondition(format!("container {id} is not running"))
+        }
+        _ => monitor_error("attach", e),
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(5))))
+        .and_then(|()| s.write_all(b"attach\n"))
+        .map_err(|e| monitor_error("attach", e))?;
+    // One byte at a time: nothing after the line may be taken from the
+    // stream (frames may follow at once).
+    let mut line = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') && line.len() < 1024 {
+        match s.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(monitor_error("attach", e)),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    match line.trim_end() {
+        "ok" => {
+            s.set_read_timeout(None)
+                .and_then(|()| s.set_write_timeout(None))
+                .map_err(|e| monitor_error("attach", e))?;
+            Ok(s)
+        }
+        "" => Err(Status::failed_precondition(format!(
+            "attach to container {id}: the monitor closed the connection"
+        ))),
+        other => match other.strip_prefix("error ") {
+            Some(why) => Err(Status::failed_precondition(format!(
+                "attach to container {id}: {why}"
+            ))),
+            None => Err(Status::internal(format!(
+                "attach to container {id}: the monitor said {other:?}"
+            ))),
+        },
+    }
 }
 
 fn monitor_error(what: &str, e: std::io::Error) -> Status {
