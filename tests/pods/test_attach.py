@@ -277,3 +277,23 @@ def test_a_client_that_never_reads_is_dropped(client, pod):
     reading.join()
     assert reader.exit_code == 137
 
+
+
+def test_the_std_monitor_runs_a_tty_but_refuses_attach(make_crispd, registry, tmp_path, monkeypatch):
+    """The std monitor (CRISP_STD_MONITOR set, or where the tiny one cannot
+    run) gives a tty container its pty and logs it, but does not serve
+    attach: it says so."""
+    monkeypatch.setenv("CRISP_STD_MONITOR", "1")
+    client = make_crispd().client
+    pods = running_pod(client, "std", registry.busybox, tmp_path / "logs")
+    pod = next(pods)
+    script = "[ -t 0 ] && [ -t 2 ] && echo tty-$((1+1)); exec busybox sleep 1000"
+    cid = create(client, pod.id, pod.cfg, "stdtty", pod.image, ["/bin/sh", "-c", script], tweak=with_stdio(stdin=True, tty=True))
+    start(client, cid)
+    log = pod.logs / "stdtty.log"
+    wait_until("the line", lambda: log.exists() and ("stdout", "F", "tty-2\r") in tty_log(log))
+    a = Attached(client, cid)
+    assert a.answer == b"error attach needs the tiny monitor\n"
+    client.rt.StopContainer(client.pb.StopContainerRequest(container_id=cid, timeout=1), timeout=60)
+    assert status(client, cid).exit_code == 137
+    next(pods, None)

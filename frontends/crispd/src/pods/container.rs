@@ -403,12 +403,17 @@ pub fn ask(host: &Host, id: &str, req: &str, timeout: Option<Duration>) -> std::
 /// a monitor that cannot attach) is FAILED_PRECONDITION too, with its
 /// text; an unreachable or garbled monitor is UNAVAILABLE or INTERNAL.
 pub fn attach(host: &Host, id: &str) -> Result<UnixStream, Status> {
-    let mut s = connect(host, id).map_err(|e| match e.kind() {
+    let s = connect(host, id).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             Status::failed_precondition(format!("container {id} is not running"))
         }
         _ => monitor_error("attach", e),
     })?;
+    attach_on(s, id)
+}
+
+/// [`attach`] on a connected monitor socket.
+fn attach_on(mut s: UnixStream, id: &str) -> Result<UnixStream, Status> {
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(5))))
         .and_then(|()| s.write_all(b"attach\n"))
@@ -1132,6 +1137,37 @@ pub fn update_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer line is read without taking the frames after it.
+    #[test]
+    fn attach_reads_the_answer_line_only() {
+        use crisp_core::grpc::Code;
+        use crisp_monitor::attach as frame;
+        let answer = |reply: &[u8]| {
+            let (ours, mut monitor) = UnixStream::pair().unwrap();
+            monitor.write_all(reply).unwrap();
+            drop(monitor.shutdown(std::net::Shutdown::Write));
+            let r = attach_on(ours, "c1");
+            let mut asked = [0u8; 7];
+            monitor.read_exact(&mut asked).unwrap();
+            assert_eq!(&asked, b"attach\n");
+            r
+        };
+        let exit = frame::exit_frame(3);
+        let mut s = answer(&[&b"ok\n"[..], &exit].concat()).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, exit);
+        let e = answer(b"error too many attached clients\n").unwrap_err();
+        assert_eq!(e.code, Code::FailedPrecondition);
+        assert!(
+            e.message.ends_with("c1: too many attached clients"),
+            "{}",
+            e.message
+        );
+        assert_eq!(answer(b"").unwrap_err().code, Code::FailedPrecondition);
+        assert_eq!(answer(b"what\n").unwrap_err().code, Code::Internal);
+    }
 
     #[test]
     fn signal_names() {

@@ -217,14 +217,10 @@ struct Stdio {
 /// Pipes, or a pty for a tty; a stdin pipe if `mode` asks for one.
 fn make_stdio(tty: bool, mode: StdinMode) -> Result<Stdio, String> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-    let cloexec_nonblock = |fd: &OwnedFd| -> Result<(), String> {
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| format!("fcntl: {e}"))?;
-        fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("fcntl: {e}"))?;
-        Ok(())
-    };
     if tty {
         let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
-        cloexec_nonblock(&pty.master)?;
+        fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(|e| format!("fcntl: {e}"))?;
         // The executor dup's the replica over 0-2; stderr is not used.
         let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
         return Ok(Stdio {
@@ -243,7 +239,6 @@ fn make_stdio(tty: bool, mode: StdinMode) -> Result<Stdio, String> {
     let (err_r, err_w) = pipe()?;
     let (stdin_r, stdin_w) = if mode.stdin {
         let (r, w) = pipe()?;
-        cloexec_nonblock(&w)?;
         (Some(r), Some(w))
     } else {
         (None, None)
@@ -473,7 +468,7 @@ mod tiny {
     use std::os::unix::net::UnixListener;
     use std::path::{Path, PathBuf};
 
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag, SealFlag};
     use nix::sys::memfd::{memfd_create, MFdFlags};
 
     use crisp_executor as executor;
@@ -520,6 +515,14 @@ mod tiny {
         ];
         for fd in fds.iter().flatten() {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        }
+        // The tiny monitor never blocks on the container's stdio (the std
+        // monitor's threads do: only set here).
+        for fd in [Some(stdio.out), stdio.err, stdio.stdin]
+            .into_iter()
+            .flatten()
+        {
+            fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         }
         let number = |fd: Option<BorrowedFd>| fd.map_or(-1, |f| f.as_raw_fd()).to_string();
         let [oom, oom_fallback] = oom_files(cgroup);
