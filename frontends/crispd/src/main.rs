@@ -86,7 +86,7 @@ enum Command {
         /// The container has a stdin for attached clients.
         #[arg(long)]
         stdin: bool,
-        /// ... closed when the first client that wrote to it detaches.
+        /// Its stdin is closed when the first client that wrote to it detaches.
         #[arg(long)]
         stdin_once: bool,
     },
