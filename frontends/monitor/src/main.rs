@@ -1221,9 +1221,11 @@ impl Monitor<'_> {
                         a.bufs.input[..n].copy_from_slice(&extra[..n]);
                         a.in_at = 0;
                         a.in_len = n;
+                        // The connection is the attached client's now.
                         a.fd = s.fd;
                         s.fd = -1;
-                        Self::close(s);
+                        s.conn = Conn::Free;
+                        s.len = 0;
                         self.feed(j);
                         return;
                     }
