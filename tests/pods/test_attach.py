@@ -297,3 +297,45 @@ def test_the_std_monitor_runs_a_tty_but_refuses_attach(make_crispd, registry, tm
     client.rt.StopContainer(client.pb.StopContainerRequest(container_id=cid, timeout=1), timeout=60)
     assert status(client, cid).exit_code == 137
     next(pods, None)
+
+
+def test_a_megabyte_through_stdin_and_back(client, pod):
+    """More stdin than the pipe holds, in the largest frames: the monitor
+    feeds it as `cat` reads (holding the client back meanwhile), and every
+    byte comes back, in order."""
+    cid = create(client, pod.id, pod.cfg, "mega", pod.image, ["/bin/cat"], tweak=with_stdio(stdin=True))
+    start(client, cid)
+    a = Attached(client, cid)
+    data = bytes((i * 7 + i // 251) % 256 for i in range(1 << 20))
+
+    reading = threading.Thread(target=a.read_to_end)
+    reading.start()
+    for at in range(0, len(data), 65536):
+        # At most 64 KiB ahead of what came back, so that a reader slowed
+        # by this machine's load never lags enough to be dropped.
+        wait_until("the echo", lambda: len(a.out[STDOUT]) >= at - 65536)
+        a.send(STDIN, data[at : at + 65536])
+    a.send(STDIN_CLOSE)
+    reading.join()
+    assert a.exit_code == 0
+    assert len(a.out[STDOUT]) == len(data) and a.out[STDOUT] == data
+
+
+def test_a_bad_frame_drops_only_its_client(client, pod):
+    """A frame crispd must not send (here an output kind, then an
+    oversized length) ends that connection without an exit frame; the
+    container and other clients carry on."""
+    cid = create(client, pod.id, pod.cfg, "bad", pod.image, ["/bin/cat"], tweak=with_stdio(stdin=True))
+    start(client, cid)
+    good = Attached(client, cid)
+    for bad in (struct.pack(">BI", STDOUT, 1) + b"x", struct.pack(">BI", STDIN, 65537)):
+        b = Attached(client, cid)
+        assert b.answer == b"ok\n"
+        b.s.sendall(bad)
+        b.read_to_end()
+        assert b.exit_code is None and b.out[STDOUT] == b""
+    good.send(STDIN, b"still here\n")
+    good.read_until("the echo", lambda c: b"still here\n" in c.out[STDOUT])
+    good.send(STDIN_CLOSE)
+    good.read_to_end()
+    assert good.exit_code == 0
