@@ -979,40 +979,6 @@ pub fn exec_streaming(
     })
 }
 
-/// Attach: a connection to container `id`'s monitor that carries its
-/// output and takes its stdin (the monitor's `attach` request; frames as
-/// crisp-monitor's `attach` describes).
-pub fn attach(host: &Host, id: &str) -> Result<UnixStream, Status> {
-    let mut s = connect(host, id).map_err(|e| monitor_error("attach", e))?;
-    let io = |e: std::io::Error| monitor_error("attach", e);
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(io)?;
-    s.write_all(b"attach\n").map_err(io)?;
-    // The answer line, read a byte at a time: frames follow it.
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 4096 {
-        match s.read(&mut byte).map_err(io)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
-        }
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    match line.strip_prefix("error ") {
-        None if line == "ok" => {
-            s.set_read_timeout(None).map_err(io)?;
-            Ok(s)
-        }
-        Some(why) => Err(Status::failed_precondition(format!(
-            "cannot attach to container {id}: {why}"
-        ))),
-        None => Err(Status::internal(format!(
-            "cannot attach to container {id}: the monitor said {line:?}"
-        ))),
-    }
-}
-
 /// ExecSync: run `cmd` in the container, capture up to 16 MiB of each
 /// stream, kill it when `timeout` seconds pass (0: no limit).
 pub fn exec_sync(
