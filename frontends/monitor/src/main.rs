@@ -1414,12 +1414,15 @@ impl Monitor<'_> {
                     a.held = 0;
                     continue;
                 }
-                let bytes = a
-                    .bufs
-                    .input
-                    .get(a.in_at..a.in_at + a.held)
-                    .unwrap_or_default();
+                let Some(bytes) = a.bufs.input.get(a.in_at..a.in_at + a.held) else {
+                    // Never so (held bytes are within the input): drop them.
+                    a.in_at = a.in_len;
+                    a.held = 0;
+                    continue;
+                };
                 match sys::write(target, bytes) {
+                    // Never for a non-empty write; do not spin on it.
+                    Ok(0) => return,
                     Ok(n) => {
                         let n = n.min(a.held);
                         a.in_at += n;
