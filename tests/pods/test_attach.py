@@ -339,3 +339,69 @@ def test_a_bad_frame_drops_only_its_client(client, pod):
     good.send(STDIN_CLOSE)
     good.read_to_end()
     assert good.exit_code == 0
+
+
+# ------------------------------------------------- through crispd's Attach
+
+
+def attach_ws(client, cid, protocol="v5.channel.k8s.io", **kw):
+    """A WebSocket to the URL crispd's Attach gives for `cid`."""
+    import websocket
+    from urllib.parse import urlparse
+
+    req = client.pb.AttachRequest(container_id=cid, **kw)
+    u = urlparse(client.rt.Attach(req, timeout=10).url)
+    return websocket.create_connection(f"ws://{u.netloc}{u.path}", subprotocols=[protocol], timeout=30)
+
+
+def ws_read_all(ws):
+    import websocket
+
+    got = {}
+    while True:
+        try:
+            op, data = ws.recv_data(control_frame=False)
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            break
+        if op == websocket.ABNF.OPCODE_CLOSE:
+            break
+        if data:
+            got.setdefault(data[0], bytearray()).extend(data[1:])
+    return got
+
+
+def test_attach_through_crispd_over_websocket(client, pod):
+    """End to end: Attach's URL, a WebSocket client (websocket-client),
+    crispd's streaming server, the monitor: stdin in, the echo out, the
+    end of stdin closing a `stdin_once` container's stdin, its exit code
+    in the status message."""
+    import json
+
+    script = "cat; echo bye >&2; exit 3"
+    cid = create(client, pod.id, pod.cfg, "wscat", pod.image, ["/bin/sh", "-c", script], tweak=with_stdio(stdin=True, stdin_once=True))
+    start(client, cid)
+    ws = attach_ws(client, cid, stdin=True, stdout=True, stderr=True)
+    ws.send_binary(b"\x00hello through attach\n")
+    ws.send_binary(b"\xff\x00")  # v5 CLOSE of stdin
+    got = ws_read_all(ws)
+    assert bytes(got.get(1, b"")) == b"hello through attach\n", got
+    assert bytes(got.get(2, b"")) == b"bye\n", got
+    st = json.loads(bytes(got[3]))
+    assert st["reason"] == "NonZeroExitCode" and st["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}], st
+
+
+def test_tty_attach_through_crispd_over_websocket(client, pod):
+    """A tty container's shell through Attach: the resize reaches the pty,
+    the exit code comes back."""
+    import json
+
+    cid = create(client, pod.id, pod.cfg, "wstty", pod.image, ["/bin/sh"], tweak=with_stdio(stdin=True, tty=True))
+    start(client, cid)
+    ws = attach_ws(client, cid, "v4.channel.k8s.io", stdin=True, stdout=True, tty=True)
+    ws.send_binary(b'\x04{"Width":123,"Height":45}')
+    ws.send_binary(b"\x00busybox stty size; exit 4\n")
+    got = ws_read_all(ws)
+    out = bytes(got.get(1, b"")).decode()
+    assert "45 123" in out, out
+    st = json.loads(bytes(got[3]))
+    assert st["details"]["causes"] == [{"reason": "ExitCode", "message": "4"}], st
