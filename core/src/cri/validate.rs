@@ -17,9 +17,11 @@
 //! * AppArmor and SELinux settings on a host without AppArmor or SELinux
 //!   (containerd ignores them there too), except a `Localhost` AppArmor
 //!   profile, which containerd refuses on such a host; see
-//!   [`HostSupport`];
-//! * `stdin` and `stdin_once`: they matter only to Attach, which answers
-//!   `UNIMPLEMENTED` until crisp has a streaming server.
+//!   [`HostSupport`].
+//!
+//! `stdin`, `stdin_once` and `tty` are honoured by the container's monitor
+//! (a stdin pipe or a pty that attached clients feed), so nothing here
+//! checks them.
 
 use crisp_proto::cri;
 

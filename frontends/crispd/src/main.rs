@@ -83,6 +83,12 @@ enum Command {
         log: String,
         #[arg(long)]
         cgroup: String,
+        /// The container has a stdin for attached clients.
+        #[arg(long)]
+        stdin: bool,
+        /// Its stdin is closed when the first client that wrote to it detaches.
+        #[arg(long)]
+        stdin_once: bool,
     },
     /// (internal) A monitor started ahead of need, waiting on stdin for
     /// its container's arguments.
@@ -110,7 +116,15 @@ fn main() -> ExitCode {
             dir,
             log,
             cgroup,
-        }) => return pods::monitor::main(id, dir, log, cgroup),
+            stdin,
+            stdin_once,
+        }) => {
+            let mode = pods::monitor::StdinMode {
+                stdin: *stdin,
+                once: *stdin_once,
+            };
+            return pods::monitor::main(id, dir, log, cgroup, mode);
+        }
         Some(Command::MonitorSpare { .. }) => return pods::spare::main(),
         _ => {}
     }

@@ -122,6 +122,9 @@ pub enum Request<'a> {
     ReopenLog,
     State,
     Wait,
+    /// Attach to the container's stdio: framed traffic follows (see
+    /// [`attach`]).
+    Attach,
     Unknown(&'a str),
 }
 
@@ -133,6 +136,7 @@ pub fn parse_request(line: &str) -> Request<'_> {
         "reopen-log" => Request::ReopenLog,
         "state" => Request::State,
         "wait" => Request::Wait,
+        "attach" => Request::Attach,
         other => Request::Unknown(other),
     }
 }
@@ -368,6 +372,151 @@ pub fn errno_nix(e: i32, out: &mut Out) {
         }
         None => {
             let _ = write!(out, "UnknownErrno: Unknown errno {e}");
+        }
+    }
+}
+
+/// The framing of an `attach` connection on the monitor's socket.
+///
+/// After the request line `attach\n` and the monitor's `ok\n` (or
+/// `error <why>\n`, then the monitor closes), both sides send frames: one
+/// byte kind, four bytes big-endian payload length (at most
+/// [`MAX_PAYLOAD`]), the payload.
+///
+/// crispd → monitor: [`STDIN`] (data for the container's stdin; dropped
+/// when the container has none; an empty one only marks the attacher as
+/// one with stdin, for `stdin_once`), [`RESIZE`] (4 bytes: width, then
+/// height, u16 big-endian; applied to the pty, ignored without one),
+/// [`STDIN_CLOSE`] (empty: closes the container's stdin pipe; ignored for
+/// a tty, whose stdin is the terminal, where closing would hang it up).
+/// End of file from crispd detaches.
+///
+/// monitor → crispd: [`STDOUT`], [`STDERR`] (a tty's output is all
+/// stdout), then [`EXIT`] (4 bytes: the exit code, i32 big-endian) once
+/// the container has exited and its output is drained; then the monitor
+/// closes the connection.
+pub mod attach {
+    pub const STDIN: u8 = 0;
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    pub const EXIT: u8 = 3;
+    pub const RESIZE: u8 = 4;
+    pub const STDIN_CLOSE: u8 = 5;
+    /// A frame's header: kind and length.
+    pub const HEADER_LEN: usize = 5;
+    /// The longest payload either side sends or accepts.
+    pub const MAX_PAYLOAD: u32 = 65536;
+
+    pub fn encode_header(kind: u8, len: u32) -> [u8; HEADER_LEN] {
+        let l = len.to_be_bytes();
+        [kind, l[0], l[1], l[2], l[3]]
+    }
+
+    /// `(kind, length)`, or `None` for an unknown kind or a length over
+    /// [`MAX_PAYLOAD`].
+    pub fn decode_header(b: &[u8; HEADER_LEN]) -> Option<(u8, u32)> {
+        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
+        (b[0] <= STDIN_CLOSE && len <= MAX_PAYLOAD).then_some((b[0], len))
+    }
+
+    /// The [`EXIT`] frame for `code`.
+    pub fn exit_frame(code: i32) -> [u8; HEADER_LEN + 4] {
+        let h = encode_header(EXIT, 4);
+        let c = code.to_be_bytes();
+        [h[0], h[1], h[2], h[3], h[4], c[0], c[1], c[2], c[3]]
+    }
+
+    /// What crispd's frames ask of the monitor.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Input<'a> {
+        /// Bytes for the container's stdin (a frame's payload may come in
+        /// several pieces; an empty piece for an empty frame).
+        Stdin(&'a [u8]),
+        Resize {
+            width: u16,
+            height: u16,
+        },
+        StdinClose,
+    }
+
+    /// A frame crispd must not send: an unknown kind, an output kind, an
+    /// oversized length, a resize not 4 bytes long or a close with a
+    /// payload. The monitor drops the connection.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct BadFrame;
+
+    /// Cuts crispd's byte stream into [`Input`]s without buffering
+    /// payloads: stdin bytes are handed out as they arrive.
+    #[derive(Debug, Default)]
+    pub struct Decoder {
+        header: [u8; HEADER_LEN],
+        have: usize,
+        /// In a payload: its kind and the bytes left.
+        payload: Option<(u8, u32)>,
+        arg: [u8; 4],
+        arg_len: usize,
+    }
+
+    impl Decoder {
+        pub const fn new() -> Self {
+            Decoder {
+                header: [0; HEADER_LEN],
+                have: 0,
+                payload: None,
+                arg: [0; 4],
+                arg_len: 0,
+            }
+        }
+
+        /// Consume the start of `input`: how many bytes were used and the
+        /// input they completed, if any. Call again with the rest.
+        pub fn next<'a>(
+            &mut self,
+            input: &'a [u8],
+        ) -> Result<(usize, Option<Input<'a>>), BadFrame> {
+            let Some((kind, left)) = self.payload else {
+                let n = (HEADER_LEN - self.have).min(input.len());
+                self.header[self.have..self.have + n].copy_from_slice(&input[..n]);
+                self.have += n;
+                if self.have < HEADER_LEN {
+                    return Ok((n, None));
+                }
+                self.have = 0;
+                let (kind, len) = decode_header(&self.header).ok_or(BadFrame)?;
+                let event = match (kind, len) {
+                    (STDIN, 0) => Some(Input::Stdin(&[])),
+                    (STDIN, _) | (RESIZE, 4) => {
+                        self.payload = Some((kind, len));
+                        self.arg_len = 0;
+                        None
+                    }
+                    (STDIN_CLOSE, 0) => Some(Input::StdinClose),
+                    _ => return Err(BadFrame),
+                };
+                return Ok((n, event));
+            };
+            let n = input.len().min(left as usize);
+            let left = left - n as u32;
+            self.payload = (left > 0).then_some((kind, left));
+            if kind == STDIN {
+                return Ok((n, (n > 0).then_some(Input::Stdin(&input[..n]))));
+            }
+            // RESIZE: 4 bytes, gathered.
+            let room = self.arg.len() - self.arg_len;
+            let take = n.min(room);
+            self.arg[self.arg_len..self.arg_len + take].copy_from_slice(&input[..take]);
+            self.arg_len += take;
+            if left > 0 {
+                return Ok((n, None));
+            }
+            let a = self.arg;
+            Ok((
+                n,
+                Some(Input::Resize {
+                    width: u16::from_be_bytes([a[0], a[1]]),
+                    height: u16::from_be_bytes([a[2], a[3]]),
+                }),
+            ))
         }
     }
 }

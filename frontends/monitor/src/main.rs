@@ -8,16 +8,27 @@
 //! with the same files and the same socket protocol, in one thread around
 //! `ppoll`: it pumps the container's stdout and stderr into the CRI log,
 //! answers `start`, `signal <n>`, `reopen-log`, `state` and `wait`, reaps
-//! the container, records `exit.json` atomically and exits. It is static,
-//! without libc or allocator: a few pages of code and about 100 KiB of
-//! buffers, where crispd re-executed kept ~7 MiB resident.
+//! the container, records `exit.json` atomically and exits. It also
+//! serves `attach` (see [`logic::attach`] for the frames): up to
+//! [`ATTACH`] clients at once get the container's output as it is read
+//! (besides the log) and its exit code, and feed its stdin and its tty's
+//! size. It is static, without libc or allocator: a few pages of code and
+//! about 100 KiB of buffers, where crispd re-executed kept ~7 MiB
+//! resident; attach adds ~36 KiB per attached client, in pages touched
+//! only once used.
 //!
 //! Arguments (all given by crispd monitor, positionally):
 //!
 //! ```text
 //! crispd-monitor <id> <pid> <listen fd> <stdout fd> <stderr fd> <start fd>
 //!                <report fd> <dir fd> <log path> <oom file> <oom fallback file>
+//!                <stdin fd> <flags>
 //! ```
+//!
+//! `<flags>` is a sum: 1 the container has a tty (`<stdout fd>` is the pty
+//! master, `<stderr fd>` is -1), 2 it has stdin (the master for a tty,
+//! else `<stdin fd>`, the write end of its stdin pipe; -1 without), 4
+//! `stdin_once`.
 //!
 //! Built by crispd's build.rs with plain rustc (`panic=abort`, no libc,
 //! static): it must not panic, and nothing in it does on any input (every
@@ -31,7 +42,7 @@
 mod logic;
 
 use core::ffi::CStr;
-use logic::{Out, Request, HEADER};
+use logic::{attach, Out, Request, HEADER};
 
 /// Raw Linux system calls (x86_64). Each wrapper is safe: it passes the
 /// kernel pointers to live buffers of the stated lengths, and returns
@@ -45,9 +56,11 @@ mod sys {
     const CLOSE: usize = 3;
     const RT_SIGACTION: usize = 13;
     const RT_SIGPROCMASK: usize = 14;
+    const IOCTL: usize = 16;
     const WRITEV: usize = 20;
     const GETPID: usize = 39;
     const SENDTO: usize = 44;
+    const SENDMSG: usize = 46;
     const GETSOCKOPT: usize = 55;
     const WAIT4: usize = 61;
     const KILL: usize = 62;
@@ -76,12 +89,16 @@ mod sys {
     pub const SOCK_CLOEXEC: usize = 0o2000000;
     pub const ECONNABORTED: i32 = 103;
     pub const POLLIN: i16 = 1;
+    pub const POLLOUT: i16 = 4;
+    pub const POLLERR: i16 = 8;
+    pub const POLLHUP: i16 = 0x10;
     pub const POLLNVAL: i16 = 0x20;
     pub const WNOHANG: usize = 1;
     pub const CLOCK_REALTIME: usize = 0;
     pub const CLOCK_MONOTONIC: usize = 1;
     const MSG_DONTWAIT: usize = 0x40;
     const MSG_NOSIGNAL: usize = 0x4000;
+    const TIOCSWINSZ: usize = 0x5414;
     const SIGCHLD: u32 = 17;
     const SIGPIPE: usize = 13;
 
@@ -285,6 +302,64 @@ mod sys {
         })
     }
 
+    #[repr(C)]
+    struct MsgHdr {
+        name: usize,
+        namelen: u32,
+        iov: usize,
+        iovlen: usize,
+        control: usize,
+        controllen: usize,
+        flags: i32,
+    }
+
+    /// Send two buffers as one, without blocking and without SIGPIPE.
+    pub fn send2(fd: i32, bufs: [&[u8]; 2]) -> Result<usize, i32> {
+        let iov = bufs.map(|b| IoVec {
+            base: b.as_ptr() as usize,
+            len: b.len(),
+        });
+        let msg = MsgHdr {
+            name: 0,
+            namelen: 0,
+            iov: iov.as_ptr() as usize,
+            iovlen: 2,
+            control: 0,
+            controllen: 0,
+            flags: 0,
+        };
+        // SAFETY: a live msghdr naming two live iovecs, each a live buffer
+        // the kernel reads; no address, no control data.
+        check(unsafe {
+            syscall6(
+                SENDMSG,
+                fd as usize,
+                &msg as *const MsgHdr as usize,
+                MSG_DONTWAIT | MSG_NOSIGNAL,
+                0,
+                0,
+                0,
+            )
+        })
+    }
+
+    /// Set a terminal's window size (TIOCSWINSZ).
+    pub fn set_window_size(fd: i32, width: u16, height: u16) -> Result<usize, i32> {
+        let ws: [u16; 4] = [height, width, 0, 0]; // rows, columns, pixels
+        // SAFETY: a live 8-byte `struct winsize` the kernel reads.
+        check(unsafe {
+            syscall6(
+                IOCTL,
+                fd as usize,
+                TIOCSWINSZ,
+                ws.as_ptr() as usize,
+                0,
+                0,
+                0,
+            )
+        })
+    }
+
     pub fn kill(pid: i32, sig: i32) -> Result<usize, i32> {
         // SAFETY: no pointers.
         check(unsafe { syscall6(KILL, pid as usize, sig as usize, 0, 0, 0, 0) })
@@ -475,10 +550,64 @@ const DRAIN_NS: i64 = 2_000_000_000;
 const LINGER_NS: i64 = 200_000_000;
 /// Exit code when the end could not be observed (`pods::UNKNOWN_CODE`).
 const UNKNOWN_CODE: i32 = 255;
+/// Attached clients at once.
+const ATTACH: usize = 4;
+/// An attached client's backlog of output: what one read of the
+/// container's output adds (at most a pipe buffer) beyond what its socket
+/// took, and the exit frame. A client further behind is dropped, so that
+/// it never holds up the container or the log.
+const ATTACH_OUT: usize = PIPE_BUF + 16;
+/// An attached client's input read at once.
+const ATTACH_IN: usize = 4096;
+/// After the exit is recorded, attached clients' output is still flushed
+/// this long at most.
+const FLUSH_NS: i64 = 2_000_000_000;
+
+struct AttachBufs {
+    out: [u8; ATTACH_OUT],
+    input: [u8; ATTACH_IN],
+}
+
+/// The attached clients' buffers, zeroed, in .bss: the kernel gives them
+/// pages only once written, so a monitor nobody attaches to stays small.
+static mut ATTACH_BUFS: [AttachBufs; ATTACH] = [const {
+    AttachBufs {
+        out: [0; ATTACH_OUT],
+        input: [0; ATTACH_IN],
+    }
+}; ATTACH];
+
+/// An attached client (`fd` -1: a free place).
+struct Attacher {
+    fd: i32,
+    bufs: &'static mut AttachBufs,
+    decoder: attach::Decoder,
+    /// Read and not yet decoded: `input[in_at..in_len]`.
+    in_at: usize,
+    in_len: usize,
+    /// Of those, decoded stdin bytes the container's stdin has not taken
+    /// yet (`input[in_at..in_at + held]`); until it has, nothing more is
+    /// read from this client.
+    held: usize,
+    /// Output the socket has not taken yet: `out[..out_len]`.
+    out_len: usize,
+    /// Sent a stdin frame (for `stdin_once`).
+    stdin_user: bool,
+    /// The exit frame is queued: close once it is sent.
+    closing: bool,
+}
+
+impl Attacher {
+    fn wants_read(&self) -> bool {
+        self.fd >= 0 && !self.closing && self.held == 0
+    }
+}
 
 struct Pipe {
     fd: i32,
     stream: &'static str,
+    /// Its frames' kind for attached clients.
+    kind: u8,
     buf: [u8; PIPE_BUF],
     len: usize,
 }
@@ -529,15 +658,23 @@ struct Monitor<'a> {
     accept_again_at: i64,
     exited: bool,
     close_at: i64,
+    /// The write end of the container's stdin pipe (-1: none, or closed).
+    stdin_fd: i32,
+    /// The pty master for a tty container (-1: none, or closed).
+    master: i32,
+    /// A tty container with stdin: its stdin is the master.
+    tty_stdin: bool,
+    stdin_once: bool,
+    attachers: [Attacher; ATTACH],
 }
 
 extern "C" fn entry(sp: *const usize) -> ! {
     // SAFETY: at _start the stack holds argc, then argc pointers to
     // NUL-terminated strings (live for the whole process), then NULL.
     let (argc, argv) = unsafe { (*sp, sp.add(1) as *const *const core::ffi::c_char) };
-    let mut args: [&CStr; 12] = [c""; 12];
+    let mut args: [&CStr; 14] = [c""; 14];
     if argc != args.len() {
-        fail(b"usage: crispd-monitor <id> <pid> <fds...> <log> <oom> <oom fallback>");
+        fail(b"usage: crispd-monitor <id> <pid> <fds...> <log> <oom> <oom fallback> <stdin fd> <flags>");
     }
     for (i, a) in args.iter_mut().enumerate() {
         // SAFETY: i < argc; each argv entry is a NUL-terminated string.
@@ -551,6 +688,23 @@ extern "C" fn entry(sp: *const usize) -> ! {
     };
     // Without a signalfd (never seen), the loop polls for the exit.
     let sigfd = sys::sigchld_fd().unwrap_or(-1);
+    let flags = num(13);
+    let tty = flags & 1 != 0;
+    // SAFETY: `entry` runs once, on the program's only thread, and this is
+    // the only reference ever made to ATTACH_BUFS.
+    let bufs: &'static mut [AttachBufs; ATTACH] =
+        unsafe { &mut *core::ptr::addr_of_mut!(ATTACH_BUFS) };
+    let attachers = bufs.each_mut().map(|bufs| Attacher {
+        fd: -1,
+        bufs,
+        decoder: attach::Decoder::new(),
+        in_at: 0,
+        in_len: 0,
+        held: 0,
+        out_len: 0,
+        stdin_user: false,
+        closing: false,
+    });
     let mut m = Monitor {
         id: args[1].to_bytes(),
         pid: num(2),
@@ -572,6 +726,11 @@ extern "C" fn entry(sp: *const usize) -> ! {
         accept_again_at: 0,
         exited: false,
         close_at: 0,
+        stdin_fd: num(12),
+        master: if tty { num(4) } else { -1 },
+        tty_stdin: tty && flags & 2 != 0,
+        stdin_once: flags & 4 != 0,
+        attachers,
     };
     if !m.log_path.is_empty() {
         match open_log(m.log_path) {
@@ -589,12 +748,14 @@ extern "C" fn entry(sp: *const usize) -> ! {
         Pipe {
             fd: num(4),
             stream: "stdout",
+            kind: attach::STDOUT,
             buf: [0; PIPE_BUF],
             len: 0,
         },
         Pipe {
             fd: num(5),
             stream: "stderr",
+            kind: attach::STDERR,
             buf: [0; PIPE_BUF],
             len: 0,
         },
@@ -648,8 +809,10 @@ fn write_all(fd: i32, mut b: &[u8]) -> Result<(), i32> {
 
 impl Monitor<'_> {
     fn run(&mut self, pipes: &mut [Pipe; 2], slots: &mut [Slot; CONNS]) -> ! {
-        const N: usize = 4 + 1 + CONNS;
+        const N: usize = 6 + CONNS + ATTACH;
+        const ATTACHED: usize = 6 + CONNS;
         loop {
+            self.unblock_stdin();
             let now = sys::now(sys::CLOCK_MONOTONIC);
             if self.reaped.is_some()
                 && !self.exited
@@ -657,12 +820,20 @@ impl Monitor<'_> {
             {
                 self.record_exit(slots);
             }
-            if self.exited && now >= self.close_at {
+            // Attached clients still open after the exit have output to
+            // flush (they are closed once it is sent): a while for them.
+            let flushing = self.attachers.iter().any(|a| a.fd >= 0);
+            if self.exited && now >= self.close_at && (!flushing || now >= self.close_at + FLUSH_NS)
+            {
                 let _ = sys::unlinkat(self.dir, c"sock");
                 sys::exit(0);
             }
             let mut timeout = if self.exited {
-                Some(self.close_at - now)
+                Some(if now < self.close_at {
+                    self.close_at - now
+                } else {
+                    self.close_at + FLUSH_NS - now
+                })
             } else if self.reaped.is_some() {
                 Some(self.drain_until - now)
             } else if self.orphan || self.sigfd < 0 {
@@ -677,7 +848,8 @@ impl Monitor<'_> {
             }
 
             // Which descriptor each poll entry is: 0 signalfd, 1-2 pipes,
-            // 3 report pipe, 4 listener, 5.. connections.
+            // 3 report pipe, 4 listener, 5 the container's stdin (when it
+            // would not take more), 6.. connections, then attached clients.
             let mut fds = [const {
                 sys::PollFd {
                     fd: -1,
@@ -696,9 +868,25 @@ impl Monitor<'_> {
             if accepting && slots.iter().any(|s| s.conn == Conn::Free) {
                 fds[4].fd = self.listen;
             }
-            for (f, s) in fds[5..].iter_mut().zip(slots.iter()) {
+            if self.attachers.iter().any(|a| a.fd >= 0 && a.held > 0) {
+                fds[5].fd = self.stdin_target();
+                fds[5].events = sys::POLLOUT;
+            }
+            for (f, s) in fds[6..].iter_mut().zip(slots.iter()) {
                 if matches!(s.conn, Conn::Reading { done: false } | Conn::Waiting) {
                     f.fd = s.fd;
+                }
+            }
+            for (f, a) in fds[ATTACHED..].iter_mut().zip(self.attachers.iter()) {
+                f.events = 0;
+                if a.wants_read() {
+                    f.events |= sys::POLLIN;
+                }
+                if a.fd >= 0 && a.out_len > 0 {
+                    f.events |= sys::POLLOUT;
+                }
+                if f.events != 0 {
+                    f.fd = a.fd;
                 }
             }
             match sys::poll(&mut fds, timeout) {
@@ -739,9 +927,23 @@ impl Monitor<'_> {
             if fds[4].revents != 0 {
                 self.accept(slots);
             }
+            if fds[5].revents != 0 {
+                for i in 0..ATTACH {
+                    self.feed(i);
+                }
+            }
             for i in 0..CONNS {
-                if fds[5 + i].revents != 0 {
+                if fds[6 + i].revents != 0 {
                     self.on_readable(slots, i);
+                }
+            }
+            for i in 0..ATTACH {
+                let r = fds[ATTACHED + i].revents;
+                if r & (sys::POLLOUT | sys::POLLERR | sys::POLLHUP) != 0 {
+                    self.flush(i);
+                }
+                if r & (sys::POLLIN | sys::POLLERR | sys::POLLHUP) != 0 {
+                    self.read_attached(i);
                 }
             }
         }
@@ -786,9 +988,15 @@ impl Monitor<'_> {
                 self.log_line(p.stream, false, &p.buf[..p.len], now);
                 p.len = 0;
             }
+            if p.fd == self.master {
+                self.master = -1;
+            }
             sys::close(p.fd);
             p.fd = -1;
             return;
+        }
+        if let Some(data) = p.buf.get(p.len..p.len + n) {
+            self.fan_out(p.kind, data);
         }
         p.len += n;
         let mut at = 0;
@@ -921,6 +1129,7 @@ impl Monitor<'_> {
             // read_line fails on invalid UTF-8: no answer.
             return Self::close(s);
         };
+        let line_len = line.len();
         let req = logic::parse_request(line);
         if starting && req != Request::ReopenLog {
             return;
@@ -993,6 +1202,34 @@ impl Monitor<'_> {
                     let _ = write!(o, "running {} {}", self.pid, self.started_at);
                 } else {
                     let _ = write!(o, "created {}", self.pid);
+                }
+            }
+            Request::Attach => {
+                if let Some((code, _, _)) = self.reaped.filter(|_| self.exited) {
+                    let _ = sys::send2(s.fd, [b"ok\n", &attach::exit_frame(code)]);
+                    return Self::close(s);
+                }
+                match self.attachers.iter().position(|a| a.fd < 0) {
+                    Some(j) => {
+                        let extra = s.buf.get(line_len..s.len).unwrap_or_default();
+                        if sys::send(s.fd, b"ok\n") != Ok(3) {
+                            return Self::close(s);
+                        }
+                        let a = &mut self.attachers[j];
+                        // What came after the line: the first frames.
+                        let n = extra.len().min(ATTACH_IN);
+                        a.bufs.input[..n].copy_from_slice(&extra[..n]);
+                        a.in_at = 0;
+                        a.in_len = n;
+                        // The connection is the attached client's now.
+                        a.fd = s.fd;
+                        s.fd = -1;
+                        s.conn = Conn::Free;
+                        s.len = 0;
+                        self.feed(j);
+                        return;
+                    }
+                    None => o.push(b"error too many attached clients"),
                 }
             }
             Request::Wait => {
@@ -1075,6 +1312,218 @@ impl Monitor<'_> {
         }
     }
 
+    /// Where stdin data goes: the stdin pipe, or the master of a tty with
+    /// stdin (-1: nowhere, it is dropped).
+    fn stdin_target(&self) -> i32 {
+        if self.tty_stdin {
+            self.master
+        } else {
+            self.stdin_fd
+        }
+    }
+
+    /// Close the container's stdin pipe: it reads end of file. A tty's
+    /// stdin is its terminal, which stays (closing the master would hang
+    /// it up): the client sends its EOF character (^D) instead.
+    fn close_stdin(&mut self) {
+        if self.stdin_fd >= 0 {
+            sys::close(self.stdin_fd);
+            self.stdin_fd = -1;
+        }
+    }
+
+    /// Stdin data that can no longer be delivered (stdin closed, tty
+    /// gone) is dropped, and its clients read again.
+    fn unblock_stdin(&mut self) {
+        if self.stdin_target() >= 0 {
+            return;
+        }
+        for i in 0..ATTACH {
+            let a = &mut self.attachers[i];
+            if a.held > 0 {
+                a.in_at += a.held;
+                a.held = 0;
+                self.feed(i);
+            }
+        }
+    }
+
+    /// Close attached client `i`; with `stdin_once`, the first client
+    /// that sent stdin takes the container's stdin with it.
+    fn detach(&mut self, i: usize) {
+        let Some(a) = self.attachers.get_mut(i) else {
+            return;
+        };
+        if a.fd < 0 {
+            return;
+        }
+        sys::close(a.fd);
+        a.fd = -1;
+        a.decoder = attach::Decoder::new();
+        a.in_at = 0;
+        a.in_len = 0;
+        a.held = 0;
+        a.out_len = 0;
+        a.closing = false;
+        let sent_stdin = core::mem::take(&mut a.stdin_user);
+        if sent_stdin && self.stdin_once {
+            self.close_stdin();
+        }
+    }
+
+    /// Read what attached client `i` sends (end of file: it detaches).
+    fn read_attached(&mut self, i: usize) {
+        let Some(a) = self.attachers.get_mut(i) else {
+            return;
+        };
+        if !a.wants_read() || a.in_at < a.in_len {
+            return;
+        }
+        match sys::read(a.fd, &mut a.bufs.input) {
+            Ok(0) => self.detach(i),
+            Ok(n) => {
+                a.in_at = 0;
+                a.in_len = n.min(ATTACH_IN);
+                self.feed(i);
+            }
+            Err(sys::EAGAIN | sys::EINTR) => {}
+            Err(_) => self.detach(i),
+        }
+    }
+
+    /// Carry out what attached client `i` sent, as far as the container's
+    /// stdin takes it (the rest waits for stdin to be writable).
+    fn feed(&mut self, i: usize) {
+        enum Ev {
+            None,
+            Stdin(usize),
+            Resize(u16, u16),
+            Close,
+        }
+        loop {
+            let target = self.stdin_target();
+            let Some(a) = self.attachers.get_mut(i) else {
+                return;
+            };
+            if a.fd < 0 {
+                return;
+            }
+            if a.held > 0 {
+                if target < 0 {
+                    a.in_at += a.held;
+                    a.held = 0;
+                    continue;
+                }
+                let Some(bytes) = a.bufs.input.get(a.in_at..a.in_at + a.held) else {
+                    // Never so (held bytes are within the input): drop them.
+                    a.in_at = a.in_len;
+                    a.held = 0;
+                    continue;
+                };
+                match sys::write(target, bytes) {
+                    // Never for a non-empty write; do not spin on it.
+                    Ok(0) => return,
+                    Ok(n) => {
+                        let n = n.min(a.held);
+                        a.in_at += n;
+                        a.held -= n;
+                    }
+                    Err(sys::EINTR) => {}
+                    Err(sys::EAGAIN) => return,
+                    Err(_) => {
+                        // No reader left (EPIPE) or the tty is gone (EIO):
+                        // stdin is over.
+                        a.in_at += a.held;
+                        a.held = 0;
+                        if target == self.stdin_fd {
+                            self.close_stdin();
+                        }
+                    }
+                }
+                continue;
+            }
+            if a.in_at >= a.in_len {
+                a.in_at = 0;
+                a.in_len = 0;
+                return;
+            }
+            let input = a.bufs.input.get(a.in_at..a.in_len).unwrap_or_default();
+            let (n, ev) = match a.decoder.next(input) {
+                Ok((n, ev)) => (
+                    n,
+                    match ev {
+                        None => Ev::None,
+                        Some(attach::Input::Stdin(b)) => Ev::Stdin(b.len()),
+                        Some(attach::Input::Resize { width, height }) => Ev::Resize(width, height),
+                        Some(attach::Input::StdinClose) => Ev::Close,
+                    },
+                ),
+                Err(attach::BadFrame) => return self.detach(i),
+            };
+            match ev {
+                // The bytes are the next `len` of the input, written above.
+                Ev::Stdin(len) if len > 0 => {
+                    a.stdin_user = true;
+                    a.held = len;
+                }
+                Ev::Stdin(_) => {
+                    a.stdin_user = true;
+                    a.in_at += n;
+                }
+                Ev::Resize(width, height) => {
+                    a.in_at += n;
+                    if self.master >= 0 {
+                        let _ = sys::set_window_size(self.master, width, height);
+                    }
+                }
+                Ev::Close => {
+                    a.in_at += n;
+                    self.close_stdin();
+                }
+                Ev::None => a.in_at += n,
+            }
+        }
+    }
+
+    /// Send the container's output to every attached client; one that
+    /// cannot take it (its backlog full, its socket broken) is dropped.
+    fn fan_out(&mut self, kind: u8, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        // A read is at most PIPE_BUF bytes, under MAX_PAYLOAD.
+        let head = attach::encode_header(kind, data.len() as u32);
+        for i in 0..ATTACH {
+            let a = &mut self.attachers[i];
+            if a.fd >= 0 && !a.closing && !queue(a, [&head, data], EXIT_FRAME) {
+                self.detach(i);
+            }
+        }
+    }
+
+    /// Send attached client `i` its backlog (closed once the exit is sent).
+    fn flush(&mut self, i: usize) {
+        let Some(a) = self.attachers.get_mut(i) else {
+            return;
+        };
+        if a.fd < 0 || a.out_len == 0 {
+            return;
+        }
+        let backlog = a.bufs.out.get(..a.out_len).unwrap_or_default();
+        match sys::send(a.fd, backlog) {
+            Ok(n) => {
+                let n = n.min(a.out_len);
+                a.bufs.out.copy_within(n..a.out_len, 0);
+                a.out_len -= n;
+            }
+            Err(sys::EAGAIN | sys::EINTR) => return,
+            Err(_) => return self.detach(i),
+        }
+        if a.out_len == 0 && a.closing {
+            self.detach(i);
+        }
+    }
+
     /// Record the exit (`exit.json`, atomically), answer the waiters.
     fn record_exit(&mut self, slots: &mut [Slot; CONNS]) {
         let Some((code, sig, finished_at)) = self.reaped else {
@@ -1092,6 +1541,20 @@ impl Monitor<'_> {
             say(self, m.bytes());
         }
         self.exited = true;
+        // Attached clients: the exit after the output, then closed.
+        let frame = attach::exit_frame(code);
+        for i in 0..ATTACH {
+            let a = &mut self.attachers[i];
+            if a.fd < 0 {
+                continue;
+            }
+            a.in_at = a.in_len;
+            a.held = 0;
+            a.closing = true;
+            if !queue(a, [&frame, b""], 0) || a.out_len == 0 {
+                self.detach(i);
+            }
+        }
         for s in slots.iter_mut() {
             if s.conn == Conn::Waiting {
                 Self::reply(s, b"exited");
@@ -1148,6 +1611,40 @@ impl Monitor<'_> {
             .and_then(|t| t.trim().parse::<u64>().ok())
             .is_some_and(|n| n > 0)
     }
+}
+
+/// The exit frame's length, kept free in every backlog.
+const EXIT_FRAME: usize = attach::HEADER_LEN + 4;
+
+/// Send `parts` to an attached client: at once if it has no backlog, else
+/// (and what its socket did not take) after its backlog. `false`: it
+/// cannot take them (its backlog would leave less than `reserve` bytes
+/// free, or its socket is broken).
+fn queue(a: &mut Attacher, parts: [&[u8]; 2], reserve: usize) -> bool {
+    let total = parts[0].len() + parts[1].len();
+    let mut sent = 0;
+    if a.out_len == 0 {
+        match sys::send2(a.fd, parts) {
+            Ok(n) => sent = n.min(total),
+            Err(sys::EAGAIN | sys::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    if a.out_len + (total - sent) + reserve > ATTACH_OUT {
+        return false;
+    }
+    let mut skip = sent;
+    for p in parts {
+        let from = skip.min(p.len());
+        skip -= from;
+        let rest = p.get(from..).unwrap_or_default();
+        let Some(to) = a.bufs.out.get_mut(a.out_len..a.out_len + rest.len()) else {
+            return false;
+        };
+        to.copy_from_slice(rest);
+        a.out_len += rest.len();
+    }
+    true
 }
 
 /// A small text file (an empty path or an unreadable file: `None`; an

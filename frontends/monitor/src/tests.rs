@@ -209,3 +209,120 @@ fn error_texts() {
         "container setup: unexpected report 'P'"
     );
 }
+
+#[test]
+fn attach_headers() {
+    use attach::*;
+    for (kind, len) in [
+        (STDIN, 0),
+        (STDOUT, 1),
+        (STDERR, 65536),
+        (EXIT, 4),
+        (RESIZE, 4),
+        (STDIN_CLOSE, 0),
+    ] {
+        let h = encode_header(kind, len);
+        assert_eq!(decode_header(&h), Some((kind, len)));
+    }
+    assert_eq!(encode_header(STDOUT, 0x0102_0304), [1, 1, 2, 3, 4]);
+    assert_eq!(decode_header(&[6, 0, 0, 0, 0]), None, "unknown kind");
+    assert_eq!(decode_header(&[255, 0, 0, 0, 1]), None, "unknown kind");
+    assert_eq!(decode_header(&[STDIN, 0, 1, 0, 1]), None, "over 64 KiB");
+    assert_eq!(decode_header(&[STDIN, 255, 255, 255, 255]), None);
+    assert_eq!(exit_frame(-2), [EXIT, 0, 0, 0, 4, 255, 255, 255, 254]);
+    assert_eq!(exit_frame(137)[5..], 137i32.to_be_bytes());
+}
+
+/// What the decoder makes of `input` fed in `chunk`-byte pieces, stdin
+/// pieces joined per frame.
+fn decode_all(input: &[u8], chunk: usize) -> (Vec<String>, bool) {
+    use attach::*;
+    let mut d = Decoder::new();
+    let mut out: Vec<String> = Vec::new();
+    let mut stdin: Option<Vec<u8>> = None;
+    for piece in input.chunks(chunk) {
+        let mut at = 0;
+        while at < piece.len() {
+            match d.next(&piece[at..]) {
+                Ok((n, ev)) => {
+                    assert!(n > 0 && at + n <= piece.len());
+                    at += n;
+                    match ev {
+                        Some(Input::Stdin(b)) => {
+                            stdin.get_or_insert_with(Vec::new).extend_from_slice(b)
+                        }
+                        Some(other) => {
+                            if let Some(s) = stdin.take() {
+                                out.push(format!("stdin {:?}", String::from_utf8_lossy(&s)));
+                            }
+                            out.push(format!("{other:?}"));
+                        }
+                        None => {}
+                    }
+                }
+                Err(BadFrame) => {
+                    if let Some(s) = stdin.take() {
+                        out.push(format!("stdin {:?}", String::from_utf8_lossy(&s)));
+                    }
+                    return (out, false);
+                }
+            }
+        }
+    }
+    if let Some(s) = stdin.take() {
+        out.push(format!("stdin {:?}", String::from_utf8_lossy(&s)));
+    }
+    (out, true)
+}
+
+#[test]
+fn attach_decoder_whatever_the_reads() {
+    use attach::*;
+    let frame = |kind: u8, payload: &[u8]| {
+        [&encode_header(kind, payload.len() as u32)[..], payload].concat()
+    };
+    let big = vec![b'a'; 65536];
+    let good = [
+        frame(STDIN, b"hello "),
+        frame(STDIN, b"world"),
+        frame(RESIZE, &[0, 80, 0, 24]),
+        frame(STDIN, b""),
+        frame(STDIN, &big),
+        frame(STDIN_CLOSE, b""),
+    ]
+    .concat();
+    let want = vec![
+        "stdin \"hello world\"".to_string(),
+        "Resize { width: 80, height: 24 }".into(),
+        format!("stdin {:?}", "a".repeat(65536)),
+        "StdinClose".into(),
+    ];
+    for chunk in [1, 2, 5, 6, 4096, good.len()] {
+        assert_eq!(
+            decode_all(&good, chunk),
+            (want.clone(), true),
+            "chunk {chunk}"
+        );
+    }
+    // Frames crispd must not send end the decoding.
+    for bad in [
+        frame(STDOUT, b"x"),
+        frame(STDERR, b""),
+        frame(EXIT, &[0, 0, 0, 0]),
+        frame(RESIZE, &[0, 80, 0]),
+        frame(RESIZE, &[0, 80, 0, 24, 0]),
+        frame(STDIN_CLOSE, b"x"),
+        frame(9, b""),
+        [STDIN, 0, 1, 0, 1].to_vec(),
+    ] {
+        let input = [frame(STDIN, b"ok"), bad.clone()].concat();
+        for chunk in [1, 3, input.len()] {
+            assert_eq!(
+                decode_all(&input, chunk),
+                (vec!["stdin \"ok\"".to_string()], false),
+                "{bad:?}"
+            );
+        }
+    }
+    assert_eq!(parse_request("attach\n"), Request::Attach);
+}

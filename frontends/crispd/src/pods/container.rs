@@ -220,6 +220,8 @@ fn create_inner(host: &Host, new: &NewContainer) -> Result<Created, Status> {
             dir: dir.clone(),
             log: log_path.into(),
             cgroup: cgroup.clone(),
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
         })
         .map_err(|e| internal("cannot start the container monitor", e))?;
     // `ready <pid>` or `error <why>`; other lines are diagnostics.
@@ -388,6 +390,66 @@ pub fn ask(host: &Host, id: &str, req: &str, timeout: Option<Duration>) -> std::
         ));
     }
     Ok(line.trim_end().to_owned())
+}
+
+/// Attach to the container's stdio through its monitor: connect, ask
+/// `attach`, read `ok`. The stream (blocking) then carries the frames of
+/// [`crisp_monitor::attach`]: stdin, resize and stdin-close from us;
+/// stdout, stderr and finally the exit code from the monitor, which then
+/// closes it.
+///
+/// A monitor that is gone (the container has exited, or never ran) is
+/// FAILED_PRECONDITION; its `error <why>` (too many clients attached, or
+/// a monitor that cannot attach) is FAILED_PRECONDITION too, with its
+/// text; an unreachable or garbled monitor is UNAVAILABLE or INTERNAL.
+pub fn attach(host: &Host, id: &str) -> Result<UnixStream, Status> {
+    let s = connect(host, id).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            Status::failed_precondition(format!("container {id} is not running"))
+        }
+        _ => monitor_error("attach", e),
+    })?;
+    attach_on(s, id)
+}
+
+/// [`attach`] on a connected monitor socket.
+fn attach_on(mut s: UnixStream, id: &str) -> Result<UnixStream, Status> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(5))))
+        .and_then(|()| s.write_all(b"attach\n"))
+        .map_err(|e| monitor_error("attach", e))?;
+    // One byte at a time: nothing after the line may be taken from the
+    // stream (frames may follow at once).
+    let mut line = Vec::with_capacity(64);
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') && line.len() < 1024 {
+        match s.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(monitor_error("attach", e)),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    match line.trim_end() {
+        "ok" => {
+            s.set_read_timeout(None)
+                .and_then(|()| s.set_write_timeout(None))
+                .map_err(|e| monitor_error("attach", e))?;
+            Ok(s)
+        }
+        "" => Err(Status::failed_precondition(format!(
+            "attach to container {id}: the monitor closed the connection"
+        ))),
+        other => match other.strip_prefix("error ") {
+            Some(why) => Err(Status::failed_precondition(format!(
+                "attach to container {id}: {why}"
+            ))),
+            None => Err(Status::internal(format!(
+                "attach to container {id}: the monitor said {other:?}"
+            ))),
+        },
+    }
 }
 
 fn monitor_error(what: &str, e: std::io::Error) -> Status {
@@ -917,40 +979,6 @@ pub fn exec_streaming(
     })
 }
 
-/// Attach: a connection to container `id`'s monitor that carries its
-/// output and takes its stdin (the monitor's `attach` request; frames as
-/// crisp-monitor's `attach` describes).
-pub fn attach(host: &Host, id: &str) -> Result<UnixStream, Status> {
-    let mut s = connect(host, id).map_err(|e| monitor_error("attach", e))?;
-    let io = |e: std::io::Error| monitor_error("attach", e);
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(io)?;
-    s.write_all(b"attach\n").map_err(io)?;
-    // The answer line, read a byte at a time: frames follow it.
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 4096 {
-        match s.read(&mut byte).map_err(io)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
-        }
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    match line.strip_prefix("error ") {
-        None if line == "ok" => {
-            s.set_read_timeout(None).map_err(io)?;
-            Ok(s)
-        }
-        Some(why) => Err(Status::failed_precondition(format!(
-            "cannot attach to container {id}: {why}"
-        ))),
-        None => Err(Status::internal(format!(
-            "cannot attach to container {id}: the monitor said {line:?}"
-        ))),
-    }
-}
-
 /// ExecSync: run `cmd` in the container, capture up to 16 MiB of each
 /// stream, kill it when `timeout` seconds pass (0: no limit).
 pub fn exec_sync(
@@ -1075,6 +1103,37 @@ pub fn update_resources(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer line is read without taking the frames after it.
+    #[test]
+    fn attach_reads_the_answer_line_only() {
+        use crisp_core::grpc::Code;
+        use crisp_monitor::attach as frame;
+        let answer = |reply: &[u8]| {
+            let (ours, mut monitor) = UnixStream::pair().unwrap();
+            monitor.write_all(reply).unwrap();
+            drop(monitor.shutdown(std::net::Shutdown::Write));
+            let r = attach_on(ours, "c1");
+            let mut asked = [0u8; 7];
+            monitor.read_exact(&mut asked).unwrap();
+            assert_eq!(&asked, b"attach\n");
+            r
+        };
+        let exit = frame::exit_frame(3);
+        let mut s = answer(&[&b"ok\n"[..], &exit].concat()).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, exit);
+        let e = answer(b"error too many attached clients\n").unwrap_err();
+        assert_eq!(e.code, Code::FailedPrecondition);
+        assert!(
+            e.message.ends_with("c1: too many attached clients"),
+            "{}",
+            e.message
+        );
+        assert_eq!(answer(b"").unwrap_err().code, Code::FailedPrecondition);
+        assert_eq!(answer(b"what\n").unwrap_err().code, Code::Internal);
+    }
 
     #[test]
     fn signal_names() {

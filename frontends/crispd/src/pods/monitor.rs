@@ -12,7 +12,15 @@
 //! reopen-log   → ok | error <why>
 //! state        → created <pid> | running <pid> <started_at_ns> | exited
 //! wait         → exited          (when the container has exited)
+//! attach       → ok | error <why>, then frames both ways (crisp_monitor::attach)
 //! ```
+//!
+//! The container's stdio: with `tty` (the spec's `process.terminal`), a
+//! pty whose replica is its stdin, stdout and stderr and whose master the
+//! monitor reads as `stdout`; else pipes for stdout and stderr. With
+//! `stdin` (the CRI's, not in the spec: [`StdinMode`]), a pipe whose write
+//! end the monitor holds for attached clients (for a tty, the master);
+//! without, /dev/null.
 //!
 //! Once the container is created and the socket bound, this process execs
 //! the tiny monitor (`frontends/monitor/src/main.rs`, see `tiny` below), which carries
@@ -28,6 +36,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -183,6 +192,69 @@ fn pump(mut r: File, stream: &'static str, shared: Arc<Shared>) {
     }
 }
 
+/// The CRI's `stdin` and `stdin_once`, which the OCI spec has no field
+/// for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StdinMode {
+    /// The container has a stdin that attached clients write to.
+    pub stdin: bool,
+    /// Its stdin is closed once the first client that wrote to it
+    /// detaches (for a pipe; a tty's stays).
+    pub once: bool,
+}
+
+/// The container's ends of its stdio and the monitor's.
+struct Stdio {
+    container: executor::Stdio,
+    /// stdout, or the pty master for a tty.
+    out: OwnedFd,
+    /// stderr (none for a tty).
+    err: Option<OwnedFd>,
+    /// The stdin pipe's write end (none for a tty: the master is its stdin).
+    stdin: Option<OwnedFd>,
+}
+
+/// Pipes, or a pty for a tty; a stdin pipe if `mode` asks for one.
+fn make_stdio(tty: bool, mode: StdinMode) -> Result<Stdio, String> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    if tty {
+        let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+        fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map_err(|e| format!("fcntl: {e}"))?;
+        // The executor dup's the replica over 0-2; stderr is not used.
+        let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+        return Ok(Stdio {
+            container: executor::Stdio {
+                stdin: None,
+                stdout: pty.slave,
+                stderr: OwnedFd::from(null),
+            },
+            out: pty.master,
+            err: None,
+            stdin: None,
+        });
+    }
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (stdin_r, stdin_w) = if mode.stdin {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    Ok(Stdio {
+        container: executor::Stdio {
+            stdin: stdin_r,
+            stdout: out_w,
+            stderr: err_w,
+        },
+        out: out_r,
+        err: Some(err_r),
+        stdin: stdin_w,
+    })
+}
+
 fn fail(msg: String) -> ExitCode {
     println!("error {msg}");
     let _ = std::io::stdout().flush();
@@ -191,7 +263,7 @@ fn fail(msg: String) -> ExitCode {
 
 /// `crispd monitor`: leave the process crispd waits for (the monitor is a
 /// grandchild), then [`run`].
-pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
+pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str, stdin: StdinMode) -> ExitCode {
     // SAFETY: single-threaded here (just exec'd).
     match unsafe { nix::unistd::fork() } {
         Err(e) => fail(format!("fork: {e}")),
@@ -199,7 +271,7 @@ pub fn main(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
         Ok(nix::unistd::ForkResult::Child) => {
             // Out of crispd's session: no signal meant for it reaches us.
             let _ = nix::unistd::setsid();
-            run(id, dir, log, cgroup)
+            run(id, dir, log, cgroup, stdin)
         }
     }
 }
@@ -212,7 +284,7 @@ pub const SECCOMP_FILE: &str = "seccomp.bpf";
 /// Create the container described by `<dir>/config.json`, answer `ready
 /// <pid>` or `error <why>` on stdout, then monitor it until it exits.
 /// Called single-threaded, detached from crispd.
-pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
+pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str, stdin: StdinMode) -> ExitCode {
     let spec: executor::Spec = match fs::read(dir.join("config.json"))
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -232,25 +304,22 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot open the log {log}: {e}")),
     };
-    let (out_r, out_w) = match nix::unistd::pipe() {
-        Ok(p) => p,
-        Err(e) => return fail(format!("pipe: {e}")),
-    };
-    let (err_r, err_w) = match nix::unistd::pipe() {
-        Ok(p) => p,
-        Err(e) => return fail(format!("pipe: {e}")),
+    let tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let Stdio {
+        container: stdio,
+        out: out_r,
+        err: err_r,
+        stdin: stdin_w,
+    } = match make_stdio(tty, stdin) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
     };
     // crispd made the container's cgroup (and removes it).
-    let created = match executor::create_with(
-        &spec,
-        executor::Stdio {
-            stdin: None,
-            stdout: out_w,
-            stderr: err_w,
-        },
-        executor::CgroupSetup::Made,
-        seccomp,
-    ) {
+    let created = match executor::create_with(&spec, stdio, executor::CgroupSetup::Made, seccomp) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
@@ -284,7 +353,21 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
     // memory (see `tiny`); this process carries on only if it cannot run.
     #[cfg(tiny_monitor)]
     if std::env::var_os("CRISP_STD_MONITOR").is_none() {
-        let Err(e) = tiny::exec(id, &created, &listener, [&out_r, &err_r], dir, log, cgroup);
+        let flags = u32::from(tty) | u32::from(stdin.stdin) << 1 | u32::from(stdin.once) << 2;
+        let Err(e) = tiny::exec(
+            id,
+            &created,
+            &listener,
+            tiny::Fds {
+                out: &out_r,
+                err: err_r.as_ref(),
+                stdin: stdin_w.as_ref(),
+            },
+            flags,
+            dir,
+            log,
+            cgroup,
+        );
         eprintln!("crispd monitor {id}: cannot run the tiny monitor ({e}); carrying on");
     }
 
@@ -299,9 +382,15 @@ pub fn run(id: &str, dir: &Path, log: &str, cgroup: &str) -> ExitCode {
         pumped: Condvar::new(),
         log: Mutex::new(log_file),
     });
+    // This monitor does not serve attach: the stdin pipe stays open and
+    // unwritten, as for a container nobody has attached to yet.
+    let _stdin = stdin_w;
     spawn_pump(File::from(out_r), "stdout", &shared);
-    spawn_pump(File::from(err_r), "stderr", &shared);
-    let pumps = 2;
+    let mut pumps = 1;
+    if let Some(err_r) = err_r {
+        spawn_pump(File::from(err_r), "stderr", &shared);
+        pumps += 1;
+    }
     {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -374,25 +463,37 @@ mod tiny {
     use std::ffi::CString;
     use std::fs::OpenOptions;
     use std::io::Write;
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::net::UnixListener;
     use std::path::{Path, PathBuf};
 
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag, SealFlag};
     use nix::sys::memfd::{memfd_create, MFdFlags};
 
     use crisp_executor as executor;
 
     static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crispd-monitor"));
 
-    /// Exec the tiny monitor with the descriptors it carries on with.
-    /// Returns only on failure.
+    /// The monitor's ends of the container's stdio.
+    pub struct Fds<'a> {
+        /// stdout's read end, or the pty master.
+        pub out: &'a OwnedFd,
+        pub err: Option<&'a OwnedFd>,
+        /// The stdin pipe's write end.
+        pub stdin: Option<&'a OwnedFd>,
+    }
+
+    /// Exec the tiny monitor with the descriptors it carries on with and
+    /// its `flags` (1 tty, 2 stdin, 4 stdin_once). Returns only on
+    /// failure.
+    #[allow(clippy::too_many_arguments)]
     pub fn exec(
         id: &str,
         created: &executor::Created,
         listener: &UnixListener,
-        pipes: [&OwnedFd; 2],
+        stdio: Fds,
+        flags: u32,
         dir: &Path,
         log: &str,
         cgroup: &str,
@@ -404,16 +505,26 @@ mod tiny {
             .open(dir)?;
         let (start, sync) = created.fds();
         let fds = [
-            listener.as_fd(),
-            pipes[0].as_fd(),
-            pipes[1].as_fd(),
-            start,
-            sync,
-            dir_fd.as_fd(),
+            Some(listener.as_fd()),
+            Some(stdio.out.as_fd()),
+            stdio.err.map(|f| f.as_fd()),
+            Some(start),
+            Some(sync),
+            Some(dir_fd.as_fd()),
+            stdio.stdin.map(|f| f.as_fd()),
         ];
-        for fd in fds {
+        for fd in fds.iter().flatten() {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
         }
+        // The tiny monitor never blocks on the container's stdio (the std
+        // monitor's threads do: only set here).
+        for fd in [Some(stdio.out), stdio.err, stdio.stdin]
+            .into_iter()
+            .flatten()
+        {
+            fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        }
+        let number = |fd: Option<BorrowedFd>| fd.map_or(-1, |f| f.as_raw_fd()).to_string();
         let [oom, oom_fallback] = oom_files(cgroup);
         let program = memfd_create(
             c"crispd-monitor",
@@ -436,13 +547,15 @@ mod tiny {
             arg(id)?,
             arg(&created.pid.to_string())?,
         ];
-        for fd in fds {
-            argv.push(arg(&fd.as_raw_fd().to_string())?);
+        for fd in &fds[..6] {
+            argv.push(arg(&number(*fd))?);
         }
         for s in [
             log,
             &*oom.to_string_lossy(),
             &*oom_fallback.to_string_lossy(),
+            &number(fds[6]),
+            &flags.to_string(),
         ] {
             argv.push(arg(s)?);
         }
@@ -557,6 +670,9 @@ fn answer(req: &str, shared: &Shared) -> String {
             }
             "exited".into()
         }
+        // Attach needs the tiny monitor's loop (this one runs only where
+        // it cannot: another architecture, or CRISP_STD_MONITOR set).
+        Request::Attach => "error attach needs the tiny monitor".into(),
         Request::Unknown(other) => format!("error unknown request {other:?}"),
     }
 }

@@ -32,6 +32,20 @@ pub struct MonitorArgs {
     pub dir: PathBuf,
     pub log: String,
     pub cgroup: String,
+    /// The CRI's `stdin` and `stdin_once` (see [`super::monitor::StdinMode`]).
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+}
+
+impl MonitorArgs {
+    pub fn stdin_mode(&self) -> super::monitor::StdinMode {
+        super::monitor::StdinMode {
+            stdin: self.stdin,
+            once: self.stdin_once,
+        }
+    }
 }
 
 /// A started spare: the write end of its stdin and the read end of its
@@ -178,7 +192,7 @@ fn read_answer(from: File) -> std::io::Result<String> {
 
 /// A monitor started for `args` on the call's path.
 fn launch_fresh(exe: &Path, args: &MonitorArgs) -> std::io::Result<String> {
-    let argv: [&std::ffi::OsStr; 9] = [
+    let mut argv: Vec<&std::ffi::OsStr> = vec![
         "monitor".as_ref(),
         "--id".as_ref(),
         args.id.as_ref(),
@@ -189,6 +203,12 @@ fn launch_fresh(exe: &Path, args: &MonitorArgs) -> std::io::Result<String> {
         "--cgroup".as_ref(),
         args.cgroup.as_ref(),
     ];
+    if args.stdin {
+        argv.push("--stdin".as_ref());
+    }
+    if args.stdin_once {
+        argv.push("--stdin-once".as_ref());
+    }
     let (mut child, from) = spawn_detached(exe, &argv, Stdio::null())?;
     let out = read_answer(from);
     let _ = child.wait();
@@ -280,7 +300,7 @@ pub fn main() -> ExitCode {
         Ok(_) => {}
     }
     match serde_json::from_str::<MonitorArgs>(&line) {
-        Ok(a) => super::monitor::run(&a.id, &a.dir, &a.log, &a.cgroup),
+        Ok(a) => super::monitor::run(&a.id, &a.dir, &a.log, &a.cgroup, a.stdin_mode()),
         Err(e) => {
             println!("error bad monitor arguments: {e}");
             ExitCode::FAILURE
