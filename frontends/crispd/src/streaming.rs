@@ -28,6 +28,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crisp_monitor::attach;
+
 use crate::config::Config;
 use crate::pods::{container, Host};
 use crate::workers::{Done, Workers};
@@ -101,7 +103,9 @@ impl Handle {
 /// What a worker came back with.
 pub enum Started {
     Exec(Result<container::StreamingExec, Status>),
-    Attach(Result<std::os::unix::net::UnixStream, Status>),
+    /// The monitor's connection, and whether the client's end of stdin
+    /// closes the container's (`stdin_once` without a tty, as containerd).
+    Attach(Result<(std::os::unix::net::UnixStream, bool), Status>),
     Port {
         conn: u32,
         port: u16,
@@ -151,9 +155,13 @@ struct Monitor {
     stream: Fd,
     /// Frames read, not yet whole.
     input: BytesMut,
+    /// Frames not yet written to the monitor.
+    out: BytesMut,
     exit: Option<i32>,
     eof: bool,
-    /// STDIN_CLOSE went out.
+    /// The client's end of stdin closes the container's.
+    close_stdin: bool,
+    /// STDIN_CLOSE is queued.
     stdin_closed: bool,
 }
 
@@ -407,8 +415,12 @@ impl StreamServer {
                     conn.work = Work::Exec(process);
                 }
             }
-            Started::Attach(Ok(stream)) => {
+            Started::Attach(Ok((stream, close_stdin))) => {
                 let _ = stream.set_nonblocking(true);
+                let with_stdin = matches!(
+                    self.conns.get(&id).and_then(|c| c.session.as_ref()).map(Session::kind),
+                    Some(Kind::Attach(o)) if o.stdin
+                );
                 let fd = OwnedFd::from(stream);
                 let watched = self.watch(
                     id,
@@ -418,11 +430,19 @@ impl StreamServer {
                     registry,
                 );
                 if let (Some(conn), Some(stream)) = (self.conns.get_mut(&id), watched) {
+                    let mut out = BytesMut::new();
+                    if with_stdin {
+                        // Marks this client as a stdin writer, for the
+                        // monitor's `stdin_once`, before it types anything.
+                        out.extend_from_slice(&attach::encode_header(attach::STDIN, 0));
+                    }
                     conn.work = Work::Attach(Monitor {
                         stream,
                         input: BytesMut::new(),
+                        out,
                         exit: None,
                         eof: false,
+                        close_stdin,
                         stdin_closed: false,
                     });
                 }
@@ -724,8 +744,12 @@ impl StreamServer {
                                     &host, &container, cmd, o, size,
                                 ))
                             }
-                            (Target::Attach { container }, _) => {
-                                Started::Attach(container::attach(&host, &container))
+                            (Target::Attach { container }, Some(Kind::Attach(o))) => {
+                                let close_stdin =
+                                    !o.tty && container::stdin_once(&host, &container);
+                                Started::Attach(
+                                    container::attach(&host, &container).map(|s| (s, close_stdin)),
+                                )
                             }
                             _ => {
                                 Started::Exec(Err(Status::internal("mismatched streaming ticket")))
@@ -1100,24 +1124,9 @@ fn pump_stdin(fd: Option<&mut Fd>, buf: &mut BytesMut) -> bool {
     progress
 }
 
-/// The monitor's attach frames: 1 byte kind, 4 bytes big-endian length,
-/// payload (see crisp-monitor's `attach`).
-mod frame {
-    pub const STDIN: u8 = 0;
-    pub const STDOUT: u8 = 1;
-    pub const STDERR: u8 = 2;
-    pub const EXIT: u8 = 3;
-    pub const RESIZE: u8 = 4;
-    pub const STDIN_CLOSE: u8 = 5;
-    pub const MAX: usize = 65536;
-
-    pub fn encode(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
-        out.push(kind);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-    }
-}
-
+/// Attach: client stdin, resizes and the end of stdin to the monitor as
+/// frames (see crisp-monitor's `attach`), its output frames and the exit
+/// back to the session.
 fn pump_monitor(
     m: &mut Monitor,
     session: &mut Session,
@@ -1127,26 +1136,42 @@ fn pump_monitor(
     room: bool,
 ) -> bool {
     let mut progress = false;
-    // To the monitor: stdin, resizes, the end of stdin.
-    let mut outgoing = Vec::new();
-    for chunk in stdin.chunks(frame::MAX) {
-        frame::encode(frame::STDIN, chunk, &mut outgoing);
+    // To the monitor. The monitor stops reading a client while the
+    // container does not read its stdin: then `out` fills, the client's
+    // stdin waits in `stdin`, and at last crispd stops reading the client.
+    while !stdin.is_empty() && m.out.len() < HIGH_WATER {
+        let n = stdin.len().min(attach::MAX_PAYLOAD as usize);
+        m.out
+            .extend_from_slice(&attach::encode_header(attach::STDIN, n as u32));
+        m.out.extend_from_slice(&stdin.split_to(n));
+        progress = true;
     }
     if let Some(size) = resize {
-        let mut p = size.width.to_be_bytes().to_vec();
-        p.extend_from_slice(&size.height.to_be_bytes());
-        frame::encode(frame::RESIZE, &p, &mut outgoing);
-    }
-    if stdin_eof && !m.stdin_closed {
-        frame::encode(frame::STDIN_CLOSE, &[], &mut outgoing);
-        m.stdin_closed = true;
-    }
-    if !outgoing.is_empty() && !m.eof {
-        // Frames are small and the socket buffer large; a monitor that
-        // cannot take them now loses them rather than reorder them.
-        let _ = nix::unistd::write(&m.stream.fd, &outgoing);
-        stdin.clear();
+        m.out
+            .extend_from_slice(&attach::encode_header(attach::RESIZE, 4));
+        m.out.extend_from_slice(&size.width.to_be_bytes());
+        m.out.extend_from_slice(&size.height.to_be_bytes());
         progress = true;
+    }
+    if stdin_eof && stdin.is_empty() && m.close_stdin && !m.stdin_closed {
+        m.out
+            .extend_from_slice(&attach::encode_header(attach::STDIN_CLOSE, 0));
+        m.stdin_closed = true;
+        progress = true;
+    }
+    while !m.out.is_empty() && m.stream.ready.write && !m.eof {
+        match nix::unistd::write(&m.stream.fd, &m.out) {
+            Ok(n) => {
+                m.out.advance(n);
+                progress = true;
+            }
+            Err(nix::errno::Errno::EAGAIN) => m.stream.ready.write = false,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                m.out.clear();
+                m.eof = true;
+            }
+        }
     }
     // From the monitor: output and the exit.
     if room && !m.eof && m.stream.ready.read {
@@ -1160,34 +1185,39 @@ fn pump_monitor(
         }
         progress = true;
     }
-    while m.input.len() >= 5 {
-        let kind = m.input[0];
-        let len = u32::from_be_bytes([m.input[1], m.input[2], m.input[3], m.input[4]]) as usize;
-        if len > frame::MAX {
+    while let Some(head) = m.input.get(..attach::HEADER_LEN) {
+        let mut h = [0u8; attach::HEADER_LEN];
+        h.copy_from_slice(head);
+        let Some((kind, len)) = attach::decode_header(&h) else {
             m.eof = true;
             break;
-        }
-        if m.input.len() < 5 + len {
+        };
+        let len = len as usize;
+        if m.input.len() < attach::HEADER_LEN + len {
             break;
         }
-        m.input.advance(5);
+        m.input.advance(attach::HEADER_LEN);
         let payload = m.input.split_to(len);
-        match kind {
-            frame::STDOUT => session.send_output(Output::Stdout, &payload),
-            frame::STDERR => session.send_output(Output::Stderr, &payload),
-            frame::EXIT if payload.len() == 4 => {
-                m.exit = Some(i32::from_be_bytes([
-                    payload[0], payload[1], payload[2], payload[3],
-                ]))
-            }
+        match (kind, payload.get(..4)) {
+            (attach::STDOUT, _) => session.send_output(Output::Stdout, &payload),
+            (attach::STDERR, _) => session.send_output(Output::Stderr, &payload),
+            (attach::EXIT, Some(&[a, b, c, d])) => m.exit = Some(i32::from_be_bytes([a, b, c, d])),
             _ => {}
         }
         progress = true;
     }
+    if stdin_eof && stdin.is_empty() && !m.close_stdin && !session.is_done() {
+        // The client's stdin ended and the container's stays open: the
+        // client is detached, its output ends (containerd's rule), and
+        // the attach ends well.
+        session.finish(Ok(0));
+        m.eof = true;
+        return true;
+    }
     if (m.eof || m.exit.is_some()) && !session.is_done() {
         session.finish(match m.exit {
             Some(code) => Ok(code),
-            None => Err("the container's monitor closed the attach connection".into()),
+            None => Err("the container's monitor closed the attach connection (a client too slow for the container's output is dropped)".into()),
         });
         progress = true;
     }

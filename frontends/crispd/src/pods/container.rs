@@ -31,6 +31,10 @@ pub struct Meta {
     pub image_id: String,
     /// The image's StopSignal, e.g. `SIGQUIT`; empty for SIGTERM.
     pub stop_signal: String,
+    /// The CRI's `stdin_once`: an attached client's end of stdin closes
+    /// the container's.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// What CreateContainer made, for the state machine's record.
@@ -142,6 +146,7 @@ fn create_inner(host: &Host, new: &NewContainer) -> Result<Created, Status> {
         cgroup: cgroup.clone(),
         image_id: record.id.clone(),
         stop_signal,
+        stdin_once: config.stdin_once,
     };
     let meta_bytes = serde_json::to_vec(&meta).map_err(|e| internal("encode meta", e))?;
     crate::persist::write_runtime(&dir.join("meta.json"), &meta_bytes)
@@ -977,6 +982,11 @@ pub fn exec_streaming(
         stderr: stderr_ours,
         tty: false,
     })
+}
+
+/// Whether container `id` was created with `stdin_once`.
+pub fn stdin_once(host: &Host, id: &str) -> bool {
+    read_meta(host, id).is_some_and(|m| m.stdin_once)
 }
 
 /// ExecSync: run `cmd` in the container, capture up to 16 MiB of each
