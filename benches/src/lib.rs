@@ -4,4 +4,5 @@
 //! crispd, the h2 + tokio baseline and the raw socket floor).
 
 pub mod messages;
+pub mod streaming;
 pub mod wire;

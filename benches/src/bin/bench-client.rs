@@ -25,6 +25,12 @@
 //!       stdin closes (to measure the runtime's memory), then removed.
 //!       CRISP_BENCH_SECCOMP=runtime-default: the containers ask for the
 //!       RuntimeDefault seccomp profile (else none: unconfined).
+//!   bench-client streaming SOCKET ITERS IMAGE MIB
+//!       one pod with a sleeping container, then ITERS × exec of `true`
+//!       (the Exec call, the SPDY upgrade, streams, exit status), ITERS ×
+//!       exec of `echo x` to its first byte of output, and 3 × port
+//!       forwarding of a connection to a local server (the pod has the
+//!       host's network) that sends MIB MiB; one JSON line of medians.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -447,6 +453,106 @@ fn lifecycle(socket: &Path, iters: usize, image: &str, hold: usize) -> std::io::
     Ok(())
 }
 
+/// Exec round trips and port-forward throughput through the runtime's
+/// streaming server (see the top of the file).
+fn streaming(socket: &Path, iters: usize, image: &str, mib: usize) -> std::io::Result<()> {
+    use crisp_benches::streaming as s;
+    let log_dir = std::env::temp_dir().join(format!("crisp-bench-slogs-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir)?;
+    let mut l = Lifecycle {
+        c: CoreClient::connect(socket)?,
+        image: image.into(),
+        log_dir: log_dir.clone(),
+        tag: format!("s{}", std::process::id()),
+        cgroup_root: std::env::var("CRISP_BENCH_CGROUP").unwrap_or_else(|_| "/crisp-bench".into()),
+        seccomp: false,
+    };
+    let pod = l.pod("bench-streaming");
+    let pod_id = l.run_pod(&pod)?;
+    let ctr = l.create(&pod_id, &pod, "streaming.log")?;
+    l.start(&ctr)?;
+    let exec_url = |c: &mut CoreClient, cmd: &[&str]| -> std::io::Result<String> {
+        let r: cri::ExecResponse = call(
+            c,
+            "Exec",
+            &cri::ExecRequest {
+                container_id: ctr.clone(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                stdout: true,
+                ..Default::default()
+            },
+        )?;
+        Ok(r.url)
+    };
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let (mut round_trip, mut first_byte) = (vec![], vec![]);
+    for _ in 0..iters {
+        let t = Instant::now();
+        let url = exec_url(&mut l.c, &["/bin/busybox", "true"])?;
+        let e = s::exec(&url)?;
+        if !String::from_utf8_lossy(&e.status).contains("Success") {
+            return Err(std::io::Error::other(format!(
+                "exec failed: {}",
+                String::from_utf8_lossy(&e.status)
+            )));
+        }
+        round_trip.push(ms(t.elapsed()));
+        let t = Instant::now();
+        let url = exec_url(&mut l.c, &["/bin/busybox", "echo", "x"])?;
+        let e = s::exec(&url)?;
+        let rpc = t.elapsed() - e.total;
+        first_byte.push(ms(rpc + e.first_byte.unwrap_or(e.total)));
+    }
+    // A local server the pod reaches on its (the host's) loopback.
+    let server = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = server.local_addr()?.port();
+    let bytes = mib << 20;
+    std::thread::spawn(move || {
+        let chunk = vec![0x5au8; 1 << 20];
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if std::io::Write::write_all(&mut conn, &chunk[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+        }
+    });
+    let mut rates = vec![];
+    for _ in 0..3 {
+        let r: cri::PortForwardResponse = call(
+            &mut l.c,
+            "PortForward",
+            &cri::PortForwardRequest {
+                pod_sandbox_id: pod_id.clone(),
+                port: vec![port as i32],
+            },
+        )?;
+        let (got, took) = s::port_forward_read(&r.url, port)?;
+        if got != bytes as u64 {
+            return Err(std::io::Error::other(format!(
+                "port forward brought {got} of {bytes} bytes"
+            )));
+        }
+        rates.push(got as f64 / (1 << 20) as f64 / took.as_secs_f64());
+    }
+    l.stop(&ctr)?;
+    l.remove(&ctr)?;
+    l.stop_pod(&pod_id)?;
+    l.remove_pod(&pod_id)?;
+    let _ = std::fs::remove_dir_all(&log_dir);
+    println!(
+        "{{\"iters\": {iters}, \"exec_true_ms\": {:.3}, \"exec_first_byte_ms\": {:.3}, \"portforward_mib\": {mib}, \"portforward_mib_s\": {:.1}}}",
+        median(&mut round_trip),
+        median(&mut first_byte),
+        median(&mut rates)
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -458,6 +564,9 @@ fn main() -> ExitCode {
         ["hold", sock, n] => hold(Path::new(sock), num(n)),
         ["pull", sock, image] => pull(Path::new(sock), image),
         ["lifecycle", sock, iters, image] => lifecycle(Path::new(sock), num(iters), image, 0),
+        ["streaming", sock, iters, image, mib] => {
+            streaming(Path::new(sock), num(iters), image, num(mib))
+        }
         ["lifecycle", sock, iters, image, hold] => {
             lifecycle(Path::new(sock), num(iters), image, num(hold))
         }
