@@ -20,6 +20,7 @@ use crate::cri_host::CriHost;
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::policy::Peer;
 use crate::workers::{Reply, StreamReply, Workers};
+use crisp_image::Stop;
 
 /// Unsent output above which we stop reading from the peer: a client that
 /// does not read its answers cannot make us buffer without bound.
@@ -88,6 +89,18 @@ pub struct Conn {
     /// Calls being served (by stream id): method path and start, for the
     /// per-call log line.
     calls: HashMap<u32, (&'static str, Instant)>,
+    /// Work of calls in `calls` that must stop when the call goes away
+    /// (pulls).
+    stops: HashMap<u32, Stop>,
+}
+
+impl Drop for Conn {
+    /// The connection is gone: so are the callers of its calls.
+    fn drop(&mut self) {
+        for (_, stop) in self.stops.drain() {
+            stop.cancel();
+        }
+    }
 }
 
 impl Conn {
@@ -102,6 +115,7 @@ impl Conn {
             broken: false,
             interest: None,
             calls: HashMap::new(),
+            stops: HashMap::new(),
         }
     }
 
@@ -209,8 +223,11 @@ impl Conn {
                     );
                     match outcome {
                         Outcome::Done(code) => log_call(self.peer, call.method.path, code, now),
-                        Outcome::Deferred => {
+                        Outcome::Deferred(stop) => {
                             self.calls.insert(call.id.get(), (call.method.path, now));
+                            if let Some(stop) = stop {
+                                self.stops.insert(call.id.get(), stop);
+                            }
                         }
                     }
                 }
@@ -223,6 +240,9 @@ impl Conn {
                 }
                 Event::Message { .. } | Event::HalfClose { .. } => {}
                 Event::Cancelled { id, code } => {
+                    if let Some(stop) = self.stops.remove(&id.get()) {
+                        stop.cancel();
+                    }
                     if let Some((path, started)) = self.calls.remove(&id.get()) {
                         log_call(self.peer, path, code, started);
                     }
@@ -237,6 +257,7 @@ impl Conn {
 
     /// A worker finished a call of this connection.
     pub fn complete(&mut self, call: u32, reply: Reply) {
+        self.stops.remove(&call);
         let Some((path, started)) = self.calls.remove(&call) else {
             return; // cancelled or timed out meanwhile
         };
@@ -309,6 +330,9 @@ impl Conn {
     pub fn abandon_calls(&mut self, status: &Status) {
         for (id, _) in self.calls.drain() {
             let _ = self.grpc.finish(CallId::new(id), status);
+        }
+        for (_, stop) in self.stops.drain() {
+            stop.cancel();
         }
     }
 
@@ -450,7 +474,18 @@ pub(crate) mod tests {
                 CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(mio::Waker::new(poll.registry(), Token(usize::MAX)).unwrap());
-            let workers = Workers::new(1, 4, waker).unwrap();
+            let workers = Workers::new(
+                crate::workers::PoolSize {
+                    threads: 1,
+                    queue: 4,
+                },
+                crate::workers::PoolSize {
+                    threads: 1,
+                    queue: 4,
+                },
+                waker,
+            )
+            .unwrap();
             let (server_end, client_end) = UnixStream::pair().unwrap();
             let conn = Conn::new(7, Socket::Unix(server_end), peer, ServerConfig::default());
             Self {

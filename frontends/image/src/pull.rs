@@ -68,7 +68,10 @@ impl ImageService {
             .registries
             .endpoints(reference.domain())
             .map_err(|e| ImageError::internal(e.to_string()))?;
-        let stopped = |code| ImageError::stopped(code, &format!("pull of {reference}"));
+        let stopped = |code| {
+            tracing::info!(image = %reference, ?code, "pull stopped: no caller waits for it any more");
+            ImageError::stopped(code, &format!("pull of {reference}"))
+        };
         let count = endpoints.len();
         let mut failures: Vec<String> = Vec::new();
         let mut last_code = Code::Unavailable;

@@ -1,0 +1,229 @@
+"""Pulls under registry faults: registries and mirrors that hang, stall
+mid-blob, drop the connection, answer 503 with Retry-After, or serve a
+gzip bomb; callers whose deadline passes. A stand-in (HangingServer,
+FakeRegistry in imagetest.py) makes the faults a real registry won't;
+the real docker-registry serves the healthy paths. Nothing here measures
+time: waits are bounded only so that a broken crispd fails the test."""
+
+import secrets
+import tempfile
+from pathlib import Path
+
+import grpc
+import pytest
+
+import imagetest as it
+from common.pods import Cri
+from common.wait import wait_until
+
+
+@pytest.fixture
+def hanging():
+    h = it.HangingServer()
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def start_crispd(crispd_bin, cri, tmp_path):
+    """crispd with `config` (TOML) on fresh directories, with `.client`
+    (the ImageService) and `.cri` (both services)."""
+    made = []
+
+    def start(config):
+        root = Path(tempfile.mkdtemp(prefix="crispd-pf-", dir=tmp_path))
+        d = it.Crispd(crispd_bin, root, config)
+        d.tag = secrets.token_hex(4)
+        d.start()
+        d.client = it.Client(d, cri)
+        d.cri = Cri(d, cri)
+        made.append(d)
+        return d
+
+    yield start
+    for d in reversed(made):
+        d.client.close()
+        d.cri.close()
+        d.stop()
+
+
+def no_partial_image(d):
+    """Nothing of a failed pull is listed or left in the store."""
+    assert d.client.list() == []
+    assert list((d.store / "tmp").iterdir()) == []
+    layers = d.store / "layers" / "sha256"
+    assert not layers.exists() or list(layers.iterdir()) == []
+
+
+def test_stuck_pulls_do_not_starve_other_calls(start_crispd, hanging, cri):
+    # Five pulls from a registry that never answers, with a no-progress
+    # timeout far beyond the test: all four pull workers are stuck.
+    d = start_crispd("[images]\npull_workers = 4\nread_timeout_secs = 3600\n")
+    futures = [d.client.pull_future(f"{hanging.host}/stuck/image:{i}", timeout=600) for i in range(5)]
+    wait_until("four pulls stuck on the registry", lambda: hanging.counts()[0] >= 4)
+
+    # Everything else still answers.
+    pb = d.cri.pb
+    assert d.cri.rt.Version(pb.VersionRequest(), timeout=30).runtime_name == "crisp"
+    assert d.client.list() == []
+    assert not d.client.status("anything:1").HasField("image")
+    assert d.client.fs_info().image_filesystems
+    pod, _ = d.cri.runp("during-pulls", host_network=True)
+    assert d.cri.podstatus(pod).state == pb.SANDBOX_READY
+    d.cri.rmp(pod)
+    for h in [Path("/sys/fs/cgroup")] + [p for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir()]:
+        try:
+            (h / f"crisptest-{d.tag}").rmdir()
+        except OSError:
+            pass
+
+    # The callers go: their pulls stop and let go of the registry.
+    for f in futures:
+        f.cancel()
+    wait_until(
+        "crispd to close the stuck pulls' connections",
+        lambda: (lambda a, c: a >= 4 and c == a)(*hanging.counts()),
+    )
+    assert "pull stopped: no caller waits for it any more" in d.log_path.read_text()
+    no_partial_image(d)
+
+
+def test_a_pull_ends_by_its_callers_deadline(start_crispd, hanging):
+    d = start_crispd("[images]\nread_timeout_secs = 3600\n")
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(f"{hanging.host}/slow/image:1", timeout=2)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The pull itself stopped: its connection is closed long before the
+    # hour-long no-progress timeout.
+    wait_until("crispd to close the pull's connection", lambda: (lambda a, c: a >= 1 and c == a)(*hanging.counts()))
+    wait_until(
+        "the pull's stop in the log",
+        lambda: "pull stopped: no caller waits for it any more" in d.log_path.read_text(),
+    )
+    no_partial_image(d)
+
+
+def test_a_pull_stalled_mid_blob_stops_at_the_deadline(start_crispd, fake, images):
+    layer = images.busybox.layers[0]["digest"]
+    fake.stall[layer] = 1000
+    d = start_crispd("[images]\nread_timeout_secs = 3600\n")
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(f"{fake.host}/any/busybox:busybox", timeout=3)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert fake.stall_closed.wait(60), "crispd kept the stalled download open"
+    wait_until("the pull's stop in the log", lambda: "pull stopped" in d.log_path.read_text())
+    no_partial_image(d)
+
+
+def test_a_hanging_mirror_is_skipped_for_the_next(start_crispd, hanging, registry, images):
+    d = start_crispd(
+        f"""
+[images]
+read_timeout_secs = 2
+[[images.registries]]
+host = "registry.k8s.io"
+mirrors = ["http://{hanging.host}", "http://{registry.host}"]
+mirrors_only = true
+"""
+    )
+    ref = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+    assert d.client.pull(ref, timeout=120) == images.busybox.id
+    log = d.log_path.read_text()
+    assert "endpoint failed or stalled; trying the next" in log
+    assert hanging.host in log
+    assert [i.id for i in d.client.list()] == [images.busybox.id]
+
+
+def test_mirrors_only_error_names_every_place_tried(start_crispd, hanging):
+    closed = it.free_port()
+    d = start_crispd(
+        f"""
+[images]
+read_timeout_secs = 2
+[[images.registries]]
+host = "registry.k8s.io"
+mirrors = ["http://{hanging.host}", "http://127.0.0.1:{closed}"]
+mirrors_only = true
+"""
+    )
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull("registry.k8s.io/pause:3.10", timeout=120)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    msg = e.value.details()
+    assert "tried 2 places" in msg, msg
+    assert hanging.host in msg and "timeout" in msg, msg
+    assert f"127.0.0.1:{closed}" in msg, msg
+    assert "registry.k8s.io/v2" not in msg.replace("registry.k8s.io/pause", ""), msg
+    no_partial_image(d)
+
+
+def test_busy_registry_is_retried_after_retry_after(start_crispd, fake, images):
+    fake.busy = {"manifest": 1, images.busybox.layers[0]["digest"]: 2}
+    d = start_crispd("")
+    assert d.client.pull(f"{fake.host}/any/busybox:busybox") == images.busybox.id
+    assert fake.busy_answers == 3
+    assert "registry busy or failing; retrying" in d.log_path.read_text()
+
+
+@pytest.mark.parametrize("fault", ["cut", "stall"])
+def test_a_broken_download_is_resumed_with_a_range_request(start_crispd, fake, images, fault):
+    layer = images.busybox.layers[0]
+    half = layer["size"] // 2
+    getattr(fake, fault)[layer["digest"]] = half
+    d = start_crispd("[images]\nread_timeout_secs = 2\n")
+    assert d.client.pull(f"{fake.host}/any/busybox:busybox") == images.busybox.id
+    assert fake.ranges == [f"bytes={half}-"]
+    assert "resuming with a Range request" in d.log_path.read_text()
+    # Resumed, and still verified: the image runs from what was stored.
+    assert [i.id for i in d.client.list()] == [images.busybox.id]
+
+
+def test_a_corrupt_resume_fails_on_the_digest(start_crispd, fake, images):
+    layer = images.busybox.layers[0]
+    fake.cut[layer["digest"]] = layer["size"] // 2
+    fake.corrupt.add(layer["digest"])
+    d = start_crispd("")
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(f"{fake.host}/any/busybox:busybox")
+    assert e.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "digest mismatch" in e.value.details()
+    no_partial_image(d)
+
+
+def test_a_gzip_bomb_is_stopped_by_the_layer_cap(start_crispd, work, fake):
+    lay = it.Layout(work / "bomb-layout")
+    bomb = lay.image([it.Layer().file("zeros", b"\0" * (16 << 20)).bytes()])
+    lay.tag(bomb.desc, "bomb")
+    fake.layout = lay
+    assert bomb.layers[0]["size"] < (1 << 20)
+    d = start_crispd("[images]\nmax_layer_bytes = 1048576\n")
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(f"{fake.host}/any/bomb:bomb")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    msg = e.value.details()
+    assert bomb.layers[0]["digest"] in msg and "max_layer_bytes" in msg, msg
+    no_partial_image(d)
+
+
+def test_the_image_cap_counts_every_layer(start_crispd, work, fake):
+    lay = it.Layout(work / "big-layout")
+    two = [it.Layer().file(f"f{i}", bytes([i + 1]) * (3 << 20)).bytes() for i in range(2)]
+    img = lay.image(two)
+    lay.tag(img.desc, "big")
+    fake.layout = lay
+    d = start_crispd("[images]\nmax_layer_bytes = 4194304\nmax_image_bytes = 5242880\n")
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(f"{fake.host}/any/big:big")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    msg = e.value.details()
+    assert img.layers[1]["digest"] in msg and "max_image_bytes" in msg, msg
+    assert d.client.list() == []
+
+
+def test_too_little_free_space_refuses_the_pull(start_crispd, fake):
+    d = start_crispd("[images]\nmin_free_bytes = 9223372036854775807\n")
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(f"{fake.host}/any/busybox:busybox")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "min_free_bytes" in e.value.details()
+    no_partial_image(d)
