@@ -429,9 +429,12 @@ mod tests {
             r#"
             [images]
             read_timeout_secs = 5
+            pull_workers = 2
+            max_layer_bytes = 1048576
             [[images.registries]]
             host = "registry.k8s.io"
             mirrors = ["http://127.0.0.1:5000"]
+            mirrors_only = true
             [[images.registries]]
             host = "myreg.example:5443"
             plain_http = false
@@ -447,6 +450,15 @@ mod tests {
             vec!["http://127.0.0.1:5000"]
         );
         assert_eq!(c.images.registries[1].plain_http, Some(false));
+        assert!(c.images.registries[0].mirrors_only);
+        assert!(!c.images.registries[1].mirrors_only);
+        assert_eq!(c.images.pull_workers, 2);
+        let settings = c.image_settings();
+        assert_eq!(settings.max_layer_bytes, 1 << 20);
+        assert_eq!(
+            settings.max_image_bytes,
+            crisp_image::Settings::DEFAULT_MAX_IMAGE_BYTES
+        );
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back.to_toml(), c.to_toml());
         assert!(toml::from_str::<Config>("[[images.registries]]\nhots = \"x\"").is_err());

@@ -162,6 +162,7 @@ pub struct Endpoint {
     pub host: String,
     pub is_mirror: bool,
     agent: ureq::Agent,
+    connect_timeout: Duration,
 }
 
 /// Why CRI `AuthConfig.auth` is unusable.
@@ -323,6 +324,7 @@ impl Registries {
                     agent: self.agent(&host, scheme == "http")?,
                     host,
                     is_mirror: true,
+                    connect_timeout: self.connect_timeout(),
                 });
             }
         }
@@ -348,8 +350,13 @@ impl Registries {
             agent: self.agent(domain, plain)?,
             host: domain.to_owned(),
             is_mirror: false,
+            connect_timeout: self.connect_timeout(),
         });
         Ok(out)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.connect_timeout_secs.max(1))
     }
 
     fn plain_http_for(&self, host: &str) -> Option<bool> {
@@ -575,6 +582,7 @@ impl Session {
         let fetched = self.get(&path, None, "blob")?;
         let body = ResumingBody {
             agent: self.endpoint.agent.clone(),
+            connect_timeout: self.endpoint.connect_timeout,
             url: format!("{}{path}", self.endpoint.base),
             authorization: self.authorization.clone(),
             body: fetched.body,
@@ -613,7 +621,7 @@ impl Session {
             if let Some(auth) = &self.authorization {
                 req = req.header("Authorization", auth);
             }
-            let resp = within_deadline(req)
+            let resp = within_deadline(req, self.endpoint.connect_timeout)
                 .call()
                 .map_err(|e| self.transport_error(&url, e))?;
             let status = resp.status().as_u16();
@@ -928,10 +936,13 @@ fn sleep_unless_stopped(wait: Duration) -> bool {
     }
 }
 
-/// The request, bounded by the deadline of the pull this thread works for
-/// (connecting included).
+/// The request, its connection attempt bounded by the deadline of the
+/// pull this thread works for. Once connected, the transport watches the
+/// pull's stop itself ([`crate::transport`]); no global timeout here, as
+/// a caller with a later deadline may join a shared pull meanwhile.
 fn within_deadline(
     req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    connect_timeout: Duration,
 ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
     let Some(deadline) = crate::stop::current_stop().and_then(|s| s.deadline()) else {
         return req;
@@ -939,7 +950,9 @@ fn within_deadline(
     let left = deadline
         .saturating_duration_since(std::time::Instant::now())
         .max(Duration::from_millis(1));
-    req.config().timeout_global(Some(left)).build()
+    req.config()
+        .timeout_connect(Some(left.min(connect_timeout)))
+        .build()
 }
 
 /// A blob's body that, when its connection breaks off (an error, or the
@@ -949,6 +962,7 @@ fn within_deadline(
 /// caller still verifies the digest of the whole.
 struct ResumingBody {
     agent: ureq::Agent,
+    connect_timeout: Duration,
     url: String,
     authorization: Option<String>,
     body: Box<dyn Read + Send>,
@@ -1008,7 +1022,7 @@ impl ResumingBody {
                 self.offset
             ))
         };
-        let resp = within_deadline(req)
+        let resp = within_deadline(req, self.connect_timeout)
             .call()
             .map_err(|e| failed(e.to_string()))?;
         let status = resp.status().as_u16();
