@@ -227,3 +227,43 @@ def test_too_little_free_space_refuses_the_pull(start_crispd, fake):
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "min_free_bytes" in e.value.details()
     no_partial_image(d)
+
+
+def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, images):
+    layer = images.layered.layers[1]["digest"]
+    fake.hold[layer] = 10
+    d = start_crispd("[images]\nread_timeout_secs = 3600\n")
+    ref = f"{fake.host}/test/layers:layered"
+    patient = d.client.pull_future(ref, timeout=600)
+    it.wait_until("the pull to reach the held layer", fake.held.is_set)
+    # A second caller of the same image, with a short deadline, gives up...
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(ref, timeout=2)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # ...and the first caller's pull is untouched by it.
+    fake.release.set()
+    assert patient.result().image_ref == images.layered.id
+    for l in images.layered.layers:
+        assert fake.blob_gets[l["digest"]] == 1, l
+    assert "pull stopped" not in d.log_path.read_text()
+
+
+def test_a_shared_pull_stops_when_its_last_caller_goes(start_crispd, fake, images):
+    layer = images.layered.layers[1]["digest"]
+    fake.stall[layer] = 10
+    d = start_crispd("[images]\nread_timeout_secs = 3600\n")
+    ref = f"{fake.host}/test/layers:layered"
+    first = d.client.pull_future(ref, timeout=600)
+    second = d.client.pull_future(ref, timeout=600)
+    it.wait_until("both callers waiting", lambda: "waiting for the same work in progress" in d.log_path.read_text())
+    first.cancel()
+    assert not fake.stall_closed.wait(1), "the pull stopped while a caller still waited"
+    second.cancel()
+    assert fake.stall_closed.wait(60), "crispd kept the stalled download open"
+    wait_until("the pull's stop in the log", lambda: "pull stopped" in d.log_path.read_text())
+    # The layer before the stalled one was complete and verified, and may
+    # stay (unreferenced, for the next garbage collection); nothing else.
+    assert d.client.list() == []
+    assert list((d.store / "tmp").iterdir()) == []
+    kept = [p.name for p in (d.store / "layers" / "sha256").iterdir()]
+    assert kept in ([], [images.layered.diff_ids[0].split(":")[1]])
