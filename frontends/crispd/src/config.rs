@@ -180,6 +180,10 @@ pub struct ImagesConfig {
     /// Free bytes the image store's filesystem must keep: checked before
     /// a pull and while layers unpack.
     pub min_free_bytes: u64,
+    /// Layers one pull fetches at once.
+    pub max_parallel_layers: usize,
+    /// Layers all pulls together fetch at once.
+    pub max_concurrent_downloads: usize,
     /// Per-registry settings.
     pub registries: Vec<RegistryConfig>,
 }
@@ -197,6 +201,8 @@ impl Default for ImagesConfig {
             max_layer_bytes: crisp_image::Settings::DEFAULT_MAX_LAYER_BYTES,
             max_image_bytes: crisp_image::Settings::DEFAULT_MAX_IMAGE_BYTES,
             min_free_bytes: crisp_image::Settings::DEFAULT_MIN_FREE_BYTES,
+            max_parallel_layers: 3,
+            max_concurrent_downloads: 8,
             registries: Vec::new(),
         }
     }
@@ -260,6 +266,8 @@ impl Config {
             max_layer_bytes: self.images.max_layer_bytes,
             max_image_bytes: self.images.max_image_bytes,
             min_free_bytes: self.images.min_free_bytes,
+            max_parallel_layers: self.images.max_parallel_layers,
+            max_concurrent_downloads: self.images.max_concurrent_downloads,
             registries: self.images.registries.clone(),
         }
     }

@@ -449,6 +449,7 @@ impl ImageService {
                 bytes: self.limits.max_layer_bytes,
                 what: "the layer decompressed size cap (max_layer_bytes)",
             },
+            image: None,
             min_free_bytes: self.limits.min_free_bytes,
             store_dir: self.store.root().to_path_buf(),
         };

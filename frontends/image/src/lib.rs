@@ -83,7 +83,7 @@ impl ImageError {
         Self::new(code, format!("{what} stopped: {why}"))
     }
     /// Whether this is the result of work stopped for its waiters.
-    fn is_stop(&self) -> bool {
+    pub(crate) fn is_stop(&self) -> bool {
         matches!(self.code, Code::Cancelled | Code::DeadlineExceeded)
     }
     /// A local disk operation failed.
@@ -216,6 +216,8 @@ pub struct ImageService {
     platform: Platform,
     /// Decompressed size caps and the free space to keep.
     limits: pull::Limits,
+    /// Layer downloads at once, over all pulls.
+    downloads: pull::Downloads,
     /// A GC was skipped because a pull or import was running.
     gc_deferred: AtomicBool,
     in_use: InUse,
@@ -269,7 +271,9 @@ impl ImageService {
                 max_layer_bytes: settings.max_layer_bytes,
                 max_image_bytes: settings.max_image_bytes,
                 min_free_bytes: settings.min_free_bytes,
+                max_parallel_layers: settings.max_parallel_layers,
             },
+            downloads: pull::Downloads::new(settings.max_concurrent_downloads),
             gc_deferred: AtomicBool::new(false),
             in_use: Box::new(|_| None),
         };

@@ -9,6 +9,8 @@
 //! leaves only temporaries that are removed at once.
 
 use std::io::{self, BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crisp_core::cri::images::{choose_platform, repo_digest, Platform};
@@ -234,28 +236,17 @@ impl ImageService {
             )));
         }
 
-        // The layers, bottom first; ones already in the store are skipped.
+        // The layers, bottom first in the record; fetched up to
+        // `max_parallel_layers` at a time; ones already in the store are
+        // skipped.
         let mut layers = Vec::new();
         let mut size = manifest.config.size.max(0) as u64;
-        let mut image_left = self.limits.max_image_bytes;
+        let mut wanted = Vec::new();
         for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             if let Some(why) = oci::unsupported_layer(&desc.media_type) {
                 return Err(ImageError::unsupported(format!("{reference}: {why}")));
             }
             let diff_id = parse_digest(reference, "diff ID", diff_id)?;
-            let cap = if image_left < self.limits.max_layer_bytes {
-                Cap {
-                    bytes: image_left,
-                    what: "the image's decompressed size cap (max_image_bytes)",
-                }
-            } else {
-                Cap {
-                    bytes: self.limits.max_layer_bytes,
-                    what: "the layer decompressed size cap (max_layer_bytes)",
-                }
-            };
-            let unpacked = self.ensure_layer(&mut session, reference, desc, &diff_id, stop, cap)?;
-            image_left = image_left.saturating_sub(unpacked);
             size += desc.size.max(0) as u64;
             layers.push(LayerRecord {
                 digest: desc.digest.clone(),
@@ -263,7 +254,9 @@ impl ImageService {
                 size: desc.size.max(0) as u64,
                 media_type: desc.media_type.clone(),
             });
+            wanted.push((desc, diff_id));
         }
+        self.fetch_layers(&session, reference, &wanted, stop)?;
 
         blobs.push((config_digest.clone(), config_bytes));
         if let Some(code) = stop.reason() {
@@ -337,9 +330,83 @@ impl ImageService {
         }
     }
 
+    /// Fetch the layers of `wanted` not in the store, up to
+    /// `max_parallel_layers` at once, each thread with its own copy of
+    /// `session`. The first failure stops the others.
+    fn fetch_layers(
+        &self,
+        session: &Session,
+        reference: &Reference,
+        wanted: &[(&Descriptor, Digest)],
+        stop: &Stop,
+    ) -> Result<(), ImageError> {
+        let failed = Stop::never();
+        let layers_stop = Stop::any_of(stop.clone(), failed.clone());
+        let image_used = Arc::new(AtomicU64::new(0));
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
+        let threads = self
+            .limits
+            .max_parallel_layers
+            .clamp(1, wanted.len().max(1));
+        let fetch_some = || {
+            let _entered = crate::stop::enter(&layers_stop);
+            let mut session = session.clone();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((desc, diff_id)) = wanted.get(i) else {
+                    return;
+                };
+                if layers_stop.reason().is_some() {
+                    return;
+                }
+                let budget = ImageBudget {
+                    used: Arc::clone(&image_used),
+                    max: self.limits.max_image_bytes,
+                };
+                let fetched =
+                    self.ensure_layer(&mut session, reference, desc, diff_id, &layers_stop, budget);
+                if let Err(e) = fetched {
+                    let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    // A layer stopped because another failed is no news.
+                    if first.is_none() && !(e.is_stop() && stop.reason().is_none()) {
+                        *first = Some(e);
+                    }
+                    failed.cancel();
+                    return;
+                }
+            }
+        };
+        if threads == 1 {
+            fetch_some();
+        } else {
+            std::thread::scope(|scope| {
+                for i in 0..threads {
+                    let started = std::thread::Builder::new()
+                        .name(format!("crisp-layers-{i}"))
+                        .spawn_scoped(scope, fetch_some);
+                    if let Err(e) = started {
+                        tracing::warn!(error = %e, "cannot start a layer thread; fetching with fewer");
+                        if i == 0 {
+                            fetch_some();
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+        if let Some(code) = stop.reason() {
+            return Err(ImageError::stopped(code, &format!("pull of {reference}")));
+        }
+        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Make sure the layer `diff_id` is unpacked in the store, fetching
-    /// `desc` if not; the bytes it decompressed to (0 if present).
-    /// Concurrent pulls needing one layer share the work.
+    /// `desc` if not. Concurrent pulls needing one layer share the work;
+    /// at most `max_concurrent_downloads` layers download at once in all.
     fn ensure_layer(
         &self,
         session: &mut Session,
@@ -347,22 +414,28 @@ impl ImageService {
         desc: &Descriptor,
         diff_id: &Digest,
         stop: &Stop,
-        cap: Cap,
-    ) -> Result<u64, ImageError> {
+        budget: ImageBudget,
+    ) -> Result<(), ImageError> {
         if self.store.has_layer(diff_id) {
             tracing::debug!(image = %reference, layer = %desc.digest, "layer already present");
-            return Ok(0);
+            return Ok(());
         }
         let key = format!("layer {diff_id}");
         self.flights
             .run(&key, stop, |shared| {
                 if self.store.has_layer(diff_id) {
-                    return Ok("0".into());
+                    return Ok(String::new());
                 }
-                self.fetch_layer(session, reference, desc, diff_id, shared, cap)
-                    .map(|n| n.to_string())
+                let _slot = self.downloads.acquire(shared).map_err(|code| {
+                    ImageError::stopped(
+                        code,
+                        &format!("pull of {reference} (layer {})", desc.digest),
+                    )
+                })?;
+                self.fetch_layer(session, reference, desc, diff_id, shared, budget)
+                    .map(|_| String::new())
             })
-            .map(|n| n.parse().unwrap_or(0))
+            .map(|_| ())
     }
 
     fn fetch_layer(
@@ -372,7 +445,7 @@ impl ImageService {
         desc: &Descriptor,
         diff_id: &Digest,
         stop: &Stop,
-        cap: Cap,
+        budget: ImageBudget,
     ) -> Result<u64, ImageError> {
         let blob_digest = parse_digest(reference, "layer", &desc.digest)?;
         let from = session.endpoint().base.clone();
@@ -404,7 +477,11 @@ impl ImageService {
         let blob = HashingReader::new(progress, blob_digest.algorithm());
         let mut buf = BufReader::with_capacity(256 << 10, blob);
         let guard = Guard {
-            cap,
+            cap: Cap {
+                bytes: self.limits.max_layer_bytes,
+                what: "the layer decompressed size cap (max_layer_bytes)",
+            },
+            image: Some(budget),
             min_free_bytes: self.limits.min_free_bytes,
             store_dir: self.store.root().to_path_buf(),
         };
@@ -527,8 +604,17 @@ pub(super) struct Cap {
 /// What an unpacking layer must stay within.
 pub(super) struct Guard {
     pub cap: Cap,
+    /// The image's decompressed bytes so far, shared by its layers.
+    pub image: Option<ImageBudget>,
     pub min_free_bytes: u64,
     pub store_dir: std::path::PathBuf,
+}
+
+/// The decompressed bytes of one pull's layers, against `max_image_bytes`.
+#[derive(Clone, Debug)]
+pub(super) struct ImageBudget {
+    pub used: Arc<AtomicU64>,
+    pub max: u64,
 }
 
 /// The pull limits from [`crate::Settings`].
@@ -537,6 +623,52 @@ pub(super) struct Limits {
     pub max_layer_bytes: u64,
     pub max_image_bytes: u64,
     pub min_free_bytes: u64,
+    pub max_parallel_layers: usize,
+}
+
+/// Slots for layer downloads, shared by all pulls
+/// (`max_concurrent_downloads`).
+pub(super) struct Downloads {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One download slot, given back when dropped.
+pub(super) struct Slot<'a>(&'a Downloads);
+
+impl Downloads {
+    pub fn new(slots: usize) -> Self {
+        Self {
+            free: Mutex::new(slots.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Wait for a slot, unless `stop` stops first (its reason).
+    pub fn acquire(&self, stop: &Stop) -> Result<Slot<'_>, Code> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(code) = stop.reason() {
+                return Err(code);
+            }
+            if *free > 0 {
+                *free -= 1;
+                return Ok(Slot(self));
+            }
+            free = self
+                .freed
+                .wait_timeout(free, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Limits {
@@ -580,10 +712,20 @@ impl<R: Read> Read for Capped<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
+        let image = self.guard.image.as_ref().map(|b| {
+            (
+                b.used.fetch_add(n as u64, Ordering::SeqCst) + n as u64,
+                b.max,
+            )
+        });
         let why = if self.read > self.guard.cap.bytes {
             Some(format!(
                 "decompresses to more than {} bytes, {}",
                 self.guard.cap.bytes, self.guard.cap.what
+            ))
+        } else if let Some((used, max)) = image.filter(|(used, max)| used > max) {
+            Some(format!(
+                "the image's layers decompress to more than {max} bytes ({used} so far), the image's decompressed size cap (max_image_bytes)"
             ))
         } else if self.read >= self.next_check {
             self.next_check = self.read + SPACE_CHECK_EVERY;
@@ -714,6 +856,7 @@ mod tests {
                 bytes,
                 what: "the test's cap",
             },
+            image: None,
             min_free_bytes: 0,
             store_dir: dir.to_path_buf(),
         }

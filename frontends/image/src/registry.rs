@@ -524,6 +524,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// Requests for one repository on one endpoint, keeping the token the
 /// registry issued.
+#[derive(Clone)]
 pub struct Session {
     endpoint: Endpoint,
     repository: String,

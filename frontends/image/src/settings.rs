@@ -25,6 +25,10 @@ pub struct Settings {
     pub max_image_bytes: u64,
     /// Free bytes the store's filesystem must keep while a layer unpacks.
     pub min_free_bytes: u64,
+    /// Layers one pull fetches at once.
+    pub max_parallel_layers: usize,
+    /// Layers all pulls together fetch at once.
+    pub max_concurrent_downloads: usize,
     /// Per-registry settings.
     pub registries: Vec<RegistryConfig>,
 }
@@ -69,6 +73,8 @@ impl Settings {
             max_layer_bytes: Self::DEFAULT_MAX_LAYER_BYTES,
             max_image_bytes: Self::DEFAULT_MAX_IMAGE_BYTES,
             min_free_bytes: Self::DEFAULT_MIN_FREE_BYTES,
+            max_parallel_layers: 3,
+            max_concurrent_downloads: 8,
             registries: Vec::new(),
         }
     }

@@ -28,6 +28,8 @@ enum Inner {
     },
     /// Shared work: stops once every member has stopped.
     AllOf(Mutex<Vec<Stop>>),
+    /// Stops as soon as either does.
+    AnyOf(Stop, Stop),
 }
 
 impl Stop {
@@ -55,6 +57,12 @@ impl Stop {
     /// Work shared by `first` and those [`Stop::join`] adds later.
     pub(crate) fn all_of(first: Stop) -> Self {
         Self(Arc::new(Inner::AllOf(Mutex::new(vec![first]))))
+    }
+
+    /// Work that stops when `a` or `b` does (a pull's layers: the pull
+    /// stops, or another layer failed).
+    pub(crate) fn any_of(a: Stop, b: Stop) -> Self {
+        Self(Arc::new(Inner::AnyOf(a, b)))
     }
 
     /// One more waiter on shared work.
@@ -99,6 +107,7 @@ impl Stop {
                 }
                 reason
             }
+            Inner::AnyOf(a, b) => a.reason_at(now).or_else(|| b.reason_at(now)),
         }
     }
 
@@ -116,6 +125,10 @@ impl Stop {
                 }
                 latest
             }
+            Inner::AnyOf(a, b) => match (a.deadline(), b.deadline()) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            },
         }
     }
 }
@@ -192,6 +205,22 @@ mod tests {
         let layer = Stop::all_of(shared.clone());
         assert_eq!(layer.reason_at(now), None);
         assert!(layer.reason_at(now + Duration::from_secs(2)).is_some());
+    }
+
+    #[test]
+    fn either_stops_work_that_stops_with_any() {
+        let now = Instant::now();
+        let pull = Stop::caller(Some(now + Duration::from_secs(1)));
+        let failed = Stop::never();
+        let layers = Stop::any_of(pull.clone(), failed.clone());
+        assert_eq!(layers.reason_at(now), None);
+        assert_eq!(layers.deadline(), pull.deadline());
+        failed.cancel();
+        assert_eq!(layers.reason_at(now), Some(Code::Cancelled));
+        assert_eq!(
+            Stop::any_of(pull, Stop::never()).reason_at(now + Duration::from_secs(1)),
+            Some(Code::DeadlineExceeded)
+        );
     }
 
     #[test]
