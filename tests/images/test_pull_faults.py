@@ -6,6 +6,7 @@ the real docker-registry serves the healthy paths. Nothing here measures
 time: waits are bounded only so that a broken crispd fails the test."""
 
 import secrets
+import signal
 import tempfile
 from pathlib import Path
 
@@ -246,7 +247,10 @@ def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, 
     assert patient.result().image_ref == images.layered.id
     for l in images.layered.layers:
         assert fake.blob_gets[l["digest"]] == 1, l
-    assert "pull stopped" not in d.log_path.read_text()
+    log = d.log_path.read_text()
+    assert "pull stopped" not in log
+    # The pull outlived the 2 s deadline above: its progress was logged.
+    assert "pull progress" in log
 
 
 def test_a_shared_pull_stops_when_its_last_caller_goes(start_crispd, fake, images):
@@ -282,3 +286,15 @@ def test_layers_are_fetched_in_parallel(start_crispd, fake, images):
     assert fake.held.is_set()
     fake.release.set()
     assert pull.result().image_ref == images.layered.id
+
+
+def test_sigterm_with_stuck_pulls_stops_them_and_exits(start_crispd, hanging):
+    d = start_crispd("shutdown_timeout_secs = 1\n[images]\nread_timeout_secs = 3600\n")
+    futures = [d.client.pull_future(f"{hanging.host}/stuck/image:{i}", timeout=600) for i in range(2)]
+    wait_until("the pulls stuck on the registry", lambda: hanging.counts()[0] >= 2)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(60) == 0
+    wait_until("the stuck pulls' connections closed", lambda: (lambda a, c: c == a)(*hanging.counts()))
+    for f in futures:
+        with pytest.raises(grpc.RpcError):
+            f.result()

@@ -343,6 +343,15 @@ impl ImageService {
         let failed = Stop::never();
         let layers_stop = Stop::any_of(stop.clone(), failed.clone());
         let image_used = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(PullProgress {
+            image: reference.to_string(),
+            total: wanted.iter().map(|(d, _)| d.size.max(0) as u64).sum(),
+            layers: wanted.len(),
+            done: AtomicU64::new(0),
+            layers_done: AtomicUsize::new(0),
+            started: Instant::now(),
+            last: Mutex::new(Instant::now()),
+        });
         let next = AtomicUsize::new(0);
         let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
         let threads = self
@@ -363,9 +372,13 @@ impl ImageService {
                 let budget = ImageBudget {
                     used: Arc::clone(&image_used),
                     max: self.limits.max_image_bytes,
+                    progress: Arc::clone(&progress),
                 };
                 let fetched =
                     self.ensure_layer(&mut session, reference, desc, diff_id, &layers_stop, budget);
+                if fetched.is_ok() {
+                    progress.layers_done.fetch_add(1, Ordering::SeqCst);
+                }
                 if let Err(e) = fetched {
                     let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
                     // A layer stopped because another failed is no news.
@@ -465,6 +478,7 @@ impl ImageService {
             fetched.body
         };
         let progress = Progress {
+            pull: Arc::clone(&budget.progress),
             inner: bounded,
             image: reference.to_string(),
             layer: desc.digest.clone(),
@@ -610,11 +624,54 @@ pub(super) struct Guard {
     pub store_dir: std::path::PathBuf,
 }
 
-/// The decompressed bytes of one pull's layers, against `max_image_bytes`.
+/// The decompressed bytes of one pull's layers, against `max_image_bytes`,
+/// and the pull's progress.
 #[derive(Clone, Debug)]
 pub(super) struct ImageBudget {
     pub used: Arc<AtomicU64>,
     pub max: u64,
+    pub progress: Arc<PullProgress>,
+}
+
+/// One pull's downloaded bytes over all its layers, logged at info every
+/// [`PROGRESS_EVERY`].
+#[derive(Debug)]
+pub(super) struct PullProgress {
+    image: String,
+    /// Compressed bytes of the pull's layers (those present included).
+    total: u64,
+    layers: usize,
+    done: AtomicU64,
+    layers_done: AtomicUsize,
+    started: Instant,
+    last: Mutex<Instant>,
+}
+
+impl PullProgress {
+    fn add(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        let eta = (rate > 0.0 && self.total > done)
+            .then(|| ((self.total - done) as f64 / rate).round() as u64);
+        tracing::info!(
+            image = %self.image,
+            bytes = done,
+            total = self.total,
+            layers_done = self.layers_done.load(Ordering::Relaxed),
+            layers = self.layers,
+            bytes_per_sec = rate as u64,
+            eta_secs = eta,
+            "pull progress"
+        );
+    }
 }
 
 /// The pull limits from [`crate::Settings`].
@@ -811,6 +868,7 @@ fn config_platform(config: &ImageConfig) -> String {
 
 /// Counts a layer's bytes and logs progress now and then.
 struct Progress {
+    pull: Arc<PullProgress>,
     inner: Box<dyn Read + Send>,
     image: String,
     layer: String,
@@ -824,6 +882,7 @@ impl Read for Progress {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.done += n as u64;
+        self.pull.add(n as u64);
         if self.last.elapsed() >= PROGRESS_EVERY {
             self.last = Instant::now();
             let secs = self.started.elapsed().as_secs_f64();
