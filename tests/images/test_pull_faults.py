@@ -7,6 +7,7 @@ time: waits are bounded only so that a broken crispd fails the test."""
 
 import secrets
 import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -31,9 +32,11 @@ def start_crispd(crispd_bin, cri, tmp_path):
     (the ImageService) and `.cri` (both services)."""
     made = []
 
-    def start(config):
+    def start(config, state_dir=None):
         root = Path(tempfile.mkdtemp(prefix="crispd-pf-", dir=tmp_path))
         d = it.Crispd(crispd_bin, root, config)
+        if state_dir:
+            d.state_dir = state_dir
         d.tag = secrets.token_hex(4)
         d.start()
         d.client = it.Client(d, cri)
@@ -298,3 +301,34 @@ def test_sigterm_with_stuck_pulls_stops_them_and_exits(start_crispd, hanging):
     for f in futures:
         with pytest.raises(grpc.RpcError):
             f.result()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MiB tmpfs: a disk that fills."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("min_free", [0, 2 << 20])
+def test_a_full_disk_fails_the_pull_and_keeps_the_store_consistent(
+    start_crispd, small_disk, work, fake, images, min_free
+):
+    lay = it.Layout(work / f"large-layout-{min_free}")
+    large = lay.image([it.Layer().file("big", b"\1" * (16 << 20)).bytes()])
+    lay.tag(large.desc, "large")
+    d = start_crispd(f"[images]\nmin_free_bytes = {min_free}\n", state_dir=small_disk / "state")
+    fake.layout = lay
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(f"{fake.host}/any/large:large")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    msg = e.value.details()
+    assert large.layers[0]["digest"] in msg, msg
+    assert ("min_free_bytes" if min_free else "the disk is full") in msg, msg
+    no_partial_image(d)
+    # Space is back (the failed layer's files are gone): a small image pulls.
+    fake.layout = images.layout
+    assert d.client.pull(f"{fake.host}/any/busybox:busybox") == images.busybox.id

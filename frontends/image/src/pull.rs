@@ -752,7 +752,7 @@ fn check_free_space(dir: &std::path::Path, min_free: u64) -> Result<(), String> 
 }
 
 /// How often (in decompressed bytes) unpacking looks at the free space.
-const SPACE_CHECK_EVERY: u64 = 16 << 20;
+const SPACE_CHECK_EVERY: u64 = 1 << 20;
 
 /// The decompressed stream of a layer, failing once it passes its cap or
 /// the disk runs short; the reason is kept in `exhausted`, since the
