@@ -604,6 +604,54 @@ pub(crate) mod tests {
         assert!(!h.conn.is_done());
     }
 
+    const PULL: &str = "/runtime.v1.ImageService/PullImage";
+
+    /// A PullImage call from a port nothing listens on, started and
+    /// deferred to the pull pool: its stop, as the connection keeps it.
+    fn deferred_pull(h: &mut Harness) -> (client::CallId, Stop) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let req = cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: format!("127.0.0.1:{port}/nothing/here:1"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = h.start(PULL, &req.encode_to_vec());
+        h.settle();
+        assert_eq!(h.conn.stops.len(), 1, "the pull is deferred with a stop");
+        let stop = h.conn.stops.values().next().unwrap().clone();
+        assert_eq!(stop.reason(), None);
+        (id, stop)
+    }
+
+    #[test]
+    fn a_cancelled_pull_call_stops_its_pull() {
+        let mut h = Harness::new(ROOT);
+        let (id, stop) = deferred_pull(&mut h);
+        h.client.cancel(id);
+        h.settle();
+        assert_eq!(stop.reason(), Some(Code::Cancelled));
+        assert!(h.conn.stops.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_stops_its_pulls() {
+        let mut h = Harness::new(ROOT);
+        let (_, stop) = deferred_pull(&mut h);
+        let (server_end, _client_end) = UnixStream::pair().unwrap();
+        let closed = std::mem::replace(
+            &mut h.conn,
+            Conn::new(8, Socket::Unix(server_end), ROOT, ServerConfig::default()),
+        );
+        drop(closed);
+        assert_eq!(stop.reason(), Some(Code::Cancelled));
+    }
+
     #[test]
     fn reading_stops_while_output_is_backed_up() {
         let mut h = Harness::new(ROOT);
