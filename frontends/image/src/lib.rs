@@ -544,6 +544,19 @@ fn human_size(n: u64) -> String {
     )
 }
 
+/// Pull from the command line (`crispd pull`) into the store directly:
+/// safe whether or not a crispd runs on the same state directory (the
+/// store's locks). Progress goes to the log (stderr) every two seconds.
+pub fn pull_cli(
+    settings: &Settings,
+    image: &str,
+    credentials: &registry::Credentials,
+) -> Result<String, String> {
+    let svc = ImageService::new(settings).map_err(|e| e.to_string())?;
+    svc.pull(image, credentials, &Stop::never())
+        .map_err(|e| e.message)
+}
+
 /// Import from the command line (`crispd import`): works whether or not
 /// a crispd is running on the same state directory.
 pub fn import_cli(
