@@ -482,7 +482,16 @@ class FakeRegistry:
     * `hold`: digest → bytes sent before the response stalls until
       `release` is set (a download cut by a crash);
     * `token`: require a bearer token, issued at /token for `user:pass`;
-    * `blob_gets`: how many times each blob was requested.
+    * `blob_gets`: how many times each blob was requested;
+    * `cut`: digest → bytes sent before the first response of that blob
+      closes its connection (a dropped connection);
+    * `stall`: digest → bytes sent before the first response of that blob
+      goes silent until the client closes the connection (`stall_closed`
+      is then set);
+    * `busy`: "manifest" or a digest → how many times to answer 503 with
+      `Retry-After: 1` first (`busy_answers` counts them);
+    * `ranges`: the `Range` headers of blob requests, in order (a Range
+      `bytes=N-` is answered 206 with the rest).
     """
 
     def __init__(self, layout):
@@ -496,6 +505,12 @@ class FakeRegistry:
         self.credentials = ("user", "pass")
         self.refresh_token = "refresh-" + os.urandom(8).hex()
         self.blob_gets = {}
+        self.cut = {}
+        self.stall = {}
+        self.stall_closed = threading.Event()
+        self.busy = {}
+        self.busy_answers = 0
+        self.ranges = []
         self.lock = threading.Lock()
         fake = self
 
@@ -528,6 +543,15 @@ class FakeRegistry:
                 if not m:
                     return self.send(404)
                 _, kind, ref = m.groups()
+                with fake.lock:
+                    busy_key = "manifest" if kind == "manifests" else ref
+                    busy = fake.busy.get(busy_key, 0)
+                    if busy:
+                        fake.busy[busy_key] = busy - 1
+                        fake.busy_answers += 1
+                if busy:
+                    return self.send(503, b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}',
+                                     [("Retry-After", "1")])
                 if kind == "manifests":
                     desc = fake.layout.find(ref) if not ref.startswith("sha256:") else {"digest": ref}
                     if desc is None or not fake.layout.blob_path(desc["digest"]).exists():
@@ -544,11 +568,38 @@ class FakeRegistry:
                 if ref in fake.corrupt:
                     data[len(data) // 2] ^= 0xFF
                 data += fake.extra.get(ref, b"")
+                rng = self.headers.get("Range")
+                with fake.lock:
+                    if rng:
+                        fake.ranges.append(rng)
+                    cut = fake.cut.pop(ref, None)
+                    stall = fake.stall.pop(ref, None)
+                start = 0
+                m = re.match(r"^bytes=(\d+)-$", rng or "")
+                if m:
+                    start = int(m.group(1))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    data = data[start:]
+                else:
+                    self.send_response(200)
                 held = fake.hold.get(ref)
-                self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Content-Type", "application/octet-stream")
                 self.end_headers()
+                if cut is not None or stall is not None:
+                    try:
+                        self.wfile.write(bytes(data[: cut if cut is not None else stall]))
+                        self.wfile.flush()
+                        if stall is not None:
+                            # Silent until the client gives up on us.
+                            while self.connection.recv(1 << 16):
+                                pass
+                            fake.stall_closed.set()
+                    except OSError:
+                        fake.stall_closed.set()
+                    self.close_connection = True
+                    return
                 try:
                     if held is not None and not fake.release.is_set():
                         self.wfile.write(bytes(data[:held]))
@@ -588,6 +639,58 @@ class FakeRegistry:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class HangingServer:
+    """Accepts connections and never answers: a registry (or mirror)
+    that hangs. Counts the connections it accepted and those the client
+    closed."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.accepted = 0
+        self.closed = 0
+        self.lock = threading.Lock()
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.conns.append(conn)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn):
+        try:
+            while conn.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+        with self.lock:
+            self.closed += 1
+
+    def counts(self):
+        with self.lock:
+            return self.accepted, self.closed
+
+    def stop(self):
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                c.close()
 
 
 # ---------------------------------------------------------------- TLS

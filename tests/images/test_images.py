@@ -543,3 +543,15 @@ def test_import_oci_archive_and_docker_archive(crispd, client, images, tmp_path,
     junk.write_bytes(b"\0" * 1024)
     proc = offline.run("import", str(junk), check=False)
     assert proc.returncode != 0 and "neither an OCI image layout" in proc.stderr
+
+
+def test_pull_from_the_command_line_while_crispd_runs(crispd, client, registry, images):
+    ref = f"{registry.host}/test/layers:1"
+    out = crispd.run("pull", ref).stdout
+    assert out.strip() == images.layered.id
+    # The running crispd sees it, from the same store.
+    assert [i.id for i in client.list()] == [images.layered.id]
+    assert "test/layers" in crispd.run("images").stdout
+    failed = crispd.run("pull", f"{registry.host}/test/nothing:1", check=False)
+    assert failed.returncode == 1
+    assert "crispd pull: " in failed.stderr and "MANIFEST_UNKNOWN" in failed.stderr

@@ -24,7 +24,8 @@ pub struct Config {
     pub tcp_listen: Option<String>,
     /// Allow `tcp_listen` on an address other than loopback.
     pub tcp_allow_non_loopback: bool,
-    /// Threads for blocking work (disk, child processes, pulls).
+    /// Threads for blocking work (disk, child processes); pulls have
+    /// their own (`images.pull_workers`).
     pub workers: usize,
     /// Jobs waiting for a worker before new ones are refused.
     pub worker_queue: usize,
@@ -163,9 +164,26 @@ pub struct AccessRule {
 pub struct ImagesConfig {
     /// Seconds to wait for a TCP (and TLS) connection to a registry.
     pub connect_timeout_secs: u64,
-    /// Seconds a registry may stay silent while answering; a pull of a
-    /// large layer may take longer as a whole.
+    /// Seconds a registry connection may stay silent (the no-progress
+    /// timeout): that endpoint counts as stalled and the next is tried. A
+    /// pull as a whole is bounded by its caller's deadline.
     pub read_timeout_secs: u64,
+    /// Threads that run pulls, apart from `workers`: a slow registry
+    /// holds these, never the threads other calls need.
+    pub pull_workers: usize,
+    /// Pulls waiting for a pull worker before new ones are refused.
+    pub pull_queue: usize,
+    /// Most bytes one layer may decompress to (a gzip bomb stops here).
+    pub max_layer_bytes: u64,
+    /// Most bytes the layers of one pull may decompress to together.
+    pub max_image_bytes: u64,
+    /// Free bytes the image store's filesystem must keep: checked before
+    /// a pull and while layers unpack.
+    pub min_free_bytes: u64,
+    /// Layers one pull fetches at once.
+    pub max_parallel_layers: usize,
+    /// Layers all pulls together fetch at once.
+    pub max_concurrent_downloads: usize,
     /// Per-registry settings.
     pub registries: Vec<RegistryConfig>,
 }
@@ -178,6 +196,13 @@ impl Default for ImagesConfig {
         Self {
             connect_timeout_secs: 15,
             read_timeout_secs: 60,
+            pull_workers: 4,
+            pull_queue: 64,
+            max_layer_bytes: crisp_image::Settings::DEFAULT_MAX_LAYER_BYTES,
+            max_image_bytes: crisp_image::Settings::DEFAULT_MAX_IMAGE_BYTES,
+            min_free_bytes: crisp_image::Settings::DEFAULT_MIN_FREE_BYTES,
+            max_parallel_layers: 3,
+            max_concurrent_downloads: 8,
             registries: Vec::new(),
         }
     }
@@ -238,6 +263,11 @@ impl Config {
             store_dir: self.state_dir.join("images"),
             connect_timeout_secs: self.images.connect_timeout_secs,
             read_timeout_secs: self.images.read_timeout_secs,
+            max_layer_bytes: self.images.max_layer_bytes,
+            max_image_bytes: self.images.max_image_bytes,
+            min_free_bytes: self.images.min_free_bytes,
+            max_parallel_layers: self.images.max_parallel_layers,
+            max_concurrent_downloads: self.images.max_concurrent_downloads,
             registries: self.images.registries.clone(),
         }
     }
@@ -407,9 +437,12 @@ mod tests {
             r#"
             [images]
             read_timeout_secs = 5
+            pull_workers = 2
+            max_layer_bytes = 1048576
             [[images.registries]]
             host = "registry.k8s.io"
             mirrors = ["http://127.0.0.1:5000"]
+            mirrors_only = true
             [[images.registries]]
             host = "myreg.example:5443"
             plain_http = false
@@ -425,6 +458,15 @@ mod tests {
             vec!["http://127.0.0.1:5000"]
         );
         assert_eq!(c.images.registries[1].plain_http, Some(false));
+        assert!(c.images.registries[0].mirrors_only);
+        assert!(!c.images.registries[1].mirrors_only);
+        assert_eq!(c.images.pull_workers, 2);
+        let settings = c.image_settings();
+        assert_eq!(settings.max_layer_bytes, 1 << 20);
+        assert_eq!(
+            settings.max_image_bytes,
+            crisp_image::Settings::DEFAULT_MAX_IMAGE_BYTES
+        );
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back.to_toml(), c.to_toml());
         assert!(toml::from_str::<Config>("[[images.registries]]\nhots = \"x\"").is_err());

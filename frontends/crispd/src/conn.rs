@@ -20,6 +20,7 @@ use crate::cri_host::CriHost;
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::policy::Peer;
 use crate::workers::{Reply, StreamReply, Workers};
+use crisp_image::Stop;
 
 /// Unsent output above which we stop reading from the peer: a client that
 /// does not read its answers cannot make us buffer without bound.
@@ -88,6 +89,18 @@ pub struct Conn {
     /// Calls being served (by stream id): method path and start, for the
     /// per-call log line.
     calls: HashMap<u32, (&'static str, Instant)>,
+    /// Work of calls in `calls` that must stop when the call goes away
+    /// (pulls).
+    stops: HashMap<u32, Stop>,
+}
+
+impl Drop for Conn {
+    /// The connection is gone: so are the callers of its calls.
+    fn drop(&mut self) {
+        for (_, stop) in self.stops.drain() {
+            stop.cancel();
+        }
+    }
 }
 
 impl Conn {
@@ -102,6 +115,7 @@ impl Conn {
             broken: false,
             interest: None,
             calls: HashMap::new(),
+            stops: HashMap::new(),
         }
     }
 
@@ -209,8 +223,11 @@ impl Conn {
                     );
                     match outcome {
                         Outcome::Done(code) => log_call(self.peer, call.method.path, code, now),
-                        Outcome::Deferred => {
+                        Outcome::Deferred(stop) => {
                             self.calls.insert(call.id.get(), (call.method.path, now));
+                            if let Some(stop) = stop {
+                                self.stops.insert(call.id.get(), stop);
+                            }
                         }
                     }
                 }
@@ -223,6 +240,9 @@ impl Conn {
                 }
                 Event::Message { .. } | Event::HalfClose { .. } => {}
                 Event::Cancelled { id, code } => {
+                    if let Some(stop) = self.stops.remove(&id.get()) {
+                        stop.cancel();
+                    }
                     if let Some((path, started)) = self.calls.remove(&id.get()) {
                         log_call(self.peer, path, code, started);
                     }
@@ -237,6 +257,7 @@ impl Conn {
 
     /// A worker finished a call of this connection.
     pub fn complete(&mut self, call: u32, reply: Reply) {
+        self.stops.remove(&call);
         let Some((path, started)) = self.calls.remove(&call) else {
             return; // cancelled or timed out meanwhile
         };
@@ -309,6 +330,9 @@ impl Conn {
     pub fn abandon_calls(&mut self, status: &Status) {
         for (id, _) in self.calls.drain() {
             let _ = self.grpc.finish(CallId::new(id), status);
+        }
+        for (_, stop) in self.stops.drain() {
+            stop.cancel();
         }
     }
 
@@ -450,7 +474,18 @@ pub(crate) mod tests {
                 CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(mio::Waker::new(poll.registry(), Token(usize::MAX)).unwrap());
-            let workers = Workers::new(1, 4, waker).unwrap();
+            let workers = Workers::new(
+                crate::workers::PoolSize {
+                    threads: 1,
+                    queue: 4,
+                },
+                crate::workers::PoolSize {
+                    threads: 1,
+                    queue: 4,
+                },
+                waker,
+            )
+            .unwrap();
             let (server_end, client_end) = UnixStream::pair().unwrap();
             let conn = Conn::new(7, Socket::Unix(server_end), peer, ServerConfig::default());
             Self {
@@ -567,6 +602,54 @@ pub(crate) mod tests {
         assert_eq!(version.runtime_name, "crisp");
         assert_eq!(version.runtime_api_version, "v1");
         assert!(!h.conn.is_done());
+    }
+
+    const PULL: &str = "/runtime.v1.ImageService/PullImage";
+
+    /// A PullImage call from a port nothing listens on, started and
+    /// deferred to the pull pool: its stop, as the connection keeps it.
+    fn deferred_pull(h: &mut Harness) -> (client::CallId, Stop) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let req = cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: format!("127.0.0.1:{port}/nothing/here:1"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = h.start(PULL, &req.encode_to_vec());
+        h.settle();
+        assert_eq!(h.conn.stops.len(), 1, "the pull is deferred with a stop");
+        let stop = h.conn.stops.values().next().unwrap().clone();
+        assert_eq!(stop.reason(), None);
+        (id, stop)
+    }
+
+    #[test]
+    fn a_cancelled_pull_call_stops_its_pull() {
+        let mut h = Harness::new(ROOT);
+        let (id, stop) = deferred_pull(&mut h);
+        h.client.cancel(id);
+        h.settle();
+        assert_eq!(stop.reason(), Some(Code::Cancelled));
+        assert!(h.conn.stops.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_stops_its_pulls() {
+        let mut h = Harness::new(ROOT);
+        let (_, stop) = deferred_pull(&mut h);
+        let (server_end, _client_end) = UnixStream::pair().unwrap();
+        let closed = std::mem::replace(
+            &mut h.conn,
+            Conn::new(8, Socket::Unix(server_end), ROOT, ServerConfig::default()),
+        );
+        drop(closed);
+        assert_eq!(stop.reason(), Some(Code::Cancelled));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crisp_core::grpc::server::{CallId, CallInfo, Server};
 use crisp_core::grpc::{Code, Status};
 use crisp_image::registry::Credentials;
-use crisp_image::ImageService;
+use crisp_image::{ImageService, Stop};
 use crisp_proto::cri;
 use crisp_proto::methods::{Method, MethodDesc};
 use prost::Message;
@@ -31,8 +31,10 @@ use crisp_core::streaming::{stream_options, Kind};
 pub enum Outcome {
     /// Answered now with this status.
     Done(Code),
-    /// Handed to a worker; the answer comes later.
-    Deferred,
+    /// Handed to a worker; the answer comes later. The stop, if any, is
+    /// for the host to pull when the call goes away (cancelled, deadline,
+    /// connection closed) so that its work stops too.
+    Deferred(Option<Stop>),
 }
 
 /// State the handlers share. Cheap to reach from the loop and from jobs.
@@ -114,7 +116,8 @@ impl Dispatcher {
             ));
             return finish(server, call.id, &status);
         }
-        match self.handle(method, message, conn, call.id.get(), workers, cri) {
+        let stop = Stop::caller(call.deadline);
+        match self.handle(method, message, conn, call.id.get(), workers, cri, &stop) {
             Handled::Reply(Ok(bytes)) => {
                 let sent = server.send_encoded(call.id, &bytes);
                 let _ = server.finish(call.id, &Status::ok());
@@ -132,10 +135,12 @@ impl Dispatcher {
                 }
                 finish(server, call.id, &Status::ok())
             }
-            Handled::Deferred => Outcome::Deferred,
+            Handled::Deferred => Outcome::Deferred(None),
+            Handled::DeferredStoppable => Outcome::Deferred(Some(stop)),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle(
         &self,
         method: &MethodDesc,
@@ -144,6 +149,7 @@ impl Dispatcher {
         call: u32,
         workers: &Workers,
         cri: &mut CriHost,
+        stop: &Stop,
     ) -> Handled {
         if let Some(req) = crisp_core::cri::Request::decode(method.method, &message) {
             let req = match req {
@@ -284,7 +290,8 @@ impl Dispatcher {
             Method::ListImages | Method::StreamImages => {
                 self.list_images(method, message, conn, call, workers)
             }
-            Method::PullImage | Method::ImageStatus | Method::RemoveImage | Method::ImageFsInfo => {
+            Method::PullImage => self.pull_image(method, message, conn, call, workers, stop),
+            Method::ImageStatus | Method::RemoveImage | Method::ImageFsInfo => {
                 self.image_call(method, message, conn, call, workers)
             }
             _ => Handled::Reply(Err(Status::unimplemented(format!(
@@ -470,28 +477,56 @@ impl Dispatcher {
         queued(workers.submit(conn, call, job))
     }
 
+    /// PullImage, on the pull pool: a slow registry holds those threads,
+    /// never the general pool's. The pull stops when `stop` does (the
+    /// call's deadline, or the host cancels it when the caller goes),
+    /// unless another caller waits for the same image.
+    fn pull_image(
+        &self,
+        method: &MethodDesc,
+        message: Bytes,
+        conn: usize,
+        call: u32,
+        workers: &Workers,
+        stop: &Stop,
+    ) -> Handled {
+        let req = match decode::<cri::PullImageRequest>(method, message) {
+            Ok(r) => r,
+            Err(s) => return Handled::Reply(Err(s)),
+        };
+        let image = req.image.map(|s| s.image).unwrap_or_default();
+        let auth = req.auth.unwrap_or_default();
+        let creds = match Credentials::from_auth(
+            &auth.username,
+            &auth.password,
+            &auth.auth,
+            &auth.identity_token,
+            &auth.registry_token,
+        ) {
+            Ok(c) => c,
+            Err(e) => return Handled::Reply(Err(Status::invalid_argument(e.to_string()))),
+        };
+        let images = Arc::clone(&self.images);
+        let stop = stop.clone();
+        let job = move || {
+            let id = images
+                .pull(&image, &creds, &stop)
+                .map_err(|e| e.to_status())?;
+            Ok(cri::PullImageResponse { image_ref: id }.encode_to_vec())
+        };
+        match workers.submit_pull(conn, call, job) {
+            Ok(()) => Handled::DeferredStoppable,
+            Err(_) => Handled::Reply(Err(Status::resource_exhausted(
+                "crispd's pull queue is full (images.pull_queue)",
+            ))),
+        }
+    }
+
     /// Decode an ImageService request into the job that answers it.
     fn image_job(&self, method: &MethodDesc, message: Bytes) -> Result<ImageJob, Status> {
         let images = Arc::clone(&self.images);
         let spec_image = |s: Option<cri::ImageSpec>| s.map(|s| s.image).unwrap_or_default();
         let job: ImageJob = match method.method {
-            Method::PullImage => {
-                let req = decode::<cri::PullImageRequest>(method, message)?;
-                let image = spec_image(req.image);
-                let auth = req.auth.unwrap_or_default();
-                let creds = Credentials::from_auth(
-                    &auth.username,
-                    &auth.password,
-                    &auth.auth,
-                    &auth.identity_token,
-                    &auth.registry_token,
-                )
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                Box::new(move || {
-                    let id = images.pull(&image, &creds).map_err(|e| e.to_status())?;
-                    Ok(cri::PullImageResponse { image_ref: id }.encode_to_vec())
-                })
-            }
             Method::ImageStatus => {
                 let req = decode::<cri::ImageStatusRequest>(method, message)?;
                 let image = spec_image(req.image);
@@ -605,6 +640,8 @@ enum Handled {
     /// A `Stream*` listing answered now: its messages, then OK.
     Stream(Vec<Vec<u8>>),
     Deferred,
+    /// Deferred, with work that stops when the call's stop does.
+    DeferredStoppable,
 }
 
 /// How a listing is answered: one `List*` message, or the batches of its

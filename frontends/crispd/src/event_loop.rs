@@ -31,7 +31,7 @@ use crate::dispatch::Dispatcher;
 use crate::error::{self, StartError};
 use crate::policy::{Peer, Policy};
 use crate::streaming::{self, StreamServer};
-use crate::workers::{Done, Workers};
+use crate::workers::{Done, PoolSize, Workers};
 
 const UNIX_LISTENER: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
@@ -109,8 +109,18 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
 
     let poll = Poll::new().map_err(error::io("create poll"))?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(error::io("create waker"))?);
-    let workers = Workers::new(config.workers, config.worker_queue, waker)
-        .map_err(error::io("start workers"))?;
+    let workers = Workers::new(
+        PoolSize {
+            threads: config.workers,
+            queue: config.worker_queue,
+        },
+        PoolSize {
+            threads: config.images.pull_workers,
+            queue: config.images.pull_queue,
+        },
+        waker,
+    )
+    .map_err(error::io("start workers"))?;
     let mut dispatcher = Dispatcher::new(Arc::clone(&config), policy)?;
     let streams =
         StreamServer::bind(&config, Arc::clone(&dispatcher.host)).map_err(error::io(format!(

@@ -55,6 +55,15 @@ enum Command {
         #[arg(long, value_name = "REF")]
         name: Option<String>,
     },
+    /// Pull an image into the store directly, printing its ID; progress
+    /// is logged to stderr. Safe while crispd runs.
+    Pull {
+        /// The image (busybox, registry.k8s.io/pause:3.10, ...)
+        image: String,
+        /// Credentials for the registry, as USERNAME:PASSWORD
+        #[arg(long, value_name = "USER:PASS")]
+        creds: Option<String>,
+    },
     /// List the images in the store.
     Images,
     /// (internal) A pod sandbox's holder process.
@@ -163,6 +172,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Import { path, name }) => return import(&config, &path, name.as_deref()),
+        Some(Command::Pull { image, creds }) => return pull(&config, &image, creds.as_deref()),
         Some(Command::Images) => return images(&config),
         Some(Command::Sandbox { .. } | Command::Monitor { .. } | Command::MonitorSpare { .. })
         | None => {}
@@ -193,6 +203,33 @@ fn import(config: &Config, path: &std::path::Path, name: Option<&str>) -> ExitCo
         }
         Err(e) => {
             eprintln!("crispd import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pull(config: &Config, image: &str, creds: Option<&str>) -> ExitCode {
+    let credentials = match creds {
+        None => crisp_image::registry::Credentials::default(),
+        Some(c) => match c.split_once(':') {
+            Some((username, password)) => crisp_image::registry::Credentials {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                ..Default::default()
+            },
+            None => {
+                eprintln!("crispd pull: --creds must be USERNAME:PASSWORD");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match crisp_image::pull_cli(&config.image_settings(), image, &credentials) {
+        Ok(id) => {
+            println!("{id}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crispd pull: {e}");
             ExitCode::FAILURE
         }
     }

@@ -59,6 +59,9 @@ struct Task {
 
 pub struct Workers {
     tx: Option<SyncSender<Task>>,
+    /// The pull pool's queue: pulls wait on registries for as long as
+    /// their callers allow, so they never hold the threads of `tx`.
+    pulls_tx: Option<SyncSender<Task>>,
     /// For threads outside the pool (long waits, container watchers).
     done_tx: Sender<Done>,
     waker: Arc<mio::Waker>,
@@ -71,38 +74,31 @@ pub struct Workers {
 /// The queue is full: the caller answers RESOURCE_EXHAUSTED.
 pub struct Busy;
 
+/// The size of one pool: threads, and jobs that may wait for them.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSize {
+    pub threads: usize,
+    pub queue: usize,
+}
+
 impl Workers {
-    pub fn new(threads: usize, queue: usize, waker: Arc<mio::Waker>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Task>(queue.max(1));
+    /// The general pool (`general`) and the pull pool (`pulls`).
+    pub fn new(
+        general: PoolSize,
+        pulls: PoolSize,
+        waker: Arc<mio::Waker>,
+    ) -> std::io::Result<Self> {
         let (done_tx, done) = mpsc::channel();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let rx = Arc::clone(&rx);
-            let done_tx = done_tx.clone();
-            let waker = Arc::clone(&waker);
-            let handle = thread::Builder::new()
-                .name(format!("crispd-worker-{i}"))
-                .spawn(move || loop {
-                    let task = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(task) = task else { return };
-                    let done = (task.job)();
-                    if done_tx.send(done).is_err() {
-                        return;
-                    }
-                    let _ = waker.wake();
-                })?;
-            handles.push(handle);
-        }
+        let mut threads = Vec::new();
+        let tx = start_pool("crispd-worker", general, &done_tx, &waker, &mut threads)?;
+        let pulls_tx = start_pool("crispd-pull", pulls, &done_tx, &waker, &mut threads)?;
         Ok(Self {
             tx: Some(tx),
+            pulls_tx: Some(pulls_tx),
             done_tx,
             waker,
             done,
-            threads: handles,
+            threads,
             spawn_stack: None,
         })
     }
@@ -144,13 +140,27 @@ impl Workers {
         })
     }
 
+    /// Queue a pull for call `call` on connection `conn`, on the pull
+    /// pool.
+    pub fn submit_pull(
+        &self,
+        conn: usize,
+        call: u32,
+        job: impl FnOnce() -> Reply + Send + 'static,
+    ) -> Result<(), Busy> {
+        let task = Task {
+            job: Box::new(move || Done::Call {
+                conn,
+                call,
+                reply: caught("the pull", job).unwrap_or_else(Err),
+            }),
+        };
+        queue(self.pulls_tx.as_ref(), task)
+    }
+
     /// Queue a job that produces its own completion.
     pub fn submit_done(&self, job: impl FnOnce() -> Done + Send + 'static) -> Result<(), Busy> {
-        let task = Task { job: Box::new(job) };
-        match self.tx.as_ref().map(|tx| tx.try_send(task)) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => Err(Busy),
-        }
+        queue(self.tx.as_ref(), Task { job: Box::new(job) })
     }
 
     /// Run `job` on a thread of its own (work that waits long: a stop's
@@ -189,6 +199,47 @@ impl Workers {
     }
 }
 
+fn queue(tx: Option<&SyncSender<Task>>, task: Task) -> Result<(), Busy> {
+    match tx.map(|tx| tx.try_send(task)) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => Err(Busy),
+    }
+}
+
+/// Start `size.threads` threads named `name-N` taking jobs from a new
+/// queue; their completions go to `done_tx`.
+fn start_pool(
+    name: &str,
+    size: PoolSize,
+    done_tx: &Sender<Done>,
+    waker: &Arc<mio::Waker>,
+    handles: &mut Vec<JoinHandle<()>>,
+) -> std::io::Result<SyncSender<Task>> {
+    let (tx, rx) = mpsc::sync_channel::<Task>(size.queue.max(1));
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..size.threads.max(1) {
+        let rx = Arc::clone(&rx);
+        let done_tx = done_tx.clone();
+        let waker = Arc::clone(waker);
+        let handle = thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || loop {
+                let task = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(task) = task else { return };
+                let done = (task.job)();
+                if done_tx.send(done).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            })?;
+        handles.push(handle);
+    }
+    Ok(tx)
+}
+
 /// Run `job`, turning a panic into an INTERNAL status naming `what` and
 /// the panic's message (the panic hook has already logged it).
 pub fn caught<T>(what: &str, job: impl FnOnce() -> T) -> Result<T, Status> {
@@ -207,8 +258,9 @@ pub fn caught<T>(what: &str, job: impl FnOnce() -> T) -> Result<T, Status> {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        // Closing the queue ends each thread after its current job.
+        // Closing the queues ends each thread after its current job.
         self.tx = None;
+        self.pulls_tx = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -223,7 +275,11 @@ mod tests {
     fn pool() -> (mio::Poll, Workers) {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let workers = Workers::new(1, 4, waker).unwrap();
+        let one = PoolSize {
+            threads: 1,
+            queue: 4,
+        };
+        let workers = Workers::new(one, one, waker).unwrap();
         (poll, workers)
     }
 
@@ -254,6 +310,30 @@ mod tests {
             }
             _ => panic!("not the call's completion"),
         }
+    }
+
+    #[test]
+    fn pulls_do_not_hold_the_general_pool() {
+        let (_poll, w) = pool();
+        // The only pull thread is stuck...
+        let (release, stuck) = mpsc::channel::<()>();
+        w.submit_pull(1, 1, move || {
+            let _ = stuck.recv();
+            Ok(Vec::new())
+        })
+        .ok()
+        .unwrap();
+        // ...and other calls are still served.
+        w.submit(1, 3, || Ok(b"served".to_vec())).ok().unwrap();
+        match next(&w) {
+            Done::Call { call, reply, .. } => {
+                assert_eq!(call, 3);
+                assert_eq!(reply.unwrap(), b"served");
+            }
+            _ => panic!("not the call's completion"),
+        }
+        release.send(()).unwrap();
+        assert!(matches!(next(&w), Done::Call { call: 1, .. }));
     }
 
     #[test]

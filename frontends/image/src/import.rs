@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::oci::{
     self, Compression, Descriptor, HashingReader, ImageConfig, Index, Kind, Manifest,
 };
-use super::pull::{unpack_stream, LayerError};
+use super::pull::{unpack_stream, Cap, Guard, LayerError};
 use super::store::{ImageRecord, LayerRecord, Temp};
 use super::{ImageError, ImageService};
 
@@ -444,10 +444,24 @@ impl ImageService {
                     .map_err(|e| ImageError::local("create a temporary directory", e))?,
             )
         };
+        let guard = Guard {
+            cap: Cap {
+                bytes: self.limits.max_layer_bytes,
+                what: "the layer decompressed size cap (max_layer_bytes)",
+            },
+            image: None,
+            min_free_bytes: self.limits.min_free_bytes,
+            store_dir: self.store.root().to_path_buf(),
+        };
         let outcome = match &tmp {
-            Some(t) => unpack_stream(&mut buf, t.path(), diff_id).map(|_| ()),
+            Some(t) => unpack_stream(&mut buf, t.path(), diff_id, &guard).map(|_| ()),
             None => Ok(()),
         };
+        if let Err(LayerError::Exhausted(why)) = &outcome {
+            return Err(ImageError::exhausted(format!(
+                "{what}: layer {path}: {why}"
+            )));
+        }
         io::copy(&mut buf, &mut io::sink())
             .map_err(|e| ImageError::invalid(format!("{what}: reading {path}: {e}")))?;
         let (got, len) = buf
@@ -468,6 +482,9 @@ impl ImageService {
                 "{what}: layer {path}: does not match the config's diff ID: expected {diff_id}, got {g}"
             )),
             LayerError::Io(e) => ImageError::invalid(format!("{what}: layer {path}: {e}")),
+            LayerError::Exhausted(why) => {
+                ImageError::exhausted(format!("{what}: layer {path}: {why}"))
+            }
         })?;
         if let Some(t) = tmp {
             self.store

@@ -13,11 +13,14 @@ pub mod persist;
 mod pull;
 pub mod registry;
 mod settings;
+mod stop;
 pub mod store;
+mod transport;
 /// The layer unpacker (fuzzed through `unpack::fuzz_unpack`).
 pub mod unpack;
 
 pub use settings::{RegistryConfig, Settings};
+pub use stop::Stop;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -66,6 +69,23 @@ impl ImageError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(Code::Internal, m)
     }
+    /// Out of room: a size cap, or the disk.
+    pub fn exhausted(m: impl Into<String>) -> Self {
+        Self::new(Code::ResourceExhausted, m)
+    }
+    /// The work was stopped (`code`: Cancelled or DeadlineExceeded).
+    pub fn stopped(code: Code, what: &str) -> Self {
+        let why = if code == Code::DeadlineExceeded {
+            "the caller's deadline passed"
+        } else {
+            "its caller went away"
+        };
+        Self::new(code, format!("{what} stopped: {why}"))
+    }
+    /// Whether this is the result of work stopped for its waiters.
+    pub(crate) fn is_stop(&self) -> bool {
+        matches!(self.code, Code::Cancelled | Code::DeadlineExceeded)
+    }
     /// A local disk operation failed.
     pub fn local(what: &str, e: std::io::Error) -> Self {
         Self::new(Code::Internal, format!("cannot {what}: {e}"))
@@ -96,51 +116,91 @@ impl From<RegistryError> for ImageError {
 type PullResult = Result<String, ImageError>;
 
 /// Work that concurrent callers share: the first caller of a key runs
-/// it, later ones wait for its result.
+/// it, later ones wait for its result. The work goes on while one of its
+/// callers still waits ([`Stop::all_of`]); a waiter that goes away
+/// returns at once.
 #[derive(Default)]
 struct Flights {
     map: Mutex<HashMap<String, Arc<Flight>>>,
 }
 
-#[derive(Default)]
 struct Flight {
     result: Mutex<Option<PullResult>>,
     done: Condvar,
+    /// Every caller's stop: the work stops when all have.
+    stop: Stop,
     /// Callers waiting for the leader (for tests and logs).
     waiters: std::sync::atomic::AtomicUsize,
 }
 
 impl Flights {
-    fn run(&self, key: &str, work: impl FnOnce() -> PullResult) -> PullResult {
-        let (flight, leader) = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(key) {
-                Some(f) => (Arc::clone(f), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    map.insert(key.to_owned(), Arc::clone(&f));
-                    (f, true)
+    /// Run `work` for `key`, or wait for the run in progress. `work` gets
+    /// the flight's shared stop, already entered on this thread.
+    fn run(&self, key: &str, stop: &Stop, work: impl FnOnce(&Stop) -> PullResult) -> PullResult {
+        let mut work = Some(work);
+        loop {
+            let (flight, leader) = {
+                let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+                match map.get(key) {
+                    Some(f) => {
+                        f.stop.join(stop.clone());
+                        (Arc::clone(f), false)
+                    }
+                    None => {
+                        let f = Arc::new(Flight {
+                            result: Mutex::new(None),
+                            done: Condvar::new(),
+                            stop: Stop::all_of(stop.clone()),
+                            waiters: Default::default(),
+                        });
+                        map.insert(key.to_owned(), Arc::clone(&f));
+                        (f, true)
+                    }
                 }
+            };
+            if !leader {
+                tracing::debug!(key, "waiting for the same work in progress");
+                flight.waiters.fetch_add(1, Ordering::SeqCst);
+                let mut result = flight.result.lock().unwrap_or_else(|p| p.into_inner());
+                while result.is_none() {
+                    if let Some(code) = stop.reason() {
+                        return Err(ImageError::stopped(code, key));
+                    }
+                    result = flight
+                        .done
+                        .wait_timeout(result, std::time::Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                let result = result.clone().expect("checked above");
+                // The work stopped because its other waiters went away
+                // before this one joined: run it again for this one.
+                if result.as_ref().is_err_and(ImageError::is_stop) && stop.reason().is_none() {
+                    continue;
+                }
+                return result;
             }
-        };
-        if !leader {
-            tracing::debug!(key, "waiting for the same work in progress");
-            flight.waiters.fetch_add(1, Ordering::SeqCst);
-            let mut result = flight.result.lock().unwrap_or_else(|p| p.into_inner());
-            while result.is_none() {
-                result = flight.done.wait(result).unwrap_or_else(|p| p.into_inner());
-            }
-            return result.clone().expect("set before notify");
+            let Some(work) = work.take() else {
+                return Err(ImageError::internal(format!(
+                    "{key}: crispd bug: ran twice"
+                )));
+            };
+            let result = {
+                let _entered = stop::enter(&flight.stop);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&flight.stop)))
+                    .unwrap_or_else(|_| {
+                        Err(ImageError::internal(format!("{key}: crispd bug: panicked")))
+                    })
+            };
+            // Forgotten first, so that a caller arriving now starts anew.
+            self.map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+            *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+            flight.done.notify_all();
+            return result;
         }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-            .unwrap_or_else(|_| Err(ImageError::internal(format!("{key}: crispd bug: panicked"))));
-        *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
-        flight.done.notify_all();
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-        result
     }
 }
 
@@ -154,6 +214,10 @@ pub struct ImageService {
     registries: Registries,
     flights: Flights,
     platform: Platform,
+    /// Decompressed size caps and the free space to keep.
+    limits: pull::Limits,
+    /// Layer downloads at once, over all pulls.
+    downloads: pull::Downloads,
     /// A GC was skipped because a pull or import was running.
     gc_deferred: AtomicBool,
     in_use: InUse,
@@ -203,6 +267,13 @@ impl ImageService {
             registries,
             flights: Flights::default(),
             platform: Platform::from_rust(std::env::consts::OS, std::env::consts::ARCH),
+            limits: pull::Limits {
+                max_layer_bytes: settings.max_layer_bytes,
+                max_image_bytes: settings.max_image_bytes,
+                min_free_bytes: settings.min_free_bytes,
+                max_parallel_layers: settings.max_parallel_layers,
+            },
+            downloads: pull::Downloads::new(settings.max_concurrent_downloads),
             gc_deferred: AtomicBool::new(false),
             in_use: Box::new(|_| None),
         };
@@ -473,6 +544,19 @@ fn human_size(n: u64) -> String {
     )
 }
 
+/// Pull from the command line (`crispd pull`) into the store directly:
+/// safe whether or not a crispd runs on the same state directory (the
+/// store's locks). Progress goes to the log (stderr) every two seconds.
+pub fn pull_cli(
+    settings: &Settings,
+    image: &str,
+    credentials: &registry::Credentials,
+) -> Result<String, String> {
+    let svc = ImageService::new(settings).map_err(|e| e.to_string())?;
+    svc.pull(image, credentials, &Stop::never())
+        .map_err(|e| e.message)
+}
+
 /// Import from the command line (`crispd import`): works whether or not
 /// a crispd is running on the same state directory.
 pub fn import_cli(
@@ -502,7 +586,7 @@ mod tests {
         let leader = {
             let flights = Arc::clone(&flights);
             std::thread::spawn(move || {
-                flights.run("k", || {
+                flights.run("k", &Stop::never(), |_| {
                     // Finish only once the second caller waits on us.
                     loop {
                         let waiting = flights
@@ -524,10 +608,58 @@ mod tests {
         while !flights.map.lock().unwrap().contains_key("k") {
             std::thread::yield_now();
         }
-        let follower = flights.run("k", || Ok("from-follower".into()));
+        let follower = flights.run("k", &Stop::never(), |_| Ok("from-follower".into()));
         assert_eq!(follower.unwrap(), "from-leader");
         assert_eq!(leader.join().unwrap().unwrap(), "from-leader");
         // Done flights are forgotten: the next caller runs again.
-        assert_eq!(flights.run("k", || Ok("again".into())).unwrap(), "again");
+        assert_eq!(
+            flights
+                .run("k", &Stop::never(), |_| Ok("again".into()))
+                .unwrap(),
+            "again"
+        );
+    }
+
+    #[test]
+    fn shared_work_stops_when_its_last_waiter_goes() {
+        let flights = Arc::new(Flights::default());
+        let first = Stop::never();
+        let second = Stop::never();
+        let leader = {
+            let (flights, first) = (Arc::clone(&flights), first.clone());
+            std::thread::spawn(move || {
+                flights.run("k", &first, |shared| {
+                    // Runs until every waiter has gone.
+                    while shared.reason().is_none() {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(ImageError::stopped(shared.reason().unwrap(), "k"))
+                })
+            })
+        };
+        while !flights.map.lock().unwrap().contains_key("k") {
+            std::thread::yield_now();
+        }
+        let follower = {
+            let (flights, second) = (Arc::clone(&flights), second.clone());
+            std::thread::spawn(move || flights.run("k", &second, |_| Ok("mine".into())))
+        };
+        while flights.map.lock().unwrap()["k"]
+            .waiters
+            .load(Ordering::SeqCst)
+            == 0
+        {
+            std::thread::yield_now();
+        }
+        // The leader's caller goes: the work goes on for the follower.
+        first.cancel();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!leader.is_finished());
+        // The follower goes too: both return, the work stopped.
+        second.cancel();
+        let f = follower.join().unwrap().unwrap_err();
+        assert_eq!(f.code, Code::Cancelled);
+        let l = leader.join().unwrap().unwrap_err();
+        assert_eq!(l.code, Code::Cancelled);
     }
 }

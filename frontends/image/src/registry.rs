@@ -162,6 +162,7 @@ pub struct Endpoint {
     pub host: String,
     pub is_mirror: bool,
     agent: ureq::Agent,
+    connect_timeout: Duration,
 }
 
 /// Why CRI `AuthConfig.auth` is unusable.
@@ -189,6 +190,8 @@ impl std::error::Error for AuthError {}
 #[derive(Debug)]
 pub enum SettingsError {
     MissingHost,
+    /// `mirrors_only` for a registry that has no mirrors.
+    MirrorsOnlyWithoutMirrors(String),
     Mirror {
         mirror: String,
         host: String,
@@ -204,6 +207,9 @@ impl fmt::Display for SettingsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MissingHost => f.write_str("[[images.registries]] entry without host"),
+            Self::MirrorsOnlyWithoutMirrors(host) => {
+                write!(f, "registry {host}: mirrors_only = true but no mirrors")
+            }
             Self::Mirror {
                 mirror,
                 host,
@@ -282,6 +288,9 @@ impl Registries {
             if r.host.is_empty() {
                 return Err(SettingsError::MissingHost);
             }
+            if r.mirrors_only && r.mirrors.is_empty() {
+                return Err(SettingsError::MirrorsOnlyWithoutMirrors(r.host.clone()));
+            }
             for m in &r.mirrors {
                 parse_endpoint_url(m, None).map_err(|source| SettingsError::Mirror {
                     mirror: m.clone(),
@@ -315,8 +324,17 @@ impl Registries {
                     agent: self.agent(&host, scheme == "http")?,
                     host,
                     is_mirror: true,
+                    connect_timeout: self.connect_timeout(),
                 });
             }
+        }
+        if self
+            .config
+            .registries
+            .iter()
+            .any(|r| r.host == domain && r.mirrors_only)
+        {
+            return Ok(out);
         }
         let api_host = if domain == "docker.io" {
             DOCKER_HUB_API_HOST.to_owned()
@@ -332,8 +350,13 @@ impl Registries {
             agent: self.agent(domain, plain)?,
             host: domain.to_owned(),
             is_mirror: false,
+            connect_timeout: self.connect_timeout(),
         });
         Ok(out)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.connect_timeout_secs.max(1))
     }
 
     fn plain_http_for(&self, host: &str) -> Option<bool> {
@@ -389,7 +412,11 @@ impl Registries {
             };
             builder = builder.tls_config(TlsConfig::builder().root_certs(root_certs).build());
         }
-        let agent: ureq::Agent = builder.build().into();
+        let agent = ureq::Agent::with_parts(
+            builder.build(),
+            crate::transport::connector(),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
         agents.insert(key, agent.clone());
         Ok(agent)
     }
@@ -497,6 +524,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// Requests for one repository on one endpoint, keeping the token the
 /// registry issued.
+#[derive(Clone)]
 pub struct Session {
     endpoint: Endpoint,
     repository: String,
@@ -548,10 +576,25 @@ impl Session {
         Ok((data, fetched.content_type))
     }
 
-    /// A blob's content, streamed.
-    pub fn blob(&mut self, digest: &str) -> Result<Fetched, RegistryError> {
+    /// A blob's content, streamed. When the connection breaks off before
+    /// `size` bytes (if known), the rest is asked for with a Range request.
+    pub fn blob(&mut self, digest: &str, size: Option<u64>) -> Result<Fetched, RegistryError> {
         let path = format!("/v2/{}/blobs/{digest}", self.repository);
-        self.get(&path, None, "blob")
+        let fetched = self.get(&path, None, "blob")?;
+        let body = ResumingBody {
+            agent: self.endpoint.agent.clone(),
+            connect_timeout: self.endpoint.connect_timeout,
+            url: format!("{}{path}", self.endpoint.base),
+            authorization: self.authorization.clone(),
+            body: fetched.body,
+            offset: 0,
+            size,
+            resumes_left: MAX_RESUMES,
+        };
+        Ok(Fetched {
+            content_type: fetched.content_type,
+            body: Box::new(body),
+        })
     }
 
     fn where_(&self) -> String {
@@ -570,6 +613,7 @@ impl Session {
     ) -> Result<Fetched, RegistryError> {
         let url = format!("{}{path}", self.endpoint.base);
         let mut tried_challenge = false;
+        let mut retries = 0;
         loop {
             let mut req = self.endpoint.agent.get(&url);
             if let Some(a) = accept {
@@ -578,7 +622,9 @@ impl Session {
             if let Some(auth) = &self.authorization {
                 req = req.header("Authorization", auth);
             }
-            let resp = req.call().map_err(|e| self.transport_error(&url, e))?;
+            let resp = within_deadline(req, self.endpoint.connect_timeout)
+                .call()
+                .map_err(|e| self.transport_error(&url, e))?;
             let status = resp.status().as_u16();
             match status {
                 200..=299 => {
@@ -619,11 +665,38 @@ impl Session {
                     ));
                 }
                 429 | 500..=599 => {
+                    let retry_after = header(&resp, "retry-after")
+                        .and_then(|v| parse_retry_after(&v, std::time::SystemTime::now()));
                     let detail = error_detail(resp);
-                    return Err(RegistryError::new(
-                        ErrorKind::Unreachable,
-                        format!("{} failed for {url}: HTTP {status}{detail}", self.where_()),
-                    ));
+                    let failed = |why: String| {
+                        RegistryError::new(
+                            ErrorKind::Unreachable,
+                            format!(
+                                "{} failed for {url}: HTTP {status}{detail}{why}",
+                                self.where_()
+                            ),
+                        )
+                    };
+                    if retries >= MAX_RETRIES {
+                        return Err(failed(format!(" (after {retries} retries)")));
+                    }
+                    let wait = retry_wait(retries, retry_after);
+                    if let Some(why) = wait_fits_deadline(wait) {
+                        return Err(failed(why));
+                    }
+                    retries += 1;
+                    tracing::warn!(
+                        url = %url,
+                        status,
+                        retry = retries,
+                        wait_ms = wait.as_millis() as u64,
+                        "registry busy or failing; retrying"
+                    );
+                    if !sleep_unless_stopped(wait) {
+                        return Err(failed(
+                            " (the pull was stopped while waiting to retry)".into(),
+                        ));
+                    }
                 }
                 _ => {
                     let detail = error_detail(resp);
@@ -775,6 +848,203 @@ impl Session {
     }
 }
 
+/// Retries of a request the registry answered 429 or 5xx.
+const MAX_RETRIES: u32 = 4;
+/// The longest wait between them, whatever `Retry-After` asks.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+/// Range requests per blob after its connection broke off.
+const MAX_RESUMES: u32 = 5;
+
+/// How long to wait before retry number `retries + 1`: what the
+/// registry's `Retry-After` asks (at most [`MAX_RETRY_WAIT`]), else 1 s,
+/// 2 s, 4 s, ... .
+pub fn retry_wait(retries: u32, retry_after: Option<Duration>) -> Duration {
+    retry_after
+        .unwrap_or_else(|| Duration::from_secs(1u64 << retries.min(5)))
+        .min(MAX_RETRY_WAIT)
+}
+
+/// `Retry-After` (RFC 9110 10.2.3): seconds, or an HTTP date (IMF-fixdate),
+/// as a wait from `now`. A date in the past is no wait.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(value)?;
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` → seconds since the epoch.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let mut parts = s.split_ascii_whitespace();
+    let _weekday = parts.next()?.strip_suffix(',')?;
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = parts.next()?;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let time = parts.next()?;
+    if parts.next()? != "GMT" || parts.next().is_some() {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Why waiting `wait` is pointless: the pull this thread works for must
+/// be over before then.
+fn wait_fits_deadline(wait: Duration) -> Option<String> {
+    let deadline = crate::stop::current_stop()?.deadline()?;
+    (std::time::Instant::now() + wait > deadline).then(|| {
+        format!(
+            " (a retry in {} s would come after the call's deadline)",
+            wait.as_secs_f64()
+        )
+    })
+}
+
+/// Sleep `wait`, in slices, unless the pull is stopped meanwhile; false
+/// if it was.
+fn sleep_unless_stopped(wait: Duration) -> bool {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        if crate::stop::current().is_some() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(100)));
+    }
+}
+
+/// The request, its connection attempt bounded by the deadline of the
+/// pull this thread works for. Once connected, the transport watches the
+/// pull's stop itself ([`crate::transport`]); no global timeout here, as
+/// a caller with a later deadline may join a shared pull meanwhile.
+fn within_deadline(
+    req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    connect_timeout: Duration,
+) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+    let Some(deadline) = crate::stop::current_stop().and_then(|s| s.deadline()) else {
+        return req;
+    };
+    let left = deadline
+        .saturating_duration_since(std::time::Instant::now())
+        .max(Duration::from_millis(1));
+    req.config()
+        .timeout_connect(Some(left.min(connect_timeout)))
+        .build()
+}
+
+/// A blob's body that, when its connection breaks off (an error, or the
+/// end before the size the manifest gave), asks for the rest with
+/// `Range: bytes=N-` and reads on. A registry that ignores the range
+/// (200) sends everything again; the first N bytes are skipped. The
+/// caller still verifies the digest of the whole.
+struct ResumingBody {
+    agent: ureq::Agent,
+    connect_timeout: Duration,
+    url: String,
+    authorization: Option<String>,
+    body: Box<dyn Read + Send>,
+    offset: u64,
+    size: Option<u64>,
+    resumes_left: u32,
+}
+
+impl Read for ResumingBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.body.read(buf) {
+                Ok(0) if !buf.is_empty() && self.size.is_some_and(|s| self.offset < s) => {
+                    let cause = std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "connection closed after {} of {} bytes",
+                            self.offset,
+                            self.size.unwrap_or(0)
+                        ),
+                    );
+                    self.resume(cause)?;
+                }
+                Ok(n) => {
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => self.resume(e)?,
+            }
+        }
+    }
+}
+
+impl ResumingBody {
+    fn resume(&mut self, cause: std::io::Error) -> std::io::Result<()> {
+        if self.resumes_left == 0 || crate::stop::current().is_some() {
+            return Err(cause);
+        }
+        self.resumes_left -= 1;
+        tracing::warn!(
+            url = %self.url,
+            offset = self.offset,
+            error = %cause,
+            "blob download broke off; resuming with a Range request"
+        );
+        let mut req = self
+            .agent
+            .get(&self.url)
+            .header("Range", format!("bytes={}-", self.offset));
+        if let Some(auth) = &self.authorization {
+            req = req.header("Authorization", auth);
+        }
+        let failed = |why: String| {
+            std::io::Error::other(format!(
+                "{cause}; resuming at byte {} failed: {why}",
+                self.offset
+            ))
+        };
+        let resp = within_deadline(req, self.connect_timeout)
+            .call()
+            .map_err(|e| failed(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let mut body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
+        match status {
+            206 => {}
+            200 => {
+                let skipped =
+                    std::io::copy(&mut (&mut body).take(self.offset), &mut std::io::sink())
+                        .map_err(|e| failed(e.to_string()))?;
+                if skipped != self.offset {
+                    return Err(failed("the blob is shorter the second time".into()));
+                }
+            }
+            _ => return Err(failed(format!("HTTP {status}"))),
+        }
+        self.body = body;
+        Ok(())
+    }
+}
+
 fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
@@ -874,10 +1144,8 @@ mod tests {
 
     fn settings(registries: Vec<RegistryConfig>) -> Settings {
         Settings {
-            store_dir: std::path::PathBuf::new(),
-            connect_timeout_secs: 15,
-            read_timeout_secs: 60,
             registries,
+            ..Settings::new(std::path::PathBuf::new())
         }
     }
 
@@ -976,6 +1244,80 @@ mod tests {
         assert_eq!(c.basic().unwrap(), "Basic YTpi");
         assert!(!format!("{c:?}").contains('b') || format!("{c:?}").contains("redacted"));
         assert!(Credentials::default().is_empty());
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(951_825_600)
+        );
+        for bad in [
+            "",
+            "-1",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 CET",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_waits_are_bounded() {
+        assert_eq!(retry_wait(0, None), Duration::from_secs(1));
+        assert_eq!(retry_wait(3, None), Duration::from_secs(8));
+        assert_eq!(
+            retry_wait(0, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            retry_wait(0, Some(Duration::from_secs(3600))),
+            MAX_RETRY_WAIT
+        );
+    }
+
+    #[test]
+    fn mirrors_only_leaves_out_the_registry() {
+        let config = settings(vec![RegistryConfig {
+            host: "registry.k8s.io".into(),
+            mirrors: vec![
+                "http://127.0.0.1:5001".into(),
+                "http://127.0.0.1:5000".into(),
+            ],
+            mirrors_only: true,
+            ..RegistryConfig::default()
+        }]);
+        let r = Registries::new(&config).unwrap();
+        let bases: Vec<_> = r
+            .endpoints("registry.k8s.io")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.base)
+            .collect();
+        assert_eq!(bases, ["http://127.0.0.1:5001", "http://127.0.0.1:5000"]);
+        let config = settings(vec![RegistryConfig {
+            host: "x".into(),
+            mirrors_only: true,
+            ..RegistryConfig::default()
+        }]);
+        let err = Registries::new(&config).err().expect("refused");
+        assert!(err.to_string().contains("mirrors_only"), "{err}");
     }
 
     #[test]

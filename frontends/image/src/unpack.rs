@@ -127,6 +127,16 @@ impl UnpackError {
     pub fn is_escape(&self) -> bool {
         matches!(self, Self::Escape { .. })
     }
+
+    /// The filesystem ran out of space (or inodes).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Io { error, .. } | Self::Archive(error) => {
+                error.raw_os_error() == Some(nix::libc::ENOSPC)
+            }
+            Self::Escape { .. } => false,
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, UnpackError>;
