@@ -436,11 +436,13 @@ def test_concurrent_pods_leave_nothing_behind(client, registry, network):
     remove_test_cgroups(d.tag)
 
 
-def test_unimplemented_streaming_methods_say_so(client):
+def test_streaming_methods_check_their_container(client):
+    """Exec and Attach of a container that does not exist: NOT_FOUND, not
+    a URL (tests/pods/test_streaming.py drives the URLs)."""
     pb = client.pb
     with pytest.raises(grpc.RpcError) as e:
-        client.rt.Exec(pb.ExecRequest(container_id="x"))
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        client.rt.Exec(pb.ExecRequest(container_id="x", cmd=["true"], stdout=True))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as e:
-        client.rt.Attach(pb.AttachRequest(container_id="x"))
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        client.rt.Attach(pb.AttachRequest(container_id="x", stdout=True))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
