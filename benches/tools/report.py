@@ -21,7 +21,7 @@ def load(name, default=None):
     if not text:
         return default
     try:
-        return json.loads(text.splitlines()[-1] if name.startswith("lifecycle") else text)
+        return json.loads(text.splitlines()[-1] if name.startswith(("lifecycle", "streaming")) else text)
     except json.JSONDecodeError:
         return default
 
@@ -344,6 +344,29 @@ for name, d in [("crispd", sc), ("containerd", sce)]:
         err = open(e).read().strip() if os.path.exists(e) else ""
         w("")
         w(f"{name} with RuntimeDefault: failed or not run ({err[-300:] or 'no output'}).")
+w("")
+st, ste = load("streaming-crispd.json"), load("streaming-containerd.json")
+w("**Exec and port forwarding** (`bench-client streaming`): in one pod with a sleeping container, the Exec call")
+w("and its whole streaming session over SPDY/3.1 (upgrade, streams, exit status) for `true`, and until the first")
+w("byte of `echo x`; then a connection forwarded to a local server that sends "
+  f"{(st or ste or {}).get('portforward_mib', 'n/a')} MiB (the pod has the host's network), 3 times.")
+w("The client is the core's SPDY session, the same for both runtimes; containerd's streaming server is its")
+w("built-in one (kubelet's code).")
+w("")
+w("| measure | crispd | containerd + runc | ratio |")
+w("|---|---:|---:|---:|")
+for label, k, higher in [("exec of `true`, round trip (median)", "exec_true_ms", False),
+                         ("exec of `echo x`, to the first byte (median)", "exec_first_byte_ms", False)]:
+    a, b = msv(st, k), msv(ste, k)
+    w(f"| {label} | {msf(a)} | {msf(b)} | {x(ratio(b, a), 2)} faster |")
+a, b = (st or {}).get("portforward_mib_s"), (ste or {}).get("portforward_mib_s")
+w(f"| port-forward throughput (median of 3) | {a if a is not None else 'n/a'} MiB/s | {b if b is not None else 'n/a'} MiB/s | {x(ratio(a, b), 2)} |")
+for name, d in [("crispd", st), ("containerd", ste)]:
+    if not d:
+        e = os.path.join(RES, f"streaming-{name}.err")
+        err = open(e).read().strip() if os.path.exists(e) else ""
+        w("")
+        w(f"{name} streaming: failed or not run ({err[-300:] or 'no output'}).")
 w("")
 w("**StartContainer → first instruction.** The container runs `/bin/stamp` (`benches/stamp/stamp.rs`): a static")
 w("binary without libc whose entry point reads `CLOCK_MONOTONIC` with a raw system call before anything else and")
