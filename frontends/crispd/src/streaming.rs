@@ -961,15 +961,17 @@ impl Conn {
         let mut progress = false;
         match &mut self.work {
             Work::Exec(p) => {
-                progress |= pump_stdin(p.stdin.as_mut(), &mut self.stdin);
-                if self.stdin_eof && self.stdin.is_empty() && p.stdin.is_some() && !p.tty {
-                    p.stdin = None;
-                    progress = true;
-                }
+                // A resize before the input that came with it: what the
+                // client types next may ask for the terminal's size.
                 if let (Some(size), true) = (self.resize.take(), p.tty) {
                     if let Some(fd) = p.stdout.as_ref() {
                         set_window_size(fd.fd.as_raw_fd(), size);
                     }
+                }
+                progress |= pump_stdin(p.stdin.as_mut(), &mut self.stdin);
+                if self.stdin_eof && self.stdin.is_empty() && p.stdin.is_some() && !p.tty {
+                    p.stdin = None;
+                    progress = true;
                 }
                 for which in [Output::Stdout, Output::Stderr] {
                     let slot = match which {
@@ -1139,18 +1141,18 @@ fn pump_monitor(
     // To the monitor. The monitor stops reading a client while the
     // container does not read its stdin: then `out` fills, the client's
     // stdin waits in `stdin`, and at last crispd stops reading the client.
-    while !stdin.is_empty() && m.out.len() < HIGH_WATER {
-        let n = stdin.len().min(attach::MAX_PAYLOAD as usize);
-        m.out
-            .extend_from_slice(&attach::encode_header(attach::STDIN, n as u32));
-        m.out.extend_from_slice(&stdin.split_to(n));
-        progress = true;
-    }
     if let Some(size) = resize {
         m.out
             .extend_from_slice(&attach::encode_header(attach::RESIZE, 4));
         m.out.extend_from_slice(&size.width.to_be_bytes());
         m.out.extend_from_slice(&size.height.to_be_bytes());
+        progress = true;
+    }
+    while !stdin.is_empty() && m.out.len() < HIGH_WATER {
+        let n = stdin.len().min(attach::MAX_PAYLOAD as usize);
+        m.out
+            .extend_from_slice(&attach::encode_header(attach::STDIN, n as u32));
+        m.out.extend_from_slice(&stdin.split_to(n));
         progress = true;
     }
     if stdin_eof && stdin.is_empty() && m.close_stdin && !m.stdin_closed {
