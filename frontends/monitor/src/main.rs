@@ -345,7 +345,8 @@ mod sys {
 
     /// Set a terminal's window size (TIOCSWINSZ).
     pub fn set_window_size(fd: i32, width: u16, height: u16) -> Result<usize, i32> {
-        let ws: [u16; 4] = [height, width, 0, 0]; // rows, columns, pixels
+        // Rows, columns, and two pixel sizes.
+        let ws: [u16; 4] = [height, width, 0, 0];
         // SAFETY: a live 8-byte `struct winsize` the kernel reads.
         check(unsafe {
             syscall6(
