@@ -178,7 +178,7 @@ pub const DEFAULT_SPIN_US: u64 = 50;
 /// a rule. Methods are named by rpc name ("Version"), full path
 /// ("/runtime.v1.RuntimeService/Version"), "read-only" (the methods that
 /// only read state) or "*".
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
     pub rules: Vec<AccessRule>,
@@ -192,6 +192,20 @@ pub struct AccessConfig {
     /// (`authorization: Bearer`, or `username` = name and `password` =
     /// token) or by a client certificate's subject.
     pub identities: Vec<IdentityConfig>,
+}
+
+/// The default: anonymous TCP callers may call the read-only methods, as
+/// when there is no `[access]` at all (a file with only `[[access.rules]]`
+/// used to leave them none).
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            tcp_methods: vec!["read-only".into()],
+            allow_plaintext_credentials_on_loopback: false,
+            identities: Vec::new(),
+        }
+    }
 }
 
 /// One `[[access.identities]]` entry.
@@ -290,10 +304,7 @@ impl Default for Config {
             log: LogConfig::default(),
             grpc: GrpcConfig::default(),
             event_loop: EventLoopConfig::default(),
-            access: AccessConfig {
-                tcp_methods: vec!["read-only".into()],
-                ..AccessConfig::default()
-            },
+            access: AccessConfig::default(),
             images: ImagesConfig::default(),
             streaming: StreamingConfig::default(),
             tls: None,
@@ -560,7 +571,7 @@ mod tests {
         assert_eq!(tls.client_auth, ClientAuth::Optional);
         assert_eq!(tls.handshake_timeout_secs, 10);
         assert_eq!(c.access.identities.len(), 2);
-        assert_eq!(c.access.tcp_methods, Vec::<String>::new());
+        assert_eq!(c.access.tcp_methods, vec!["read-only"]);
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back.to_toml(), c.to_toml());
         let c: Config = toml::from_str("[tls]\ncert_file = \"/a\"\nkey_file = \"/b\"").unwrap();

@@ -255,6 +255,7 @@ mod tests {
                 gid: None,
                 methods: vec!["read-only".into()],
             }],
+            tcp_methods: vec![],
             ..AccessConfig::default()
         };
         let p = Policy::from_config(&c).unwrap();
@@ -278,6 +279,7 @@ mod tests {
                 gid: None,
                 methods: vec!["Versoin".into()],
             }],
+            tcp_methods: vec![],
             ..AccessConfig::default()
         };
         assert!(Policy::from_config(&c).is_err());
