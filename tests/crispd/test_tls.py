@@ -264,6 +264,8 @@ def test_hostile_handshakes(make_crispd, cri, pki, crispd_bin):
     assert "TLS handshake timed out" in d.stderr()
     with tls_channel(d, pki, [("authorization", f"Bearer {TOKEN_OPS}")]) as ch:
         assert call(cri, ch, "Version") == ("OK", "")
+        # SIGTERM with a TLS connection up: GOAWAY and close_notify, exit 0.
+        assert d.stop() == 0, d.stderr()
 
 
 def test_credentials_on_plaintext_are_refused(make_crispd, cri, crispd_bin):

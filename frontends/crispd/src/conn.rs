@@ -104,6 +104,8 @@ struct Tls {
     /// The session failed (bad records, a failed handshake): its alert
     /// goes out, then the connection closes.
     failed: bool,
+    /// close_notify is queued: the core closed the connection.
+    closing: bool,
 }
 
 pub struct Conn {
@@ -167,6 +169,7 @@ impl Conn {
                 handshake_deadline: Some(deadline),
                 cert_cn: None,
                 failed: false,
+                closing: false,
             })
         });
         self
@@ -541,6 +544,12 @@ impl Conn {
             let Some(tls) = self.tls.as_mut() else {
                 return;
             };
+            if !tls.closing && !tls.failed && self.out.is_empty() && self.grpc.is_closed() {
+                // The core is done (GOAWAY sent): say so in TLS too, so the
+                // peer can tell the end from a truncation.
+                tls.closing = true;
+                tls.session.send_close_notify();
+            }
             while tls.session.wants_write() {
                 match tls.session.write_tls(&mut self.socket) {
                     Ok(0) => {
