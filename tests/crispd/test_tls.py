@@ -268,6 +268,38 @@ def test_hostile_handshakes(make_crispd, cri, pki, crispd_bin):
         assert d.stop() == 0, d.stderr()
 
 
+def test_stalled_handshakes_hold_bounded_memory(make_crispd, cri, pki, crispd_bin):
+    """200 clients each send most of a 64 000-byte ClientHello and stall:
+    rustls holds at most one handshake message (64 KiB) per connection,
+    and crispd goes on serving."""
+    config = tls_config(pki, crispd_bin).replace(
+        "handshake_timeout_secs = 1", "handshake_timeout_secs = 120"
+    )
+    d = make_crispd(config=config, tcp=True)
+    with tls_channel(d, pki, [("authorization", f"Bearer {TOKEN_OPS}")]) as ch:
+        assert call(cri, ch, "Version") == ("OK", "")
+    before = d.rss_kib()
+    body = b"\x01" + (64000).to_bytes(3, "big") + b"\x03\x03" + b"\x00" * 59994
+    records = b"".join(
+        b"\x16\x03\x01" + len(chunk).to_bytes(2, "big") + chunk
+        for chunk in (body[i : i + 16000] for i in range(0, len(body), 16000))
+    )
+    stalled = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", d.tcp_port))
+            s.sendall(records)
+            stalled.append(s)
+        with tls_channel(d, pki, [("authorization", f"Bearer {TOKEN_OPS}")]) as ch:
+            assert call(cri, ch, "Version") == ("OK", "")
+        grown = d.rss_kib() - before
+        print(f"RSS grew {grown} KiB for 200 stalled handshakes")
+        assert grown < 200 * 256, grown
+    finally:
+        for s in stalled:
+            s.close()
+
+
 def test_credentials_on_plaintext_are_refused(make_crispd, cri, crispd_bin):
     ops = hash_token(crispd_bin, TOKEN_OPS)
     identities = f'[[access.identities]]\nname = "ops"\nmethods = ["read-only"]\n{ops}\n'
