@@ -696,6 +696,8 @@ pub(crate) mod tests {
         client: Client,
         /// `None` once the test closed the client's end.
         client_sock: Option<UnixStream>,
+        /// The client's TLS session, when the connection has one.
+        client_tls: Option<rustls::ClientConnection>,
         _poll: mio::Poll,
     }
 
@@ -703,12 +705,18 @@ pub(crate) mod tests {
         /// A connection from `peer`, under crispd's default access policy
         /// (root may call everything, others nothing).
         pub(crate) fn new(peer: Peer) -> Self {
+            Self::with_access(peer, Config::default().access)
+        }
+
+        /// A connection from `peer` under the access policy `access`.
+        pub(crate) fn with_access(peer: Peer, access: crate::config::AccessConfig) -> Self {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let dir = std::env::temp_dir().join(format!("crispd-conn-{}-{n}", std::process::id()));
             let config = Config {
                 state_dir: dir.join("state"),
                 runtime_dir: dir.join("run"),
+                access,
                 ..Config::default()
             };
             let policy = Policy::from_config(&config.access).unwrap();
@@ -740,6 +748,7 @@ pub(crate) mod tests {
                 conn,
                 client: Client::new(ClientConfig::default()),
                 client_sock: Some(client_end),
+                client_tls: None,
                 _poll: poll,
             }
         }
@@ -756,12 +765,45 @@ pub(crate) mod tests {
             self.conn.flush();
         }
 
+        /// Make the connection a TCP one from 127.0.0.1 (the socket stays
+        /// a socket pair), with TLS when `tls` is given: the server's
+        /// acceptor and the client's configuration.
+        fn tcp(&mut self, tls: Option<(&crate::tls::Acceptor, Arc<rustls::ClientConfig>)>) {
+            let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+            let (server_end, client_end) = UnixStream::pair().unwrap();
+            let mut conn = Conn::new(
+                8,
+                Socket::Unix(server_end),
+                Peer::Tcp,
+                ServerConfig::default(),
+            );
+            conn = match tls {
+                None => conn.with_tcp(remote, None),
+                Some((acceptor, client)) => {
+                    let name = "localhost".try_into().unwrap();
+                    self.client_tls = Some(rustls::ClientConnection::new(client, name).unwrap());
+                    let deadline = Instant::now() + acceptor.handshake_timeout;
+                    conn.with_tcp(remote, Some((acceptor.session().unwrap(), deadline)))
+                }
+            };
+            self.conn = conn;
+            self.client_sock = Some(client_end);
+        }
+
         /// The client's pending bytes into the socket.
         fn client_send(&mut self) {
             let sock = self.client_sock.as_mut().unwrap();
             let mut out = BytesMut::new();
             while self.client.transmit_into(&mut out) > 0 {}
-            sock.write_all(&out).unwrap();
+            match self.client_tls.as_mut() {
+                None => sock.write_all(&out).unwrap(),
+                Some(tls) => {
+                    tls.writer().write_all(&out).unwrap();
+                    while tls.wants_write() {
+                        tls.write_tls(sock).unwrap();
+                    }
+                }
+            }
         }
 
         /// What the socket holds for the client, into it.
@@ -769,7 +811,29 @@ pub(crate) mod tests {
             let sock = self.client_sock.as_mut().unwrap();
             let mut buf = [0u8; 16 * 1024];
             loop {
-                match sock.read(&mut buf) {
+                let n = match self.client_tls.as_mut() {
+                    None => sock.read(&mut buf),
+                    Some(tls) => match tls.read_tls(sock) {
+                        Ok(0) => Ok(0),
+                        Ok(_) => {
+                            tls.process_new_packets().unwrap();
+                            let mut plain = Vec::new();
+                            match tls.reader().read_to_end(&mut plain) {
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                                other => panic!("TLS reader: {other:?}"),
+                            }
+                            // The TLS client may have more to say (its
+                            // handshake's second flight).
+                            while tls.wants_write() {
+                                tls.write_tls(sock).unwrap();
+                            }
+                            self.client.recv(&plain, Instant::now()).unwrap();
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match n {
                     Ok(0) => return,
                     Ok(n) => self.client.recv(&buf[..n], Instant::now()).unwrap(),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -789,9 +853,19 @@ pub(crate) mod tests {
 
         /// Start a call with `body` (one encoded message); nothing moves yet.
         pub(crate) fn start(&mut self, path: &'static str, body: &[u8]) -> client::CallId {
+            self.start_with(path, Vec::new(), body)
+        }
+
+        /// [`Harness::start`] with metadata.
+        fn start_with(
+            &mut self,
+            path: &'static str,
+            metadata: Vec<crisp_core::h2::Header>,
+            body: &[u8],
+        ) -> client::CallId {
             let id = self
                 .client
-                .start_call(path, Vec::new(), None, Instant::now())
+                .start_call(path, metadata, None, Instant::now())
                 .unwrap();
             self.client.send_encoded(id, body, true).unwrap();
             id
@@ -933,6 +1007,191 @@ pub(crate) mod tests {
         h.client_sock = None;
         h.serve(true);
         assert!(h.conn.eof);
+        assert!(h.conn.is_done());
+    }
+
+    /// A CA and a server certificate for "localhost", by the openssl CLI
+    /// (scripts/install-test-deps installs it), in `dir`.
+    fn make_certs(dir: &std::path::Path) -> (crate::tls::Acceptor, Arc<rustls::ClientConfig>) {
+        use rustls::pki_types::pem::PemObject;
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl CLI (scripts/install-test-deps)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=ca",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+        let acceptor = crate::tls::Acceptor::load(&crate::config::TlsConfig {
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            client_ca_file: None,
+            client_auth: crate::config::ClientAuth::Required,
+            handshake_timeout_secs: 10,
+        })
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        (acceptor, Arc::new(client))
+    }
+
+    fn ops_access() -> crate::config::AccessConfig {
+        crate::config::AccessConfig {
+            identities: vec![crate::config::IdentityConfig {
+                name: "ops".into(),
+                token_sha256: Some(crate::auth::TokenHash::new(b"t0ken", b"salt").to_string()),
+                cert_subject: None,
+                methods: vec!["read-only".into()],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn bearer(token: &'static str) -> Vec<crisp_core::h2::Header> {
+        vec![crisp_core::h2::Header::new(
+            "authorization",
+            format!("Bearer {token}"),
+        )]
+    }
+
+    #[test]
+    fn calls_over_tls_carry_credentials() {
+        let mut h = Harness::with_access(Peer::Tcp, ops_access());
+        let (acceptor, client) = make_certs(&h.dir.join("pki"));
+        h.tcp(Some((&acceptor, client)));
+        let version = cri::VersionRequest::default().encode_to_vec();
+        let id = h.start_with(VERSION, bearer("t0ken"), &version);
+        let answer = h.answer(id);
+        assert_eq!(answer.status.code, Code::Ok, "{:?}", answer.status);
+        assert_eq!(answer.messages.len(), 1);
+        let id = h.start_with(VERSION, bearer("wrong"), &version);
+        assert_eq!(h.answer(id).status.code, Code::Unauthenticated);
+        let id = h.start_with(
+            "/runtime.v1.RuntimeService/RunPodSandbox",
+            bearer("t0ken"),
+            &[],
+        );
+        let status = h.answer(id).status;
+        assert_eq!(status.code, Code::PermissionDenied);
+        assert!(status.message.contains("RunPodSandbox"), "{status:?}");
+        // Anonymous: tcp_methods (read-only by default).
+        assert_eq!(h.call(VERSION, &version).status.code, Code::Ok);
+        assert!(h.conn.tls.as_ref().unwrap().handshake_deadline.is_none());
+    }
+
+    #[test]
+    fn credentials_on_plaintext_tcp_are_refused() {
+        let mut h = Harness::with_access(Peer::Tcp, ops_access());
+        h.tcp(None);
+        let version = cri::VersionRequest::default().encode_to_vec();
+        let id = h.start_with(VERSION, bearer("t0ken"), &version);
+        let status = h.answer(id).status;
+        assert_eq!(status.code, Code::Unauthenticated);
+        assert!(
+            status
+                .message
+                .contains("credentials on a plaintext connection"),
+            "{status:?}"
+        );
+        assert_eq!(h.call(VERSION, &version).status.code, Code::Ok);
+    }
+
+    #[test]
+    fn a_handshake_past_its_deadline_closes_the_connection() {
+        let mut h = Harness::with_access(Peer::Tcp, ops_access());
+        let (acceptor, client) = make_certs(&h.dir.join("pki"));
+        h.tcp(Some((&acceptor, client)));
+        let deadline = h.conn.poll_timeout().unwrap();
+        assert!(!h.conn.is_done());
+        let mut ctx = Ctx {
+            dispatcher: &h.dispatcher,
+            cri: &mut h.cri,
+            workers: &h.workers,
+            read_buf: &mut h.read_buf,
+        };
+        h.conn.handle_timeout(
+            &mut ctx,
+            deadline.max(Instant::now() + acceptor.handshake_timeout),
+        );
         assert!(h.conn.is_done());
     }
 }
