@@ -115,6 +115,9 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         None => None,
     };
 
+    if tls.is_some() && tcp.is_none() {
+        tracing::warn!("[tls] is set but tcp_listen is not: TLS serves nothing");
+    }
     let poll = Poll::new().map_err(error::io("create poll"))?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(error::io("create waker"))?);
     let workers = Workers::new(
