@@ -83,6 +83,7 @@ def network(work):
     n.conf_dir = conf
     n.ipam_dir = ipam_dir / "crisptest"
     n.prefix = SUBNET.rsplit(".", 1)[0]
+    n.bridge = BRIDGE
     yield n
     subprocess.run(["ip", "link", "del", BRIDGE], stderr=subprocess.DEVNULL)
 

@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crisp_core::cri::{
-    Action, ActionId, CallId, Handled, Notice, Observation, Observed, Outcome, Request, Runtime,
+    Action, ActionId, CallId, Handled, Notice, Observation, Observed, Outcome, RecordKind, Request,
+    Runtime,
 };
 use crisp_core::grpc::Status;
 use crisp_proto::cri;
@@ -72,6 +73,27 @@ impl CriHost {
         rt.set_host_support(support);
         for w in warnings {
             tracing::warn!("restore: {w}");
+        }
+        // What the host holds that no restored record names: left by a
+        // crash between making it and recording it.
+        let mut known = pods::reclaim::Known::default();
+        for r in rt.records() {
+            match r.kind {
+                Some(RecordKind::Pod(p)) => known.pods.insert(p.id),
+                Some(RecordKind::Container(c)) => known.containers.insert(c.id),
+                None => false,
+            };
+        }
+        let reclaimed = pods::reclaim::reclaim(&host, &known);
+        if reclaimed != pods::reclaim::Reclaimed::default() {
+            tracing::warn!(
+                pods = reclaimed.pods,
+                containers = reclaimed.containers,
+                processes = reclaimed.processes,
+                cgroups = reclaimed.cgroups,
+                files = reclaimed.files,
+                "reclaimed what crispd had made without a record"
+            );
         }
         if n > 0 {
             tracing::info!(

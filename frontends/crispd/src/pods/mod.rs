@@ -16,6 +16,7 @@ pub mod cni;
 pub mod container;
 pub mod monitor;
 pub mod mounts;
+pub mod reclaim;
 pub mod sandbox;
 pub mod spare;
 
@@ -308,13 +309,94 @@ pub fn kill_cgroup(host: &Host, cgroup: &str) -> Result<(), Status> {
         .map_err(|e| exec_status(&format!("cannot end the processes of cgroup {cgroup}"), &e))
 }
 
-/// Remove a cgroup crisp made, ending first whatever still runs in it: a
-/// busy cgroup is killed, then removed, never refused for ever.
+/// Remove a cgroup crisp made, ending first whatever still runs in it and
+/// removing the cgroups below it (a container's or holder's cgroup left
+/// behind by a crash, or one a privileged container made): a busy cgroup
+/// is killed, then removed, never refused for ever.
 pub fn remove_cgroup(host: &Host, cgroup: &str) -> Result<(), Status> {
     kill_cgroup(host, cgroup)?;
+    remove_cgroup_below(host, cgroup, 0)
+}
+
+/// Remove `cgroup` and its descendants, deepest first (their processes
+/// already ended).
+fn remove_cgroup_below(host: &Host, cgroup: &str, depth: usize) -> Result<(), Status> {
+    if depth < 32 {
+        for child in cgroup_children(host, cgroup) {
+            remove_cgroup_below(host, &format!("{cgroup}/{child}"), depth + 1)?;
+        }
+    }
     host.cgroups
         .remove(cgroup)
         .map_err(|e| exec_status(&format!("cannot remove cgroup {cgroup}"), &e))
+}
+
+/// The names of the cgroups directly below `cgroup`, in any hierarchy.
+pub fn cgroup_children(host: &Host, cgroup: &str) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for procs in host.cgroups.procs_files(cgroup) {
+        let Some(dir) = procs.parent() else { continue };
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                names.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// Mount points at or below `path` (from `/proc/self/mountinfo`), the
+/// deepest first, each as many times as it is stacked.
+pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(path))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(o)) => {
+                let v = o.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detach every mount at or below `path` (a directory crisp is about to
+/// remove); returns how many it detached.
+pub fn unmount_all_under(path: &Path) -> Result<usize, Status> {
+    let found = mounts_under(path);
+    for p in &found {
+        match nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(internal(format!("cannot unmount {}", p.display()), e)),
+        }
+    }
+    Ok(found.len())
 }
 
 /// Which of AppArmor and SELinux this host runs, as runc and go-selinux

@@ -137,10 +137,13 @@ fn create_inner(
     // Remove it with the pod only when crisp made it (kubelet makes the
     // cgroup_parent it names, and removes it itself).
     meta.pod_cgroup_created = !host.cgroups.exists(&pod_cg);
+    // Written before the cgroups and the holder are made: the intent that
+    // lets a crispd killed from here on find and undo them at its next
+    // start (see `reclaim`).
+    write_meta(host, id, &meta)?;
     host.cgroups
         .create(&pod_cg, &Default::default())
         .map_err(|e| exec_status(&format!("cannot create the pod cgroup {pod_cg}"), &e))?;
-    write_meta(host, id, &meta)?;
 
     // The holder.
     let mut flags = CloneFlags::empty();
@@ -309,6 +312,8 @@ pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
         }
         let _ = fs::remove_file(&p);
     }
+    // A namespace bound before a crash let crispd write it down.
+    super::unmount_all_under(&dir)?;
     write_meta(host, id, &meta)?;
     remove_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id))
 }
@@ -331,15 +336,27 @@ fn kill_pod_processes(host: &Host, id: &str, meta: &Meta) -> Result<(), Status> 
     kill_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id))
 }
 
-/// Remove what is left: the pod cgroup crisp made, the pod directory.
+/// Remove what is left: the pod cgroup crisp made (with whatever still
+/// runs in it and the cgroups below it), the pod directory. In a pod
+/// cgroup kubelet made, the `crisp-<id>` cgroups crisp left there (a
+/// container's whose creation a crash cut short) go, those of another
+/// pod's containers stay.
 pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     stop(host, id)?;
     if let Some(meta) = read_meta(host, id) {
         if meta.pod_cgroup_created {
             remove_cgroup(host, &meta.pod_cgroup)?;
+        } else if !meta.pod_cgroup.is_empty() {
+            super::reclaim::remove_stray_cgroups(host, &meta.pod_cgroup, |x| {
+                x != id
+                    && (host.pod_dir(x).exists()
+                        || super::container::read_meta(host, x).is_some_and(|m| m.pod_id != id))
+            });
         }
     }
-    remove_tree(&host.pod_dir(id))
+    let dir = host.pod_dir(id);
+    super::unmount_all_under(&dir)?;
+    remove_tree(&dir)
 }
 
 /// `crispd sandbox`: runs already inside the pod's new namespaces (the
