@@ -32,7 +32,7 @@ import grpc
 import pytest
 
 from common import leftovers
-from common.pods import Cri
+from common.pods import Cri, alive
 from common.wait import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
@@ -323,3 +323,77 @@ def test_crispd_killed_at_any_instant(make_crispd, cri, registry, network, tmp_p
         assert not left, f"{where}: left behind after every pod was removed:\n" + "\n".join(left) + "\n" + "\n".join(map(repr, lives))
         broken.update(life.failed[0] for life in lives if life.failed)
     print(f"calls broken by the kill, by step: {dict(broken)}")
+
+
+# ------------------------------------------------ a holder or monitor killed
+
+
+def running(d, registry, tmp_path, name):
+    """A pod with one started container: (pod, container, the container's
+    host pid, the holder's pid)."""
+    c, pb = d.client, d.client.pb
+    c.pull(registry.busybox)
+    pod, cfg = c.runp(name, log_directory=str(tmp_path / "logs" / name))
+    ctr = c.create(pod, cfg, "c", registry.busybox, ["/bin/sh", "-c", SCRIPT], log_path="c.log")
+    c.rt.StartContainer(pb.StartContainerRequest(container_id=ctr), timeout=60)
+    verbose = c.rt.ContainerStatus(pb.ContainerStatusRequest(container_id=ctr, verbose=True), timeout=10)
+    pid = int(verbose.info["info"].split('"pid":')[1].split(",")[0].strip())
+    holder = int((d.runtime_dir / "pods" / pod / "sandbox.json").read_text().split('"pid":')[1].split(",")[0])
+    return pod, ctr, pid, holder
+
+
+def ctr_status(d, ctr):
+    return d.client.rt.ContainerStatus(d.client.pb.ContainerStatusRequest(container_id=ctr), timeout=10).status
+
+
+def nothing_left(d, network, logs):
+    run = Run(d, None, None, logs, None)
+    return run.left_behind(network)
+
+
+@pytest.mark.parametrize("when", ["running", "down"])
+def test_a_killed_holder_makes_the_pod_notready_and_stops_its_containers(make_crispd, cri, registry, network, tmp_path, when):
+    d = make_crispd()
+    pb = d.client.pb
+    pod, ctr, pid, holder = running(d, registry, tmp_path, "lost-holder")
+    if when == "down":
+        d.kill()
+    os.kill(holder, 9)
+    if when == "down":
+        wait_until("the holder's end", lambda: not alive(holder))
+        Run(d, cri, registry, tmp_path, None).restart()
+    wait_until("pod NOTREADY", lambda: d.client.podstatus(pod).state == pb.SANDBOX_NOTREADY)
+    st = wait_until("container EXITED", lambda: (s := ctr_status(d, ctr)).state == pb.CONTAINER_EXITED and s)
+    assert not alive(pid), "the container's process outlived its pod's holder"
+    assert st.finished_at > 0
+    d.client.rmp(pod)
+    assert nothing_left(d, network, tmp_path / "logs") == []
+
+
+def monitor_of(ctr):
+    """The pid of the container's monitor: the one process naming it."""
+    found = [int(p.split()[1].rstrip(":")) for p in leftovers.processes_mentioning([ctr])]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize("when", ["running", "down"])
+def test_a_killed_monitor_reports_the_exit_unknown_and_the_pod_goes(make_crispd, cri, registry, network, tmp_path, when):
+    d = make_crispd()
+    pb = d.client.pb
+    pod, ctr, pid, _ = running(d, registry, tmp_path, "lost-monitor")
+    monitor = monitor_of(ctr)
+    if when == "down":
+        d.kill()
+    os.kill(monitor, 9)
+    wait_until("the monitor's end", lambda: not alive(monitor))
+    if when == "down":
+        Run(d, cri, registry, tmp_path, None).restart()
+    st = wait_until("container EXITED", lambda: (s := ctr_status(d, ctr)).state == pb.CONTAINER_EXITED and s)
+    # Nobody saw its end: an unknown exit, said so.
+    assert (st.exit_code, st.reason) == (255, "Unknown"), st
+    # Unwatched, it does not run on.
+    wait_until("the container's end", lambda: not alive(pid))
+    d.client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=ctr), timeout=60)
+    d.client.rmp(pod)
+    assert nothing_left(d, network, tmp_path / "logs") == []

@@ -34,6 +34,10 @@ pub struct CriHost {
     /// StartContainer actions in flight: whose exit to watch once started.
     starting: HashMap<ActionId, String>,
     to_watch: Vec<String>,
+    /// RunPodSandbox actions in flight: whose holder to watch once made.
+    creating_pods: HashMap<ActionId, String>,
+    /// Pods whose holder gets a watcher at the next pump.
+    pods_to_watch: Vec<String>,
     /// StopContainer actions in flight, by container.
     stopping: HashMap<ActionId, String>,
     /// Exits a container's watcher saw while a stop of it was in flight,
@@ -52,13 +56,15 @@ impl CriHost {
         }
         let observations = host.observe(&records);
         let mut to_watch = Vec::new();
+        let mut pods_to_watch = Vec::new();
         for o in &observations {
-            if let Observation::Container {
-                id,
-                observed: Observed::Running { .. } | Observed::Unreachable,
-            } = o
-            {
-                to_watch.push(id.clone());
+            match o {
+                Observation::Container {
+                    id,
+                    observed: Observed::Running { .. } | Observed::Unreachable,
+                } => to_watch.push(id.clone()),
+                Observation::SandboxAlive { id } => pods_to_watch.push(id.clone()),
+                Observation::Container { .. } => {}
             }
         }
         let n = records.len();
@@ -112,6 +118,8 @@ impl CriHost {
             backlog: VecDeque::new(),
             starting: HashMap::new(),
             to_watch,
+            creating_pods: HashMap::new(),
+            pods_to_watch,
             stopping: HashMap::new(),
             held_exits: HashMap::new(),
             in_use,
@@ -147,6 +155,11 @@ impl CriHost {
         if let Some(ctr) = self.starting.remove(&id) {
             if matches!(outcome, Outcome::ContainerStarted { .. }) {
                 self.to_watch.push(ctr);
+            }
+        }
+        if let Some(pod) = self.creating_pods.remove(&id) {
+            if matches!(outcome, Outcome::SandboxCreated(_)) {
+                self.pods_to_watch.push(pod);
             }
         }
         let stopped = self.stopping.remove(&id);
@@ -239,6 +252,22 @@ impl CriHost {
             }
         }
         self.to_watch = unwatched;
+        let mut unwatched = Vec::new();
+        for id in self.pods_to_watch.drain(..) {
+            let host = Arc::clone(&self.host);
+            let pod = id.clone();
+            let spawned = workers.spawn("crispd-holder", move || {
+                caught("watching a sandbox holder", || {
+                    pods::sandbox::watch(&host, &pod)
+                })
+                .ok()?;
+                Some(Done::Notice(Notice::SandboxExited { pod_id: pod }))
+            });
+            if spawned.is_err() {
+                unwatched.push(id);
+            }
+        }
+        self.pods_to_watch = unwatched;
         if changed {
             self.update_in_use();
         }
@@ -251,6 +280,9 @@ impl CriHost {
         while let Some((id, action)) = self.backlog.pop_front() {
             if let Action::StartContainer { container_id, .. } = &action {
                 self.starting.insert(id, container_id.clone());
+            }
+            if let Action::CreateSandbox { pod_id, .. } = &action {
+                self.creating_pods.insert(id, pod_id.clone());
             }
             let host = Arc::clone(&self.host);
             if let Action::StopContainer { container_id, .. } = &action {

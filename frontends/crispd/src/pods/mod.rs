@@ -259,8 +259,23 @@ impl Host {
                 Some(RecordKind::Pod(p)) if sandbox::alive(self, &p.id).is_some() => {
                     obs.push(Observation::SandboxAlive { id: p.id.clone() });
                 }
+                // Its holder died while crispd was away: the pod is
+                // NOTREADY, and what runs in it stops, as it would have
+                // at once (see `sandbox::watch`).
+                Some(RecordKind::Pod(p)) if p.phase == crisp_core::cri::PodPhase::Ready as i32 => {
+                    sandbox::stop_containers(self, &p.id);
+                }
                 Some(RecordKind::Container(c)) => {
-                    if let Some(observed) = container::observe(self, &c.id) {
+                    let observed = container::observe(self, &c.id);
+                    // Started, and neither its monitor nor its exit is
+                    // there: what may still run of it is unwatched, and
+                    // ends (the state machine reports the exit unknown).
+                    if observed.is_none() && c.started_at > 0 && c.finished_at == 0 {
+                        if let Err(e) = container::kill_leftovers(self, &c.id) {
+                            tracing::warn!(container = %c.id, error = %e.message, "restore");
+                        }
+                    }
+                    if let Some(observed) = observed {
                         // Exited while crispd was away: what it left
                         // behind goes now, as it would have at once.
                         if matches!(observed, crisp_core::cri::Observed::Exited(_)) {
@@ -370,7 +385,9 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], octal) {
             (b'\\', Some(o)) => {
                 let v = o.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
@@ -500,6 +517,44 @@ pub fn kill_and_wait(pid: u32, needle: &str, timeout: std::time::Duration) {
             continue;
         }
         if n == 0 && !left.is_zero() {
+            continue;
+        }
+        return;
+    }
+}
+
+/// Block until the process `pid`, whose command line mentions `needle`,
+/// has exited (at once when it is not alive, or is another process). A
+/// pidfd pins the process, so a reused pid is never waited for; without
+/// pidfds (kernels before 5.3) `/proc` is polled every second.
+pub fn wait_exit(pid: u32, needle: &str) {
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw < 0 {
+        while process_matches(pid, needle) {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        return;
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    if !process_matches(pid, needle) {
+        return;
+    }
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
             continue;
         }
         return;

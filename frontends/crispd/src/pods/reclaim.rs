@@ -61,7 +61,9 @@ pub fn reclaim(host: &Host, known: &Known) -> Reclaimed {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".json").filter(|id| is_valid_id(id)).map(str::to_owned)
+            name.strip_suffix(".json")
+                .filter(|id| is_valid_id(id))
+                .map(str::to_owned)
         });
     let orphan_pods: BTreeSet<String> = ids_in(&run.join("pods"))
         .chain(net_ids)
@@ -131,7 +133,11 @@ fn kill_processes_of(ids: &BTreeSet<&str>) -> usize {
         return 0;
     };
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -141,7 +147,9 @@ fn kill_processes_of(ids: &BTreeSet<&str>) -> usize {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let program = args.first().map(|a| a.rsplit(|&b| b == b'/').next().unwrap_or(a));
+        let program = args
+            .first()
+            .map(|a| a.rsplit(|&b| b == b'/').next().unwrap_or(a));
         if !program.is_some_and(|p| p.windows(6).any(|w| w == b"crispd")) {
             continue;
         }

@@ -54,6 +54,31 @@ pub fn alive(host: &Host, id: &str) -> Option<u32> {
     process_matches(m.pid, id).then_some(m.pid)
 }
 
+/// Block until the pod's holder exits (on a thread of its own), then end
+/// the processes of its containers: a pod whose holder is gone is
+/// NOTREADY (its namespaces may be gone with it) and kubelet will stop
+/// it; its containers are stopped now, and their monitors record their
+/// exits. Returns at once when the holder is not alive.
+pub fn watch(host: &Host, id: &str) {
+    let Some(meta) = read_meta(host, id) else {
+        return;
+    };
+    super::wait_exit(meta.pid, id);
+    // Also when StopPodSandbox killed it: then this is done twice.
+    tracing::info!(pod = id, pid = meta.pid, "the pod's sandbox holder exited");
+    stop_containers(host, id);
+}
+
+/// End every process of the pod's containers (their monitors then record
+/// the exits).
+pub fn stop_containers(host: &Host, id: &str) {
+    for cg in super::container::cgroups_of_pod(host, id) {
+        if let Err(e) = kill_cgroup(host, &cg) {
+            tracing::warn!(pod = id, cgroup = cg, error = %e.message, "cannot stop a container of a pod without its holder");
+        }
+    }
+}
+
 /// The namespace files of a pod, for containers to join.
 pub fn ns_path(host: &Host, id: &str, ns: &str) -> Option<PathBuf> {
     let m = read_meta(host, id)?;
