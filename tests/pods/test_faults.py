@@ -23,8 +23,10 @@ number of cycles (20 by default), `CRISP_FAULT_LIVES` the lifecycles per
 cycle (3)."""
 
 import collections
+import json
 import os
 import random
+import sys
 import threading
 import time
 
@@ -396,4 +398,103 @@ def test_a_killed_monitor_reports_the_exit_unknown_and_the_pod_goes(make_crispd,
     wait_until("the container's end", lambda: not alive(pid))
     d.client.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=ctr), timeout=60)
     d.client.rmp(pod)
+    assert nothing_left(d, network, tmp_path / "logs") == []
+
+
+# ------------------------------------------------ slow plugins, long stops
+
+
+HANG_PLUGIN = """#!{python}
+# A CNI plugin for the tests: while {flag} exists, ADD never finishes;
+# otherwise it passes its previous result on. DEL does nothing.
+import json, os, sys, time
+conf = json.load(sys.stdin)
+if os.environ.get("CNI_COMMAND") == "ADD":
+    while os.path.exists({flag!r}):
+        time.sleep(1)
+    print(json.dumps(conf.get("prevResult") or {{"cniVersion": conf["cniVersion"]}}))
+"""
+
+
+def test_a_hanging_cni_plugin_times_out_and_the_name_is_free_again(make_crispd, network, tmp_path):
+    bin_dir = tmp_path / "cni-bin"
+    bin_dir.mkdir()
+    for plugin in ("loopback", "bridge", "host-local"):
+        (bin_dir / plugin).symlink_to(f"/usr/lib/cni/{plugin}")
+    flag = tmp_path / "hang"
+    flag.touch()
+    hang = bin_dir / "hang"
+    hang.write_text(HANG_PLUGIN.format(python=sys.executable, flag=str(flag)))
+    hang.chmod(0o755)
+    conf_dir = tmp_path / "cni-conf"
+    conf_dir.mkdir()
+    conflist = json.loads(next(network.conf_dir.iterdir()).read_text())
+    conflist["plugins"].append({"type": "hang"})
+    (conf_dir / "10-hang.conflist").write_text(json.dumps(conflist))
+    d = make_crispd(cni=conf_dir, cni_bin_dir=bin_dir, config="cni_timeout_secs = 2\n")
+    c, pb = d.client, d.client.pb
+    with pytest.raises(grpc.RpcError) as e:
+        c.runp("slow")
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value.details()
+    assert "hang ADD" in e.value.details() and "cni_timeout_secs" in e.value.details(), e.value.details()
+    # Nothing of it is left: no pod, no lease, no veth, no plugin running.
+    left = nothing_left(d, network, tmp_path / "logs") + leftovers.processes_mentioning([str(bin_dir)])
+    assert left == []
+    # The plugin answers again: the same name is free.
+    flag.unlink()
+    pod, _ = c.runp("slow")
+    assert c.podstatus(pod).state == pb.SANDBOX_READY
+    c.rmp(pod)
+    assert nothing_left(d, network, tmp_path / "logs") == []
+
+
+def test_a_long_stop_blocks_no_other_call_nor_a_restart(make_crispd, cri, registry, network, tmp_path):
+    d = make_crispd()
+    pb = d.client.pb
+    d.client.pull(registry.busybox)
+    # PID 1 of its namespace without a handler: SIGTERM does nothing.
+    pod, cfg = d.client.runp("stubborn", log_directory=str(tmp_path / "logs"))
+    ctr = d.client.create(pod, cfg, "c", registry.busybox, ["/bin/busybox", "sleep", "100000"], log_path="c.log")
+    d.client.rt.StartContainer(pb.StartContainerRequest(container_id=ctr), timeout=60)
+
+    def long_stop(client, answers):
+        try:
+            client.rt.StopContainer(pb.StopContainerRequest(container_id=ctr, timeout=3600), timeout=3700)
+            answers.append("OK")
+        except grpc.RpcError as e:
+            answers.append(e.code().name)
+
+    def other_work(name):
+        """A whole lifecycle of another pod, with an exec, and a look at
+        the stubborn container."""
+        c = d.client
+        assert ctr_status(d, ctr).state == pb.CONTAINER_RUNNING
+        p, pcfg = c.runp(name, log_directory=str(tmp_path / "logs"))
+        x = c.create(p, pcfg, "x", registry.busybox, ["/bin/sh", "-c", SCRIPT], log_path=f"{name}.log")
+        c.rt.StartContainer(pb.StartContainerRequest(container_id=x), timeout=60)
+        r = c.rt.ExecSync(pb.ExecSyncRequest(container_id=x, cmd=["/bin/sh", "-c", "echo hi"], timeout=30), timeout=60)
+        assert r.stdout == b"hi\n"
+        c.rt.StopContainer(pb.StopContainerRequest(container_id=x, timeout=10), timeout=60)
+        c.rmp(p)
+
+    first = []
+    t = threading.Thread(target=long_stop, args=(d.client, first))
+    t.start()
+    other_work("other-1")
+    assert first == [], "the stop ended although its container ignores SIGTERM"
+    # crispd dies with the stop under way, and starts again.
+    d.kill()
+    t.join()
+    assert first == ["UNAVAILABLE"]
+    Run(d, cri, registry, tmp_path, None).restart()
+    # kubelet asks again; meanwhile everything else goes on.
+    again = []
+    t = threading.Thread(target=long_stop, args=(d.client, again))
+    t.start()
+    other_work("other-2")
+    assert again == []
+    # Removing the pod kills it now, and answers the waiting stop too.
+    d.client.rmp(pod)
+    t.join(60)
+    assert again == ["OK"]
     assert nothing_left(d, network, tmp_path / "logs") == []

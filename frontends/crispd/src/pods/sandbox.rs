@@ -104,10 +104,9 @@ pub fn create(
     }
     let result = create_inner(host, id, config);
     if result.is_err() {
-        // Undo whatever was made; the state machine forgets the pod.
-        if let Err(e) = stop(host, id) {
-            tracing::warn!(pod = id, error = %e.message, "cleanup after a failed RunPodSandbox");
-        }
+        // Undo whatever was made; the state machine forgets the pod. What
+        // cannot be undone now (a CNI DEL that fails too) keeps its
+        // record, for the next start's reclaim.
         if let Err(e) = remove(host, id) {
             tracing::warn!(pod = id, error = %e.message, "cleanup after a failed RunPodSandbox");
         }
@@ -326,21 +325,36 @@ pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
         return cni::teardown(host, id);
     };
     kill_and_wait(meta.pid, id, Duration::from_secs(10));
-    kill_pod_processes(host, id, &meta)?;
-    cni::teardown(host, id)?;
+    // Each step is tried whatever the one before did (a CNI plugin that
+    // fails, or hangs until `cni_timeout_secs`, keeps its record for the
+    // next try: DEL needs no namespace); the first failure is the answer.
+    let mut first = kill_pod_processes(host, id, &meta).err();
+    if let Err(e) = cni::teardown(host, id) {
+        first.get_or_insert(e);
+    }
     let dir = host.pod_dir(id).join("ns");
-    for ns in meta.namespaces.drain(..) {
+    for ns in std::mem::take(&mut meta.namespaces) {
         let p = dir.join(&ns);
         match umount2(&p, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(internal(format!("cannot unmount {}", p.display()), e)),
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {
+                let _ = fs::remove_file(&p);
+            }
+            Err(e) => {
+                first.get_or_insert(internal(format!("cannot unmount {}", p.display()), e));
+                meta.namespaces.push(ns);
+            }
         }
-        let _ = fs::remove_file(&p);
     }
     // A namespace bound before a crash let crispd write it down.
-    super::unmount_all_under(&dir)?;
-    write_meta(host, id, &meta)?;
-    remove_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id))
+    if let Err(e) = super::unmount_all_under(&dir) {
+        first.get_or_insert(e);
+    }
+    let steps = write_meta(host, id, &meta)
+        .and_then(|()| remove_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id)));
+    match first {
+        Some(e) => Err(e),
+        None => steps,
+    }
 }
 
 /// End every process of the pod: with a host or pod-shared PID namespace
@@ -367,7 +381,8 @@ fn kill_pod_processes(host: &Host, id: &str, meta: &Meta) -> Result<(), Status> 
 /// container's whose creation a crash cut short) go, those of another
 /// pod's containers stay.
 pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
-    stop(host, id)?;
+    // Its network may fail to go (kept for a retry); the rest goes anyway.
+    let stopped = stop(host, id);
     if let Some(meta) = read_meta(host, id) {
         if meta.pod_cgroup_created {
             remove_cgroup(host, &meta.pod_cgroup)?;
@@ -381,7 +396,8 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     }
     let dir = host.pod_dir(id);
     super::unmount_all_under(&dir)?;
-    remove_tree(&dir)
+    remove_tree(&dir)?;
+    stopped
 }
 
 /// `crispd sandbox`: runs already inside the pod's new namespaces (the
