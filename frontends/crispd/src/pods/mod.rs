@@ -594,3 +594,16 @@ pub fn entropy() -> [u8; 32] {
 
 /// Exit code of a container whose end could not be observed.
 pub const UNKNOWN_CODE: i32 = 255;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_unescaped() {
+        assert_eq!(unescape_mount_path("/run/a\\040b"), "/run/a b");
+        assert_eq!(unescape_mount_path("/x\\134y\\011"), "/x\\y\t");
+        // Not an octal escape: kept as written.
+        assert_eq!(unescape_mount_path("/x\\9y\\"), "/x\\9y\\");
+    }
+}
