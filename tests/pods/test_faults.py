@@ -26,6 +26,7 @@ import collections
 import json
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ import grpc
 import pytest
 
 from common import leftovers
-from common.pods import Cri, alive
+from common.pods import Cri, alive, cgroup_hierarchies
 from common.wait import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
@@ -497,4 +498,29 @@ def test_a_long_stop_blocks_no_other_call_nor_a_restart(make_crispd, cri, regist
     d.client.rmp(pod)
     t.join(60)
     assert again == ["OK"]
+    assert nothing_left(d, network, tmp_path / "logs") == []
+
+
+def test_remove_pod_sandbox_ends_a_stray_cgroup_below_the_pod(make_crispd, network, tmp_path):
+    """What a crash between making a container's cgroup and recording the
+    container leaves: a `crisp-<id>` cgroup in the pod's cgroup, with a
+    process in it. rmdir of the pod cgroup would fail EBUSY for ever; it
+    is ended and removed with the pod."""
+    d = make_crispd()
+    pod, cfg = d.client.runp("stray")
+    stray = f"{cfg.linux.cgroup_parent}/crisp-{'5' * 64}"
+    proc = subprocess.Popen(["sleep", "1000"])
+    try:
+        for h in cgroup_hierarchies():
+            sub = h / stray.lstrip("/")
+            if sub.parent.is_dir():
+                sub.mkdir()
+                for f in ("cpuset.cpus", "cpuset.mems"):  # v1 cpuset: empty until set
+                    if (sub / f).exists():
+                        (sub / f).write_text((sub.parent / f).read_text())
+                (sub / "cgroup.procs").write_text(str(proc.pid))
+        d.client.rmp(pod)
+        assert proc.wait(60) == -9
+    finally:
+        proc.kill()
     assert nothing_left(d, network, tmp_path / "logs") == []
