@@ -35,7 +35,7 @@ import grpc
 import pytest
 
 from common import leftovers
-from common.pods import Cri, alive, cgroup_hierarchies
+from common.pods import Cri, alive, cgroup_hierarchies, create
 from common.wait import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
@@ -49,14 +49,20 @@ SCRIPT = "trap 'exit 0' TERM; busybox sleep 1000 & wait"
 class Life:
     """One pod + container lifecycle and what crispd answered."""
 
-    def __init__(self, name):
+    def __init__(self, name, index):
         self.name = name
+        self.index = index
         self.pod = None
         self.cfg = None
         self.ctr = None
         self.ok = set()
         self.failed = None  # (step, status) of the call the kill broke
         self.early = None  # an error before the kill: a real failure
+
+    def pid_mode(self, pb):
+        """A PID namespace per container, or (every other pod) one the
+        pod's holder and containers share."""
+        return pb.POD if self.index % 2 else pb.CONTAINER
 
     def __repr__(self):
         return f"{self.name}(pod={self.pod and self.pod[:12]}, ctr={self.ctr and self.ctr[:12]}, ok={sorted(self.ok, key=STEPS.index)}, failed={self.failed})"
@@ -107,10 +113,14 @@ class Run:
         if step == "pull":
             c.pull(self.registry.busybox)
         elif step == "runp":
-            pod, cfg = c.runp(life.name, log_directory=str(self.logs / life.name))
+            pod, cfg = c.runp(life.name, log_directory=str(self.logs / life.name), pid=life.pid_mode(pb))
             life.pod, life.cfg = pod, cfg
         elif step == "create":
-            life.ctr = c.create(life.pod, life.cfg, "c", self.registry.busybox, ["/bin/sh", "-c", SCRIPT], log_path="c.log")
+            def tweak(cfg):
+                # As kubelet: the pod's PID namespace mode.
+                cfg.linux.security_context.namespace_options.pid = life.pid_mode(pb)
+
+            life.ctr = create(c, life.pod, life.cfg, "c", self.registry.busybox, ["/bin/sh", "-c", SCRIPT], log_path="c.log", tweak=tweak)
         elif step == "start":
             c.rt.StartContainer(pb.StartContainerRequest(container_id=life.ctr), timeout=60)
         elif step == "exec":
@@ -150,7 +160,7 @@ class Run:
             if found is None:
                 return self.call(life, "runp")
             life.pod = found.id
-            life.cfg = c.pod_config(life.name, log_directory=str(self.logs / life.name))
+            life.cfg = c.pod_config(life.name, log_directory=str(self.logs / life.name), pid=life.pid_mode(pb))
             if found.state != pb.SANDBOX_READY:
                 # kubelet kills a sandbox that is not ready and makes another.
                 c.stopp(life.pod)
@@ -254,7 +264,7 @@ class Run:
 def run_cycle(run, rng, cycle, lives_per_cycle):
     """One cycle: lifecycles, a kill at a random call, a restart (and
     maybe another kill while it restores), then kubelet's retries."""
-    lives = [Life(f"f{cycle}-{i}") for i in range(lives_per_cycle)]
+    lives = [Life(f"f{cycle}-{i}", i) for i in range(lives_per_cycle)]
     kill_at_call = rng.randrange(len(STEPS) * lives_per_cycle + 1)
     kill_delay = rng.uniform(0, 0.08)
     killed = threading.Event()
@@ -453,9 +463,9 @@ def test_a_long_stop_blocks_no_other_call_nor_a_restart(make_crispd, cri, regist
     d = make_crispd()
     pb = d.client.pb
     d.client.pull(registry.busybox)
-    # PID 1 of its namespace without a handler: SIGTERM does nothing.
+    # SIGTERM ignored (and so by the sleeps it starts): only SIGKILL ends it.
     pod, cfg = d.client.runp("stubborn", log_directory=str(tmp_path / "logs"))
-    ctr = d.client.create(pod, cfg, "c", registry.busybox, ["/bin/busybox", "sleep", "100000"], log_path="c.log")
+    ctr = d.client.create(pod, cfg, "c", registry.busybox, ["/bin/sh", "-c", "trap '' TERM; while :; do busybox sleep 1; done"], log_path="c.log")
     d.client.rt.StartContainer(pb.StartContainerRequest(container_id=ctr), timeout=60)
 
     def long_stop(client, answers):
