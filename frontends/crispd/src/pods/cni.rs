@@ -384,7 +384,6 @@ fn exec_plugin(
     Ok(parsed)
 }
 
-/// The addresses (without prefix length) of a CNI result, IPv4 first.
 /// Feed `input` to the plugin's stdin and collect its output, unless it
 /// takes longer than `timeout`: then its process group is killed, and
 /// `None`. The plugin is waited for on a thread of its own, so that the
@@ -424,6 +423,7 @@ fn wait_with_timeout(
     }
 }
 
+/// The addresses (without prefix length) of a CNI result, IPv4 first.
 pub fn result_ips(result: &Value) -> Vec<String> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
