@@ -11,6 +11,11 @@
 //! <runtime_dir>/pods/<id>/                   pid, ns/{net,ipc,uts,pid}, hostname, hosts, resolv.conf
 //! <runtime_dir>/containers/<id>/             config.json, seccomp.bpf, rootfs/, sock (monitor), exit.json
 //! ```
+//!
+//! `sandbox.json` (in the pod's directory) and `meta.json` (in the
+//! container's) are written before anything else is made for the object:
+//! at start, one of these without a record is an orphan of a crash, and
+//! [`reclaim`] removes what it describes.
 
 pub mod cni;
 pub mod container;
