@@ -20,7 +20,12 @@ process, no file under its directories, no IP lease and no veth.
 `CRISP_FAULT_SEED` repeats a run's choices (the seed is printed, and named
 in every failure; timing still differs), `CRISP_FAULT_CYCLES` sets the
 number of cycles (20 by default), `CRISP_FAULT_LIVES` the lifecycles per
-cycle (3)."""
+cycle (3).
+
+Then single faults: a pod's sandbox holder killed, a container's monitor
+killed (crispd running, or down at the time), a CNI plugin that hangs, a
+StopContainer waiting out a long grace period across a restart, and a
+stray `crisp-<id>` cgroup with a process in it below a pod's cgroup."""
 
 import collections
 import json
