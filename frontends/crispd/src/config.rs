@@ -37,6 +37,10 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// Directory of CNI plugin binaries.
     pub cni_bin_dir: PathBuf,
+    /// How long one CNI plugin call (ADD, DEL) may take before it is
+    /// killed and the call fails: a plugin that hangs must not hold
+    /// RunPodSandbox (and the pod's name) for ever.
+    pub cni_timeout_secs: u64,
     /// Most processes (and threads) each container may have, written to
     /// its cgroup's `pids.max`, as CRI-O's `pids_limit`: the CRI has no
     /// field for it. 0: no limit of crisp's own.
@@ -300,6 +304,7 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
+            cni_timeout_secs: 60,
             pids_limit: 0,
             log: LogConfig::default(),
             grpc: GrpcConfig::default(),
