@@ -83,6 +83,7 @@ def network(work):
     n.conf_dir = conf
     n.ipam_dir = ipam_dir / "crisptest"
     n.prefix = SUBNET.rsplit(".", 1)[0]
+    n.bridge = BRIDGE
     yield n
     subprocess.run(["ip", "link", "del", BRIDGE], stderr=subprocess.DEVNULL)
 
@@ -91,9 +92,10 @@ def network(work):
 def make_crispd(crispd_bin, cri, network, tmp_path):
     started = []
 
-    def make(cni=True, config=""):
+    def make(cni=True, config="", cni_bin_dir="/usr/lib/cni"):
         """`cni`: the session's bridge network, none (False), or a CNI
-        conf dir of the test's own (a Path); `config`: extra TOML lines."""
+        conf dir of the test's own (a Path); `config`: extra TOML lines;
+        `cni_bin_dir`: where the plugins are."""
         d = it.Crispd(crispd_bin, tmp_path / f"crispd{len(started)}")
         # A short runtime dir: crispd's CRI socket lives in it.
         d.tag = secrets.token_hex(4)
@@ -103,7 +105,7 @@ def make_crispd(crispd_bin, cri, network, tmp_path):
             conf_dir = cni
         else:
             conf_dir = network.conf_dir if cni else tmp_path / "no-cni"
-        d.config_path.write_text(f'cni_conf_dir = "{conf_dir}"\ncni_bin_dir = "/usr/lib/cni"\n{config}')
+        d.config_path.write_text(f'cni_conf_dir = "{conf_dir}"\ncni_bin_dir = "{cni_bin_dir}"\n{config}')
         d.start()
         d.client = Cri(d, cri)
         started.append(d)

@@ -37,6 +37,10 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// Directory of CNI plugin binaries.
     pub cni_bin_dir: PathBuf,
+    /// How long one CNI plugin call (ADD, DEL) may take before it is
+    /// killed and the call fails: a plugin that hangs must not hold
+    /// RunPodSandbox (and the pod's name) for ever.
+    pub cni_timeout_secs: u64,
     /// Most processes (and threads) each container may have, written to
     /// its cgroup's `pids.max`, as CRI-O's `pids_limit`: the CRI has no
     /// field for it. 0: no limit of crisp's own.
@@ -47,6 +51,45 @@ pub struct Config {
     pub access: AccessConfig,
     pub images: ImagesConfig,
     pub streaming: StreamingConfig,
+    /// TLS on `tcp_listen`; absent: the TCP listener speaks plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the TCP listener (`[tls]`). The files are read at start and
+/// again on SIGHUP; connections accepted after that get the new ones.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to;
+    /// absent: clients are not asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: whether a client must present a certificate.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// A TLS handshake not finished within this is closed.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_handshake_timeout_secs() -> u64 {
+    10
+}
+
+/// Whether a client certificate is required (`client_auth`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A client without a certificate is served (as an anonymous or
+    /// token-carrying caller); one with a certificate must pass.
+    Optional,
+    /// The handshake fails without a valid client certificate.
+    #[default]
+    Required,
 }
 
 /// The streaming server behind the URLs that Exec, Attach and PortForward
@@ -139,13 +182,51 @@ pub const DEFAULT_SPIN_US: u64 = 50;
 /// a rule. Methods are named by rpc name ("Version"), full path
 /// ("/runtime.v1.RuntimeService/Version"), "read-only" (the methods that
 /// only read state) or "*".
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
     pub rules: Vec<AccessRule>,
-    /// Methods callers on the TCP listener may use (they carry no
-    /// credentials).
+    /// Methods callers on the TCP listener may use without credentials.
     pub tcp_methods: Vec<String>,
+    /// Accept credentials (`authorization`, `username`/`password`) on a
+    /// plaintext TCP connection from a loopback address. Off: such calls
+    /// are refused, so a token never travels in clear.
+    pub allow_plaintext_credentials_on_loopback: bool,
+    /// Callers on the TCP listener that prove who they are: by a token
+    /// (`authorization: Bearer`, or `username` = name and `password` =
+    /// token) or by a client certificate's subject.
+    pub identities: Vec<IdentityConfig>,
+}
+
+/// The default: anonymous TCP callers may call the read-only methods, as
+/// when there is no `[access]` at all (a file with only `[[access.rules]]`
+/// used to leave them none).
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            tcp_methods: vec!["read-only".into()],
+            allow_plaintext_credentials_on_loopback: false,
+            identities: Vec::new(),
+        }
+    }
+}
+
+/// One `[[access.identities]]` entry.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub name: String,
+    /// The token's salted hash, as `crispd hash-token` prints it
+    /// (`$sha256$<salt hex>$<digest hex>`); never the token itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    /// A TLS client certificate whose subject is this ("CN=name") is
+    /// this identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_subject: Option<String>,
+    /// As in `[[access.rules]]`.
+    pub methods: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -223,16 +304,15 @@ impl Default for Config {
             shutdown_timeout_secs: 10,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
+            cni_timeout_secs: 60,
             pids_limit: 0,
             log: LogConfig::default(),
             grpc: GrpcConfig::default(),
             event_loop: EventLoopConfig::default(),
-            access: AccessConfig {
-                rules: Vec::new(),
-                tcp_methods: vec!["read-only".into()],
-            },
+            access: AccessConfig::default(),
             images: ImagesConfig::default(),
             streaming: StreamingConfig::default(),
+            tls: None,
         }
     }
 }
@@ -470,6 +550,38 @@ mod tests {
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back.to_toml(), c.to_toml());
         assert!(toml::from_str::<Config>("[[images.registries]]\nhots = \"x\"").is_err());
+    }
+
+    #[test]
+    fn tls_and_identities() {
+        let c: Config = toml::from_str(
+            r#"
+            [tls]
+            cert_file = "/etc/crisp/tls/server.pem"
+            key_file = "/etc/crisp/tls/server.key"
+            client_ca_file = "/etc/crisp/tls/ca.pem"
+            client_auth = "optional"
+            [[access.identities]]
+            name = "ops"
+            token_sha256 = "$sha256$00$11"
+            methods = ["read-only"]
+            [[access.identities]]
+            name = "deployer"
+            cert_subject = "CN=deployer"
+            methods = ["*"]
+            "#,
+        )
+        .unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::Optional);
+        assert_eq!(tls.handshake_timeout_secs, 10);
+        assert_eq!(c.access.identities.len(), 2);
+        assert_eq!(c.access.tcp_methods, vec!["read-only"]);
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.to_toml(), c.to_toml());
+        let c: Config = toml::from_str("[tls]\ncert_file = \"/a\"\nkey_file = \"/b\"").unwrap();
+        assert_eq!(c.tls.unwrap().client_auth, ClientAuth::Required);
+        assert!(toml::from_str::<Config>("[tls]\ncert_file = \"/a\"").is_err());
     }
 
     #[test]

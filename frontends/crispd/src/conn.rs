@@ -5,20 +5,29 @@
 //! `grpc::server::Server::recv`; [`Conn::process`] takes the resulting
 //! events and hands each complete request to the dispatcher; the answer
 //! the dispatcher queues leaves through [`Conn::flush`].
+//!
+//! On a TCP connection under `[tls]`, a rustls session sits between the
+//! socket and the core: socket bytes go through `read_tls` and
+//! `process_new_packets`, the plaintext from its `reader()` to the core;
+//! the core's output goes into its `writer()` and leaves by `write_tls`.
+//! Each call on a TCP connection is authenticated (`auth`) before its
+//! request is decoded.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use crisp_core::grpc::server::{CallId, Event, Server, ServerConfig};
+use crisp_core::grpc::server::{CallId, CallInfo, Event, Server, ServerConfig};
 use crisp_core::grpc::{Code, Status};
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::auth::{self, Refusal, Transport};
 use crate::cri_host::CriHost;
 use crate::dispatch::{Dispatcher, Outcome};
-use crate::policy::Peer;
+use crate::policy::{Peer, Policy};
 use crate::workers::{Reply, StreamReply, Workers};
 use crisp_image::Stop;
 
@@ -31,14 +40,16 @@ pub enum Socket {
     Tcp(TcpStream),
 }
 
-impl Socket {
+impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Socket::Unix(s) => s.read(buf),
             Socket::Tcp(s) => s.read(buf),
         }
     }
+}
 
+impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Socket::Unix(s) => s.write(buf),
@@ -46,6 +57,12 @@ impl Socket {
         }
     }
 
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Socket {
     pub fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         match self {
             Socket::Unix(s) => r.register(s, t, i),
@@ -77,10 +94,27 @@ pub struct Ctx<'a> {
     pub read_buf: &'a mut [u8],
 }
 
+/// A TLS session between a TCP socket and the core.
+struct Tls {
+    session: rustls::ServerConnection,
+    /// Until the handshake is done: when it must be.
+    handshake_deadline: Option<Instant>,
+    /// The verified client certificate's subject CN, once known.
+    cert_cn: Option<String>,
+    /// The session failed (bad records, a failed handshake): its alert
+    /// goes out, then the connection closes.
+    failed: bool,
+    /// close_notify is queued: the core closed the connection.
+    closing: bool,
+}
+
 pub struct Conn {
     pub index: usize,
     socket: Socket,
     peer: Peer,
+    /// TCP connections: the peer's address.
+    remote: Option<SocketAddr>,
+    tls: Option<Box<Tls>>,
     grpc: Server,
     out: BytesMut,
     eof: bool,
@@ -109,6 +143,8 @@ impl Conn {
             index,
             socket,
             peer,
+            remote: None,
+            tls: None,
             grpc: Server::new(config),
             out: BytesMut::new(),
             eof: false,
@@ -117,6 +153,26 @@ impl Conn {
             calls: HashMap::new(),
             stops: HashMap::new(),
         }
+    }
+
+    /// A TCP connection from `remote`, with a TLS session when the
+    /// listener has one; its handshake must be over by `handshake_deadline`.
+    pub fn with_tcp(
+        mut self,
+        remote: SocketAddr,
+        tls: Option<(rustls::ServerConnection, Instant)>,
+    ) -> Self {
+        self.remote = Some(remote);
+        self.tls = tls.map(|(session, deadline)| {
+            Box::new(Tls {
+                session,
+                handshake_deadline: Some(deadline),
+                cert_cn: None,
+                failed: false,
+                closing: false,
+            })
+        });
+        self
     }
 
     /// The transport is up: start the core's timers.
@@ -136,15 +192,16 @@ impl Conn {
     /// FIN raises no further edge-triggered event.
     pub fn on_readable(&mut self, ctx: &mut Ctx<'_>, now: Instant, read_closed: bool) {
         while !self.eof && !self.broken && self.out.len() < HIGH_WATER {
-            match self.socket.read(ctx.read_buf) {
+            match self.read_some(ctx, now) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
-                    self.feed(ctx, n, now);
                     // A short read drained the socket: with epoll's edge
                     // triggering, data (or EOF) arriving later raises a new
                     // event, so the read that would only say WouldBlock is
                     // a wasted syscall on every call (tokio does the same).
-                    if n < ctx.read_buf.len() && !read_closed {
+                    // rustls reads in smaller pieces than the buffer: a
+                    // TLS connection reads on until WouldBlock.
+                    if n < ctx.read_buf.len() && !read_closed && self.tls.is_none() {
                         break;
                     }
                 }
@@ -164,11 +221,10 @@ impl Conn {
         if self.eof || self.broken || self.out.len() >= HIGH_WATER {
             return false;
         }
-        match self.socket.read(ctx.read_buf) {
+        match self.read_some(ctx, now) {
             Ok(0) => self.eof = true,
             Ok(n) => {
-                self.feed(ctx, n, now);
-                if n == ctx.read_buf.len() {
+                if n == ctx.read_buf.len() || self.tls.is_some() {
                     // More may be waiting: read on as for a readiness event.
                     self.on_readable(ctx, now, false);
                 }
@@ -184,6 +240,58 @@ impl Conn {
             Err(_) => self.broken = true,
         }
         true
+    }
+
+    /// One read from the socket, its bytes (through TLS, if any) fed to
+    /// the core and served. The bytes the socket gave; 0 is EOF.
+    fn read_some(&mut self, ctx: &mut Ctx<'_>, now: Instant) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            let n = self.socket.read(ctx.read_buf)?;
+            if n > 0 {
+                self.feed(ctx, n, now);
+            }
+            return Ok(n);
+        };
+        if tls.failed {
+            return Ok(0);
+        }
+        let n = tls.session.read_tls(&mut self.socket)?;
+        if let Err(e) = tls.session.process_new_packets() {
+            // Garbage instead of a ClientHello, a certificate we do not
+            // trust, a bad record: the alert rustls queued goes out, then
+            // the connection closes.
+            tracing::info!(remote = %DisplayAddr(self.remote), error = %e, "TLS failed; closing");
+            tls.failed = true;
+            self.out.clear();
+            return Ok(0);
+        }
+        if tls.handshake_deadline.is_some() && !tls.session.is_handshaking() {
+            tls.handshake_deadline = None;
+            tls.cert_cn = tls
+                .session
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|leaf| auth::subject_cn(leaf));
+        }
+        // The plaintext rustls holds (at most a record's worth, 16 KiB) to
+        // the core; it must be drained before the next `read_tls`.
+        while let Some(tls) = self.tls.as_mut() {
+            match tls.session.reader().read(ctx.read_buf) {
+                Ok(0) => {
+                    // close_notify: the peer will send nothing more.
+                    self.eof = true;
+                    break;
+                }
+                Ok(m) => self.feed(ctx, m, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.eof = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
 
     /// `n` bytes were read into the shared buffer: through the core, and
@@ -212,17 +320,26 @@ impl Conn {
                         log_call(self.peer, call.method.path, status.code, now);
                         continue;
                     }
+                    // Who calls, before anything of the request is read.
+                    let peer = match self.caller(ctx.dispatcher.policy(), &call) {
+                        Ok(peer) => peer,
+                        Err(status) => {
+                            let _ = self.grpc.finish(call.id, &status);
+                            log_call(self.peer, call.method.path, status.code, now);
+                            continue;
+                        }
+                    };
                     let outcome = ctx.dispatcher.dispatch(
                         &mut self.grpc,
                         self.index,
-                        self.peer,
+                        peer,
                         &call,
                         message,
                         ctx.workers,
                         ctx.cri,
                     );
                     match outcome {
-                        Outcome::Done(code) => log_call(self.peer, call.method.path, code, now),
+                        Outcome::Done(code) => log_call(peer, call.method.path, code, now),
                         Outcome::Deferred(stop) => {
                             self.calls.insert(call.id.get(), (call.method.path, now));
                             if let Some(stop) = stop {
@@ -253,6 +370,42 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// The caller of `call`: on the Unix socket the process the kernel
+    /// names; on TCP the identity the call's credentials or the client
+    /// certificate prove (`auth`), checked against the policy here so that
+    /// an unknown caller gets UNAUTHENTICATED rather than PERMISSION_DENIED.
+    /// Every refusal is logged, never with the secret.
+    fn caller(&self, policy: &Policy, call: &CallInfo) -> Result<Peer, Status> {
+        if self.remote.is_none() {
+            return Ok(self.peer);
+        }
+        let method = call.method.path;
+        let remote = DisplayAddr(self.remote);
+        let transport = Transport {
+            tls: self.tls.is_some(),
+            loopback: self.remote.is_some_and(|a| a.ip().is_loopback()),
+            cert_cn: self.tls.as_ref().and_then(|t| t.cert_cn.as_deref()),
+        };
+        let headers = self.grpc.request_headers(call.id).unwrap_or(&[]);
+        let peer = auth::authenticate(policy, headers, transport).map_err(|Refusal(why)| {
+            tracing::warn!(method, %remote, reason = why, "unauthenticated");
+            Status::unauthenticated(format!("{why} (calling {method})"))
+        })?;
+        if policy.allows(peer, call.method) {
+            return Ok(peer);
+        }
+        if peer == Peer::Tcp {
+            tracing::warn!(method, %remote, reason = "no credentials", "unauthenticated");
+            return Err(Status::unauthenticated(format!(
+                "{method} needs credentials on this connection (see [access] in crispd's config)"
+            )));
+        }
+        tracing::warn!(method, %remote, %peer, "permission denied");
+        Err(Status::permission_denied(format!(
+            "caller {peer} may not call {method} (see [access] in crispd's config)"
+        )))
     }
 
     /// A worker finished a call of this connection.
@@ -313,12 +466,23 @@ impl Conn {
     }
 
     pub fn handle_timeout(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        if let Some(tls) = &self.tls {
+            if tls.handshake_deadline.is_some_and(|at| at <= now) {
+                tracing::info!(remote = %DisplayAddr(self.remote), "TLS handshake timed out; closing");
+                self.broken = true;
+                return;
+            }
+        }
         self.grpc.handle_timeout(now);
         self.process(ctx, now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.grpc.poll_timeout()
+        let core = self.grpc.poll_timeout();
+        match self.tls.as_ref().and_then(|t| t.handshake_deadline) {
+            Some(at) => Some(core.map_or(at, |c| c.min(at))),
+            None => core,
+        }
     }
 
     /// Graceful shutdown: GOAWAY; calls in flight may finish.
@@ -346,6 +510,9 @@ impl Conn {
 
     /// Write what is pending until the socket would block.
     pub fn flush(&mut self) {
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         loop {
             if self.out.is_empty() {
                 self.fill_output();
@@ -369,9 +536,73 @@ impl Conn {
         }
     }
 
+    /// [`Conn::flush`] through TLS: the records rustls has first, then
+    /// more of the core's output into its writer, until the socket would
+    /// block or nothing is left.
+    fn flush_tls(&mut self) {
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return;
+            };
+            if !tls.closing && !tls.failed && self.out.is_empty() && self.grpc.is_closed() {
+                // The core is done (GOAWAY sent): say so in TLS too, so the
+                // peer can tell the end from a truncation.
+                tls.closing = true;
+                tls.session.send_close_notify();
+            }
+            while tls.session.wants_write() {
+                match tls.session.write_tls(&mut self.socket) {
+                    Ok(0) => {
+                        self.broken = true;
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.broken = true;
+                        return;
+                    }
+                }
+            }
+            if tls.failed {
+                return;
+            }
+            if self.out.is_empty() {
+                self.fill_output();
+                if self.out.is_empty() {
+                    return;
+                }
+            }
+            let Some(tls) = self.tls.as_mut() else {
+                return;
+            };
+            match tls.session.writer().write(&self.out) {
+                // rustls holds all it may (plaintext during the handshake):
+                // more goes in once the handshake sends it.
+                Ok(0) => return,
+                Ok(n) => self.out.advance(n),
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// TLS records are waiting for the socket.
+    fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.session.wants_write())
+    }
+
     /// Nothing more will happen on this connection: close it.
     pub fn is_done(&self) -> bool {
-        self.broken || (self.out.is_empty() && (self.eof || self.grpc.is_closed()))
+        self.broken
+            || (self.out.is_empty()
+                && !self.tls_pending()
+                && (self.eof
+                    || self.grpc.is_closed()
+                    || self.tls.as_ref().is_some_and(|t| t.failed)))
     }
 
     /// Ask mio for what we need next: always readable unless backed up,
@@ -382,7 +613,7 @@ impl Conn {
         } else {
             None
         };
-        if !self.out.is_empty() {
+        if !self.out.is_empty() || self.tls_pending() {
             want = Some(want.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
         }
         let want = want.unwrap_or(Interest::WRITABLE);
@@ -407,7 +638,7 @@ fn log_call(peer: Peer, path: &str, code: Code, started: Instant) {
     }
     let uid = match peer {
         Peer::Local { uid, .. } => i64::from(uid),
-        Peer::Tcp => -1,
+        Peer::Tcp | Peer::Identity(_) => -1,
     };
     tracing::debug!(
         method = path,
@@ -416,6 +647,18 @@ fn log_call(peer: Peer, path: &str, code: Code, started: Instant) {
         duration_us = started.elapsed().as_micros() as u64,
         "call"
     );
+}
+
+/// An optional peer address for the log.
+struct DisplayAddr(Option<SocketAddr>);
+
+impl std::fmt::Display for DisplayAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// A [`Conn`] on one end of a Unix socket pair, crisp-core's gRPC client
@@ -453,6 +696,8 @@ pub(crate) mod tests {
         client: Client,
         /// `None` once the test closed the client's end.
         client_sock: Option<UnixStream>,
+        /// The client's TLS session, when the connection has one.
+        client_tls: Option<rustls::ClientConnection>,
         _poll: mio::Poll,
     }
 
@@ -460,12 +705,18 @@ pub(crate) mod tests {
         /// A connection from `peer`, under crispd's default access policy
         /// (root may call everything, others nothing).
         pub(crate) fn new(peer: Peer) -> Self {
+            Self::with_access(peer, Config::default().access)
+        }
+
+        /// A connection from `peer` under the access policy `access`.
+        pub(crate) fn with_access(peer: Peer, access: crate::config::AccessConfig) -> Self {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let dir = std::env::temp_dir().join(format!("crispd-conn-{}-{n}", std::process::id()));
             let config = Config {
                 state_dir: dir.join("state"),
                 runtime_dir: dir.join("run"),
+                access,
                 ..Config::default()
             };
             let policy = Policy::from_config(&config.access).unwrap();
@@ -497,6 +748,7 @@ pub(crate) mod tests {
                 conn,
                 client: Client::new(ClientConfig::default()),
                 client_sock: Some(client_end),
+                client_tls: None,
                 _poll: poll,
             }
         }
@@ -513,12 +765,45 @@ pub(crate) mod tests {
             self.conn.flush();
         }
 
+        /// Make the connection a TCP one from 127.0.0.1 (the socket stays
+        /// a socket pair), with TLS when `tls` is given: the server's
+        /// acceptor and the client's configuration.
+        fn tcp(&mut self, tls: Option<(&crate::tls::Acceptor, Arc<rustls::ClientConfig>)>) {
+            let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+            let (server_end, client_end) = UnixStream::pair().unwrap();
+            let mut conn = Conn::new(
+                8,
+                Socket::Unix(server_end),
+                Peer::Tcp,
+                ServerConfig::default(),
+            );
+            conn = match tls {
+                None => conn.with_tcp(remote, None),
+                Some((acceptor, client)) => {
+                    let name = "localhost".try_into().unwrap();
+                    self.client_tls = Some(rustls::ClientConnection::new(client, name).unwrap());
+                    let deadline = Instant::now() + acceptor.handshake_timeout;
+                    conn.with_tcp(remote, Some((acceptor.session().unwrap(), deadline)))
+                }
+            };
+            self.conn = conn;
+            self.client_sock = Some(client_end);
+        }
+
         /// The client's pending bytes into the socket.
         fn client_send(&mut self) {
             let sock = self.client_sock.as_mut().unwrap();
             let mut out = BytesMut::new();
             while self.client.transmit_into(&mut out) > 0 {}
-            sock.write_all(&out).unwrap();
+            match self.client_tls.as_mut() {
+                None => sock.write_all(&out).unwrap(),
+                Some(tls) => {
+                    tls.writer().write_all(&out).unwrap();
+                    while tls.wants_write() {
+                        tls.write_tls(sock).unwrap();
+                    }
+                }
+            }
         }
 
         /// What the socket holds for the client, into it.
@@ -526,7 +811,29 @@ pub(crate) mod tests {
             let sock = self.client_sock.as_mut().unwrap();
             let mut buf = [0u8; 16 * 1024];
             loop {
-                match sock.read(&mut buf) {
+                let n = match self.client_tls.as_mut() {
+                    None => sock.read(&mut buf),
+                    Some(tls) => match tls.read_tls(sock) {
+                        Ok(0) => Ok(0),
+                        Ok(_) => {
+                            tls.process_new_packets().unwrap();
+                            let mut plain = Vec::new();
+                            match tls.reader().read_to_end(&mut plain) {
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                                other => panic!("TLS reader: {other:?}"),
+                            }
+                            // The TLS client may have more to say (its
+                            // handshake's second flight).
+                            while tls.wants_write() {
+                                tls.write_tls(sock).unwrap();
+                            }
+                            self.client.recv(&plain, Instant::now()).unwrap();
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match n {
                     Ok(0) => return,
                     Ok(n) => self.client.recv(&buf[..n], Instant::now()).unwrap(),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -546,9 +853,19 @@ pub(crate) mod tests {
 
         /// Start a call with `body` (one encoded message); nothing moves yet.
         pub(crate) fn start(&mut self, path: &'static str, body: &[u8]) -> client::CallId {
+            self.start_with(path, Vec::new(), body)
+        }
+
+        /// [`Harness::start`] with metadata.
+        fn start_with(
+            &mut self,
+            path: &'static str,
+            metadata: Vec<crisp_core::h2::Header>,
+            body: &[u8],
+        ) -> client::CallId {
             let id = self
                 .client
-                .start_call(path, Vec::new(), None, Instant::now())
+                .start_call(path, metadata, None, Instant::now())
                 .unwrap();
             self.client.send_encoded(id, body, true).unwrap();
             id
@@ -690,6 +1007,191 @@ pub(crate) mod tests {
         h.client_sock = None;
         h.serve(true);
         assert!(h.conn.eof);
+        assert!(h.conn.is_done());
+    }
+
+    /// A CA and a server certificate for "localhost", by the openssl CLI
+    /// (scripts/install-test-deps installs it), in `dir`.
+    fn make_certs(dir: &std::path::Path) -> (crate::tls::Acceptor, Arc<rustls::ClientConfig>) {
+        use rustls::pki_types::pem::PemObject;
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl CLI (scripts/install-test-deps)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=ca",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ]);
+        let acceptor = crate::tls::Acceptor::load(&crate::config::TlsConfig {
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            client_ca_file: None,
+            client_auth: crate::config::ClientAuth::Required,
+            handshake_timeout_secs: 10,
+        })
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        (acceptor, Arc::new(client))
+    }
+
+    fn ops_access() -> crate::config::AccessConfig {
+        crate::config::AccessConfig {
+            identities: vec![crate::config::IdentityConfig {
+                name: "ops".into(),
+                token_sha256: Some(crate::auth::TokenHash::new(b"t0ken", b"salt").to_string()),
+                cert_subject: None,
+                methods: vec!["read-only".into()],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn bearer(token: &'static str) -> Vec<crisp_core::h2::Header> {
+        vec![crisp_core::h2::Header::new(
+            "authorization",
+            format!("Bearer {token}"),
+        )]
+    }
+
+    #[test]
+    fn calls_over_tls_carry_credentials() {
+        let mut h = Harness::with_access(Peer::Tcp, ops_access());
+        let (acceptor, client) = make_certs(&h.dir.join("pki"));
+        h.tcp(Some((&acceptor, client)));
+        let version = cri::VersionRequest::default().encode_to_vec();
+        let id = h.start_with(VERSION, bearer("t0ken"), &version);
+        let answer = h.answer(id);
+        assert_eq!(answer.status.code, Code::Ok, "{:?}", answer.status);
+        assert_eq!(answer.messages.len(), 1);
+        let id = h.start_with(VERSION, bearer("wrong"), &version);
+        assert_eq!(h.answer(id).status.code, Code::Unauthenticated);
+        let id = h.start_with(
+            "/runtime.v1.RuntimeService/RunPodSandbox",
+            bearer("t0ken"),
+            &[],
+        );
+        let status = h.answer(id).status;
+        assert_eq!(status.code, Code::PermissionDenied);
+        assert!(status.message.contains("RunPodSandbox"), "{status:?}");
+        // Anonymous: tcp_methods (read-only by default).
+        assert_eq!(h.call(VERSION, &version).status.code, Code::Ok);
+        assert!(h.conn.tls.as_ref().unwrap().handshake_deadline.is_none());
+    }
+
+    #[test]
+    fn credentials_on_plaintext_tcp_are_refused() {
+        let mut h = Harness::with_access(Peer::Tcp, ops_access());
+        h.tcp(None);
+        let version = cri::VersionRequest::default().encode_to_vec();
+        let id = h.start_with(VERSION, bearer("t0ken"), &version);
+        let status = h.answer(id).status;
+        assert_eq!(status.code, Code::Unauthenticated);
+        assert!(
+            status
+                .message
+                .contains("credentials on a plaintext connection"),
+            "{status:?}"
+        );
+        assert_eq!(h.call(VERSION, &version).status.code, Code::Ok);
+    }
+
+    #[test]
+    fn a_handshake_past_its_deadline_closes_the_connection() {
+        let mut h = Harness::with_access(Peer::Tcp, ops_access());
+        let (acceptor, client) = make_certs(&h.dir.join("pki"));
+        h.tcp(Some((&acceptor, client)));
+        let deadline = h.conn.poll_timeout().unwrap();
+        assert!(!h.conn.is_done());
+        let mut ctx = Ctx {
+            dispatcher: &h.dispatcher,
+            cri: &mut h.cri,
+            workers: &h.workers,
+            read_buf: &mut h.read_buf,
+        };
+        h.conn.handle_timeout(
+            &mut ctx,
+            deadline.max(Instant::now() + acceptor.handshake_timeout),
+        );
         assert!(h.conn.is_done());
     }
 }

@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crisp_core::cri::{
-    Action, ActionId, CallId, Handled, Notice, Observation, Observed, Outcome, Request, Runtime,
+    Action, ActionId, CallId, Handled, Notice, Observation, Observed, Outcome, RecordKind, Request,
+    Runtime,
 };
 use crisp_core::grpc::Status;
 use crisp_proto::cri;
@@ -33,6 +34,10 @@ pub struct CriHost {
     /// StartContainer actions in flight: whose exit to watch once started.
     starting: HashMap<ActionId, String>,
     to_watch: Vec<String>,
+    /// RunPodSandbox actions in flight: whose holder to watch once made.
+    creating_pods: HashMap<ActionId, String>,
+    /// Pods whose holder gets a watcher at the next pump.
+    pods_to_watch: Vec<String>,
     /// StopContainer actions in flight, by container.
     stopping: HashMap<ActionId, String>,
     /// Exits a container's watcher saw while a stop of it was in flight,
@@ -51,13 +56,15 @@ impl CriHost {
         }
         let observations = host.observe(&records);
         let mut to_watch = Vec::new();
+        let mut pods_to_watch = Vec::new();
         for o in &observations {
-            if let Observation::Container {
-                id,
-                observed: Observed::Running { .. } | Observed::Unreachable,
-            } = o
-            {
-                to_watch.push(id.clone());
+            match o {
+                Observation::Container {
+                    id,
+                    observed: Observed::Running { .. } | Observed::Unreachable,
+                } => to_watch.push(id.clone()),
+                Observation::SandboxAlive { id } => pods_to_watch.push(id.clone()),
+                Observation::Container { .. } => {}
             }
         }
         let n = records.len();
@@ -72,6 +79,27 @@ impl CriHost {
         rt.set_host_support(support);
         for w in warnings {
             tracing::warn!("restore: {w}");
+        }
+        // What the host holds that no restored record names: left by a
+        // crash between making it and recording it.
+        let mut known = pods::reclaim::Known::default();
+        for r in rt.records() {
+            match r.kind {
+                Some(RecordKind::Pod(p)) => known.pods.insert(p.id),
+                Some(RecordKind::Container(c)) => known.containers.insert(c.id),
+                None => false,
+            };
+        }
+        let reclaimed = pods::reclaim::reclaim(&host, &known);
+        if reclaimed != pods::reclaim::Reclaimed::default() {
+            tracing::warn!(
+                pods = reclaimed.pods,
+                containers = reclaimed.containers,
+                processes = reclaimed.processes,
+                cgroups = reclaimed.cgroups,
+                files = reclaimed.files,
+                "reclaimed what crispd had made without a record"
+            );
         }
         if n > 0 {
             tracing::info!(
@@ -90,6 +118,8 @@ impl CriHost {
             backlog: VecDeque::new(),
             starting: HashMap::new(),
             to_watch,
+            creating_pods: HashMap::new(),
+            pods_to_watch,
             stopping: HashMap::new(),
             held_exits: HashMap::new(),
             in_use,
@@ -125,6 +155,11 @@ impl CriHost {
         if let Some(ctr) = self.starting.remove(&id) {
             if matches!(outcome, Outcome::ContainerStarted { .. }) {
                 self.to_watch.push(ctr);
+            }
+        }
+        if let Some(pod) = self.creating_pods.remove(&id) {
+            if matches!(outcome, Outcome::SandboxCreated(_)) {
+                self.pods_to_watch.push(pod);
             }
         }
         let stopped = self.stopping.remove(&id);
@@ -217,6 +252,22 @@ impl CriHost {
             }
         }
         self.to_watch = unwatched;
+        let mut unwatched = Vec::new();
+        for id in self.pods_to_watch.drain(..) {
+            let host = Arc::clone(&self.host);
+            let pod = id.clone();
+            let spawned = workers.spawn("crispd-holder", move || {
+                caught("watching a sandbox holder", || {
+                    pods::sandbox::watch(&host, &pod)
+                })
+                .ok()?;
+                Some(Done::Notice(Notice::SandboxExited { pod_id: pod }))
+            });
+            if spawned.is_err() {
+                unwatched.push(id);
+            }
+        }
+        self.pods_to_watch = unwatched;
         if changed {
             self.update_in_use();
         }
@@ -229,6 +280,9 @@ impl CriHost {
         while let Some((id, action)) = self.backlog.pop_front() {
             if let Action::StartContainer { container_id, .. } = &action {
                 self.starting.insert(id, container_id.clone());
+            }
+            if let Action::CreateSandbox { pod_id, .. } = &action {
+                self.creating_pods.insert(id, pod_id.clone());
             }
             let host = Arc::clone(&self.host);
             if let Action::StopContainer { container_id, .. } = &action {

@@ -90,6 +90,12 @@ impl Dispatcher {
         })
     }
 
+    /// Who may call what; `conn.rs` checks TCP callers' credentials
+    /// against it before a request is decoded.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn cgroup_mode(&self) -> CgroupMode {
         self.cgroups
     }

@@ -33,6 +33,8 @@ pub enum StartError {
     Images(crisp_image::OpenError),
     /// Waiting for events failed while serving.
     Poll(io::Error),
+    /// `[tls]`'s files do not make a TLS configuration.
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for StartError {
@@ -56,6 +58,7 @@ impl fmt::Display for StartError {
             Self::Cgroups(e) => write!(f, "cgroups: {e}"),
             Self::Images(e) => e.fmt(f),
             Self::Poll(e) => write!(f, "poll failed: {e}"),
+            Self::Tls(e) => e.fmt(f),
         }
     }
 }
@@ -68,6 +71,7 @@ impl std::error::Error for StartError {
             Self::Config(e) => Some(e),
             Self::Cgroups(e) => Some(e),
             Self::Images(e) => Some(e),
+            Self::Tls(e) => Some(e),
             Self::SocketInUse { .. } | Self::UnknownGroup(_) => None,
         }
     }

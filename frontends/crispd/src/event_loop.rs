@@ -31,6 +31,7 @@ use crate::dispatch::Dispatcher;
 use crate::error::{self, StartError};
 use crate::policy::{Peer, Policy};
 use crate::streaming::{self, StreamServer};
+use crate::tls::Acceptor;
 use crate::workers::{Done, PoolSize, Workers};
 
 const UNIX_LISTENER: Token = Token(0);
@@ -48,6 +49,8 @@ struct Daemon {
     poll: Poll,
     unix: Option<UnixListener>,
     tcp: Option<TcpListener>,
+    /// TLS for new TCP connections (`[tls]`), reloaded on SIGHUP.
+    tls: Option<Acceptor>,
     signals: SignalFd,
     workers: Workers,
     dispatcher: Dispatcher,
@@ -91,6 +94,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGHUP);
     mask.thread_block().map_err(error::sys("block signals"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(error::sys("create signalfd"))?;
@@ -98,6 +102,10 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
     raise_fd_limit(config.max_connections);
     create_dir(&config.runtime_dir, 0o711)?;
     create_dir(&config.state_dir, 0o700)?;
+    let tls = match &config.tls {
+        Some(c) => Some(Acceptor::load(c).map_err(StartError::Tls)?),
+        None => None,
+    };
     let lock = take_lock(&config.runtime_dir)?;
     let unix = bind_unix(&config.socket, &config.socket_group)?;
     let tcp = match config.tcp_addr()? {
@@ -107,6 +115,9 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         None => None,
     };
 
+    if tls.is_some() && tcp.is_none() {
+        tracing::warn!("[tls] is set but tcp_listen is not: TLS serves nothing");
+    }
     let poll = Poll::new().map_err(error::io("create poll"))?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(error::io("create waker"))?);
     let workers = Workers::new(
@@ -136,6 +147,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         poll,
         unix: Some(unix),
         tcp,
+        tls,
         signals,
         workers,
         dispatcher,
@@ -153,6 +165,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
     tracing::info!(
         socket = %d.config.socket.display(),
         tcp = d.tcp.as_ref().and_then(|t| t.local_addr().ok()).map(|a| a.to_string()).unwrap_or_default(),
+        tls = d.tls.is_some(),
         cgroups = d.dispatcher.cgroup_mode().as_str(),
         streaming = %d.streams.handle().addr,
         version = env!("CARGO_PKG_VERSION"),
@@ -402,15 +415,17 @@ impl Daemon {
     fn accept(&mut self, token: Token, touched: &mut Vec<usize>) {
         loop {
             let accepted = match (token, self.unix.as_ref(), self.tcp.as_ref()) {
-                (UNIX_LISTENER, Some(l), _) => l.accept().map(|(s, _)| local_peer(s)),
-                (TCP_LISTENER, _, Some(l)) => l.accept().map(|(s, _)| {
+                (UNIX_LISTENER, Some(l), _) => l
+                    .accept()
+                    .map(|(s, _)| local_peer(s).map(|(s, p)| (s, p, None))),
+                (TCP_LISTENER, _, Some(l)) => l.accept().map(|(s, addr)| {
                     let _ = s.set_nodelay(true);
-                    Some((Socket::Tcp(s), Peer::Tcp))
+                    Some((Socket::Tcp(s), Peer::Tcp, Some(addr)))
                 }),
                 _ => return,
             };
             match accepted {
-                Ok(Some((socket, peer))) => self.add_conn(socket, peer, touched),
+                Ok(Some((socket, peer, remote))) => self.add_conn(socket, peer, remote, touched),
                 Ok(None) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -421,7 +436,13 @@ impl Daemon {
         }
     }
 
-    fn add_conn(&mut self, socket: Socket, peer: Peer, touched: &mut Vec<usize>) {
+    fn add_conn(
+        &mut self,
+        socket: Socket,
+        peer: Peer,
+        remote: Option<std::net::SocketAddr>,
+        touched: &mut Vec<usize>,
+    ) {
         if self.conns.len() >= self.config.max_connections {
             tracing::warn!(%peer, limit = self.config.max_connections, "too many connections; closing new one");
             return;
@@ -429,6 +450,19 @@ impl Daemon {
         let id = self.next_conn;
         self.next_conn += 1;
         let mut conn = Conn::new(id, socket, peer, self.server_config.clone());
+        if let Some(remote) = remote {
+            let tls = match &self.tls {
+                None => None,
+                Some(acceptor) => match acceptor.session() {
+                    Ok(session) => Some((session, Instant::now() + acceptor.handshake_timeout)),
+                    Err(e) => {
+                        tracing::warn!(%remote, error = %e, "cannot start a TLS session; closing");
+                        return;
+                    }
+                },
+            };
+            conn = conn.with_tcp(remote, tls);
+        }
         // Starts the core's handshake timer: a peer that never speaks is
         // closed once the SETTINGS timeout passes.
         conn.start(Instant::now());
@@ -474,6 +508,10 @@ impl Daemon {
             let name = Signal::try_from(info.ssi_signo as i32)
                 .map(|s| s.as_str())
                 .unwrap_or("signal");
+            if info.ssi_signo == Signal::SIGHUP as u32 {
+                self.reload_tls();
+                continue;
+            }
             if self.shutdown_at.is_some() {
                 continue;
             }
@@ -487,6 +525,25 @@ impl Daemon {
             for (id, conn) in self.conns.iter_mut() {
                 conn.go_away();
                 touched.push(*id);
+            }
+        }
+    }
+
+    /// SIGHUP: read `[tls]`'s files again; connections accepted from now
+    /// on get them, those already up keep theirs. A file that does not
+    /// load keeps the old configuration in use.
+    fn reload_tls(&mut self) {
+        let Some(c) = &self.config.tls else {
+            tracing::info!("SIGHUP: no [tls] to reload");
+            return;
+        };
+        match Acceptor::load(c) {
+            Ok(acceptor) => {
+                self.tls = Some(acceptor);
+                tracing::info!(cert_file = %c.cert_file.display(), "SIGHUP: TLS certificates reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificates")
             }
         }
     }

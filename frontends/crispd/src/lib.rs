@@ -3,12 +3,14 @@
 //! calls into it.
 //!
 //! A reader following one call: `event_loop` accepts and polls sockets,
-//! `conn` feeds their bytes to the core's gRPC server state machine and
+//! `conn` feeds their bytes (through TLS on a `[tls]` TCP listener, and
+//! checking each TCP call's credentials with `auth`) to the core's gRPC server state machine and
 //! writes its output, `dispatch` checks the caller and answers the method.
 //! The CRI's runtime calls go through `cri_host` to `pods`, which runs
 //! containers with `crisp_executor` from the OCI spec `oci_spec` makes;
 //! image calls go to `crisp_image`.
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod cri_host;
@@ -22,6 +24,7 @@ pub mod persist;
 pub mod pods;
 pub mod policy;
 pub mod streaming;
+pub mod tls;
 pub mod workers;
 
 #[cfg(test)]

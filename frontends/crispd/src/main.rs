@@ -66,6 +66,10 @@ enum Command {
     },
     /// List the images in the store.
     Images,
+    /// Read a token from stdin (one line) and print the
+    /// `token_sha256 = "..."` line of an `[[access.identities]]` entry
+    /// that accepts it: a salted hash, never the token.
+    HashToken,
     /// (internal) A pod sandbox's holder process.
     #[command(hide = true)]
     Sandbox {
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The re-executed helpers need no configuration.
     match &cli.command {
+        Some(Command::HashToken) => return hash_token(),
         Some(Command::Sandbox {
             id: _,
             hostname,
@@ -174,7 +179,12 @@ fn main() -> ExitCode {
         Some(Command::Import { path, name }) => return import(&config, &path, name.as_deref()),
         Some(Command::Pull { image, creds }) => return pull(&config, &image, creds.as_deref()),
         Some(Command::Images) => return images(&config),
-        Some(Command::Sandbox { .. } | Command::Monitor { .. } | Command::MonitorSpare { .. })
+        Some(
+            Command::Sandbox { .. }
+            | Command::Monitor { .. }
+            | Command::MonitorSpare { .. }
+            | Command::HashToken,
+        )
         | None => {}
     }
     let policy = match policy::Policy::from_config(&config.access) {
@@ -230,6 +240,29 @@ fn pull(config: &Config, image: &str, creds: Option<&str>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("crispd pull: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_token() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("crispd hash-token: cannot read stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let token = line.trim_end_matches(['\n', '\r']);
+    if token.is_empty() {
+        eprintln!("crispd hash-token: no token on stdin");
+        return ExitCode::from(2);
+    }
+    match crispd::auth::TokenHash::generate(token.as_bytes()) {
+        Ok(hash) => {
+            println!("token_sha256 = \"{hash}\"");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crispd hash-token: cannot draw a salt: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,11 +1,13 @@
-//! Access control, the local form of per-RPC credentials: every call's
-//! caller is known from SO_PEERCRED (Unix socket) or is an anonymous TCP
-//! peer, and a policy from the config says which methods it may call.
+//! Access control: every call's caller is known from SO_PEERCRED (Unix
+//! socket), or is a TCP caller that proved an identity of
+//! `[[access.identities]]` (`auth`), or an anonymous TCP peer; a policy
+//! from the config says which methods it may call.
 
 use std::fmt;
 
 use crisp_proto::methods::{Method, MethodDesc, METHODS};
 
+use crate::auth::TokenHash;
 use crate::config::AccessConfig;
 
 /// Who is calling.
@@ -13,8 +15,10 @@ use crate::config::AccessConfig;
 pub enum Peer {
     /// A process on the Unix socket, as the kernel reports it.
     Local { uid: u32, gid: u32, pid: i32 },
-    /// A TCP client: no credentials.
+    /// A TCP client without credentials.
     Tcp,
+    /// A TCP client that proved this identity (token or certificate).
+    Identity(&'static Identity),
 }
 
 impl fmt::Display for Peer {
@@ -22,6 +26,7 @@ impl fmt::Display for Peer {
         match self {
             Peer::Local { uid, gid, pid } => write!(f, "uid={uid} gid={gid} pid={pid}"),
             Peer::Tcp => f.write_str("tcp"),
+            Peer::Identity(i) => write!(f, "identity={}", i.name),
         }
     }
 }
@@ -66,10 +71,24 @@ struct Rule {
     methods: MethodSet,
 }
 
+/// One `[[access.identities]]` entry, ready to match.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    token: Option<TokenHash>,
+    /// From `cert_subject = "CN=..."`.
+    cert_cn: Option<String>,
+    methods: MethodSet,
+}
+
 #[derive(Clone, Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
     tcp: MethodSet,
+    /// Built once at start and kept for the daemon's life, so that a
+    /// [`Peer`] can name one and stay `Copy`.
+    identities: &'static [Identity],
+    allow_plaintext_credentials_on_loopback: bool,
 }
 
 impl Policy {
@@ -85,15 +104,92 @@ impl Policy {
                 methods: MethodSet::parse(&r.methods)?,
             });
         }
+        let mut identities = Vec::new();
+        for i in &c.identities {
+            let bad = |why: String| PolicyError::Identity {
+                name: i.name.clone(),
+                why,
+            };
+            if i.name.is_empty() {
+                return Err(bad("an identity needs a name".into()));
+            }
+            if identities.iter().any(|o: &Identity| o.name == i.name) {
+                return Err(bad("named twice".into()));
+            }
+            let token = i
+                .token_sha256
+                .as_deref()
+                .map(TokenHash::parse)
+                .transpose()
+                .map_err(bad)?;
+            let cert_cn = match i.cert_subject.as_deref() {
+                None => None,
+                Some(s) => Some(
+                    s.strip_prefix("CN=")
+                        .filter(|cn| !cn.is_empty())
+                        .ok_or_else(|| bad(format!("cert_subject {s:?} is not \"CN=<name>\"")))?
+                        .to_owned(),
+                ),
+            };
+            if token.is_none() && cert_cn.is_none() {
+                return Err(bad("needs token_sha256 or cert_subject".into()));
+            }
+            identities.push(Identity {
+                name: i.name.clone(),
+                token,
+                cert_cn,
+                methods: MethodSet::parse(&i.methods)?,
+            });
+        }
         Ok(Self {
             rules,
             tcp: MethodSet::parse(&c.tcp_methods)?,
+            identities: Vec::leak(identities),
+            allow_plaintext_credentials_on_loopback: c.allow_plaintext_credentials_on_loopback,
         })
+    }
+
+    pub fn allow_plaintext_credentials_on_loopback(&self) -> bool {
+        self.allow_plaintext_credentials_on_loopback
+    }
+
+    /// The identity whose token this is. Every identity's hash is
+    /// computed and compared, so the time taken does not say which (or
+    /// whether one) matched.
+    pub fn identity_by_token(&self, token: &[u8]) -> Option<&'static Identity> {
+        let mut found = None;
+        for i in self.identities {
+            if i.token.as_ref().is_some_and(|h| h.matches(token)) {
+                found = found.or(Some(i));
+            }
+        }
+        found
+    }
+
+    /// The identity named `username` whose token is `password`.
+    pub fn identity_by_password(
+        &self,
+        username: &[u8],
+        password: &[u8],
+    ) -> Option<&'static Identity> {
+        let i = self
+            .identities
+            .iter()
+            .find(|i| i.name.as_bytes() == username)?;
+        i.token.as_ref()?.matches(password).then_some(i)
+    }
+
+    /// The identity a verified client certificate with this CN is.
+    pub fn identity_by_cert_cn(&self, cn: &str) -> Option<&'static Identity> {
+        self.identities
+            .iter()
+            .find(|i| i.cert_cn.as_deref() == Some(cn))
     }
 
     pub fn allows(&self, peer: Peer, method: &MethodDesc) -> bool {
         match peer {
             Peer::Tcp => self.tcp.contains(method.method),
+            Peer::Identity(i) => i.methods.contains(method.method),
             Peer::Local { uid: 0, .. } => true,
             Peer::Local { uid, gid, .. } => self.rules.iter().any(|r| {
                 (r.uid == Some(uid) || r.gid == Some(gid)) && r.methods.contains(method.method)
@@ -109,6 +205,8 @@ pub enum PolicyError {
     RuleWithoutCaller,
     /// A rule names a method crisp does not know.
     UnknownMethod(String),
+    /// An `[[access.identities]]` entry is unusable.
+    Identity { name: String, why: String },
 }
 
 impl fmt::Display for PolicyError {
@@ -116,6 +214,7 @@ impl fmt::Display for PolicyError {
         match self {
             Self::RuleWithoutCaller => f.write_str("an access rule needs uid or gid"),
             Self::UnknownMethod(m) => write!(f, "unknown method {m:?} in access policy"),
+            Self::Identity { name, why } => write!(f, "access identity {name:?}: {why}"),
         }
     }
 }
@@ -157,6 +256,7 @@ mod tests {
                 methods: vec!["read-only".into()],
             }],
             tcp_methods: vec![],
+            ..AccessConfig::default()
         };
         let p = Policy::from_config(&c).unwrap();
         let user = Peer::Local {
@@ -180,6 +280,7 @@ mod tests {
                 methods: vec!["Versoin".into()],
             }],
             tcp_methods: vec![],
+            ..AccessConfig::default()
         };
         assert!(Policy::from_config(&c).is_err());
     }

@@ -17,6 +17,7 @@
 //! pass them.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -331,7 +332,12 @@ fn exec_plugin(
         )));
     }
     let bin = host.config.cni_bin_dir.join(&kind);
-    let mut child = Command::new(&bin)
+    let timeout = std::time::Duration::from_secs(host.config.cni_timeout_secs.max(1));
+    let child = Command::new(&bin)
+        // Its own process group: on a timeout the plugin and whatever it
+        // started are killed together (a child left holding its stdout
+        // would keep the output open).
+        .process_group(0)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", command)
@@ -348,12 +354,17 @@ fn exec_plugin(
             Status::failed_precondition(format!("cannot run CNI plugin {}: {e}", bin.display()))
         })?;
     let input = serde_json::to_vec(conf).map_err(|e| internal("encode CNI config", e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&input);
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| internal(format!("CNI plugin {kind}"), e))?;
+    let out = match wait_with_timeout(child, &input, timeout) {
+        Ok(Some(out)) => out,
+        Ok(None) => {
+            return Err(Status::deadline_exceeded(format!(
+                "CNI plugin {kind} {command} on network {:?} did not finish within {}s (cni_timeout_secs) and was killed",
+                net.name,
+                timeout.as_secs()
+            )))
+        }
+        Err(e) => return Err(internal(format!("CNI plugin {kind}"), e)),
+    };
     let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     if !out.status.success() {
         let msg = parsed
@@ -371,6 +382,45 @@ fn exec_plugin(
         )));
     }
     Ok(parsed)
+}
+
+/// Feed `input` to the plugin's stdin and collect its output, unless it
+/// takes longer than `timeout`: then its process group is killed, and
+/// `None`. The plugin is waited for on a thread of its own, so that the
+/// usual case costs no polling.
+fn wait_with_timeout(
+    mut child: std::process::Child,
+    input: &[u8],
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    let pgid = i32::try_from(child.id()).ok();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let input = input.to_vec();
+    std::thread::Builder::new()
+        .name("crispd-cni".into())
+        .spawn(move || {
+            if let Some(mut stdin) = child.stdin.take() {
+                // A plugin that exits without reading its input is no
+                // error here.
+                let _ = stdin.write_all(&input);
+            }
+            let _ = tx.send(child.wait_with_output());
+        })?;
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.map(Some),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // Reaped once its output ends (a process outside its group
+            // could hold it open: then the thread is left to it).
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+            Ok(None)
+        }
+    }
 }
 
 /// The addresses (without prefix length) of a CNI result, IPv4 first.

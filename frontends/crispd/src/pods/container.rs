@@ -129,17 +129,9 @@ fn create_inner(host: &Host, new: &NewContainer) -> Result<Created, Status> {
     let state = host.ctr_state_dir(id);
     fs::create_dir_all(&dir).map_err(|e| internal("create the container directory", e))?;
     fs::create_dir_all(&state).map_err(|e| internal("create the container state directory", e))?;
-    // Image volumes become host paths; then the host must be able to give
-    // every mount what it asks for.
-    let mut volumes_config;
-    let (config, image_volumes) = if config.mounts.iter().any(|m| m.image.is_some()) {
-        volumes_config = config.clone();
-        let volumes = mounts::mount_image_volumes(host, id, &mut volumes_config.mounts)?;
-        (&volumes_config, volumes)
-    } else {
-        (config, Vec::new())
-    };
-    mounts::check_host(&config.mounts)?;
+    // What this container is, before anything is made for it (mounts,
+    // cgroup, monitor): the intent that lets a crispd killed from here on
+    // find and undo it at its next start (see `reclaim`).
     let cgroup = container_cgroup(&sb.pod_cgroup, id);
     let meta = Meta {
         pod_id: pod_id.into(),
@@ -151,6 +143,17 @@ fn create_inner(host: &Host, new: &NewContainer) -> Result<Created, Status> {
     let meta_bytes = serde_json::to_vec(&meta).map_err(|e| internal("encode meta", e))?;
     crate::persist::write_runtime(&dir.join("meta.json"), &meta_bytes)
         .map_err(|e| internal("write the container meta", e))?;
+    // Image volumes become host paths; then the host must be able to give
+    // every mount what it asks for.
+    let mut volumes_config;
+    let (config, image_volumes) = if config.mounts.iter().any(|m| m.image.is_some()) {
+        volumes_config = config.clone();
+        let volumes = mounts::mount_image_volumes(host, id, &mut volumes_config.mounts)?;
+        (&volumes_config, volumes)
+    } else {
+        (config, Vec::new())
+    };
+    mounts::check_host(&config.mounts)?;
 
     // The cgroup is made (empty) while the rootfs is mounted and the spec
     // built; on cgroup v1 that is a directory in every hierarchy, the
@@ -651,8 +654,10 @@ fn stop_init(host: &Host, id: &str, timeout: i64, stop_signal: i32) -> Exit {
     read_exit(host, id).unwrap_or_else(unknown)
 }
 
-/// Kill whatever is left, unmount, remove the directories and cgroup.
+/// Kill whatever is left, the monitor too, unmount, remove the
+/// directories and cgroup.
 pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
+    let monitor = monitor_pid(host, id);
     if socket_path(host, id).exists()
         && read_exit(host, id).is_none()
         && ask(host, id, "signal 9", Some(Duration::from_secs(5))).is_ok()
@@ -661,14 +666,36 @@ pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
     }
     // Nothing of it may outlive it, nor hold its root filesystem.
     kill_leftovers(host, id)?;
+    // Its exit is recorded (or will never be): the monitor, which would
+    // linger a moment to answer, has nothing left to do.
+    if let Some((pid, needle)) = monitor {
+        super::kill_and_wait(pid, &needle, Duration::from_secs(5));
+    }
     let dir = host.ctr_dir(id);
     rootfs::unmount(&dir.join("rootfs")).map_err(|e| exec_status("unmount the rootfs", &e))?;
     mounts::unmount_image_volumes(host, id)?;
+    // Anything else still mounted there (a mount stacked twice, one made
+    // before a crash).
+    super::unmount_all_under(&dir)?;
     if let Some(meta) = read_meta(host, id) {
         super::remove_cgroup(host, &meta.cgroup)?;
     }
     remove_tree(&host.ctr_state_dir(id))?;
     remove_tree(&dir)
+}
+
+/// The container's monitor process, from the credentials of its socket's
+/// peer, with a word of its command line that identifies it: the tiny
+/// monitor's first argument is the container's ID; a std monitor's is
+/// `monitor` or, started as a spare, `monitor-spare`.
+fn monitor_pid(host: &Host, id: &str) -> Option<(u32, String)> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let s = connect(host, id).ok()?;
+    let pid = u32::try_from(getsockopt(&s, PeerCredentials).ok()?.pid()).ok()?;
+    [id, "monitor", "monitor-spare"]
+        .into_iter()
+        .find(|w| super::process_matches(pid, w))
+        .map(|w| (pid, w.to_owned()))
 }
 
 /// What the monitor says, for restore. `None`: no monitor and no exit

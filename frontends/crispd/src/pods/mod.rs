@@ -11,11 +11,17 @@
 //! <runtime_dir>/pods/<id>/                   pid, ns/{net,ipc,uts,pid}, hostname, hosts, resolv.conf
 //! <runtime_dir>/containers/<id>/             config.json, seccomp.bpf, rootfs/, sock (monitor), exit.json
 //! ```
+//!
+//! `sandbox.json` (in the pod's directory) and `meta.json` (in the
+//! container's) are written before anything else is made for the object:
+//! at start, one of these without a record is an orphan of a crash, and
+//! [`reclaim`] removes what it describes.
 
 pub mod cni;
 pub mod container;
 pub mod monitor;
 pub mod mounts;
+pub mod reclaim;
 pub mod sandbox;
 pub mod spare;
 
@@ -258,8 +264,23 @@ impl Host {
                 Some(RecordKind::Pod(p)) if sandbox::alive(self, &p.id).is_some() => {
                     obs.push(Observation::SandboxAlive { id: p.id.clone() });
                 }
+                // Its holder died while crispd was away: the pod is
+                // NOTREADY, and what runs in it stops, as it would have
+                // at once (see `sandbox::watch`).
+                Some(RecordKind::Pod(p)) if p.phase == crisp_core::cri::PodPhase::Ready as i32 => {
+                    sandbox::stop_containers(self, &p.id);
+                }
                 Some(RecordKind::Container(c)) => {
-                    if let Some(observed) = container::observe(self, &c.id) {
+                    let observed = container::observe(self, &c.id);
+                    // Started, and neither its monitor nor its exit is
+                    // there: what may still run of it is unwatched, and
+                    // ends (the state machine reports the exit unknown).
+                    if observed.is_none() && c.started_at > 0 && c.finished_at == 0 {
+                        if let Err(e) = container::kill_leftovers(self, &c.id) {
+                            tracing::warn!(container = %c.id, error = %e.message, "restore");
+                        }
+                    }
+                    if let Some(observed) = observed {
                         // Exited while crispd was away: what it left
                         // behind goes now, as it would have at once.
                         if matches!(observed, crisp_core::cri::Observed::Exited(_)) {
@@ -308,13 +329,96 @@ pub fn kill_cgroup(host: &Host, cgroup: &str) -> Result<(), Status> {
         .map_err(|e| exec_status(&format!("cannot end the processes of cgroup {cgroup}"), &e))
 }
 
-/// Remove a cgroup crisp made, ending first whatever still runs in it: a
-/// busy cgroup is killed, then removed, never refused for ever.
+/// Remove a cgroup crisp made, ending first whatever still runs in it and
+/// removing the cgroups below it (a container's or holder's cgroup left
+/// behind by a crash, or one a privileged container made): a busy cgroup
+/// is killed, then removed, never refused for ever.
 pub fn remove_cgroup(host: &Host, cgroup: &str) -> Result<(), Status> {
     kill_cgroup(host, cgroup)?;
+    remove_cgroup_below(host, cgroup, 0)
+}
+
+/// Remove `cgroup` and its descendants, deepest first (their processes
+/// already ended).
+fn remove_cgroup_below(host: &Host, cgroup: &str, depth: usize) -> Result<(), Status> {
+    if depth < 32 {
+        for child in cgroup_children(host, cgroup) {
+            remove_cgroup_below(host, &format!("{cgroup}/{child}"), depth + 1)?;
+        }
+    }
     host.cgroups
         .remove(cgroup)
         .map_err(|e| exec_status(&format!("cannot remove cgroup {cgroup}"), &e))
+}
+
+/// The names of the cgroups directly below `cgroup`, in any hierarchy.
+pub fn cgroup_children(host: &Host, cgroup: &str) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for procs in host.cgroups.procs_files(cgroup) {
+        let Some(dir) = procs.parent() else { continue };
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                names.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// Mount points at or below `path` (from `/proc/self/mountinfo`), the
+/// deepest first, each as many times as it is stacked.
+pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(path))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(o)) => {
+                let v = o.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detach every mount at or below `path` (a directory crisp is about to
+/// remove); returns how many it detached.
+pub fn unmount_all_under(path: &Path) -> Result<usize, Status> {
+    let found = mounts_under(path);
+    for p in &found {
+        match nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(internal(format!("cannot unmount {}", p.display()), e)),
+        }
+    }
+    Ok(found.len())
 }
 
 /// Which of AppArmor and SELinux this host runs, as runc and go-selinux
@@ -424,6 +528,44 @@ pub fn kill_and_wait(pid: u32, needle: &str, timeout: std::time::Duration) {
     }
 }
 
+/// Block until the process `pid`, whose command line mentions `needle`,
+/// has exited (at once when it is not alive, or is another process). A
+/// pidfd pins the process, so a reused pid is never waited for; without
+/// pidfds (kernels before 5.3) `/proc` is polled every second.
+pub fn wait_exit(pid: u32, needle: &str) {
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw < 0 {
+        while process_matches(pid, needle) {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        return;
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    if !process_matches(pid, needle) {
+        return;
+    }
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        return;
+    }
+}
+
 /// Whether `pid` is alive and its command line mentions `needle`.
 pub fn process_matches(pid: u32, needle: &str) -> bool {
     if pid == 0 {
@@ -457,3 +599,16 @@ pub fn entropy() -> [u8; 32] {
 
 /// Exit code of a container whose end could not be observed.
 pub const UNKNOWN_CODE: i32 = 255;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_unescaped() {
+        assert_eq!(unescape_mount_path("/run/a\\040b"), "/run/a b");
+        assert_eq!(unescape_mount_path("/x\\134y\\011"), "/x\\y\t");
+        // Not an octal escape: kept as written.
+        assert_eq!(unescape_mount_path("/x\\9y\\"), "/x\\9y\\");
+    }
+}

@@ -54,6 +54,31 @@ pub fn alive(host: &Host, id: &str) -> Option<u32> {
     process_matches(m.pid, id).then_some(m.pid)
 }
 
+/// Block until the pod's holder exits (on a thread of its own), then end
+/// the processes of its containers: a pod whose holder is gone is
+/// NOTREADY (its namespaces may be gone with it) and kubelet will stop
+/// it; its containers are stopped now, and their monitors record their
+/// exits. Returns at once when the holder is not alive.
+pub fn watch(host: &Host, id: &str) {
+    let Some(meta) = read_meta(host, id) else {
+        return;
+    };
+    super::wait_exit(meta.pid, id);
+    // Also when StopPodSandbox killed it: then this is done twice.
+    tracing::info!(pod = id, pid = meta.pid, "the pod's sandbox holder exited");
+    stop_containers(host, id);
+}
+
+/// End every process of the pod's containers (their monitors then record
+/// the exits).
+pub fn stop_containers(host: &Host, id: &str) {
+    for cg in super::container::cgroups_of_pod(host, id) {
+        if let Err(e) = kill_cgroup(host, &cg) {
+            tracing::warn!(pod = id, cgroup = cg, error = %e.message, "cannot stop a container of a pod without its holder");
+        }
+    }
+}
+
 /// The namespace files of a pod, for containers to join.
 pub fn ns_path(host: &Host, id: &str, ns: &str) -> Option<PathBuf> {
     let m = read_meta(host, id)?;
@@ -79,10 +104,9 @@ pub fn create(
     }
     let result = create_inner(host, id, config);
     if result.is_err() {
-        // Undo whatever was made; the state machine forgets the pod.
-        if let Err(e) = stop(host, id) {
-            tracing::warn!(pod = id, error = %e.message, "cleanup after a failed RunPodSandbox");
-        }
+        // Undo whatever was made; the state machine forgets the pod. What
+        // cannot be undone now (a CNI DEL that fails too) keeps its
+        // record, for the next start's reclaim.
         if let Err(e) = remove(host, id) {
             tracing::warn!(pod = id, error = %e.message, "cleanup after a failed RunPodSandbox");
         }
@@ -137,10 +161,13 @@ fn create_inner(
     // Remove it with the pod only when crisp made it (kubelet makes the
     // cgroup_parent it names, and removes it itself).
     meta.pod_cgroup_created = !host.cgroups.exists(&pod_cg);
+    // Written before the cgroups and the holder are made: the intent that
+    // lets a crispd killed from here on find and undo them at its next
+    // start (see `reclaim`).
+    write_meta(host, id, &meta)?;
     host.cgroups
         .create(&pod_cg, &Default::default())
         .map_err(|e| exec_status(&format!("cannot create the pod cgroup {pod_cg}"), &e))?;
-    write_meta(host, id, &meta)?;
 
     // The holder.
     let mut flags = CloneFlags::empty();
@@ -298,19 +325,36 @@ pub fn stop(host: &Host, id: &str) -> Result<(), Status> {
         return cni::teardown(host, id);
     };
     kill_and_wait(meta.pid, id, Duration::from_secs(10));
-    kill_pod_processes(host, id, &meta)?;
-    cni::teardown(host, id)?;
+    // Each step is tried whatever the one before did (a CNI plugin that
+    // fails, or hangs until `cni_timeout_secs`, keeps its record for the
+    // next try: DEL needs no namespace); the first failure is the answer.
+    let mut first = kill_pod_processes(host, id, &meta).err();
+    if let Err(e) = cni::teardown(host, id) {
+        first.get_or_insert(e);
+    }
     let dir = host.pod_dir(id).join("ns");
-    for ns in meta.namespaces.drain(..) {
+    for ns in std::mem::take(&mut meta.namespaces) {
         let p = dir.join(&ns);
         match umount2(&p, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(internal(format!("cannot unmount {}", p.display()), e)),
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {
+                let _ = fs::remove_file(&p);
+            }
+            Err(e) => {
+                first.get_or_insert(internal(format!("cannot unmount {}", p.display()), e));
+                meta.namespaces.push(ns);
+            }
         }
-        let _ = fs::remove_file(&p);
     }
-    write_meta(host, id, &meta)?;
-    remove_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id))
+    // A namespace bound before a crash let crispd write it down.
+    if let Err(e) = super::unmount_all_under(&dir) {
+        first.get_or_insert(e);
+    }
+    let steps = write_meta(host, id, &meta)
+        .and_then(|()| remove_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id)));
+    match first {
+        Some(e) => Err(e),
+        None => steps,
+    }
 }
 
 /// End every process of the pod: with a host or pod-shared PID namespace
@@ -331,15 +375,29 @@ fn kill_pod_processes(host: &Host, id: &str, meta: &Meta) -> Result<(), Status> 
     kill_cgroup(host, &sandbox_cgroup(&meta.pod_cgroup, id))
 }
 
-/// Remove what is left: the pod cgroup crisp made, the pod directory.
+/// Remove what is left: the pod cgroup crisp made (with whatever still
+/// runs in it and the cgroups below it), the pod directory. In a pod
+/// cgroup kubelet made, the `crisp-<id>` cgroups crisp left there (a
+/// container's whose creation a crash cut short) go, those of another
+/// pod's containers stay.
 pub fn remove(host: &Host, id: &str) -> Result<(), Status> {
-    stop(host, id)?;
+    // Its network may fail to go (kept for a retry); the rest goes anyway.
+    let stopped = stop(host, id);
     if let Some(meta) = read_meta(host, id) {
         if meta.pod_cgroup_created {
             remove_cgroup(host, &meta.pod_cgroup)?;
+        } else if !meta.pod_cgroup.is_empty() {
+            super::reclaim::remove_stray_cgroups(host, &meta.pod_cgroup, |x| {
+                x != id
+                    && (host.pod_dir(x).exists()
+                        || super::container::read_meta(host, x).is_some_and(|m| m.pod_id != id))
+            });
         }
     }
-    remove_tree(&host.pod_dir(id))
+    let dir = host.pod_dir(id);
+    super::unmount_all_under(&dir)?;
+    remove_tree(&dir)?;
+    stopped
 }
 
 /// `crispd sandbox`: runs already inside the pod's new namespaces (the
