@@ -1,11 +1,15 @@
-//! The CRI v1 schema (`runtime.v1`) and its generated prost types.
+//! The CRI v1 schema (`runtime.v1`), the gRPC health and reflection
+//! services crispd serves beside it, and their generated prost types.
 //!
 //! * [`cri`] (an alias of [`runtime::v1`]) holds one Rust type per message
 //!   and enum of `runtime/v1/api.proto`.
-//! * [`methods`] is the table of the 41 rpcs of `RuntimeService` and
-//!   `ImageService`, looked up by HTTP/2 `:path`.
-//! * [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set of the schema,
-//!   for reflection.
+//! * [`grpc::health::v1`] and [`grpc::reflection::v1`] (and its `v1alpha`
+//!   twin) are gRPC's standard health and server reflection services.
+//! * [`methods`] is the table of every rpc served: the 41 of
+//!   `RuntimeService` and `ImageService`, then health and reflection,
+//!   looked up by HTTP/2 `:path`.
+//! * [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set of all of them,
+//!   for server reflection.
 
 pub mod methods;
 
@@ -18,10 +22,31 @@ pub mod runtime {
     }
 }
 
+/// gRPC's own services, one module per proto package.
+#[allow(clippy::all, missing_docs, rustdoc::all)]
+pub mod grpc {
+    /// Package `grpc.health.v1`.
+    pub mod health {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+        }
+    }
+    /// Packages `grpc.reflection.v1` and `grpc.reflection.v1alpha`.
+    pub mod reflection {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1.rs"));
+        }
+        pub mod v1alpha {
+            include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1alpha.rs"));
+        }
+    }
+}
+
 pub use runtime::v1 as cri;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of `runtime/v1/api.proto`
-/// (with source info), as compiled at build time.
+/// and the health and reflection protos under `grpc/` (with source info),
+/// as compiled at build time.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
 

@@ -1,28 +1,11 @@
-//! The CRI method table: one entry per rpc of `runtime.v1.RuntimeService`
-//! and `runtime.v1.ImageService`, with its gRPC path, call kind, message
-//! types and whether it only reads state.
+//! The method table: one entry per rpc crispd serves, with its gRPC path,
+//! call kind, message types and whether it only reads state. First the 41
+//! of the CRI (`runtime.v1.RuntimeService` and `runtime.v1.ImageService`,
+//! in [`Method`] order `0..CRI_METHOD_COUNT`), then gRPC's health and
+//! server reflection services.
 //!
 //! The table is written by hand (through the `methods!` macro below) and
 //! checked against the compiled descriptor set by `tests/methods.rs`.
-
-/// The CRI service an rpc belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Service {
-    /// `runtime.v1.RuntimeService`.
-    Runtime,
-    /// `runtime.v1.ImageService`.
-    Image,
-}
-
-impl Service {
-    /// Fully qualified proto name, e.g. `runtime.v1.RuntimeService`.
-    pub const fn full_name(self) -> &'static str {
-        match self {
-            Service::Runtime => "runtime.v1.RuntimeService",
-            Service::Image => "runtime.v1.ImageService",
-        }
-    }
-}
 
 /// The gRPC call shape of an rpc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +16,7 @@ pub enum CallKind {
     ServerStreaming,
     /// A stream of requests, one response (unused by CRI v1).
     ClientStreaming,
-    /// Streams both ways (unused by CRI v1).
+    /// Streams both ways (server reflection).
     BidiStreaming,
 }
 
@@ -61,31 +44,53 @@ pub struct MethodDesc {
 macro_rules! methods {
     (
         $(
-            $svc:ident $svc_name:literal {
-                $( $method:ident ( $req:ident ) -> $kind:ident $resp:ident, $ro:ident; )*
+            $(#[$svc_doc:meta])*
+            $svc:ident $pkg:literal $svc_name:literal {
+                $( $method:ident $(as $rpc:ident)? ( $req:ident ) -> $kind:ident $resp:ident, $ro:ident; )*
             }
         )*
     ) => {
-        /// One variant per CRI rpc; `METHODS[m as usize]` describes `m`.
+        /// The service an rpc belongs to.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Service {
+            $(
+                $(#[$svc_doc])*
+                $svc,
+            )*
+        }
+
+        impl Service {
+            /// Fully qualified proto name, e.g. `runtime.v1.RuntimeService`.
+            pub const fn full_name(self) -> &'static str {
+                match self {
+                    $(Service::$svc => concat!($pkg, ".", $svc_name),)*
+                }
+            }
+        }
+
+        /// Every service of the table, in table order.
+        pub const SERVICES: &[Service] = &[$(Service::$svc,)*];
+
+        /// One variant per rpc; `METHODS[m as usize]` describes `m`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Method {
             $($(
-                #[doc = concat!("`", $svc_name, "/", stringify!($method), "`.")]
+                #[doc = concat!("`", $pkg, ".", $svc_name, "/", methods!(@rpc $method $($rpc)?), "`.")]
                 $method,
             )*)*
         }
 
-        /// Every CRI rpc, in `Method` order.
-        pub static METHODS: [MethodDesc; 41] = [
+        /// Every rpc, in `Method` order.
+        pub static METHODS: [MethodDesc; 46] = [
             $($(
                 MethodDesc {
                     method: Method::$method,
                     service: Service::$svc,
-                    name: stringify!($method),
-                    path: concat!("/runtime.v1.", $svc_name, "/", stringify!($method)),
+                    name: methods!(@rpc $method $($rpc)?),
+                    path: concat!("/", $pkg, ".", $svc_name, "/", methods!(@rpc $method $($rpc)?)),
                     kind: CallKind::$kind,
-                    request_type: concat!("runtime.v1.", stringify!($req)),
-                    response_type: concat!("runtime.v1.", stringify!($resp)),
+                    request_type: concat!($pkg, ".", stringify!($req)),
+                    response_type: concat!($pkg, ".", stringify!($resp)),
                     read_only: methods!(@ro $ro),
                 },
             )*)*
@@ -99,19 +104,22 @@ macro_rules! methods {
             let path = core::str::from_utf8(path).ok()?;
             let method = match path {
                 $($(
-                    concat!("/runtime.v1.", $svc_name, "/", stringify!($method)) => Method::$method,
+                    concat!("/", $pkg, ".", $svc_name, "/", methods!(@rpc $method $($rpc)?)) => Method::$method,
                 )*)*
                 _ => return None,
             };
             Some(method.desc())
         }
     };
+    (@rpc $method:ident) => { stringify!($method) };
+    (@rpc $method:ident $rpc:ident) => { stringify!($rpc) };
     (@ro read) => { true };
     (@ro write) => { false };
 }
 
 methods! {
-    Runtime "RuntimeService" {
+    /// `runtime.v1.RuntimeService`.
+    Runtime "runtime.v1" "RuntimeService" {
         Version(VersionRequest) -> Unary VersionResponse, read;
         RunPodSandbox(RunPodSandboxRequest) -> Unary RunPodSandboxResponse, write;
         StopPodSandbox(StopPodSandboxRequest) -> Unary StopPodSandboxResponse, write;
@@ -148,13 +156,43 @@ methods! {
         RuntimeConfig(RuntimeConfigRequest) -> Unary RuntimeConfigResponse, read;
         UpdatePodSandboxResources(UpdatePodSandboxResourcesRequest) -> Unary UpdatePodSandboxResourcesResponse, write;
     }
-    Image "ImageService" {
+    /// `runtime.v1.ImageService`.
+    Image "runtime.v1" "ImageService" {
         ListImages(ListImagesRequest) -> Unary ListImagesResponse, read;
         StreamImages(StreamImagesRequest) -> ServerStreaming StreamImagesResponse, read;
         ImageStatus(ImageStatusRequest) -> Unary ImageStatusResponse, read;
         PullImage(PullImageRequest) -> Unary PullImageResponse, write;
         RemoveImage(RemoveImageRequest) -> Unary RemoveImageResponse, write;
         ImageFsInfo(ImageFsInfoRequest) -> Unary ImageFsInfoResponse, read;
+    }
+    /// `grpc.health.v1.Health`: whether crispd serves.
+    Health "grpc.health.v1" "Health" {
+        HealthCheck as Check(HealthCheckRequest) -> Unary HealthCheckResponse, read;
+        HealthList as List(HealthListRequest) -> Unary HealthListResponse, read;
+        HealthWatch as Watch(HealthCheckRequest) -> ServerStreaming HealthCheckResponse, read;
+    }
+    /// `grpc.reflection.v1.ServerReflection`: what crispd serves.
+    Reflection "grpc.reflection.v1" "ServerReflection" {
+        ServerReflectionInfo(ServerReflectionRequest) -> BidiStreaming ServerReflectionResponse, read;
+    }
+    /// `grpc.reflection.v1alpha.ServerReflection`, the same for older clients.
+    ReflectionV1Alpha "grpc.reflection.v1alpha" "ServerReflection" {
+        ServerReflectionInfoV1Alpha as ServerReflectionInfo(ServerReflectionRequest) -> BidiStreaming ServerReflectionResponse, read;
+    }
+}
+
+/// How many rpcs the CRI has: they come first in [`METHODS`].
+pub const CRI_METHOD_COUNT: usize = 41;
+
+/// The CRI's rpcs alone.
+pub fn cri_methods() -> &'static [MethodDesc] {
+    &METHODS[..CRI_METHOD_COUNT]
+}
+
+impl Service {
+    /// One of the two CRI services.
+    pub const fn is_cri(self) -> bool {
+        matches!(self, Service::Runtime | Service::Image)
     }
 }
 
@@ -165,11 +203,13 @@ impl Method {
     }
 }
 
-// `Method::desc` relies on the table being in variant order.
+// `Method::desc` relies on the table being in variant order, and
+// `cri_methods` on the CRI coming first.
 const _: () = {
     let mut i = 0;
     while i < METHODS.len() {
         assert!(METHODS[i].method as usize == i);
+        assert!(METHODS[i].service.is_cri() == (i < CRI_METHOD_COUNT));
         i += 1;
     }
 };

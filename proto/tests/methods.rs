@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
-use crisp_proto::methods::{lookup, CallKind, Method, Service, METHODS};
+use crisp_proto::methods::{
+    cri_methods, lookup, CallKind, Method, Service, CRI_METHOD_COUNT, METHODS, SERVICES,
+};
 use crisp_proto::FILE_DESCRIPTOR_SET;
 use prost_reflect::DescriptorPool;
 
@@ -38,8 +40,16 @@ fn schema_has_expected_services_and_rpc_counts() {
     let services: Vec<_> = pool.services().map(|s| s.full_name().to_owned()).collect();
     assert_eq!(
         services,
-        ["runtime.v1.RuntimeService", "runtime.v1.ImageService"]
+        [
+            "runtime.v1.RuntimeService",
+            "runtime.v1.ImageService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
     );
+    let table: Vec<_> = SERVICES.iter().map(|s| s.full_name()).collect();
+    assert_eq!(table, services);
     let runtime = pool
         .get_service_by_name("runtime.v1.RuntimeService")
         .unwrap();
@@ -77,6 +87,9 @@ fn table_matches_descriptor() {
         let expected_service = match service.full_name() {
             "runtime.v1.RuntimeService" => Service::Runtime,
             "runtime.v1.ImageService" => Service::Image,
+            "grpc.health.v1.Health" => Service::Health,
+            "grpc.reflection.v1.ServerReflection" => Service::Reflection,
+            "grpc.reflection.v1alpha.ServerReflection" => Service::ReflectionV1Alpha,
             other => panic!("unexpected service {other}"),
         };
         assert_eq!(expected_service.full_name(), service.full_name());
@@ -156,10 +169,29 @@ fn read_only_flags() {
             desc.name
         );
     }
-    assert_eq!(METHODS.iter().filter(|d| d.read_only).count(), 23);
-    // Every streaming rpc only lists or watches.
+    assert_eq!(cri_methods().iter().filter(|d| d.read_only).count(), 23);
+    // Every streaming rpc only lists, watches or describes.
     assert!(METHODS
         .iter()
-        .filter(|d| d.kind == CallKind::ServerStreaming)
+        .filter(|d| d.kind != CallKind::Unary)
         .all(|d| d.read_only));
+    // Health and reflection only read.
+    assert!(METHODS[CRI_METHOD_COUNT..].iter().all(|d| d.read_only));
+}
+
+#[test]
+fn cri_comes_first() {
+    assert_eq!(cri_methods().len(), 41);
+    assert!(cri_methods().iter().all(|d| d.service.is_cri()));
+    assert!(METHODS[CRI_METHOD_COUNT..]
+        .iter()
+        .all(|d| !d.service.is_cri()));
+    assert_eq!(
+        lookup(b"/grpc.health.v1.Health/Check").map(|d| d.method),
+        Some(Method::HealthCheck)
+    );
+    assert_eq!(
+        lookup(b"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo").map(|d| d.method),
+        Some(Method::ServerReflectionInfoV1Alpha)
+    );
 }

@@ -5,13 +5,16 @@
 //! message framing ([`codec`]), per-message compression ([`compression`]),
 //! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]). On top of
 //! them, [`server`] and [`client`] turn one HTTP/2 connection's streams
-//! into calls.
+//! into calls. [`health`] and [`reflection`] answer gRPC's standard
+//! health and server reflection services.
 
 pub mod client;
 pub mod codec;
 pub mod compression;
 pub mod deadline;
+pub mod health;
 pub mod metadata;
+pub mod reflection;
 pub mod server;
 pub mod status;
 pub mod timeout;
