@@ -136,6 +136,11 @@ impl<K: Eq + Hash + Clone> Health<K> {
         self.watchers.retain(|k, _| !gone(k));
     }
 
+    /// Forget every watch, returning their keys (the server ends them).
+    pub fn take_watchers(&mut self) -> Vec<K> {
+        self.watchers.drain().map(|(k, _)| k).collect()
+    }
+
     /// The server starts or stops serving (NOT_SERVING while it shuts
     /// down): the message for each watcher whose status changed.
     pub fn set_serving(&mut self, serving: bool) -> Vec<(K, Vec<u8>)> {
@@ -266,5 +271,7 @@ mod tests {
         let keys: Vec<u32> = h.set_serving(false).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys.len(), 2);
         assert!(keys.iter().all(|k| k % 2 == 0 && *k != 0));
+        assert_eq!(h.take_watchers().len(), 2);
+        assert_eq!(h.watchers(), 0);
     }
 }

@@ -26,7 +26,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::auth::{self, Refusal, Transport};
 use crate::cri_host::CriHost;
-use crate::dispatch::{Dispatcher, Outcome};
+use crate::dispatch::{Dispatcher, Outcome, Stream};
 use crate::policy::{Peer, Policy};
 use crate::workers::{Reply, StreamReply, Workers};
 use crisp_image::Stop;
@@ -126,6 +126,8 @@ pub struct Conn {
     /// Work of calls in `calls` that must stop when the call goes away
     /// (pulls).
     stops: HashMap<u32, Stop>,
+    /// The streaming calls among them (server reflection), with their state.
+    streams: HashMap<u32, Stream>,
 }
 
 impl Drop for Conn {
@@ -152,6 +154,7 @@ impl Conn {
             interest: None,
             calls: HashMap::new(),
             stops: HashMap::new(),
+            streams: HashMap::new(),
         }
     }
 
@@ -349,17 +352,49 @@ impl Conn {
                     }
                 }
                 Event::StreamStarted { call } => {
-                    // CRI has no client-streaming methods; the router only
-                    // yields these for tables that do.
-                    let status =
-                        Status::unimplemented(format!("{} is not served", call.method.path));
-                    let _ = self.grpc.finish(call.id, &status);
+                    let peer = match self.caller(ctx.dispatcher.policy(), &call) {
+                        Ok(peer) => peer,
+                        Err(status) => {
+                            let _ = self.grpc.finish(call.id, &status);
+                            log_call(self.peer, call.method.path, status.code, now);
+                            continue;
+                        }
+                    };
+                    // Server reflection; the dispatcher refuses the rest.
+                    if let Some(stream) = ctx.dispatcher.open_stream(&mut self.grpc, peer, &call) {
+                        self.streams.insert(call.id.get(), stream);
+                        self.calls.insert(call.id.get(), (call.method.path, now));
+                    }
                 }
-                Event::Message { .. } | Event::HalfClose { .. } => {}
+                Event::Message { id, message } => {
+                    let Some(stream) = self.streams.get_mut(&id.get()) else {
+                        continue;
+                    };
+                    if let Err(code) =
+                        ctx.dispatcher
+                            .stream_message(&mut self.grpc, id, stream, &message)
+                    {
+                        self.streams.remove(&id.get());
+                        if let Some((path, started)) = self.calls.remove(&id.get()) {
+                            log_call(self.peer, path, code, started);
+                        }
+                    }
+                }
+                Event::HalfClose { id } => {
+                    // Every request was answered as it came: done.
+                    if self.streams.remove(&id.get()).is_some() {
+                        let _ = self.grpc.finish(id, &Status::ok());
+                        if let Some((path, started)) = self.calls.remove(&id.get()) {
+                            log_call(self.peer, path, Code::Ok, started);
+                        }
+                    }
+                }
                 Event::Cancelled { id, code } => {
                     if let Some(stop) = self.stops.remove(&id.get()) {
                         stop.cancel();
                     }
+                    self.streams.remove(&id.get());
+                    ctx.dispatcher.discovery.call_ended((self.index, id.get()));
                     if let Some((path, started)) = self.calls.remove(&id.get()) {
                         log_call(self.peer, path, code, started);
                     }
@@ -490,8 +525,18 @@ impl Conn {
         self.grpc.go_away();
     }
 
+    /// End a call that stays open until the server ends it (Watch), with
+    /// `status`.
+    pub fn end_call(&mut self, call: u32, status: &Status) {
+        if let Some((path, started)) = self.calls.remove(&call) {
+            let _ = self.grpc.finish(CallId::new(call), status);
+            log_call(self.peer, path, status.code, started);
+        }
+    }
+
     /// Fail every call still waiting on a worker (shutdown deadline).
     pub fn abandon_calls(&mut self, status: &Status) {
+        self.streams.clear();
         for (id, _) in self.calls.drain() {
             let _ = self.grpc.finish(CallId::new(id), status);
         }
@@ -885,6 +930,20 @@ pub(crate) mod tests {
                 }
             }
             panic!("call {id:?} did not finish");
+        }
+
+        /// A streaming call that sends `bodies` (encoded messages) and
+        /// half-closes; its answer, once the exchange settles.
+        pub(crate) fn stream(&mut self, path: &'static str, bodies: &[Vec<u8>]) -> Answer {
+            let id = self
+                .client
+                .start_call(path, Vec::new(), None, Instant::now())
+                .unwrap();
+            for body in bodies {
+                self.client.send_encoded(id, body, false).unwrap();
+            }
+            self.client.close_send(id).unwrap();
+            self.answer(id)
         }
 
         /// One unary call, start to end.

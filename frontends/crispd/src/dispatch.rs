@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use crisp_core::grpc::reflection::Session;
 use crisp_core::grpc::server::{CallId, CallInfo, Server};
 use crisp_core::grpc::{Code, Status};
 use crisp_image::registry::Credentials;
@@ -17,6 +18,7 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::cri_host::{self, CriHost};
+use crate::discovery::Discovery;
 use crate::error::StartError;
 use crate::host::{self, CgroupMode};
 use crate::metrics;
@@ -53,7 +55,21 @@ pub struct Dispatcher {
     pub in_use: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Where Exec, Attach and PortForward send their clients.
     pub streaming: Option<streaming::Handle>,
+    /// gRPC health and server reflection.
+    pub discovery: Discovery,
 }
+
+/// A client-streaming or bidirectional call being served: what answers its
+/// messages.
+pub enum Stream {
+    /// `ServerReflectionInfo` (v1 or v1alpha).
+    Reflection(Session),
+}
+
+/// Unsent answer bytes on one stream above which a reflection stream is
+/// ended: a client that asks without reading cannot make crispd buffer
+/// without bound.
+const STREAM_BACKLOG: usize = 4 << 20;
 
 const RUNTIME_NAME: &str = "crisp";
 const CRI_VERSION: &str = "v1";
@@ -78,6 +94,7 @@ impl Dispatcher {
         }));
         let images = Arc::new(images);
         let host = Arc::new(Host::new(Arc::clone(&config), Arc::clone(&images))?);
+        let discovery = Discovery::new().map_err(StartError::Reflection)?;
         Ok(Self {
             config,
             policy,
@@ -87,6 +104,7 @@ impl Dispatcher {
             host,
             in_use,
             streaming: None,
+            discovery,
         })
     }
 
@@ -116,11 +134,7 @@ impl Dispatcher {
         let method = call.method;
         if !self.policy.allows(peer, method) {
             tracing::warn!(method = method.path, %peer, "permission denied");
-            let status = Status::permission_denied(format!(
-                "caller {peer} may not call {} (see [access] in crispd's config)",
-                method.path
-            ));
-            return finish(server, call.id, &status);
+            return finish(server, call.id, &permission_denied(peer, method));
         }
         let stop = Stop::caller(call.deadline);
         match self.handle(method, message, conn, call.id.get(), workers, cri, &stop) {
@@ -141,8 +155,63 @@ impl Dispatcher {
                 }
                 finish(server, call.id, &Status::ok())
             }
+            Handled::Open(first) => {
+                if server.send_encoded(call.id, &first).is_err() {
+                    self.discovery.call_ended((conn, call.id.get()));
+                    return Outcome::Done(Code::Internal);
+                }
+                Outcome::Deferred(None)
+            }
             Handled::Deferred => Outcome::Deferred(None),
             Handled::DeferredStoppable => Outcome::Deferred(Some(stop)),
+        }
+    }
+
+    /// A client-streaming or bidirectional call started: check the caller
+    /// and set up what answers its messages. `None` when it was answered
+    /// (refused) already.
+    pub fn open_stream(&self, server: &mut Server, peer: Peer, call: &CallInfo) -> Option<Stream> {
+        let method = call.method;
+        let status = if !self.policy.allows(peer, method) {
+            tracing::warn!(method = method.path, %peer, "permission denied");
+            permission_denied(peer, method)
+        } else {
+            match method.method {
+                Method::ServerReflectionInfo | Method::ServerReflectionInfoV1Alpha => {
+                    return Some(Stream::Reflection(self.discovery.reflection_session()))
+                }
+                _ => Status::unimplemented(format!("{} is not served", method.path)),
+            }
+        };
+        let _ = server.finish(call.id, &status);
+        None
+    }
+
+    /// One message of a streaming call: answered, or the call ended with
+    /// `Err(code)`.
+    pub fn stream_message(
+        &self,
+        server: &mut Server,
+        id: CallId,
+        stream: &mut Stream,
+        message: &[u8],
+    ) -> Result<(), Code> {
+        let Stream::Reflection(session) = stream;
+        if server.connection().send_buffered(id) > STREAM_BACKLOG {
+            let status = Status::resource_exhausted(
+                "the client does not read its reflection answers; stream ended",
+            );
+            let _ = server.finish(id, &status);
+            return Err(status.code);
+        }
+        let answer = self.discovery.reflect(session, message);
+        match answer.map(|bytes| server.send_encoded(id, &bytes)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Code::Internal),
+            Err(status) => {
+                let _ = server.finish(id, &status);
+                Err(status.code)
+            }
         }
     }
 
@@ -293,6 +362,12 @@ impl Dispatcher {
                         .map(|()| cri::UpdatePodSandboxResourcesResponse {}.encode_to_vec())
                 },
             ),
+            Method::HealthCheck => Handled::Reply(self.discovery.check(&message)),
+            Method::HealthList => Handled::Reply(self.discovery.list(&message)),
+            Method::HealthWatch => match self.discovery.watch((conn, call), &message) {
+                Ok(first) => Handled::Open(first),
+                Err(s) => Handled::Reply(Err(s)),
+            },
             Method::ListImages | Method::StreamImages => {
                 self.list_images(method, message, conn, call, workers)
             }
@@ -645,6 +720,8 @@ enum Handled {
     Reply(Result<Vec<u8>, Status>),
     /// A `Stream*` listing answered now: its messages, then OK.
     Stream(Vec<Vec<u8>>),
+    /// A server stream's first message; the call stays open (Watch).
+    Open(Vec<u8>),
     Deferred,
     /// Deferred, with work that stops when the call's stop does.
     DeferredStoppable,
@@ -778,6 +855,13 @@ fn decode<M: Message + Default>(method: &MethodDesc, message: Bytes) -> Result<M
     })
 }
 
+fn permission_denied(peer: Peer, method: &MethodDesc) -> Status {
+    Status::permission_denied(format!(
+        "caller {peer} may not call {} (see [access] in crispd's config)",
+        method.path
+    ))
+}
+
 fn finish(server: &mut Server, id: CallId, status: &Status) -> Outcome {
     let _ = server.finish(id, status);
     Outcome::Done(status.code)
@@ -866,5 +950,100 @@ mod tests {
             "{}",
             answer.status.message
         );
+    }
+
+    #[test]
+    fn health_check_answers_per_service() {
+        use crisp_proto::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
+        let mut h = Harness::new(ROOT);
+        let ask = |service: &str| {
+            HealthCheckRequest {
+                service: service.into(),
+            }
+            .encode_to_vec()
+        };
+        for service in ["", "runtime.v1.RuntimeService", "runtime.v1.ImageService"] {
+            let answer = h.call("/grpc.health.v1.Health/Check", &ask(service));
+            assert_eq!(answer.status.code, Code::Ok, "{}", answer.status.message);
+            let r = HealthCheckResponse::decode(&answer.messages[0][..]).unwrap();
+            assert_eq!(r.status, 1, "{service:?} is SERVING");
+        }
+        let answer = h.call("/grpc.health.v1.Health/Check", &ask("runtime.v1.Nope"));
+        assert_eq!(answer.status.code, Code::NotFound);
+    }
+
+    #[test]
+    fn reflection_answers_each_request_of_a_stream() {
+        use crisp_proto::grpc::reflection::v1::server_reflection_request::MessageRequest;
+        use crisp_proto::grpc::reflection::v1::server_reflection_response::MessageResponse;
+        use crisp_proto::grpc::reflection::v1::{
+            ServerReflectionRequest, ServerReflectionResponse,
+        };
+        let mut h = Harness::new(ROOT);
+        let ask = |r: MessageRequest| {
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(r),
+            }
+            .encode_to_vec()
+        };
+        for path in [
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            let answer = h.stream(
+                path,
+                &[
+                    ask(MessageRequest::ListServices(String::new())),
+                    ask(MessageRequest::FileContainingSymbol(
+                        "runtime.v1.CreateContainerRequest".into(),
+                    )),
+                    ask(MessageRequest::FileByFilename("nope.proto".into())),
+                ],
+            );
+            assert_eq!(answer.status.code, Code::Ok, "{}", answer.status.message);
+            let responses: Vec<_> = answer
+                .messages
+                .iter()
+                .map(|m| {
+                    ServerReflectionResponse::decode(&m[..])
+                        .unwrap()
+                        .message_response
+                })
+                .collect();
+            assert!(
+                matches!(&responses[0], Some(MessageResponse::ListServicesResponse(l)) if l.service.len() == 5)
+            );
+            assert!(
+                matches!(&responses[1], Some(MessageResponse::FileDescriptorResponse(f)) if f.file_descriptor_proto.len() == 1)
+            );
+            assert!(
+                matches!(&responses[2], Some(MessageResponse::ErrorResponse(e)) if e.error_code == 5)
+            );
+            assert_eq!(responses.len(), 3);
+        }
+    }
+
+    #[test]
+    fn a_caller_without_a_rule_gets_no_reflection() {
+        let mut h = Harness::new(USER);
+        let answer = h.stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            &[vec![0x3a, 0x00]],
+        );
+        assert_eq!(answer.status.code, Code::PermissionDenied);
+        let answer = h.call("/grpc.health.v1.Health/Check", &[]);
+        assert_eq!(answer.status.code, Code::PermissionDenied);
+    }
+
+    #[test]
+    fn a_bad_reflection_request_ends_its_stream() {
+        let mut h = Harness::new(ROOT);
+        let answer = h.stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            &[vec![0x3a, 0x00], vec![0x3a, 0x09]],
+        );
+        assert_eq!(answer.status.code, Code::InvalidArgument);
+        assert_eq!(answer.messages.len(), 1, "the first request was answered");
     }
 }

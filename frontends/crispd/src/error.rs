@@ -31,6 +31,8 @@ pub enum StartError {
     Cgroups(crisp_executor::Error),
     /// The image service could not start.
     Images(crisp_image::OpenError),
+    /// The compiled schema cannot be served by reflection.
+    Reflection(crisp_core::grpc::reflection::IndexError),
     /// Waiting for events failed while serving.
     Poll(io::Error),
     /// `[tls]`'s files do not make a TLS configuration.
@@ -57,6 +59,7 @@ impl fmt::Display for StartError {
             Self::Exe(e) => write!(f, "cannot find crispd's binary: {e}"),
             Self::Cgroups(e) => write!(f, "cgroups: {e}"),
             Self::Images(e) => e.fmt(f),
+            Self::Reflection(e) => write!(f, "server reflection: {e}"),
             Self::Poll(e) => write!(f, "poll failed: {e}"),
             Self::Tls(e) => e.fmt(f),
         }
@@ -71,6 +74,7 @@ impl std::error::Error for StartError {
             Self::Config(e) => Some(e),
             Self::Cgroups(e) => Some(e),
             Self::Images(e) => Some(e),
+            Self::Reflection(e) => Some(e),
             Self::Tls(e) => Some(e),
             Self::SocketInUse { .. } | Self::UnknownGroup(_) => None,
         }

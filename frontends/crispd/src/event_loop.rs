@@ -483,6 +483,7 @@ impl Daemon {
         if conn.is_done() {
             let _ = conn.socket().deregister(self.poll.registry());
             self.conns.remove(&id);
+            self.dispatcher.discovery.connection_closed(id);
             if let Some(at) = self.scheduled.remove(&id) {
                 self.timers.remove(&(at, id));
             }
@@ -525,6 +526,21 @@ impl Daemon {
             for (id, conn) in self.conns.iter_mut() {
                 conn.go_away();
                 touched.push(*id);
+            }
+            // Health watchers hear NOT_SERVING, then their calls end: they
+            // would otherwise hold their connections for the whole drain.
+            let (updates, watches) = self.dispatcher.discovery.shut_down();
+            for ((conn, call), message) in updates {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.send_stream(call, &message);
+                }
+            }
+            let status = Status::unavailable("crispd is shutting down");
+            for (conn, call) in watches {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.end_call(call, &status);
+                    touched.push(conn);
+                }
             }
         }
     }

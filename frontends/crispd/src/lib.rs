@@ -8,12 +8,14 @@
 //! writes its output, `dispatch` checks the caller and answers the method.
 //! The CRI's runtime calls go through `cri_host` to `pods`, which runs
 //! containers with `crisp_executor` from the OCI spec `oci_spec` makes;
-//! image calls go to `crisp_image`.
+//! image calls go to `crisp_image`. gRPC health and server reflection are
+//! `discovery`.
 
 pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod cri_host;
+pub mod discovery;
 pub mod dispatch;
 pub mod error;
 pub mod event_loop;

@@ -189,10 +189,13 @@ impl Policy {
     pub fn allows(&self, peer: Peer, method: &MethodDesc) -> bool {
         match peer {
             Peer::Tcp => self.tcp.contains(method.method),
-            Peer::Identity(i) => i.methods.contains(method.method),
+            // Health and reflection (only read, and say nothing about pods
+            // or images) are for every caller a rule or identity names.
+            Peer::Identity(i) => i.methods.contains(method.method) || !method.service.is_cri(),
             Peer::Local { uid: 0, .. } => true,
             Peer::Local { uid, gid, .. } => self.rules.iter().any(|r| {
-                (r.uid == Some(uid) || r.gid == Some(gid)) && r.methods.contains(method.method)
+                (r.uid == Some(uid) || r.gid == Some(gid))
+                    && (r.methods.contains(method.method) || !method.service.is_cri())
             }),
         }
     }
@@ -269,6 +272,40 @@ mod tests {
         assert!(p.allows(user, desc(Method::ImageFsInfo)));
         assert!(!p.allows(user, desc(Method::RemoveImage)));
         assert!(!p.allows(Peer::Tcp, desc(Method::Version)));
+    }
+
+    #[test]
+    fn health_and_reflection_for_every_caller_a_rule_names() {
+        let c = AccessConfig {
+            rules: vec![AccessRule {
+                uid: None,
+                gid: Some(7),
+                methods: vec!["RunPodSandbox".into()],
+            }],
+            tcp_methods: vec!["read-only".into()],
+        };
+        let p = Policy::from_config(&c).unwrap();
+        let named = Peer::Local {
+            uid: 1000,
+            gid: 7,
+            pid: 2,
+        };
+        let stranger = Peer::Local {
+            uid: 1001,
+            gid: 8,
+            pid: 3,
+        };
+        for m in [
+            Method::HealthCheck,
+            Method::HealthWatch,
+            Method::ServerReflectionInfo,
+            Method::ServerReflectionInfoV1Alpha,
+        ] {
+            assert!(p.allows(named, desc(m)), "{m:?}");
+            assert!(!p.allows(stranger, desc(m)), "{m:?}");
+            assert!(p.allows(Peer::Tcp, desc(m)), "read-only covers {m:?}");
+        }
+        assert!(!p.allows(named, desc(Method::Version)));
     }
 
     #[test]
