@@ -527,4 +527,77 @@ fn main() {
         }
     }
     println!("server_frames: {kept} seeds");
+
+    // ---- reflection_request: [len][request] per message of one stream.
+    {
+        use crisp_proto::grpc::reflection::v1::server_reflection_request::MessageRequest as Q;
+        use crisp_proto::grpc::reflection::v1::{ExtensionRequest, ServerReflectionRequest};
+        let stream = |questions: Vec<Q>| {
+            let mut v = Vec::new();
+            for q in questions {
+                let m = ServerReflectionRequest {
+                    host: "localhost".into(),
+                    message_request: Some(q),
+                }
+                .encode_to_vec();
+                v.push(u8::try_from(m.len()).unwrap());
+                v.extend(m);
+            }
+            v
+        };
+        let seeds = [
+            (
+                "list_services",
+                stream(vec![Q::ListServices(String::new())]),
+            ),
+            (
+                "files_by_name",
+                stream(vec![
+                    Q::FileByFilename("runtime/v1/api.proto".into()),
+                    Q::FileByFilename("grpc/health/v1/health.proto".into()),
+                    Q::FileByFilename("nope.proto".into()),
+                ]),
+            ),
+            (
+                "symbols",
+                stream(vec![
+                    Q::FileContainingSymbol("runtime.v1.RuntimeService".into()),
+                    Q::FileContainingSymbol("runtime.v1.RuntimeService.CreateContainer".into()),
+                    Q::FileContainingSymbol("runtime.v1.CreateContainerRequest.config".into()),
+                    Q::FileContainingSymbol("runtime.v1.CONTAINER_RUNNING".into()),
+                    Q::FileContainingSymbol(
+                        "grpc.health.v1.HealthCheckResponse.ServingStatus".into(),
+                    ),
+                    Q::FileContainingSymbol("runtime.v1.Nope".into()),
+                ]),
+            ),
+            (
+                "extensions",
+                stream(vec![
+                    Q::AllExtensionNumbersOfType("runtime.v1.VersionRequest".into()),
+                    Q::AllExtensionNumbersOfType("runtime.v1.Nope".into()),
+                    Q::FileContainingExtension(ExtensionRequest {
+                        containing_type: "runtime.v1.VersionRequest".into(),
+                        extension_number: 1000,
+                    }),
+                ]),
+            ),
+            (
+                "asks_nothing",
+                vec![
+                    11, 0x0a, 9, b'l', b'o', b'c', b'a', b'l', b'h', b'o', b's', b't',
+                ],
+            ),
+            (
+                "health_check",
+                vec![28, 0x0a, 26]
+                    .into_iter()
+                    .chain(*b"runtime.v1.RuntimeService.")
+                    .collect(),
+            ),
+        ];
+        for (name, data) in seeds {
+            write(&dir, "reflection_request", name, &data);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Fuzz targets for crisp-core (HTTP/2, gRPC, CRI, and the streaming
 //! server's SPDY, WebSocket and upgrade parsing), crisp-proto,
-//! crisp-image's layer unpacker and crispd's record files.
+//! crisp-image's layer unpacker and crispd's record files; gRPC server
+//! reflection and health requests.
 //!
 //! Each target is a plain function over bytes so that the libFuzzer
 //! binaries in `fuzz_targets/` and the corpus replay test in
@@ -14,6 +15,7 @@ mod frames;
 mod hpack;
 mod lifecycle;
 mod records;
+mod reflection;
 mod server;
 mod streaming;
 mod unpack;
@@ -25,6 +27,7 @@ pub use frames::frame_decoder;
 pub use hpack::{hpack_decoder, hpack_differential};
 pub use lifecycle::cri_lifecycle;
 pub use records::record_slots;
+pub use reflection::reflection_request;
 pub use server::{server_bytes, server_frames, server_frames_input, server_frames_stats, Stats};
 pub use streaming::{spdy_frames, streaming_session, upgrade_request, websocket_frames};
 pub use unpack::image_unpack;
@@ -48,4 +51,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("websocket_frames", websocket_frames),
     ("upgrade_request", upgrade_request),
     ("streaming_session", streaming_session),
+    ("reflection_request", reflection_request),
 ];
