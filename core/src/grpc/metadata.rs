@@ -19,6 +19,19 @@ pub mod names {
 
 /// The content-type we send.
 pub const CONTENT_TYPE_GRPC: &str = "application/grpc";
+/// The content-types of the answers to `+proto` and `+json` requests.
+pub const CONTENT_TYPE_GRPC_PROTO: &str = "application/grpc+proto";
+pub const CONTENT_TYPE_GRPC_JSON: &str = "application/grpc+json";
+
+/// The codec a gRPC `content-type` names: the `+subtype` (`proto`,
+/// `json`), or `None` for plain `application/grpc` (protobuf). Parameters
+/// after `;` and spaces are ignored.
+pub fn content_subtype(v: &[u8]) -> Option<&[u8]> {
+    let rest = v.get(CONTENT_TYPE_GRPC.len()..)?;
+    let rest = rest.strip_prefix(b"+")?;
+    let end = rest.iter().position(|&b| b == b';').unwrap_or(rest.len());
+    rest.get(..end).map(<[u8]>::trim_ascii)
+}
 
 /// Whether a `content-type` value names gRPC: `application/grpc` alone, or
 /// followed by a `+subtype` (`+proto`, `+json`, ...) or by `;` parameters.
@@ -171,6 +184,22 @@ pub fn encode_base64(data: &[u8], dst: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn content_subtypes() {
+        for (v, sub) in [
+            (&b"application/grpc"[..], None),
+            (b"application/grpc;charset=utf-8", None),
+            (b"application/grpc+proto", Some(&b"proto"[..])),
+            (b"application/grpc+json", Some(b"json")),
+            (b"application/grpc+json; charset=utf-8", Some(b"json")),
+            (b"Application/GRPC+JSON", Some(b"JSON")),
+            (b"application/grpc+", Some(b"")),
+            (b"application/grpc+thrift", Some(b"thrift")),
+        ] {
+            assert_eq!(content_subtype(v), sub, "{:?}", String::from_utf8_lossy(v));
+        }
+    }
 
     #[test]
     fn content_types() {

@@ -6,13 +6,15 @@
 //! `grpc-timeout` ([`timeout`]) and header checks ([`metadata`]). On top of
 //! them, [`server`] and [`client`] turn one HTTP/2 connection's streams
 //! into calls. [`health`] and [`reflection`] answer gRPC's standard
-//! health and server reflection services.
+//! health and server reflection services; [`json`] is the
+//! `application/grpc+json` codec.
 
 pub mod client;
 pub mod codec;
 pub mod compression;
 pub mod deadline;
 pub mod health;
+pub mod json;
 pub mod metadata;
 pub mod reflection;
 pub mod server;

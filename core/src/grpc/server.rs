@@ -21,6 +21,7 @@ use crisp_proto::methods::{self, CallKind, MethodDesc};
 use super::codec::{self, Deframer};
 use super::compression::{self, Encoding, ACCEPT_ENCODING};
 use super::deadline::{self, Deadlines};
+use super::json::JsonCodec;
 use super::metadata;
 use super::status::{Code, Status};
 use super::timeout;
@@ -35,6 +36,9 @@ pub struct ServerConfig {
     /// Maps a `:path` to its method; the CRI table unless a test or another
     /// service supplies its own.
     pub router: fn(&[u8]) -> Option<&'static MethodDesc>,
+    /// Serve `application/grpc+json` with this codec; without one such
+    /// requests are refused (415) like any other unknown codec.
+    pub json: Option<JsonCodec>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +47,7 @@ impl Default for ServerConfig {
             h2: h2::Config::default(),
             max_recv_message_size: codec::DEFAULT_MAX_RECV_MESSAGE_SIZE,
             router: methods::lookup,
+            json: None,
         }
     }
 }
@@ -102,10 +107,26 @@ pub enum CallError {
     UnknownCall,
     /// The response message could not be framed (over 4 GiB).
     MessageTooLarge,
+    /// The response could not be written in the call's codec (JSON); the
+    /// call was ended with INTERNAL.
+    Transcode,
+}
+
+/// A call's `content-type`, which names its message codec; the response
+/// carries the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentType {
+    /// `application/grpc`: protobuf.
+    Grpc,
+    /// `application/grpc+proto`.
+    Proto,
+    /// `application/grpc+json`: the proto3 JSON mapping.
+    Json,
 }
 
 struct Call {
     method: &'static MethodDesc,
+    content: ContentType,
     deadline: Option<Instant>,
     encoding: Encoding,
     deframer: Deframer,
@@ -213,8 +234,9 @@ impl Server {
         id: CallId,
         message: &M,
     ) -> Result<(), CallError> {
-        if !self.calls.contains_key(&id) {
-            return Err(CallError::UnknownCall);
+        let call = self.calls.get(&id).ok_or(CallError::UnknownCall)?;
+        if call.content == ContentType::Json {
+            return self.send_encoded(id, &message.encode_to_vec());
         }
         let mut buf = std::mem::take(&mut self.buf);
         let framed = codec::encode_message(message, &mut buf);
@@ -224,11 +246,23 @@ impl Server {
         self.send_framed(id, payload)
     }
 
-    /// Send a response message already encoded as protobuf bytes.
+    /// Send a response message already encoded as protobuf bytes (written
+    /// as JSON for an `application/grpc+json` call).
     pub fn send_encoded(&mut self, id: CallId, message: &[u8]) -> Result<(), CallError> {
-        if !self.calls.contains_key(&id) {
-            return Err(CallError::UnknownCall);
-        }
+        let call = self.calls.get(&id).ok_or(CallError::UnknownCall)?;
+        let json = match (&self.config.json, call.content) {
+            (Some(codec), ContentType::Json) => {
+                match codec.to_json(call.method.response_type, message) {
+                    Ok(json) => Some(json),
+                    Err(status) => {
+                        self.fail_call(id, status, ErrorCode::NO_ERROR);
+                        return Err(CallError::Transcode);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let message = json.as_deref().unwrap_or(message);
         let mut buf = std::mem::take(&mut self.buf);
         let framed = codec::encode_payload(false, message, &mut buf);
         let payload = buf.split().freeze();
@@ -242,7 +276,7 @@ impl Server {
         if !call.headers_sent {
             call.headers_sent = true;
             self.conn
-                .send_headers(id, &RESPONSE_HEADERS, false)
+                .send_headers(id, response_headers(call.content), false)
                 .map_err(|_| CallError::UnknownCall)?;
         }
         self.conn
@@ -254,17 +288,17 @@ impl Server {
     /// nothing was sent yet).
     pub fn finish(&mut self, id: CallId, status: &Status) -> Result<(), CallError> {
         let call = self.calls.remove(&id).ok_or(CallError::UnknownCall)?;
-        let headers_sent = call.headers_sent;
+        let (headers_sent, content) = (call.headers_sent, call.content);
         self.conn.recycle_headers(call.headers);
         let sent = match (
             headers_sent,
             status.code == Code::Ok && status.message.is_empty(),
         ) {
             (true, true) => self.conn.send_trailers(id, &OK_TRAILERS),
-            (false, true) => self.conn.send_headers(id, &OK_TRAILERS_ONLY, true),
+            (false, true) => self.conn.send_headers(id, ok_trailers_only(content), true),
             (true, false) => self.conn.send_trailers(id, status_headers(status)),
             (false, false) => {
-                let mut block = RESPONSE_HEADERS.to_vec();
+                let mut block = response_headers(content).to_vec();
                 block.extend(status_headers(status));
                 self.conn.send_headers(id, block, true)
             }
@@ -355,7 +389,7 @@ impl Server {
 
     fn on_request(&mut self, id: CallId, headers: Vec<Header>, end_stream: bool, now: Instant) {
         match self.validate(&headers, now) {
-            Ok((method, encoding, deadline)) => {
+            Ok((method, content, encoding, deadline)) => {
                 let info = CallInfo {
                     id,
                     method,
@@ -367,6 +401,7 @@ impl Server {
                 );
                 let mut call = Call {
                     method,
+                    content,
                     deadline,
                     encoding,
                     deframer: Deframer::new(self.config.max_recv_message_size),
@@ -424,7 +459,7 @@ impl Server {
         &self,
         headers: &[Header],
         now: Instant,
-    ) -> Result<(&'static MethodDesc, Encoding, Option<Instant>), Reject> {
+    ) -> Result<(&'static MethodDesc, ContentType, Encoding, Option<Instant>), Reject> {
         let mut method = None;
         let mut path = None;
         let mut content_type = None;
@@ -454,6 +489,27 @@ impl Server {
                 Status::internal("content-type must be application/grpc"),
             ));
         }
+        let content = match content_type.map(metadata::content_subtype) {
+            Some(None) => ContentType::Grpc,
+            Some(Some(sub)) if sub.eq_ignore_ascii_case(b"proto") => ContentType::Proto,
+            Some(Some(sub)) if sub.eq_ignore_ascii_case(b"json") && self.config.json.is_some() => {
+                ContentType::Json
+            }
+            _ => {
+                return Err(Reject::http(
+                    "415",
+                    Status::internal(format!(
+                        "unsupported content-type {}: the codecs served are {}",
+                        String::from_utf8_lossy(content_type.unwrap_or_default()),
+                        if self.config.json.is_some() {
+                            "application/grpc (+proto) and application/grpc+json"
+                        } else {
+                            "application/grpc (+proto)"
+                        }
+                    )),
+                ))
+            }
+        };
         if !te.is_some_and(metadata::is_te_trailers) {
             return Err(Reject::http(
                 "400",
@@ -482,7 +538,7 @@ impl Server {
                 )
             }
         };
-        Ok((desc, encoding, deadline))
+        Ok((desc, content, encoding, deadline))
     }
 
     fn on_data(&mut self, id: CallId, data: Bytes, end_stream: bool) {
@@ -510,9 +566,15 @@ impl Server {
                     self.config.max_recv_message_size,
                 )
             };
-            let payload = match payload {
-                Ok(p) => p,
-                Err(status) => return self.reject_stream(id, status),
+            let payload = match (payload, &self.config.json) {
+                (Ok(p), Some(json)) if call.content == ContentType::Json => {
+                    match json.to_proto(call.method.request_type, &p) {
+                        Ok(proto) => Bytes::from(proto),
+                        Err(status) => return self.reject_stream(id, status),
+                    }
+                }
+                (Ok(p), _) => p,
+                (Err(status), _) => return self.reject_stream(id, status),
             };
             if call.announced {
                 self.events.push_back(Event::Message {
@@ -622,19 +684,67 @@ impl Reject {
     }
 }
 
-/// The response headers of every answered call, and the blocks of an OK
-/// status without a message: sent from these statics, so answering a call
-/// builds no header list.
-static RESPONSE_HEADERS: [Header; 2] = [
-    Header::from_static(":status", "200"),
-    Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
+/// The response headers of every answered call (one block per content
+/// type), and the blocks of an OK status without a message: sent from
+/// these statics, so answering a call builds no header list.
+static RESPONSE_HEADERS: [[Header; 2]; 3] = [
+    [
+        Header::from_static(":status", "200"),
+        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
+    ],
+    [
+        Header::from_static(":status", "200"),
+        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC_PROTO),
+    ],
+    [
+        Header::from_static(":status", "200"),
+        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC_JSON),
+    ],
 ];
 static OK_TRAILERS: [Header; 1] = [Header::from_static("grpc-status", "0")];
-static OK_TRAILERS_ONLY: [Header; 3] = [
-    Header::from_static(":status", "200"),
-    Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
-    Header::from_static("grpc-status", "0"),
+static OK_TRAILERS_ONLY: [[Header; 3]; 3] = [
+    [
+        Header::from_static(":status", "200"),
+        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC),
+        Header::from_static("grpc-status", "0"),
+    ],
+    [
+        Header::from_static(":status", "200"),
+        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC_PROTO),
+        Header::from_static("grpc-status", "0"),
+    ],
+    [
+        Header::from_static(":status", "200"),
+        Header::from_static("content-type", metadata::CONTENT_TYPE_GRPC_JSON),
+        Header::from_static("grpc-status", "0"),
+    ],
 ];
+
+fn content_index(content: ContentType) -> usize {
+    match content {
+        ContentType::Grpc => 0,
+        ContentType::Proto => 1,
+        ContentType::Json => 2,
+    }
+}
+
+fn response_headers(content: ContentType) -> &'static [Header] {
+    let [grpc, proto, json] = &RESPONSE_HEADERS;
+    match content_index(content) {
+        0 => grpc,
+        1 => proto,
+        _ => json,
+    }
+}
+
+fn ok_trailers_only(content: ContentType) -> &'static [Header] {
+    let [grpc, proto, json] = &OK_TRAILERS_ONLY;
+    match content_index(content) {
+        0 => grpc,
+        1 => proto,
+        _ => json,
+    }
+}
 
 fn status_headers(status: &Status) -> Vec<Header> {
     let mut block = Vec::with_capacity(2);

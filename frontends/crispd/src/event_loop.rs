@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crisp_core::grpc::json::JsonCodec;
 use crisp_core::grpc::server::ServerConfig;
 use crisp_core::grpc::Status;
 use crisp_core::h2;
@@ -181,6 +182,13 @@ fn server_config(config: &Config) -> ServerConfig {
             ..h2::Config::default()
         },
         max_recv_message_size: config.grpc.max_recv_message_size,
+        json: match JsonCodec::new(crisp_proto::FILE_DESCRIPTOR_SET) {
+            Ok(codec) => Some(codec),
+            Err(e) => {
+                tracing::warn!(error = %e, "application/grpc+json is not served");
+                None
+            }
+        },
         ..ServerConfig::default()
     }
 }
