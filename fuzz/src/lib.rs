@@ -1,7 +1,7 @@
 //! Fuzz targets for crisp-core (HTTP/2, gRPC, CRI, and the streaming
 //! server's SPDY, WebSocket and upgrade parsing), crisp-proto,
 //! crisp-image's layer unpacker and crispd's record files; gRPC server
-//! reflection and health requests.
+//! reflection and health requests; the `application/grpc+json` codec.
 //!
 //! Each target is a plain function over bytes so that the libFuzzer
 //! binaries in `fuzz_targets/` and the corpus replay test in
@@ -13,6 +13,7 @@ mod cri;
 mod deframer;
 mod frames;
 mod hpack;
+mod json;
 mod lifecycle;
 mod records;
 mod reflection;
@@ -25,6 +26,7 @@ pub use cri::cri_decode;
 pub use deframer::grpc_deframer;
 pub use frames::frame_decoder;
 pub use hpack::{hpack_decoder, hpack_differential};
+pub use json::grpc_json;
 pub use lifecycle::cri_lifecycle;
 pub use records::record_slots;
 pub use reflection::reflection_request;
@@ -52,4 +54,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("upgrade_request", upgrade_request),
     ("streaming_session", streaming_session),
     ("reflection_request", reflection_request),
+    ("grpc_json", grpc_json),
 ];
