@@ -7,6 +7,7 @@ v1alpha service."""
 import threading
 
 import grpc
+import harness
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -218,3 +219,45 @@ def test_a_request_that_asks_nothing_ends_the_stream(channel):
             [refl_pb2.ServerReflectionRequest(host="x")],
         )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_reflection_client_that_never_reads_is_cut_off(crispd):
+    """A reflection stream whose client asks for the CRI's file (~100 KiB)
+    200 times with a zero stream window, so that nothing can be sent: crispd
+    ends the stream with RESOURCE_EXHAUSTED once about 1 MiB waits, instead
+    of holding 20 MiB of answers. Opening the window then shows the answers
+    that were queued and the status; other callers are served meanwhile."""
+    ask = refl_pb2.ServerReflectionRequest(file_by_filename="runtime/v1/api.proto")
+    body = b"".join(harness.grpc_frame(ask.SerializeToString()) for _ in range(200))
+    path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    with harness.RawH2(crispd.socket, settings=[(harness.SETTINGS_INITIAL_WINDOW_SIZE, 0)]) as c:
+        c.send(
+            harness.frame("HEADERS", harness.END_HEADERS, 1,
+                          harness.header_block(harness.grpc_request_headers(path)))
+            + harness.frame("DATA", 0, 1, body)
+        )
+        # Served meanwhile, on another connection.
+        with grpc.insecure_channel(crispd.target) as ch:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+            assert r.status == SERVING
+        # Now let everything out.
+        c.send(harness.settings_frame([(harness.SETTINGS_INITIAL_WINDOW_SIZE, 1 << 30)])
+               + harness.window_update_frame(0, (1 << 31) - 1 - 65535))
+        data, trailers = b"", None
+        while trailers is None:
+            f = c.read_frame()
+            if f.stream_id != 1:
+                continue
+            if f.kind == "DATA":
+                data += f.payload
+                c.send(harness.window_update_frame(0, len(f.payload)) if f.payload else b"")
+            elif f.kind == "HEADERS" and f.flags & harness.END_STREAM:
+                trailers = dict(f.headers)
+            elif f.kind == "RST_STREAM":
+                raise AssertionError(f"stream reset: {f.error_code()}")
+    answers = harness.grpc_unframe(data)
+    print(f"{len(answers)} answers were queued before RESOURCE_EXHAUSTED")
+    assert trailers["grpc-status"] == "8", trailers
+    assert 1 <= len(answers) < 20, len(answers)
+    for a in answers:
+        assert _files(refl_pb2.ServerReflectionResponse.FromString(a))

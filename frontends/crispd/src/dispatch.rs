@@ -67,9 +67,10 @@ pub enum Stream {
 }
 
 /// Unsent answer bytes on one stream above which a reflection stream is
-/// ended: a client that asks without reading cannot make crispd buffer
-/// without bound.
-const STREAM_BACKLOG: usize = 4 << 20;
+/// ended (RESOURCE_EXHAUSTED): a client that asks without reading cannot
+/// make crispd buffer without bound. Several times the largest answer
+/// (the CRI's file, ~100 KiB with its comments).
+const STREAM_BACKLOG: usize = 1 << 20;
 
 const RUNTIME_NAME: &str = "crisp";
 const CRI_VERSION: &str = "v1";
