@@ -720,29 +720,21 @@ static OK_TRAILERS_ONLY: [[Header; 3]; 3] = [
     ],
 ];
 
-fn content_index(content: ContentType) -> usize {
-    match content {
-        ContentType::Grpc => 0,
-        ContentType::Proto => 1,
-        ContentType::Json => 2,
-    }
-}
-
 fn response_headers(content: ContentType) -> &'static [Header] {
     let [grpc, proto, json] = &RESPONSE_HEADERS;
-    match content_index(content) {
-        0 => grpc,
-        1 => proto,
-        _ => json,
+    match content {
+        ContentType::Grpc => grpc,
+        ContentType::Proto => proto,
+        ContentType::Json => json,
     }
 }
 
 fn ok_trailers_only(content: ContentType) -> &'static [Header] {
     let [grpc, proto, json] = &OK_TRAILERS_ONLY;
-    match content_index(content) {
-        0 => grpc,
-        1 => proto,
-        _ => json,
+    match content {
+        ContentType::Grpc => grpc,
+        ContentType::Proto => proto,
+        ContentType::Json => json,
     }
 }
 
