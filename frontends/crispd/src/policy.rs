@@ -275,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn health_and_reflection_for_every_caller_a_rule_names() {
+    fn health_and_reflection_for_every_caller_a_rule_or_identity_names() {
         let c = AccessConfig {
             rules: vec![AccessRule {
                 uid: None,
@@ -283,8 +283,16 @@ mod tests {
                 methods: vec!["RunPodSandbox".into()],
             }],
             tcp_methods: vec!["read-only".into()],
+            identities: vec![crate::config::IdentityConfig {
+                name: "kubelet".into(),
+                token_sha256: None,
+                cert_subject: Some("CN=kubelet".into()),
+                methods: vec!["RunPodSandbox".into()],
+            }],
+            ..AccessConfig::default()
         };
         let p = Policy::from_config(&c).unwrap();
+        let kubelet = Peer::Identity(p.identity_by_cert_cn("kubelet").unwrap());
         let named = Peer::Local {
             uid: 1000,
             gid: 7,
@@ -302,10 +310,12 @@ mod tests {
             Method::ServerReflectionInfoV1Alpha,
         ] {
             assert!(p.allows(named, desc(m)), "{m:?}");
+            assert!(p.allows(kubelet, desc(m)), "{m:?}");
             assert!(!p.allows(stranger, desc(m)), "{m:?}");
             assert!(p.allows(Peer::Tcp, desc(m)), "read-only covers {m:?}");
         }
         assert!(!p.allows(named, desc(Method::Version)));
+        assert!(!p.allows(kubelet, desc(Method::Version)));
     }
 
     #[test]
