@@ -33,7 +33,9 @@ pub struct CriHost {
     backlog: VecDeque<(ActionId, Action)>,
     /// StartContainer actions in flight: whose exit to watch once started.
     starting: HashMap<ActionId, String>,
-    to_watch: Vec<String>,
+    /// Containers whose exits the event loop is to watch (see
+    /// [`crate::exits`]): started, or found running at restore.
+    pub to_watch: Vec<String>,
     /// RunPodSandbox actions in flight: whose holder to watch once made.
     creating_pods: HashMap<ActionId, String>,
     /// Pods whose holder gets a watcher at the next pump.
@@ -175,7 +177,7 @@ impl CriHost {
         }
     }
 
-    /// An exit the container's watcher saw. While a stop of the container
+    /// An exit the container's watcher ([`crate::exits`]) saw. While a stop of the container
     /// is in flight it waits for the stop's outcome (which carries the
     /// same exit): StopContainer answers once its stop is done, having
     /// ended what the init left behind, and not at the exit, with the
@@ -232,26 +234,6 @@ impl CriHost {
             }
             self.events.push(ev.encode_to_vec());
         }
-        let mut unwatched = Vec::new();
-        for id in self.to_watch.drain(..) {
-            let host = Arc::clone(&self.host);
-            let ctr = id.clone();
-            let spawned = workers.spawn("crispd-watch", move || {
-                let exit = caught("watching a container", || container::watch(&host, &ctr))
-                    .ok()
-                    .flatten()?;
-                Some(Done::Notice(Notice::ContainerExited {
-                    container_id: ctr,
-                    exit,
-                }))
-            });
-            if spawned.is_err() {
-                // Not an action: nothing waits on it. Try again at the
-                // next pump; the container's exit is noticed late.
-                unwatched.push(id);
-            }
-        }
-        self.to_watch = unwatched;
         let mut unwatched = Vec::new();
         for id in self.pods_to_watch.drain(..) {
             let host = Arc::clone(&self.host);
@@ -585,7 +567,6 @@ mod tests {
             timeout: 30,
         });
         assert!(cri.handle(1, 9, stop).is_none(), "StopContainer waits");
-        cri.to_watch.push(ctr.clone());
         cri.pump(&workers);
         let (conn, call_id, reply) = cri.replies.pop().expect("the stop was answered");
         assert_eq!((conn, call_id), (1, 9));
@@ -597,8 +578,6 @@ mod tests {
             "{}",
             st.message
         );
-        // The container's watcher could not start either: kept for later.
-        assert_eq!(cri.to_watch, std::slice::from_ref(&ctr));
         // The state machine took the failure: the container still runs,
         // and a later stop is accepted.
         let (_, state) = cri.container(&ctr).unwrap();

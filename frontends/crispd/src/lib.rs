@@ -17,6 +17,7 @@ pub mod cri_host;
 pub mod dispatch;
 pub mod error;
 pub mod event_loop;
+pub mod exits;
 pub mod host;
 pub mod metrics;
 pub mod oci_spec;
