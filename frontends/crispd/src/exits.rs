@@ -193,18 +193,7 @@ impl ExitWatchers {
     /// ([`MAX_JOBS`] at once). Jobs the pool has no room for wait for the
     /// next pump: the jobs filling it will complete, and wake the loop.
     pub fn pump(&mut self, workers: &Workers, now: Instant) {
-        while let Some((at, _)) = self.retries.first() {
-            if *at > now {
-                break;
-            }
-            let Some((at, id)) = self.retries.pop_first() else {
-                break;
-            };
-            if matches!(self.watched.get(&id), Some(State::Retry(t)) if *t == at) {
-                self.watched.insert(id.clone(), State::Busy);
-                self.unsubmitted.push_back((id, Job::Arm));
-            }
-        }
+        self.take_due(now);
         while self.in_flight < MAX_JOBS {
             let Some((id, job)) = self.unsubmitted.pop_front() else {
                 break;
@@ -226,6 +215,22 @@ impl ExitWatchers {
             self.in_flight += 1;
         }
     }
+
+    /// Retries whose time has come, to the jobs waiting.
+    fn take_due(&mut self, now: Instant) {
+        while let Some((at, _)) = self.retries.first() {
+            if *at > now {
+                break;
+            }
+            let Some((at, id)) = self.retries.pop_first() else {
+                break;
+            };
+            if matches!(self.watched.get(&id), Some(State::Retry(t)) if *t == at) {
+                self.watched.insert(id.clone(), State::Busy);
+                self.unsubmitted.push_back((id, Job::Arm));
+            }
+        }
+    }
 }
 
 /// One job of a watch, on the pool.
@@ -239,5 +244,147 @@ fn run(host: &Host, id: &str, job: Job) -> Step {
             Err(_) => Step::Ended(container::wait_ended(host, id)),
         },
         Job::Ended => Step::Ended(container::wait_ended(host, id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    use mio::{Events, Poll};
+
+    /// A host on temporary directories, and a container directory in it
+    /// with a fake monitor listening on its `sock`.
+    fn container(name: &str) -> (std::path::PathBuf, Arc<Host>, UnixListener) {
+        let dir = std::env::temp_dir().join(format!("crisp-exits-{name}-{}", std::process::id()));
+        let config = Arc::new(crate::config::Config {
+            state_dir: dir.join("state"),
+            runtime_dir: dir.join("run"),
+            ..Default::default()
+        });
+        let images = Arc::new(crisp_image::ImageService::new(&config.image_settings()).unwrap());
+        let host = Arc::new(Host::new(config, images).unwrap());
+        std::fs::create_dir_all(host.ctr_dir("c")).unwrap();
+        let listener = crate::pods::monitor::bind_in(&host.ctr_dir("c"), "sock").unwrap();
+        (dir, host, listener)
+    }
+
+    /// Run the next job as the pool would, and hand its step back.
+    fn run_next(w: &mut ExitWatchers, poll: &Poll) -> Option<Notice> {
+        let (id, job) = w.unsubmitted.pop_front().expect("a job");
+        w.in_flight += 1;
+        let step = run(&w.host.clone(), &id, job);
+        w.done(id, step, poll.registry(), Instant::now())
+    }
+
+    /// Poll until the watched connection is ready, and tell the watchers.
+    fn wait_ready(w: &mut ExitWatchers, poll: &mut Poll) {
+        let mut events = Events::with_capacity(8);
+        while w.unsubmitted.is_empty() {
+            poll.poll(&mut events, Some(Duration::from_secs(30)))
+                .unwrap();
+            for ev in events.iter() {
+                assert!(ev.token().0 >= FIRST_TOKEN);
+                w.ready(ev.token().0, poll.registry());
+            }
+        }
+    }
+
+    /// The fake monitor's side: accept, read the request line (past the
+    /// connections that only checked it lives).
+    fn accept_wait(listener: &UnixListener) -> std::os::unix::net::UnixStream {
+        loop {
+            let (conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(conn.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if !line.is_empty() {
+                assert_eq!(line, "wait\n");
+                return conn;
+            }
+        }
+    }
+
+    #[test]
+    fn an_answered_wait_is_the_exit_the_monitor_recorded() {
+        let (dir, host, listener) = container("answered");
+        let mut poll = Poll::new().unwrap();
+        let mut w = ExitWatchers::new(Arc::clone(&host));
+        w.watch("c".into());
+        w.watch("c".into());
+        assert_eq!(w.unsubmitted.len(), 1, "watched once");
+        assert!(run_next(&mut w, &poll).is_none(), "connected, waiting");
+        let mut conn = accept_wait(&listener);
+        std::fs::write(
+            host.ctr_dir("c").join("exit.json"),
+            r#"{"exit_code":137,"signal":9,"oom_killed":true,"finished_at":42}"#,
+        )
+        .unwrap();
+        conn.write_all(b"exited\n").unwrap();
+        drop(conn);
+        wait_ready(&mut w, &mut poll);
+        match run_next(&mut w, &poll) {
+            Some(Notice::ContainerExited { container_id, exit }) => {
+                assert_eq!(container_id, "c");
+                assert_eq!(
+                    (exit.exit_code, exit.reason.as_str(), exit.finished_at),
+                    (137, "OOMKilled", 42)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(w.watched.is_empty() && w.conns.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_monitor_that_dies_without_a_record_is_an_unknown_exit() {
+        let (dir, host, listener) = container("died");
+        let mut poll = Poll::new().unwrap();
+        let mut w = ExitWatchers::new(host);
+        w.watch("c".into());
+        assert!(run_next(&mut w, &poll).is_none());
+        let conn = accept_wait(&listener);
+        // Killed: its descriptors close, its socket file stays.
+        drop(listener);
+        drop(conn);
+        wait_ready(&mut w, &mut poll);
+        match run_next(&mut w, &poll) {
+            Some(Notice::ContainerExited { exit, .. }) => {
+                assert_eq!(exit.exit_code, crisp_core::cri::UNKNOWN_EXIT_CODE);
+                assert!(exit.message.contains("monitor died"), "{}", exit.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_live_monitor_that_drops_the_wait_is_asked_again() {
+        let (dir, host, listener) = container("dropped");
+        let mut poll = Poll::new().unwrap();
+        let mut w = ExitWatchers::new(host);
+        w.watch("c".into());
+        assert!(run_next(&mut w, &poll).is_none());
+        drop(accept_wait(&listener));
+        wait_ready(&mut w, &mut poll);
+        let before = Instant::now();
+        assert!(run_next(&mut w, &poll).is_none(), "no exit");
+        let at = w.poll_timeout().expect("a retry");
+        assert!(at >= before + RETRY);
+        w.take_due(at - Duration::from_millis(1));
+        assert!(w.unsubmitted.is_empty(), "not yet");
+        w.take_due(at);
+        assert!(matches!(w.unsubmitted.front(), Some((id, Job::Arm)) if id == "c"));
+        // Asked again; a removed container then ends the watch quietly.
+        assert!(run_next(&mut w, &poll).is_none());
+        drop(accept_wait(&listener));
+        std::fs::remove_dir_all(&dir).unwrap();
+        wait_ready(&mut w, &mut poll);
+        assert!(run_next(&mut w, &poll).is_none());
+        assert!(w.watched.is_empty() && w.retries.is_empty());
     }
 }
