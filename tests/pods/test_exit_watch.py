@@ -19,7 +19,8 @@ from common.pods import Cri, cgroup_hierarchies, log_lines, pid_of, status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
-CONTAINERS = 30
+# CRISP_TEST_CONTAINERS=100 (with `pytest -s`) to measure by hand.
+CONTAINERS = int(os.environ.get("CRISP_TEST_CONTAINERS", "30"))
 PODS = 3
 # The main thread and the two pools (4 + 4 by default), with room for a
 # short-lived helper (the spare monitor's starter): not one per container.
@@ -30,11 +31,15 @@ def threads(d):
     return len(os.listdir(f"/proc/{d.proc.pid}/task"))
 
 
-def rss_kib(d):
-    for line in Path(f"/proc/{d.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def memory(d):
+    """crispd's RSS and Pss, as text."""
+    rss = pss = 0
+    for line in Path(f"/proc/{d.proc.pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return f"{rss} KiB RSS, {pss} KiB Pss"
 
 
 def procs(cgroup):
@@ -169,8 +174,8 @@ def test_exits_are_watched_without_a_thread_per_container(make_crispd, registry,
     pb = d.client.pb
     logs = tmp_path / "logs"
     pods, ctrs = start_sleepers(d, registry, logs)
+    print(f"\n{CONTAINERS} running containers: {threads(d)} threads, {memory(d)}")
     it.wait_until(f"at most {MAX_THREADS} threads", lambda: threads(d) <= MAX_THREADS)
-    print(f"\n{CONTAINERS} running containers: {threads(d)} threads, {rss_kib(d)} KiB RSS")
 
     half = CONTAINERS // 2
     events = Events(d.client, registry, pods[0])
@@ -186,8 +191,8 @@ def test_exits_are_watched_without_a_thread_per_container(make_crispd, registry,
     d.client = Cri(d, (pb, __import__("runtime.v1.api_pb2_grpc", fromlist=["x"])))
     for c in ctrs[half:]:
         assert status(d.client, c.id).state == pb.CONTAINER_RUNNING, c.name
+    print(f"after the restart, {CONTAINERS - half} running: {threads(d)} threads, {memory(d)}")
     it.wait_until(f"at most {MAX_THREADS} threads after the restart", lambda: threads(d) <= MAX_THREADS)
-    print(f"after the restart, {CONTAINERS - half} running: {threads(d)} threads, {rss_kib(d)} KiB RSS")
     events = Events(d.client, registry, pods[0])
     want = end(d, ctrs[half:])
     check_exited(d, ctrs[half:], want, events)
