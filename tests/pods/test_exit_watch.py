@@ -1,6 +1,7 @@
-"""Container exits watched without a thread per container: crispd keeps a
-connection to each running container's monitor on its event loop, so its
-thread count does not grow with its containers, and every exit is still
+"""Exits watched without a thread per container or pod: crispd keeps a
+connection to each running container's monitor (and a pidfd of each
+pod's holder) on its event loop, so its thread count does not grow with
+its containers and pods, and every container's exit is still
 noticed — with its code, its reason and finished_at, its
 GetContainerEvents event, and the kill-all of what a container sharing
 its pod's PID namespace left behind — also by a crispd restarted under
@@ -19,11 +20,13 @@ from common.pods import Cri, cgroup_hierarchies, log_lines, pid_of, status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts, cgroups)")
 
-# CRISP_TEST_CONTAINERS=100 (with `pytest -s`) to measure by hand.
+# CRISP_TEST_CONTAINERS=100 CRISP_TEST_PODS=100 (with `pytest -s`) to
+# measure by hand.
 CONTAINERS = int(os.environ.get("CRISP_TEST_CONTAINERS", "30"))
-PODS = 3
+PODS = int(os.environ.get("CRISP_TEST_PODS", "10"))
 # The main thread and the two pools (4 + 4 by default), with room for a
-# short-lived helper (the spare monitor's starter): not one per container.
+# short-lived helper (the spare monitor's starter): not one per container
+# or pod.
 MAX_THREADS = 12
 
 

@@ -38,8 +38,9 @@ pub struct CriHost {
     pub to_watch: Vec<String>,
     /// RunPodSandbox actions in flight: whose holder to watch once made.
     creating_pods: HashMap<ActionId, String>,
-    /// Pods whose holder gets a watcher at the next pump.
-    pods_to_watch: Vec<String>,
+    /// Pods whose holders the event loop is to watch (see
+    /// [`crate::exits`]): made, or found alive at restore.
+    pub pods_to_watch: Vec<String>,
     /// StopContainer actions in flight, by container.
     stopping: HashMap<ActionId, String>,
     /// Exits a container's watcher saw while a stop of it was in flight,
@@ -234,22 +235,6 @@ impl CriHost {
             }
             self.events.push(ev.encode_to_vec());
         }
-        let mut unwatched = Vec::new();
-        for id in self.pods_to_watch.drain(..) {
-            let host = Arc::clone(&self.host);
-            let pod = id.clone();
-            let spawned = workers.spawn("crispd-holder", move || {
-                caught("watching a sandbox holder", || {
-                    pods::sandbox::watch(&host, &pod)
-                })
-                .ok()?;
-                Some(Done::Notice(Notice::SandboxExited { pod_id: pod }))
-            });
-            if spawned.is_err() {
-                unwatched.push(id);
-            }
-        }
-        self.pods_to_watch = unwatched;
         if changed {
             self.update_in_use();
         }

@@ -29,7 +29,7 @@ use crate::conn::{Conn, Ctx, Socket};
 use crate::cri_host::CriHost;
 use crate::dispatch::Dispatcher;
 use crate::error::{self, StartError};
-use crate::exits::{self, ExitWatchers};
+use crate::exits::{self, ExitWatchers, Subject};
 use crate::policy::{Peer, Policy};
 use crate::streaming::{self, StreamServer};
 use crate::tls::Acceptor;
@@ -59,8 +59,8 @@ struct Daemon {
     /// Exec, attach and port-forward sessions (tokens from
     /// `streaming::FIRST_TOKEN` up).
     streams: StreamServer,
-    /// Running containers' exits (tokens from `exits::FIRST_TOKEN` up to
-    /// `streaming::FIRST_TOKEN`).
+    /// Running containers' and sandbox holders' exits (tokens from
+    /// `exits::FIRST_TOKEN` up to `streaming::FIRST_TOKEN`).
     exits: ExitWatchers,
     /// By token: looked up several times per call, so hashed with a
     /// multiply rather than SipHash (tokens are ours, not the peer's).
@@ -272,9 +272,9 @@ impl Daemon {
                     }
                     Done::Action { id, outcome } => self.cri.outcome(id, outcome),
                     Done::Notice(n) => self.cri.notice(n),
-                    Done::Watch { container_id, step } => {
+                    Done::Watch { subject, step } => {
                         let registry = self.poll.registry();
-                        if let Some(n) = self.exits.done(container_id, step, registry, now) {
+                        if let Some(n) = self.exits.done(subject, step, registry, now) {
                             self.cri.notice(n);
                         }
                     }
@@ -390,12 +390,15 @@ impl Daemon {
 
     /// Run the CRI state machine's outputs: actions to the workers,
     /// replies to their calls (dropped when the call is gone), events to
-    /// every GetContainerEvents subscriber, started containers to the exit
-    /// watchers (and their jobs to the pool).
+    /// every GetContainerEvents subscriber, started containers and made
+    /// pods to the exit watchers (and their jobs to the pool).
     fn drive_cri(&mut self, touched: &mut Vec<usize>) {
         self.cri.pump(&self.workers);
         for id in self.cri.to_watch.drain(..) {
-            self.exits.watch(id);
+            self.exits.watch(Subject::Container(id));
+        }
+        for id in self.cri.pods_to_watch.drain(..) {
+            self.exits.watch(Subject::Pod(id));
         }
         self.exits.pump(&self.workers, Instant::now());
         for (conn, call, reply) in self.cri.replies.drain(..) {
@@ -607,7 +610,7 @@ fn raise_fd_limit(max_connections: usize) {
     }
     let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((soft, hard));
     // Listeners, poll, signalfd, waker, lock, stdio and some slack. (Each
-    // running container's exit watcher takes one more.)
+    // running container and pod holder takes one more, for its exit.)
     if (soft as u128) < max_connections as u128 + 64 {
         tracing::warn!(
             limit = soft,

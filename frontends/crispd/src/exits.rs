@@ -1,27 +1,35 @@
-//! Container exits, watched from the event loop: one connection per
-//! running container to its monitor, with a `wait` request outstanding,
-//! registered with the loop's poll. The monitor answers `exited` once it
-//! has recorded the exit; a connection that ends without the answer
-//! means the monitor died (or dropped us). Either way a job on the worker
-//! pool reads what the monitor recorded and ends the container's
-//! leftovers ([`container::wait_ended`]), and the exit goes to the state
-//! machine as [`Notice::ContainerExited`]. Connecting also runs on the
-//! pool (it opens the container's directory), so the loop only polls.
+//! Exits, watched from the event loop: each running container's and
+//! each pod sandbox holder's, without a thread for any of them.
 //!
-//! So crispd's threads do not grow with its containers: each running
-//! container costs one descriptor and a few hundred bytes here, and its
-//! monitor one connection slot, as a thread per container did before.
+//! A container: one connection to its monitor with the request `wait`
+//! outstanding. The monitor answers `exited` once it has recorded the
+//! exit; a connection that ends without the answer means the monitor died
+//! (or dropped us). Either way a job on the worker pool reads what the
+//! monitor recorded and ends the container's leftovers
+//! ([`container::wait_ended`]), and the exit goes to the state machine as
+//! [`Notice::ContainerExited`]. A pod: a pidfd of its holder, readable
+//! once the holder has exited; a job then ends the pod's containers
+//! ([`sandbox::holder_exited`]) and the state machine hears
+//! [`Notice::SandboxExited`]. Setting a watch up (connecting, opening the
+//! pidfd) also runs on the pool, as it reads files: the loop only polls.
+//!
+//! So crispd's threads do not grow with its pods and containers: each
+//! costs a descriptor and a few hundred bytes here (and a container's
+//! monitor one of its connection slots, as a thread per container did).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crisp_core::cri::Notice;
 use mio::net::UnixStream;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use crate::pods::container::{self, WaitEnded};
+use crate::pods::sandbox::{self, HolderWatch};
 use crate::pods::Host;
 use crate::workers::{caught, Done, Workers};
 
@@ -30,56 +38,114 @@ use crate::workers::{caught, Done, Workers};
 /// would need 2^39 connections to get here).
 pub const FIRST_TOKEN: usize = 1 << 39;
 
-/// A watch that could not be set up, or whose monitor dropped it while
-/// the container runs, is tried again after this.
+/// A container's watch that could not be set up, or whose monitor dropped
+/// it while the container runs, is tried again after this.
 const RETRY: Duration = Duration::from_millis(200);
+/// Without pidfds, a holder is looked for in /proc this often.
+const HOLDER_POLL: Duration = Duration::from_secs(1);
 
-/// Watch jobs on the pool at once: many containers restored (or exiting)
+/// Watch jobs on the pool at once: many watches set up (or ending)
 /// together leave room in its queue for the calls.
 const MAX_JOBS: usize = 8;
 
-/// What a job on the pool found for a watched container
-/// ([`Done::Watch`]).
-#[derive(Debug)]
-pub enum Step {
-    /// Connected, `wait` asked: the loop watches the connection.
-    Armed(UnixStream),
-    /// The `wait` ended: what it means.
-    Ended(WaitEnded),
+/// Whose exit is watched.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    Container(String),
+    /// A pod's sandbox holder.
+    Pod(String),
 }
 
-/// Where one container's watch is.
+/// What a job on the pool found for a watch ([`Done::Watch`]).
+#[derive(Debug)]
+pub enum Step {
+    /// The loop watches this until it is readable.
+    Armed(Source),
+    /// The exit, for the state machine.
+    Exited(Notice),
+    /// Gone (removed), with nothing to report.
+    Gone,
+    /// Look again in a while.
+    Again,
+}
+
+/// What the loop polls for one watch.
+#[derive(Debug)]
+pub enum Source {
+    /// A container monitor's connection, `wait` asked.
+    Monitor(UnixStream),
+    /// A holder's pidfd.
+    Pidfd(OwnedFd),
+}
+
+impl Source {
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match self {
+            Source::Monitor(s) => registry.register(s, token, Interest::READABLE),
+            Source::Pidfd(fd) => {
+                registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)
+            }
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) {
+        let _ = match self {
+            Source::Monitor(s) => registry.deregister(s),
+            Source::Pidfd(fd) => registry.deregister(&mut SourceFd(&fd.as_raw_fd())),
+        };
+    }
+
+    /// Whether what it waits for has come (after a readiness event).
+    fn ended(&mut self) -> bool {
+        let Source::Monitor(stream) = self else {
+            // A pidfd is readable only once the process has exited.
+            return true;
+        };
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf) {
+                // `exited`, or the end: nothing else comes on it.
+                Ok(_) => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Where one watch is.
 enum State {
-    /// A job (connect, or read the exit) is queued or running.
+    /// A job (set up, or read the exit) is queued or running.
     Busy,
-    /// Waiting on its connection (in `conns`).
+    /// Polled (its source in `sources`).
     Waiting,
-    /// To connect again at this time.
+    /// To set up again at this time.
     Retry(Instant),
 }
 
 /// The jobs a watch hands to the pool.
 #[derive(Clone, Copy, Debug)]
 enum Job {
-    /// Connect and ask `wait`.
+    /// Connect and ask `wait`, or open the pidfd.
     Arm,
-    /// The `wait` ended: read the exit.
+    /// What was waited for came: read the exit.
     Ended,
 }
 
 pub struct ExitWatchers {
     host: Arc<Host>,
-    /// Every watched container, by ID.
-    watched: HashMap<String, State>,
-    /// The waiting connections, by token.
-    conns: HashMap<usize, (String, UnixStream)>,
+    /// Every watch.
+    watched: HashMap<Subject, State>,
+    /// The polled sources, by token.
+    sources: HashMap<usize, (Subject, Source)>,
     next_token: usize,
     /// Jobs not handed to the pool yet, in order.
-    unsubmitted: VecDeque<(String, Job)>,
+    unsubmitted: VecDeque<(Subject, Job)>,
     /// Jobs on the pool.
     in_flight: usize,
     /// Watches to set up again, earliest first.
-    retries: BTreeSet<(Instant, String)>,
+    retries: BTreeSet<(Instant, Subject)>,
 }
 
 impl ExitWatchers {
@@ -87,7 +153,7 @@ impl ExitWatchers {
         Self {
             host,
             watched: HashMap::new(),
-            conns: HashMap::new(),
+            sources: HashMap::new(),
             next_token: FIRST_TOKEN,
             unsubmitted: VecDeque::new(),
             in_flight: 0,
@@ -95,93 +161,82 @@ impl ExitWatchers {
         }
     }
 
-    /// Watch container `id` until it exits (a container already watched
-    /// is left as it is).
-    pub fn watch(&mut self, id: String) {
-        if self.watched.contains_key(&id) {
+    /// Watch until it exits (what is already watched is left as it is).
+    pub fn watch(&mut self, subject: Subject) {
+        if self.watched.contains_key(&subject) {
             return;
         }
-        self.watched.insert(id.clone(), State::Busy);
-        self.unsubmitted.push_back((id, Job::Arm));
+        self.watched.insert(subject.clone(), State::Busy);
+        self.unsubmitted.push_back((subject, Job::Arm));
     }
 
-    /// The connection behind `token` is readable or closed: when its
-    /// `wait` has ended, it is closed and the exit read on the pool.
+    /// The source behind `token` is readable or closed: when what it
+    /// waits for has come, it is closed and the exit read on the pool.
     pub fn ready(&mut self, token: usize, registry: &Registry) {
-        let Some((_, stream)) = self.conns.get_mut(&token) else {
+        let Some((_, source)) = self.sources.get_mut(&token) else {
             return;
         };
-        let mut buf = [0u8; 64];
-        let ended = loop {
-            match stream.read(&mut buf) {
-                // `exited`, or the end: nothing else comes on it.
-                Ok(_) => break true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                Err(_) => break true,
-            }
-        };
-        if !ended {
+        if !source.ended() {
             return;
         }
-        if let Some((id, mut stream)) = self.conns.remove(&token) {
-            let _ = registry.deregister(&mut stream);
-            self.watched.insert(id.clone(), State::Busy);
-            self.unsubmitted.push_back((id, Job::Ended));
+        if let Some((subject, mut source)) = self.sources.remove(&token) {
+            source.deregister(registry);
+            self.watched.insert(subject.clone(), State::Busy);
+            self.unsubmitted.push_back((subject, Job::Ended));
         }
     }
 
-    /// A job's finding for container `id`: the exit for the state
-    /// machine, if it has one.
+    /// A job's finding: the exit for the state machine, if it has one.
     pub fn done(
         &mut self,
-        id: String,
+        subject: Subject,
         step: Step,
         registry: &Registry,
         now: Instant,
     ) -> Option<Notice> {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if !matches!(self.watched.get(&id), Some(State::Busy)) {
+        if !matches!(self.watched.get(&subject), Some(State::Busy)) {
             return None;
         }
         match step {
-            Step::Armed(mut stream) => {
+            Step::Armed(mut source) => {
                 let token = self.next_token;
-                match registry.register(&mut stream, Token(token), Interest::READABLE) {
+                match source.register(registry, Token(token)) {
                     Ok(()) => {
                         self.next_token += 1;
-                        self.conns.insert(token, (id.clone(), stream));
-                        self.watched.insert(id, State::Waiting);
+                        self.sources.insert(token, (subject.clone(), source));
+                        self.watched.insert(subject, State::Waiting);
                     }
                     Err(e) => {
-                        tracing::warn!(container = id, error = %e, "cannot watch the container's exit");
-                        self.retry(id, now);
+                        tracing::warn!(?subject, error = %e, "cannot watch for an exit");
+                        self.retry(subject, now);
                     }
                 }
                 None
             }
-            Step::Ended(WaitEnded::Again) => {
-                self.retry(id, now);
+            Step::Again => {
+                self.retry(subject, now);
                 None
             }
-            Step::Ended(WaitEnded::Gone) => {
-                self.watched.remove(&id);
+            Step::Gone => {
+                self.watched.remove(&subject);
                 None
             }
-            Step::Ended(WaitEnded::Exited(exit)) => {
-                self.watched.remove(&id);
-                Some(Notice::ContainerExited {
-                    container_id: id,
-                    exit,
-                })
+            Step::Exited(notice) => {
+                self.watched.remove(&subject);
+                Some(notice)
             }
         }
     }
 
-    fn retry(&mut self, id: String, now: Instant) {
-        let at = now + RETRY;
-        self.retries.insert((at, id.clone()));
-        self.watched.insert(id, State::Retry(at));
+    fn retry(&mut self, subject: Subject, now: Instant) {
+        let at = now
+            + match subject {
+                Subject::Container(_) => RETRY,
+                Subject::Pod(_) => HOLDER_POLL,
+            };
+        self.retries.insert((at, subject.clone()));
+        self.watched.insert(subject, State::Retry(at));
     }
 
     /// When [`ExitWatchers::pump`] has a retry due.
@@ -195,21 +250,19 @@ impl ExitWatchers {
     pub fn pump(&mut self, workers: &Workers, now: Instant) {
         self.take_due(now);
         while self.in_flight < MAX_JOBS {
-            let Some((id, job)) = self.unsubmitted.pop_front() else {
+            let Some((subject, job)) = self.unsubmitted.pop_front() else {
                 break;
             };
             let host = Arc::clone(&self.host);
-            let container_id = id.clone();
+            let of = subject.clone();
             let submitted = workers.submit_done(move || {
-                let step = caught("watching a container's exit", || {
-                    run(&host, &container_id, job)
-                })
-                // A panic: look again later.
-                .unwrap_or(Step::Ended(WaitEnded::Again));
-                Done::Watch { container_id, step }
+                let step = caught("watching for an exit", || run(&host, &of, job))
+                    // A panic: look again later.
+                    .unwrap_or(Step::Again);
+                Done::Watch { subject: of, step }
             });
             if submitted.is_err() {
-                self.unsubmitted.push_front((id, job));
+                self.unsubmitted.push_front((subject, job));
                 break;
             }
             self.in_flight += 1;
@@ -222,29 +275,53 @@ impl ExitWatchers {
             if *at > now {
                 break;
             }
-            let Some((at, id)) = self.retries.pop_first() else {
+            let Some((at, subject)) = self.retries.pop_first() else {
                 break;
             };
-            if matches!(self.watched.get(&id), Some(State::Retry(t)) if *t == at) {
-                self.watched.insert(id.clone(), State::Busy);
-                self.unsubmitted.push_back((id, Job::Arm));
+            if matches!(self.watched.get(&subject), Some(State::Retry(t)) if *t == at) {
+                self.watched.insert(subject.clone(), State::Busy);
+                self.unsubmitted.push_back((subject, Job::Arm));
             }
         }
     }
 }
 
 /// One job of a watch, on the pool.
-fn run(host: &Host, id: &str, job: Job) -> Step {
-    match job {
-        Job::Arm => match container::ask_wait(host, id) {
-            Ok(stream) => Step::Armed(stream),
+fn run(host: &Host, subject: &Subject, job: Job) -> Step {
+    match (subject, job) {
+        (Subject::Container(id), Job::Arm) => match container::ask_wait(host, id) {
+            Ok(stream) => Step::Armed(Source::Monitor(stream)),
             // The monitor's backlog is full: it lives.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Ended(WaitEnded::Again),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Again,
             // Exited and gone, or dead: as if the `wait` had ended.
-            Err(_) => Step::Ended(container::wait_ended(host, id)),
+            Err(_) => container_ended(host, id),
         },
-        Job::Ended => Step::Ended(container::wait_ended(host, id)),
+        (Subject::Container(id), Job::Ended) => container_ended(host, id),
+        (Subject::Pod(id), Job::Arm) => match sandbox::watch_holder(host, id) {
+            HolderWatch::Pidfd(fd) => Step::Armed(Source::Pidfd(fd)),
+            HolderWatch::Alive => Step::Again,
+            HolderWatch::Exited => holder_ended(host, id),
+        },
+        (Subject::Pod(id), Job::Ended) => holder_ended(host, id),
     }
+}
+
+fn container_ended(host: &Host, id: &str) -> Step {
+    match container::wait_ended(host, id) {
+        WaitEnded::Exited(exit) => Step::Exited(Notice::ContainerExited {
+            container_id: id.to_owned(),
+            exit,
+        }),
+        WaitEnded::Gone => Step::Gone,
+        WaitEnded::Again => Step::Again,
+    }
+}
+
+fn holder_ended(host: &Host, id: &str) -> Step {
+    sandbox::holder_exited(host, id);
+    Step::Exited(Notice::SandboxExited {
+        pod_id: id.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -258,6 +335,18 @@ mod tests {
     /// A host on temporary directories, and a container directory in it
     /// with a fake monitor listening on its `sock`.
     fn container(name: &str) -> (std::path::PathBuf, Arc<Host>, UnixListener) {
+        let host = host(name);
+        std::fs::create_dir_all(host.ctr_dir("c")).unwrap();
+        let listener = crate::pods::monitor::bind_in(&host.ctr_dir("c"), "sock").unwrap();
+        (
+            host.config.runtime_dir.parent().unwrap().to_owned(),
+            host,
+            listener,
+        )
+    }
+
+    /// A host on temporary directories.
+    fn host(name: &str) -> Arc<Host> {
         let dir = std::env::temp_dir().join(format!("crisp-exits-{name}-{}", std::process::id()));
         let config = Arc::new(crate::config::Config {
             state_dir: dir.join("state"),
@@ -265,18 +354,19 @@ mod tests {
             ..Default::default()
         });
         let images = Arc::new(crisp_image::ImageService::new(&config.image_settings()).unwrap());
-        let host = Arc::new(Host::new(config, images).unwrap());
-        std::fs::create_dir_all(host.ctr_dir("c")).unwrap();
-        let listener = crate::pods::monitor::bind_in(&host.ctr_dir("c"), "sock").unwrap();
-        (dir, host, listener)
+        Arc::new(Host::new(config, images).unwrap())
     }
 
     /// Run the next job as the pool would, and hand its step back.
     fn run_next(w: &mut ExitWatchers, poll: &Poll) -> Option<Notice> {
-        let (id, job) = w.unsubmitted.pop_front().expect("a job");
+        let (subject, job) = w.unsubmitted.pop_front().expect("a job");
         w.in_flight += 1;
-        let step = run(&w.host.clone(), &id, job);
-        w.done(id, step, poll.registry(), Instant::now())
+        let step = run(&w.host.clone(), &subject, job);
+        w.done(subject, step, poll.registry(), Instant::now())
+    }
+
+    fn c() -> Subject {
+        Subject::Container("c".into())
     }
 
     /// Poll until the watched connection is ready, and tell the watchers.
@@ -313,8 +403,8 @@ mod tests {
         let (dir, host, listener) = container("answered");
         let mut poll = Poll::new().unwrap();
         let mut w = ExitWatchers::new(Arc::clone(&host));
-        w.watch("c".into());
-        w.watch("c".into());
+        w.watch(c());
+        w.watch(c());
         assert_eq!(w.unsubmitted.len(), 1, "watched once");
         assert!(run_next(&mut w, &poll).is_none(), "connected, waiting");
         let mut conn = accept_wait(&listener);
@@ -336,7 +426,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(w.watched.is_empty() && w.conns.is_empty());
+        assert!(w.watched.is_empty() && w.sources.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -345,7 +435,7 @@ mod tests {
         let (dir, host, listener) = container("died");
         let mut poll = Poll::new().unwrap();
         let mut w = ExitWatchers::new(host);
-        w.watch("c".into());
+        w.watch(c());
         assert!(run_next(&mut w, &poll).is_none());
         let conn = accept_wait(&listener);
         // Killed: its descriptors close, its socket file stays.
@@ -367,7 +457,7 @@ mod tests {
         let (dir, host, listener) = container("dropped");
         let mut poll = Poll::new().unwrap();
         let mut w = ExitWatchers::new(host);
-        w.watch("c".into());
+        w.watch(c());
         assert!(run_next(&mut w, &poll).is_none());
         drop(accept_wait(&listener));
         wait_ready(&mut w, &mut poll);
@@ -378,7 +468,7 @@ mod tests {
         w.take_due(at - Duration::from_millis(1));
         assert!(w.unsubmitted.is_empty(), "not yet");
         w.take_due(at);
-        assert!(matches!(w.unsubmitted.front(), Some((id, Job::Arm)) if id == "c"));
+        assert!(matches!(w.unsubmitted.front(), Some((s, Job::Arm)) if *s == c()));
         // Asked again; a removed container then ends the watch quietly.
         assert!(run_next(&mut w, &poll).is_none());
         drop(accept_wait(&listener));
@@ -386,5 +476,49 @@ mod tests {
         wait_ready(&mut w, &mut poll);
         assert!(run_next(&mut w, &poll).is_none());
         assert!(w.watched.is_empty() && w.retries.is_empty());
+    }
+
+    #[test]
+    fn a_holder_is_watched_through_its_pidfd() {
+        let host = host("holder");
+        let dir = host.config.runtime_dir.parent().unwrap().to_owned();
+        let pod_dir = host.pod_dir("p1");
+        std::fs::create_dir_all(&pod_dir).unwrap();
+        // A stand-in holder whose command line names the pod, as the
+        // holder's does.
+        let mut holder = std::process::Command::new("/bin/sh")
+            .args(["-c", "read x", "p1"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let meta = sandbox::Meta {
+            pid: holder.id(),
+            ..Default::default()
+        };
+        std::fs::write(
+            pod_dir.join("sandbox.json"),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        let mut poll = Poll::new().unwrap();
+        let mut w = ExitWatchers::new(Arc::clone(&host));
+        w.watch(Subject::Pod("p1".into()));
+        assert!(run_next(&mut w, &poll).is_none(), "alive: polled");
+        assert_eq!(w.sources.len(), 1);
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        wait_ready(&mut w, &mut poll);
+        match run_next(&mut w, &poll) {
+            Some(Notice::SandboxExited { pod_id }) => assert_eq!(pod_id, "p1"),
+            other => panic!("{other:?}"),
+        }
+        assert!(w.watched.is_empty() && w.sources.is_empty());
+        // A pod whose holder is gone already: at once.
+        w.watch(Subject::Pod("p1".into()));
+        assert!(matches!(
+            run_next(&mut w, &poll),
+            Some(Notice::SandboxExited { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -44,9 +44,10 @@ pub enum Done {
         outcome: Outcome,
     },
     Notice(Notice),
-    /// A step of watching a container's exit ([`crate::exits`]).
+    /// A step of watching a container's or a holder's exit
+    /// ([`crate::exits`]).
     Watch {
-        container_id: String,
+        subject: crate::exits::Subject,
         step: crate::exits::Step,
     },
     /// The streaming server's connection `conn` got what it waited for.
