@@ -8,7 +8,8 @@
 //! writes its output, `dispatch` checks the caller and answers the method.
 //! The CRI's runtime calls go through `cri_host` to `pods`, which runs
 //! containers with `crisp_executor` from the OCI spec `oci_spec` makes;
-//! `exits` tells it when they exit. Image calls go to `crisp_image`.
+//! `exits` tells it when they (and pod holders) exit. Image calls go to
+//! `crisp_image`.
 
 pub mod auth;
 pub mod config;
