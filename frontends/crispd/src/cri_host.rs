@@ -178,12 +178,12 @@ impl CriHost {
         }
     }
 
-    /// An exit the container's watcher ([`crate::exits`]) saw. While a stop of the container
-    /// is in flight it waits for the stop's outcome (which carries the
-    /// same exit): StopContainer answers once its stop is done, having
-    /// ended what the init left behind, and not at the exit, with the
-    /// stop still counting as in flight for the calls that follow. A stop
-    /// that failed leaves the exit to this notice.
+    /// An exit a watcher ([`crate::exits`]) saw. While a stop of the
+    /// container is in flight it waits for the stop's outcome (which
+    /// carries the same exit): StopContainer answers once its stop is
+    /// done, having ended what the init left behind, and not at the exit,
+    /// with the stop still counting as in flight for the calls that
+    /// follow. A stop that failed leaves the exit to this notice.
     pub fn notice(&mut self, notice: Notice) {
         if let Notice::ContainerExited { container_id, .. } = &notice {
             if self.stopping.values().any(|c| c == container_id) {
