@@ -33,11 +33,14 @@ pub struct CriHost {
     backlog: VecDeque<(ActionId, Action)>,
     /// StartContainer actions in flight: whose exit to watch once started.
     starting: HashMap<ActionId, String>,
-    to_watch: Vec<String>,
+    /// Containers whose exits the event loop is to watch (see
+    /// [`crate::exits`]): started, or found running at restore.
+    pub to_watch: Vec<String>,
     /// RunPodSandbox actions in flight: whose holder to watch once made.
     creating_pods: HashMap<ActionId, String>,
-    /// Pods whose holder gets a watcher at the next pump.
-    pods_to_watch: Vec<String>,
+    /// Pods whose holders the event loop is to watch (see
+    /// [`crate::exits`]): made, or found alive at restore.
+    pub pods_to_watch: Vec<String>,
     /// StopContainer actions in flight, by container.
     stopping: HashMap<ActionId, String>,
     /// Exits a container's watcher saw while a stop of it was in flight,
@@ -175,12 +178,12 @@ impl CriHost {
         }
     }
 
-    /// An exit the container's watcher saw. While a stop of the container
-    /// is in flight it waits for the stop's outcome (which carries the
-    /// same exit): StopContainer answers once its stop is done, having
-    /// ended what the init left behind, and not at the exit, with the
-    /// stop still counting as in flight for the calls that follow. A stop
-    /// that failed leaves the exit to this notice.
+    /// An exit a watcher ([`crate::exits`]) saw. While a stop of the
+    /// container is in flight it waits for the stop's outcome (which
+    /// carries the same exit): StopContainer answers once its stop is
+    /// done, having ended what the init left behind, and not at the exit,
+    /// with the stop still counting as in flight for the calls that
+    /// follow. A stop that failed leaves the exit to this notice.
     pub fn notice(&mut self, notice: Notice) {
         if let Notice::ContainerExited { container_id, .. } = &notice {
             if self.stopping.values().any(|c| c == container_id) {
@@ -232,42 +235,6 @@ impl CriHost {
             }
             self.events.push(ev.encode_to_vec());
         }
-        let mut unwatched = Vec::new();
-        for id in self.to_watch.drain(..) {
-            let host = Arc::clone(&self.host);
-            let ctr = id.clone();
-            let spawned = workers.spawn("crispd-watch", move || {
-                let exit = caught("watching a container", || container::watch(&host, &ctr))
-                    .ok()
-                    .flatten()?;
-                Some(Done::Notice(Notice::ContainerExited {
-                    container_id: ctr,
-                    exit,
-                }))
-            });
-            if spawned.is_err() {
-                // Not an action: nothing waits on it. Try again at the
-                // next pump; the container's exit is noticed late.
-                unwatched.push(id);
-            }
-        }
-        self.to_watch = unwatched;
-        let mut unwatched = Vec::new();
-        for id in self.pods_to_watch.drain(..) {
-            let host = Arc::clone(&self.host);
-            let pod = id.clone();
-            let spawned = workers.spawn("crispd-holder", move || {
-                caught("watching a sandbox holder", || {
-                    pods::sandbox::watch(&host, &pod)
-                })
-                .ok()?;
-                Some(Done::Notice(Notice::SandboxExited { pod_id: pod }))
-            });
-            if spawned.is_err() {
-                unwatched.push(id);
-            }
-        }
-        self.pods_to_watch = unwatched;
         if changed {
             self.update_in_use();
         }
@@ -585,7 +552,6 @@ mod tests {
             timeout: 30,
         });
         assert!(cri.handle(1, 9, stop).is_none(), "StopContainer waits");
-        cri.to_watch.push(ctr.clone());
         cri.pump(&workers);
         let (conn, call_id, reply) = cri.replies.pop().expect("the stop was answered");
         assert_eq!((conn, call_id), (1, 9));
@@ -597,8 +563,6 @@ mod tests {
             "{}",
             st.message
         );
-        // The container's watcher could not start either: kept for later.
-        assert_eq!(cri.to_watch, std::slice::from_ref(&ctr));
         // The state machine took the failure: the container still runs,
         // and a later stop is accepted.
         let (_, state) = cri.container(&ctr).unwrap();

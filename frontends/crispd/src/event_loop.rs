@@ -30,6 +30,7 @@ use crate::conn::{Conn, Ctx, Socket};
 use crate::cri_host::CriHost;
 use crate::dispatch::Dispatcher;
 use crate::error::{self, StartError};
+use crate::exits::{self, ExitWatchers, Subject};
 use crate::policy::{Peer, Policy};
 use crate::streaming::{self, StreamServer};
 use crate::tls::Acceptor;
@@ -59,6 +60,9 @@ struct Daemon {
     /// Exec, attach and port-forward sessions (tokens from
     /// `streaming::FIRST_TOKEN` up).
     streams: StreamServer,
+    /// Running containers' and sandbox holders' exits (tokens from
+    /// `exits::FIRST_TOKEN` up to `streaming::FIRST_TOKEN`).
+    exits: ExitWatchers,
     /// By token: looked up several times per call, so hashed with a
     /// multiply rather than SipHash (tokens are ours, not the peer's).
     conns: HashMap<usize, Conn, BuildHasherDefault<h2::StreamIdHasher>>,
@@ -141,6 +145,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         )))?;
     dispatcher.streaming = Some(streams.handle());
     let cri = CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
+    let exits = ExitWatchers::new(Arc::clone(&dispatcher.host));
 
     let mut d = Daemon {
         server_config: server_config(&config),
@@ -154,6 +159,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         dispatcher,
         cri,
         streams,
+        exits,
         conns: HashMap::default(),
         next_conn: FIRST_CONN,
         timers: BTreeSet::new(),
@@ -236,6 +242,9 @@ impl Daemon {
                         self.streams
                             .ready(id, event, self.poll.registry(), &self.workers, now)
                     }
+                    Token(id) if id >= exits::FIRST_TOKEN => {
+                        self.exits.ready(id, self.poll.registry())
+                    }
                     Token(id) => {
                         if let Some(conn) = self.conns.get_mut(&id) {
                             let mut ctx = Ctx {
@@ -271,6 +280,12 @@ impl Daemon {
                     }
                     Done::Action { id, outcome } => self.cri.outcome(id, outcome),
                     Done::Notice(n) => self.cri.notice(n),
+                    Done::Watch { subject, step } => {
+                        let registry = self.poll.registry();
+                        if let Some(n) = self.exits.done(subject, step, registry, now) {
+                            self.cri.notice(n);
+                        }
+                    }
                     Done::Streaming { conn, started } => self.streams.started(
                         conn,
                         started,
@@ -383,9 +398,17 @@ impl Daemon {
 
     /// Run the CRI state machine's outputs: actions to the workers,
     /// replies to their calls (dropped when the call is gone), events to
-    /// every GetContainerEvents subscriber.
+    /// every GetContainerEvents subscriber, started containers and made
+    /// pods to the exit watchers (and their jobs to the pool).
     fn drive_cri(&mut self, touched: &mut Vec<usize>) {
         self.cri.pump(&self.workers);
+        for id in self.cri.to_watch.drain(..) {
+            self.exits.watch(Subject::Container(id));
+        }
+        for id in self.cri.pods_to_watch.drain(..) {
+            self.exits.watch(Subject::Pod(id));
+        }
+        self.exits.pump(&self.workers, Instant::now());
         for (conn, call, reply) in self.cri.replies.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.complete(call, reply);
@@ -407,15 +430,15 @@ impl Daemon {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let timer = self.timers.first().map(|&(at, _)| at);
-        let timer = match (timer, self.streams.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match (timer, self.shutdown_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.first().map(|&(at, _)| at),
+            self.streams.poll_timeout(),
+            self.exits.poll_timeout(),
+            self.shutdown_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Accept every connection waiting on the listener behind `token`
@@ -610,7 +633,8 @@ fn raise_fd_limit(max_connections: usize) {
         }
     }
     let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((soft, hard));
-    // Listeners, poll, signalfd, waker, lock, stdio and some slack.
+    // Listeners, poll, signalfd, waker, lock, stdio and some slack. (Each
+    // running container and pod holder takes one more, for its exit.)
     if (soft as u128) < max_connections as u128 + 64 {
         tracing::warn!(
             limit = soft,

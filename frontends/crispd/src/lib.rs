@@ -8,8 +8,8 @@
 //! writes its output, `dispatch` checks the caller and answers the method.
 //! The CRI's runtime calls go through `cri_host` to `pods`, which runs
 //! containers with `crisp_executor` from the OCI spec `oci_spec` makes;
-//! image calls go to `crisp_image`. gRPC health and server reflection are
-//! `discovery`.
+//! `exits` tells it when they (and pod holders) exit. Image calls go to
+//! `crisp_image`. gRPC health and server reflection are `discovery`.
 
 pub mod auth;
 pub mod config;
@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod dispatch;
 pub mod error;
 pub mod event_loop;
+pub mod exits;
 pub mod host;
 pub mod metrics;
 pub mod oci_spec;

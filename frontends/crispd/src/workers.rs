@@ -44,6 +44,12 @@ pub enum Done {
         outcome: Outcome,
     },
     Notice(Notice),
+    /// A step of watching a container's or a holder's exit
+    /// ([`crate::exits`]).
+    Watch {
+        subject: crate::exits::Subject,
+        step: crate::exits::Step,
+    },
     /// The streaming server's connection `conn` got what it waited for.
     Streaming {
         conn: usize,
@@ -62,7 +68,7 @@ pub struct Workers {
     /// The pull pool's queue: pulls wait on registries for as long as
     /// their callers allow, so they never hold the threads of `tx`.
     pulls_tx: Option<SyncSender<Task>>,
-    /// For threads outside the pool (long waits, container watchers).
+    /// For threads outside the pool (long waits: a stop's grace period).
     done_tx: Sender<Done>,
     waker: Arc<mio::Waker>,
     done: Receiver<Done>,
@@ -164,7 +170,7 @@ impl Workers {
     }
 
     /// Run `job` on a thread of its own (work that waits long: a stop's
-    /// grace period, a container's exit); its completion comes back like
+    /// grace period); its completion comes back like
     /// the pool's. When no thread can be started the job is dropped unrun
     /// and the error returned: the caller must then answer for it.
     pub fn spawn(

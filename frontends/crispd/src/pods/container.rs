@@ -726,43 +726,62 @@ pub fn observe(host: &Host, id: &str) -> Option<Observed> {
     }
 }
 
-/// Block until the container exits (on a thread of its own), end what it
-/// left behind ([`kill_leftovers`]); its exit.
-pub fn watch(host: &Host, id: &str) -> Option<Exit> {
-    let exit = wait_exit(host, id);
-    if exit.is_some() {
-        if let Err(e) = kill_leftovers(host, id) {
-            tracing::warn!(container = id, error = %e.message, "after the container's exit");
-        }
+/// Ask the container's monitor `wait` on a new non-blocking connection,
+/// for the event loop to watch (see [`crate::exits`]): the monitor
+/// answers `exited` once it has recorded the exit, or the connection
+/// ends (the monitor died, or dropped us). `WouldBlock`: the monitor's
+/// listen backlog is full, try again later.
+pub fn ask_wait(host: &Host, id: &str) -> std::io::Result<mio::net::UnixStream> {
+    let mut s = super::monitor::connect_in_nonblocking(&host.ctr_dir(id), "sock")?;
+    // A new connection's send buffer is empty: the line goes at once.
+    match s.write(b"wait\n")? {
+        5 => Ok(s),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "the monitor's socket took part of the request",
+        )),
     }
-    exit
 }
 
-fn wait_exit(host: &Host, id: &str) -> Option<Exit> {
-    loop {
-        match ask(host, id, "wait", None) {
-            Ok(_) => return read_exit(host, id),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(_) => {
-                if let Some(exit) = read_exit(host, id) {
-                    return Some(exit);
-                }
-                if !host.ctr_dir(id).exists() {
-                    return None;
-                }
-                // The monitor is gone without a record.
-                if connect(host, id).is_err() {
-                    return Some(Exit {
-                        exit_code: UNKNOWN_EXIT_CODE,
-                        finished_at: 0,
-                        reason: UNKNOWN_EXIT_REASON.into(),
-                        message: "the container's monitor died".into(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
+/// What a container's exit watcher finds once its `wait` has ended,
+/// answered or not.
+#[derive(Debug)]
+pub enum WaitEnded {
+    /// The container has exited (what it left behind is ended, see
+    /// [`kill_leftovers`]): as its monitor recorded it, or an unknown
+    /// exit when the monitor died without a record.
+    Exited(Exit),
+    /// The container is gone (removed): nothing to report.
+    Gone,
+    /// The monitor is alive and no exit is recorded (it dropped our
+    /// connection): ask again in a while.
+    Again,
+}
+
+/// After a container's `wait` ended (on a worker): its exit, if it has
+/// one, with its leftovers ended.
+pub fn wait_ended(host: &Host, id: &str) -> WaitEnded {
+    let exit = match read_exit(host, id) {
+        Some(exit) => exit,
+        None if !host.ctr_dir(id).exists() => return WaitEnded::Gone,
+        // Alive (or its backlog full: alive too).
+        None if connect(host, id).is_ok() => return WaitEnded::Again,
+        // The monitor is gone without a record.
+        None => match read_exit(host, id) {
+            // ...unless it recorded the exit just now and left.
+            Some(exit) => exit,
+            None => Exit {
+                exit_code: UNKNOWN_EXIT_CODE,
+                finished_at: 0,
+                reason: UNKNOWN_EXIT_REASON.into(),
+                message: "the container's monitor died".into(),
+            },
+        },
+    };
+    if let Err(e) = kill_leftovers(host, id) {
+        tracing::warn!(container = id, error = %e.message, "after the container's exit");
     }
+    WaitEnded::Exited(exit)
 }
 
 /// The container's process pid, from its monitor.

@@ -528,42 +528,36 @@ pub fn kill_and_wait(pid: u32, needle: &str, timeout: std::time::Duration) {
     }
 }
 
-/// Block until the process `pid`, whose command line mentions `needle`,
-/// has exited (at once when it is not alive, or is another process). A
-/// pidfd pins the process, so a reused pid is never waited for; without
-/// pidfds (kernels before 5.3) `/proc` is polled every second.
-pub fn wait_exit(pid: u32, needle: &str) {
+/// A descriptor that becomes readable when the process `pid`, whose
+/// command line mentions `needle`, exits (a pidfd, for the event loop to
+/// poll); `None` when it is not alive, or is another process. The pidfd
+/// pins the process, so a reused pid is never taken for it. An error:
+/// no pidfds here (kernels before 5.3).
+pub fn exit_fd(pid: u32, needle: &str) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
     use nix::libc;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{FromRawFd, OwnedFd};
     if pid == 0 || pid > i32::MAX as u32 {
-        return;
+        return Ok(None);
     }
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_open,
+            pid as libc::pid_t,
+            libc::O_NONBLOCK as libc::c_uint,
+        )
+    };
     if raw < 0 {
-        while process_matches(pid, needle) {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
-        return;
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ESRCH) => Ok(None),
+            _ => Err(e),
+        };
     }
     // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-    if !process_matches(pid, needle) {
-        return;
-    }
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
-            continue;
-        }
-        return;
-    }
+    // Checked once the pid is pinned: still the process we mean.
+    Ok(process_matches(pid, needle).then_some(fd))
 }
 
 /// Whether `pid` is alive and its command line mentions `needle`.

@@ -81,6 +81,13 @@ pub fn connect_in(dir: &Path, name: &str) -> std::io::Result<UnixStream> {
     UnixStream::connect(addr)
 }
 
+/// [`connect_in`] without blocking: the stream is non-blocking from the
+/// start, and a full listen backlog is `WouldBlock` rather than a wait.
+pub fn connect_in_nonblocking(dir: &Path, name: &str) -> std::io::Result<mio::net::UnixStream> {
+    let (_dir, addr) = short_address(dir, name)?;
+    mio::net::UnixStream::connect(addr)
+}
+
 /// The exit as recorded on disk (written by [`tiny_logic::exit_json`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct ExitFile {

@@ -54,18 +54,37 @@ pub fn alive(host: &Host, id: &str) -> Option<u32> {
     process_matches(m.pid, id).then_some(m.pid)
 }
 
-/// Block until the pod's holder exits (on a thread of its own), then end
-/// the processes of its containers: a pod whose holder is gone is
-/// NOTREADY (its namespaces may be gone with it) and kubelet will stop
-/// it; its containers are stopped now, and their monitors record their
-/// exits. Returns at once when the holder is not alive.
-pub fn watch(host: &Host, id: &str) {
+/// How to learn that the pod's holder exits (see [`crate::exits`]).
+pub enum HolderWatch {
+    /// Readable once it has exited.
+    Pidfd(std::os::fd::OwnedFd),
+    /// It lives, but this kernel has no pidfds: look again later.
+    Alive,
+    /// It is not alive (or the pod is gone).
+    Exited,
+}
+
+/// The pod's holder, for its watcher.
+pub fn watch_holder(host: &Host, id: &str) -> HolderWatch {
     let Some(meta) = read_meta(host, id) else {
-        return;
+        return HolderWatch::Exited;
     };
-    super::wait_exit(meta.pid, id);
+    match super::exit_fd(meta.pid, id) {
+        Ok(Some(fd)) => HolderWatch::Pidfd(fd),
+        Ok(None) => HolderWatch::Exited,
+        Err(_) if process_matches(meta.pid, id) => HolderWatch::Alive,
+        Err(_) => HolderWatch::Exited,
+    }
+}
+
+/// The pod's holder has exited: end the processes of its containers. A
+/// pod whose holder is gone is NOTREADY (its namespaces may be gone with
+/// it) and kubelet will stop it; its containers are stopped now, and
+/// their monitors record their exits.
+pub fn holder_exited(host: &Host, id: &str) {
     // Also when StopPodSandbox killed it: then this is done twice.
-    tracing::info!(pod = id, pid = meta.pid, "the pod's sandbox holder exited");
+    let pid = read_meta(host, id).map(|m| m.pid).unwrap_or_default();
+    tracing::info!(pod = id, pid, "the pod's sandbox holder exited");
     stop_containers(host, id);
 }
 
