@@ -245,3 +245,62 @@ def test_a_client_that_never_reads_costs_bounded_memory(crispd, server):
     assert grown < 32 * 1024, f"crispd grew by {grown} KiB"
     ws.sock.close()
     wait_until("yes gone", lambda: not sleepers())
+
+
+def raw_upgrade(url, headers):
+    """A raw socket on which the upgrade to `url` was answered 101."""
+    u = urlparse(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    req = f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: Upgrade\r\n{headers}\r\n"
+    s.sendall(req.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def read_until_closed(s, limit=1 << 20):
+    got = b""
+    while len(got) < limit:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_hostile_spdy_peer_is_refused_and_crispd_serves_on(crispd, server):
+    """A SPDY control frame of an unknown version after the upgrade:
+    RST_STREAM UNSUPPORTED_VERSION (SPDY/3.1 §2.4.2), the session ends and
+    the connection closes; the exec never starts and the next client is
+    served."""
+    url = exec_url(crispd.client, server, ["true"])
+    s = raw_upgrade(url, "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n")
+    # Control bit, version 2 (not 3), type SYN_STREAM, a length.
+    s.sendall(b"\x80\x02\x00\x01\x00\x00\x00\x0a" + b"\x00" * 10)
+    got = read_until_closed(s)
+    s.close()
+    # RST_STREAM (type 3), status 4 (UNSUPPORTED_VERSION).
+    assert got[:4] == b"\x80\x03\x00\x03" and got[12:16] == b"\x00\x00\x00\x04", got[:16]
+    ws = ws_connect(exec_url(crispd.client, server, ["busybox", "true"]), "v4.channel.k8s.io")
+    assert json.loads(bytes(ws_read_all(ws)[3]))["status"] == "Success"
+
+
+def test_hostile_websocket_peer_gets_a_protocol_error_close(crispd, server):
+    """An unmasked client frame breaks RFC 6455 §5.1: Close 1002."""
+    url = exec_url(crispd.client, server, ["busybox", "sleep", "4321"])
+    s = raw_upgrade(url, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n")
+    s.sendall(b"\x82\x03\x00ab")  # binary, FIN, unmasked
+    got = read_until_closed(s)
+    s.close()
+    i = got.find(b"\x88")
+    assert i >= 0 and got[i + 2:i + 4] == (1002).to_bytes(2, "big"), got
+    # The session's process goes with it.
+    wait_until("sleep gone", lambda: not sleepers())
