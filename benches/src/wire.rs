@@ -352,23 +352,64 @@ impl CoreClient {
         Ok(())
     }
 
+    /// A client whose calls carry `content_type` (`application/grpc+json`:
+    /// send JSON bodies with [`CoreClient::unary_encoded`]).
+    pub fn connect_with(path: &Path, content_type: &'static str) -> io::Result<Self> {
+        let mut c = Self::connect(path)?;
+        c.client = Client::new(ClientConfig {
+            content_type,
+            ..ClientConfig::default()
+        });
+        Ok(c)
+    }
+
     /// One unary call: the decoded answer, or the call's non-OK status.
     pub fn unary<Req: prost::Message, Resp: prost::Message + Default>(
         &mut self,
         path: &str,
         req: &Req,
     ) -> io::Result<Result<Resp, Status>> {
-        let now = Instant::now();
         let id = self
             .client
             .unary(
                 Bytes::copy_from_slice(path.as_bytes()),
                 req,
                 Some(Duration::from_secs(120)),
-                now,
+                Instant::now(),
             )
             .map_err(|e| proto_err(format!("start call: {e:?}")))?;
+        match self.finish(id)? {
+            Ok(answer) => Resp::decode(answer.message)
+                .map(Ok)
+                .map_err(|e| proto_err(format!("decode: {e}"))),
+            Err(status) => Ok(Err(status)),
+        }
+    }
+
+    /// One unary call whose request message is already encoded (in the
+    /// connection's content-type); the answer's message undecoded.
+    pub fn unary_encoded(
+        &mut self,
+        path: &str,
+        body: &[u8],
+    ) -> io::Result<Result<RawAnswer, Status>> {
+        let id = self
+            .client
+            .start_call(
+                Bytes::copy_from_slice(path.as_bytes()),
+                Vec::new(),
+                Some(Duration::from_secs(120)),
+                Instant::now(),
+            )
+            .and_then(|id| self.client.send_encoded(id, body, true).map(|()| id))
+            .map_err(|e| proto_err(format!("start call: {e:?}")))?;
+        self.finish(id)
+    }
+
+    /// Drive the connection until call `id` ends.
+    fn finish(&mut self, id: client::CallId) -> io::Result<Result<RawAnswer, Status>> {
         let mut message = None;
+        let mut wire_bytes = 0;
         loop {
             self.flush()?;
             while let Some(ev) = self.client.poll_event() {
@@ -378,10 +419,10 @@ impl CoreClient {
                         if !status.is_ok() {
                             return Ok(Err(status));
                         }
-                        let m = message.unwrap_or_default();
-                        return Resp::decode(m)
-                            .map(Ok)
-                            .map_err(|e| proto_err(format!("decode: {e}")));
+                        return Ok(Ok(RawAnswer {
+                            message: message.unwrap_or_default(),
+                            wire_bytes,
+                        }));
                     }
                     client::Event::ConnectionError(e) => {
                         return Err(proto_err(format!("connection error: {e:?}")))
@@ -394,11 +435,21 @@ impl CoreClient {
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
+            wire_bytes += n;
             self.client
                 .recv(&self.buf[..n], Instant::now())
                 .map_err(|e| proto_err(format!("recv: {e:?}")))?;
         }
     }
+}
+
+/// A unary call's answer as it came.
+pub struct RawAnswer {
+    /// The response message, undecoded (without its 5-byte gRPC prefix).
+    pub message: Bytes,
+    /// Bytes read from the socket during the call: the answer's HTTP/2
+    /// frames (HEADERS, DATA, trailers) and any connection frames between.
+    pub wire_bytes: usize,
 }
 
 /// Build a `BytesMut` holding `frames` (for benchmarks feeding the core).

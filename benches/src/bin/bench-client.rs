@@ -25,6 +25,16 @@
 //!       stdin closes (to measure the runtime's memory), then removed.
 //!       CRISP_BENCH_SECCOMP=runtime-default: the containers ask for the
 //!       RuntimeDefault seccomp profile (else none: unconfined).
+//!   bench-client codecs SOCKET N CONTAINERS IMAGE
+//!       CONTAINERS containers (10 per host-network pod; created, and the
+//!       first also started, with labels, annotations and a mount), then
+//!       N timed calls each (after N/10 more) of Version, ContainerStatus
+//!       (that first container) and ListContainers (all of them), with
+//!       protobuf (`application/grpc`) and then with JSON
+//!       (`application/grpc+json`: the request in the proto3 JSON mapping,
+//!       the answer parsed back into the typed message); then removes it
+//!       all. One JSON line: per call and codec, p50/p99 in ns, gRPC
+//!       message bytes and HTTP/2 bytes read per answer.
 //!   bench-client streaming SOCKET ITERS IMAGE MIB
 //!       one pod with a sleeping container, then ITERS × exec of `true`
 //!       (the Exec call, the SPDY upgrade, streams, exit status), ITERS ×
@@ -39,7 +49,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use crisp_benches::wire::{self, CoreClient, RawH2};
+use crisp_core::grpc::json::JsonCodec;
 use crisp_proto::cri;
+use prost::Message as _;
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -211,36 +223,50 @@ impl Lifecycle {
         pod: &cri::PodSandboxConfig,
         log: &str,
     ) -> std::io::Result<String> {
+        let config = self.container_config("stamp", log);
+        self.create_config(pod_id, pod, config)
+    }
+
+    /// A container named `name` running `/bin/stamp`, logging to `log`.
+    fn container_config(&self, name: &str, log: &str) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: vec!["/bin/stamp".into()],
+            log_path: log.into(),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(namespaces()),
+                    seccomp: self.seccomp.then(|| cri::SecurityProfile {
+                        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn create_config(
+        &mut self,
+        pod_id: &str,
+        pod: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> std::io::Result<String> {
         let r: cri::CreateContainerResponse = call(
             &mut self.c,
             "CreateContainer",
             &cri::CreateContainerRequest {
                 pod_sandbox_id: pod_id.into(),
-                config: Some(cri::ContainerConfig {
-                    metadata: Some(cri::ContainerMetadata {
-                        name: "stamp".into(),
-                        attempt: 0,
-                    }),
-                    image: Some(cri::ImageSpec {
-                        image: self.image.clone(),
-                        ..Default::default()
-                    }),
-                    command: vec!["/bin/stamp".into()],
-                    log_path: log.into(),
-                    linux: Some(cri::LinuxContainerConfig {
-                        security_context: Some(cri::LinuxContainerSecurityContext {
-                            namespace_options: Some(namespaces()),
-                            seccomp: self.seccomp.then(|| cri::SecurityProfile {
-                                profile_type: cri::security_profile::ProfileType::RuntimeDefault
-                                    as i32,
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                config: Some(config),
                 sandbox_config: Some(pod.clone()),
             },
         )?;
@@ -553,6 +579,224 @@ fn streaming(socket: &Path, iters: usize, image: &str, mib: usize) -> std::io::R
     Ok(())
 }
 
+/// Containers per pod in `codecs` (100 pods for 1 000 containers).
+const CODECS_PER_POD: usize = 10;
+
+/// One call timed under both codecs: its method, request (protobuf) and
+/// the fully qualified types of its messages.
+struct CodecCall {
+    method: &'static str,
+    request: Vec<u8>,
+    request_type: &'static str,
+    response_type: &'static str,
+}
+
+/// N calls of `call` on `c`, after N/10 warm-up calls; `decode` turns the
+/// answer's message into the typed response (timed: a client's decoding
+/// is part of its call). Returns a JSON object: p50/p99 in ns, gRPC
+/// message bytes (with the 5-byte prefix) and HTTP/2 bytes read per call.
+fn time_calls(
+    c: &mut CoreClient,
+    method: &str,
+    body: &[u8],
+    n: usize,
+    mut decode: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<String> {
+    let path = format!("{RS}{method}");
+    let mut samples = Vec::with_capacity(n);
+    let (mut msg_bytes, mut wire_bytes) = (0, 0);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        let a = c
+            .unary_encoded(&path, body)?
+            .map_err(|s| std::io::Error::other(format!("{method}: {:?} {}", s.code, s.message)))?;
+        decode(&a.message)?;
+        let took = t.elapsed().as_nanos() as u64;
+        if i >= n / 10 {
+            samples.push(took);
+        }
+        (msg_bytes, wire_bytes) = (5 + a.message.len(), a.wire_bytes);
+    }
+    samples.sort_unstable();
+    Ok(format!(
+        "{{\"p50_ns\": {}, \"p99_ns\": {}, \"msg_bytes\": {msg_bytes}, \"h2_bytes\": {wire_bytes}}}",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99)
+    ))
+}
+
+/// The same calls with protobuf and with JSON (`application/grpc+json`)
+/// against a runtime holding CONTAINERS containers (see the top of the file).
+fn codecs(socket: &Path, n: usize, containers: usize, image: &str) -> std::io::Result<()> {
+    let log_dir = std::env::temp_dir().join(format!("crisp-bench-clogs-{}", std::process::id()));
+    std::fs::create_dir_all(log_dir.join("data"))?;
+    let mut l = Lifecycle {
+        c: CoreClient::connect(socket)?,
+        image: image.into(),
+        log_dir: log_dir.clone(),
+        tag: format!("c{}", std::process::id()),
+        cgroup_root: std::env::var("CRISP_BENCH_CGROUP").unwrap_or_else(|_| "/crisp-bench".into()),
+        seccomp: false,
+    };
+    let mut pods: Vec<String> = vec![];
+    let mut ctrs: Vec<String> = vec![];
+    let mut running = None;
+    let result = codecs_measure(
+        socket,
+        &mut l,
+        &mut pods,
+        &mut ctrs,
+        &mut running,
+        n,
+        containers,
+    );
+    // Everything goes, whether or not the measurement went through.
+    let mut cleanup = || -> std::io::Result<()> {
+        if let Some(id) = &running {
+            l.stop(id)?;
+        }
+        for id in &ctrs {
+            l.remove(id)?;
+        }
+        for id in &pods {
+            l.stop_pod(id)?;
+            l.remove_pod(id)?;
+        }
+        Ok(())
+    };
+    let cleaned = cleanup();
+    let _ = std::fs::remove_dir_all(&log_dir);
+    println!("{}", result?);
+    cleaned
+}
+
+fn codecs_measure(
+    socket: &Path,
+    l: &mut Lifecycle,
+    pods: &mut Vec<String>,
+    ctrs: &mut Vec<String>,
+    running: &mut Option<String>,
+    n: usize,
+    containers: usize,
+) -> std::io::Result<String> {
+    let t = Instant::now();
+    // The first container, started, with labels, annotations and a mount:
+    // ContainerStatus answers for it.
+    let mut pod_cfg = None;
+    for i in 0..containers {
+        if i % CODECS_PER_POD == 0 {
+            let pod = l.pod(&format!("bench-codecs-{}", i / CODECS_PER_POD));
+            pods.push(l.run_pod(&pod)?);
+            pod_cfg = Some(pod);
+        }
+        let (Some(pod), Some(pod_id)) = (pod_cfg.as_ref(), pods.last()) else {
+            unreachable!("a pod was made for the first container")
+        };
+        let mut config =
+            l.container_config(&format!("c{}", i % CODECS_PER_POD), &format!("c{i}.log"));
+        if i == 0 {
+            for k in 0..8 {
+                config
+                    .labels
+                    .insert(format!("bench.crisp.dev/label-{k}"), format!("value-{k}"));
+                config.annotations.insert(
+                    format!("bench.crisp.dev/annotation-{k}"),
+                    format!("a somewhat longer annotation value, number {k}"),
+                );
+            }
+            config.mounts.push(cri::Mount {
+                container_path: "/data".into(),
+                host_path: l.log_dir.join("data").display().to_string(),
+                readonly: true,
+                ..Default::default()
+            });
+        }
+        let pod_id = pod_id.clone();
+        let pod = pod.clone();
+        ctrs.push(l.create_config(&pod_id, &pod, config)?);
+        if i == 0 {
+            l.start(&ctrs[0])?;
+            *running = Some(ctrs[0].clone());
+        }
+    }
+    let setup_ms = t.elapsed().as_secs_f64() * 1e3;
+    let Some(populated) = ctrs.first().cloned() else {
+        return Err(std::io::Error::other("codecs needs at least one container"));
+    };
+    // The answers are checked once, typed, before anything is timed.
+    let listed: cri::ListContainersResponse = call(
+        &mut l.c,
+        "ListContainers",
+        &cri::ListContainersRequest::default(),
+    )?;
+    if listed.containers.len() != containers {
+        return Err(std::io::Error::other(format!(
+            "ListContainers lists {} containers, {containers} made",
+            listed.containers.len()
+        )));
+    }
+    let calls = [
+        CodecCall {
+            method: "Version",
+            request: prost::Message::encode_to_vec(&cri::VersionRequest {
+                version: "v1".into(),
+            }),
+            request_type: "runtime.v1.VersionRequest",
+            response_type: "runtime.v1.VersionResponse",
+        },
+        CodecCall {
+            method: "ContainerStatus",
+            request: prost::Message::encode_to_vec(&cri::ContainerStatusRequest {
+                container_id: populated,
+                verbose: false,
+            }),
+            request_type: "runtime.v1.ContainerStatusRequest",
+            response_type: "runtime.v1.ContainerStatusResponse",
+        },
+        CodecCall {
+            method: "ListContainers",
+            request: prost::Message::encode_to_vec(&cri::ListContainersRequest::default()),
+            request_type: "runtime.v1.ListContainersRequest",
+            response_type: "runtime.v1.ListContainersResponse",
+        },
+    ];
+    let json = JsonCodec::new(crisp_proto::FILE_DESCRIPTOR_SET).map_err(std::io::Error::other)?;
+    let mut proto_c = CoreClient::connect(socket)?;
+    let mut json_c = CoreClient::connect_with(socket, "application/grpc+json")?;
+    let mut out = vec![];
+    for call in &calls {
+        let decode_proto = |m: &[u8]| -> std::io::Result<()> {
+            let r = match call.method {
+                "Version" => cri::VersionResponse::decode(m).map(|_| ()),
+                "ContainerStatus" => cri::ContainerStatusResponse::decode(m).map(|_| ()),
+                _ => cri::ListContainersResponse::decode(m).map(|_| ()),
+            };
+            r.map_err(|e| std::io::Error::other(format!("{}: {e}", call.method)))
+        };
+        // A JSON client reads the proto3 JSON mapping into the same typed
+        // message: prost-reflect's parser (crispd's own codec), then prost.
+        let decode_json = |m: &[u8]| -> std::io::Result<()> {
+            let proto = json
+                .to_proto(call.response_type, m)
+                .map_err(|s| std::io::Error::other(s.message))?;
+            decode_proto(&proto)
+        };
+        let body = json
+            .to_json(call.request_type, &call.request)
+            .map_err(|s| std::io::Error::other(s.message))?;
+        let p = time_calls(&mut proto_c, call.method, &call.request, n, decode_proto)?;
+        let j = time_calls(&mut json_c, call.method, &body, n, decode_json)?;
+        out.push(format!(
+            "\"{}\": {{\"proto\": {p}, \"json\": {j}}}",
+            call.method
+        ));
+    }
+    Ok(format!(
+        "{{\"n\": {n}, \"containers\": {containers}, \"per_pod\": {CODECS_PER_POD}, \"setup_ms\": {setup_ms:.0}, \"calls\": {{{}}}}}",
+        out.join(", ")
+    ))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -564,6 +808,9 @@ fn main() -> ExitCode {
         ["hold", sock, n] => hold(Path::new(sock), num(n)),
         ["pull", sock, image] => pull(Path::new(sock), image),
         ["lifecycle", sock, iters, image] => lifecycle(Path::new(sock), num(iters), image, 0),
+        ["codecs", sock, n, containers, image] => {
+            codecs(Path::new(sock), num(n), num(containers), image)
+        }
         ["streaming", sock, iters, image, mib] => {
             streaming(Path::new(sock), num(iters), image, num(mib))
         }

@@ -24,6 +24,10 @@ pub struct ClientConfig {
     pub max_recv_message_size: usize,
     /// The `:authority` sent with every call.
     pub authority: Bytes,
+    /// The `content-type` of every call: `application/grpc` (protobuf), or
+    /// e.g. `application/grpc+json` for a caller that sends JSON messages
+    /// with [`Client::send_encoded`].
+    pub content_type: &'static str,
 }
 
 impl Default for ClientConfig {
@@ -32,6 +36,7 @@ impl Default for ClientConfig {
             h2: h2::Config::default(),
             max_recv_message_size: codec::DEFAULT_MAX_RECV_MESSAGE_SIZE,
             authority: Bytes::from_static(b"localhost"),
+            content_type: metadata::CONTENT_TYPE_GRPC,
         }
     }
 }
@@ -159,7 +164,7 @@ impl Client {
         ));
         headers.push(Header::from_static(
             "content-type",
-            metadata::CONTENT_TYPE_GRPC,
+            self.config.content_type,
         ));
         headers.push(Header::from_static("te", "trailers"));
         if let Some(t) = timeout {
@@ -208,7 +213,8 @@ impl Client {
         self.conn.send_data(id, payload, end)
     }
 
-    /// Send one request message given as encoded protobuf bytes.
+    /// Send one request message given as encoded bytes (protobuf, or JSON
+    /// under an `application/grpc+json` content-type).
     pub fn send_encoded(
         &mut self,
         id: CallId,
