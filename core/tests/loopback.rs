@@ -266,3 +266,55 @@ fn deadlines_come_due_in_order_and_stale_ones_are_swept() {
     assert_eq!(d.len(), 1);
     assert_eq!(earliest(None, Some(t)), Some(t));
 }
+
+/// A client configured for `application/grpc+json` sends JSON messages with
+/// `send_encoded` and gets JSON back; the server's application sees protobuf.
+#[test]
+fn json_client_round_trip() {
+    let now = Instant::now();
+    let mut c = Client::new(ClientConfig {
+        content_type: "application/grpc+json",
+        ..ClientConfig::default()
+    });
+    let mut s = Server::new(ServerConfig {
+        json: Some(
+            crisp_core::grpc::json::JsonCodec::new(crisp_proto::FILE_DESCRIPTOR_SET).unwrap(),
+        ),
+        ..ServerConfig::default()
+    });
+    let id = c
+        .start_call("/runtime.v1.RuntimeService/Version", Vec::new(), None, now)
+        .unwrap();
+    c.send_encoded(id, br#"{"version": "v1"}"#, true).unwrap();
+    pump(&mut c, &mut s, now);
+    let ev = s.poll_event().expect("a request");
+    let server::Event::Request { call, message } = ev else {
+        panic!("unexpected {ev:?}")
+    };
+    let req: cri::VersionRequest = prost::Message::decode(message).unwrap();
+    assert_eq!(req, version_request());
+    let resp = cri::VersionResponse {
+        runtime_name: "crisp".into(),
+        ..Default::default()
+    };
+    s.respond(call.id, &resp).unwrap();
+    pump(&mut c, &mut s, now);
+    let (mut got, mut content_type, mut status) = (None, None, None);
+    while let Some(ev) = c.poll_event() {
+        match ev {
+            client::Event::Headers { headers, .. } => {
+                content_type = headers
+                    .iter()
+                    .find(|h| &h.name[..] == b"content-type")
+                    .map(|h| h.value.clone())
+            }
+            client::Event::Message { message, .. } => got = Some(message),
+            client::Event::Finished { status: st, .. } => status = Some(st),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(status, Some(Status::ok()));
+    assert_eq!(content_type.as_deref(), Some(&b"application/grpc+json"[..]));
+    let json: serde_json::Value = serde_json::from_slice(&got.expect("an answer")).unwrap();
+    assert_eq!(json, serde_json::json!({"runtimeName": "crisp"}));
+}
