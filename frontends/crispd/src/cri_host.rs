@@ -178,6 +178,20 @@ impl CriHost {
         }
     }
 
+    /// Whether some record's last write failed (a full disk): the event
+    /// loop then calls [`CriHost::retry_records`] every few seconds.
+    pub fn has_failed_records(&self) -> bool {
+        self.rt.has_failed_records()
+    }
+
+    /// Writes again the records whose last write failed, so that an object
+    /// a failed write left in memory (a container whose CreateContainer
+    /// failed with a full disk) is durable once the disk has room, with no
+    /// call needing it.
+    pub fn retry_records(&mut self) {
+        self.rt.retry_records();
+    }
+
     /// An exit a watcher ([`crate::exits`]) saw. While a stop of the
     /// container is in flight it waits for the stop's outcome (which
     /// carries the same exit): StopContainer answers once its stop is

@@ -332,10 +332,10 @@ impl Dispatcher {
                 let job = move || {
                     let record = serde_json::json!({ "pod_cidr": cidr });
                     persist::write_atomic(&path, record.to_string().as_bytes()).map_err(|e| {
-                        Status::internal(format!(
-                            "cannot store runtime config in {}: {e}",
-                            path.display()
-                        ))
+                        crate::pods::write_failed(
+                            format_args!("cannot store runtime config in {}", path.display()),
+                            &e,
+                        )
                     })?;
                     if let Ok(mut c) = shared.lock() {
                         *c = cidr;

@@ -72,6 +72,9 @@ struct Daemon {
     scheduled: HashMap<usize, Instant, BuildHasherDefault<h2::StreamIdHasher>>,
     server_config: ServerConfig,
     shutdown_at: Option<Instant>,
+    /// When to write again the records whose last write failed (set while
+    /// some did: see `RECORD_RETRY`).
+    record_retry_at: Option<Instant>,
     /// The connection that last brought a request: while the loop spins it
     /// is read directly (see `wait`).
     hot: Option<usize>,
@@ -91,6 +94,10 @@ enum Woke {
 /// While spinning, the hot connection is read this many times per poll of
 /// everything else.
 const HOT_READS_PER_POLL: u32 = 4;
+/// How often records whose write failed (a full state directory) are
+/// written again, until they are durable: the retries are small writes,
+/// and a kubelet sync period is longer.
+const RECORD_RETRY: Duration = Duration::from_secs(2);
 
 /// Start serving; returns when a shutdown completes.
 pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
@@ -163,6 +170,7 @@ pub fn run(config: Arc<Config>, policy: Policy) -> Result<(), StartError> {
         conns: HashMap::default(),
         next_conn: FIRST_CONN,
         timers: BTreeSet::new(),
+        record_retry_at: None,
         scheduled: HashMap::default(),
         shutdown_at: None,
         hot: None,
@@ -316,7 +324,14 @@ impl Daemon {
                     touched.push(id);
                 }
             }
+            if self.record_retry_at.is_some_and(|at| at <= now) {
+                self.record_retry_at = None;
+                self.cri.retry_records();
+            }
             self.drive_cri(&mut touched);
+            if self.record_retry_at.is_none() && self.cri.has_failed_records() {
+                self.record_retry_at = Some(now + RECORD_RETRY);
+            }
             touched.sort_unstable();
             touched.dedup();
             for id in touched.drain(..) {
@@ -435,6 +450,7 @@ impl Daemon {
             self.streams.poll_timeout(),
             self.exits.poll_timeout(),
             self.shutdown_at,
+            self.record_retry_at,
         ]
         .into_iter()
         .flatten()

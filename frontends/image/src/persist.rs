@@ -25,14 +25,19 @@ pub fn write_replacing(path: &Path, data: &[u8], durable: bool) -> std::io::Resu
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
         }
+        fs::rename(&tmp, path)
+    });
+    if let Err(e) = written {
+        // A full disk fails here: the partial file would hold on to the
+        // space it took until the next start's sweep.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     if durable {
         File::open(dir)?.sync_all()?;
     }

@@ -277,6 +277,15 @@ impl Runtime {
         result
     }
 
+    /// Whether some record's last write failed (and waits for a call that
+    /// needs it or [`Runtime::retry_records`]): the frontend sweeps while
+    /// this holds, so records become durable again once the disk has room.
+    pub fn has_failed_records(&self) -> bool {
+        self.sync
+            .values()
+            .any(|s| matches!(s, RecordSync::Failed(_)))
+    }
+
     /// Writes again every record whose last write failed. Calls that need
     /// a record retry it themselves; this is for a periodic sweep.
     pub fn retry_records(&mut self) {

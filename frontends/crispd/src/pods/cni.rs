@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{internal, Host};
+use super::{internal, write_failed, Host};
 use crate::persist;
 use crisp_core::grpc::Status;
 
@@ -242,7 +242,7 @@ fn save(host: &Host, state: &PodNet) -> Result<(), Status> {
     let path = host.net_state(&state.pod_id);
     let bytes = serde_json::to_vec(state).map_err(|e| internal("encode CNI state", e))?;
     persist::write_atomic(&path, &bytes)
-        .map_err(|e| internal(format!("cannot write {}", path.display()), e))
+        .map_err(|e| write_failed(format_args!("cannot write {}", path.display()), &e))
 }
 
 fn call_network(

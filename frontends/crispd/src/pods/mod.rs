@@ -200,7 +200,7 @@ impl Host {
         };
         let path = self.record_path(&key);
         persist::write_slotted(&path, &r.encode_to_vec())
-            .map_err(|e| Status::internal(format!("cannot write {key} to {}: {e}", path.display())))
+            .map_err(|e| write_failed(format_args!("cannot write {key} to {}", path.display()), &e))
     }
 
     fn delete_record(&self, key: &RecordKey) -> Result<(), Status> {
@@ -442,6 +442,19 @@ pub fn now_ns() -> i64 {
 /// A status for a host failure, naming what failed.
 pub fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}"))
+}
+
+/// A failed write's status: RESOURCE_EXHAUSTED when the filesystem is full
+/// (ENOSPC) or the quota spent (EDQUOT), so that callers can tell a full
+/// disk, which passes, from a fault; else INTERNAL. `what` names the path.
+pub fn write_failed(what: impl std::fmt::Display, e: &std::io::Error) -> Status {
+    match e.raw_os_error() {
+        Some(nix::libc::ENOSPC | nix::libc::EDQUOT) => Status::new(
+            crisp_core::grpc::Code::ResourceExhausted,
+            format!("{what}: {e}"),
+        ),
+        _ => internal(what, e),
+    }
 }
 
 /// The executor's errors: its "not implemented yet" placeholders answer
