@@ -80,9 +80,6 @@ def test_state_dir_full(small_state, make_crispd, registry, cri, network, tmp_pa
     with pytest.raises(grpc.RpcError) as err:
         c.runp("full-b")
     assert_full(err, small_state)
-    with pytest.raises(grpc.RpcError) as err:
-        create(c, pod, cfg, "late", registry.busybox, ["/bin/sh", "-c", SCRIPT])
-    assert_full(err, small_state)
     # Still serving, and what was answered is as answered.
     pods, ctrs = listed(c)
     assert pods[pod] == pb.SANDBOX_READY
@@ -90,6 +87,19 @@ def test_state_dir_full(small_state, make_crispd, registry, cri, network, tmp_pa
     assert ctrs[created] == pb.CONTAINER_RUNNING
     # A failed write leaves no partial file behind taking space.
     assert not [f for f in leftovers.files_in(small_state) if ".tmp-" in f]
+
+    # crispd restarts on the full disk and serves what it had.
+    d.stop()
+    c.close()
+    d.start()
+    d.client = c = Cri(d, cri)
+    pods, ctrs = listed(c)
+    assert pods[pod] == pb.SANDBOX_READY
+    assert ctrs[running] == pb.CONTAINER_EXITED
+    assert ctrs[created] == pb.CONTAINER_RUNNING
+    with pytest.raises(grpc.RpcError) as err:
+        create(c, pod, cfg, "late", registry.busybox, ["/bin/sh", "-c", SCRIPT])
+    assert_full(err, small_state)
 
     # Space returns: crispd recovers with no restart.
     filler.unlink()
