@@ -130,8 +130,10 @@ class Crispd:
 
     def run(self, *args, check=True):
         """`crispd ARGS` on this instance's config and state directory."""
+        # --socket: `crispd pull` goes through this instance, never through
+        # a crispd on the default socket.
         proc = subprocess.run(
-            self.base_args() + list(args),
+            self.base_args() + ["--socket", str(self.socket)] + list(args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

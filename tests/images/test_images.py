@@ -547,11 +547,24 @@ def test_import_oci_archive_and_docker_archive(crispd, client, images, tmp_path,
 
 def test_pull_from_the_command_line_while_crispd_runs(crispd, client, registry, images):
     ref = f"{registry.host}/test/layers:1"
-    out = crispd.run("pull", ref).stdout
-    assert out.strip() == images.layered.id
+    pulled = crispd.run("pull", ref)
+    assert pulled.stdout.strip() == images.layered.id
+    # Through the daemon (PullImage on its socket), not beside it.
+    assert f"through crispd on {crispd.socket}" in pulled.stderr
+    assert f'method="/runtime.v1.ImageService/PullImage"' in crispd.log()
     # The running crispd sees it, from the same store.
     assert [i.id for i in client.list()] == [images.layered.id]
     assert "test/layers" in crispd.run("images").stdout
     failed = crispd.run("pull", f"{registry.host}/test/nothing:1", check=False)
     assert failed.returncode == 1
     assert "crispd pull: " in failed.stderr and "MANIFEST_UNKNOWN" in failed.stderr
+
+
+def test_pull_from_the_command_line_without_crispd(make_crispd, registry, images):
+    """No crispd on the socket: `crispd pull` pulls into the store itself
+    and says so."""
+    d = make_crispd(start=False)
+    pulled = d.run("pull", f"{registry.host}/test/layers:1")
+    assert pulled.stdout.strip() == images.layered.id
+    assert "no crispd serves on" in pulled.stderr and "directly" in pulled.stderr
+    assert "test/layers" in d.run("images").stdout

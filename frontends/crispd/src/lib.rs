@@ -12,6 +12,7 @@
 //! `crisp_image`. gRPC health and server reflection are `discovery`.
 
 pub mod auth;
+pub mod cli_client;
 pub mod config;
 pub mod conn;
 pub mod cri_host;

@@ -21,7 +21,7 @@ struct Cli {
     #[arg(long, short = 'c', value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     /// CRI socket path [default: /run/crisp/crisp.sock]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
     /// Directory of persistent state [default: /var/lib/crisp]
     #[arg(long, value_name = "DIR", global = true)]
@@ -55,8 +55,9 @@ enum Command {
         #[arg(long, value_name = "REF")]
         name: Option<String>,
     },
-    /// Pull an image into the store directly, printing its ID; progress
-    /// is logged to stderr. Safe while crispd runs.
+    /// Pull an image, printing its ID: through the crispd serving on the
+    /// socket (PullImage, status lines on stderr), else into the store
+    /// directly (progress logged to stderr). Safe while crispd runs.
     Pull {
         /// The image (busybox, registry.k8s.io/pause:3.10, ...)
         image: String,
@@ -233,6 +234,28 @@ fn pull(config: &Config, image: &str, creds: Option<&str>) -> ExitCode {
             }
         },
     };
+    match crispd::cli_client::CliClient::connect(&config.socket) {
+        Ok(client) => return pull_through_daemon(client, config, image, &credentials),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            eprintln!(
+                "crispd pull: no crispd serves on {} ({e}): pulling into the store {} directly",
+                config.socket.display(),
+                config.image_settings().store_dir.display()
+            );
+        }
+        Err(e) => {
+            eprintln!(
+                "crispd pull: cannot connect to crispd on {}: {e}",
+                config.socket.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     match crisp_image::pull_cli(&config.image_settings(), image, &credentials) {
         Ok(id) => {
             println!("{id}");
@@ -240,6 +263,63 @@ fn pull(config: &Config, image: &str, creds: Option<&str>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("crispd pull: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// PullImage on the running crispd. Its progress stays in the daemon
+/// (logged there every few seconds): the CRI has no call that reports it,
+/// so the command prints the phases and the time waited.
+fn pull_through_daemon(
+    mut client: crispd::cli_client::CliClient,
+    config: &Config,
+    image: &str,
+    credentials: &crisp_image::registry::Credentials,
+) -> ExitCode {
+    use crisp_proto::cri;
+    let auth = (!credentials.username.is_empty()).then(|| cri::AuthConfig {
+        username: credentials.username.clone(),
+        password: credentials.password.clone(),
+        ..Default::default()
+    });
+    let req = cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        auth,
+        sandbox_config: None,
+    };
+    eprintln!(
+        "crispd pull: pulling {image} through crispd on {}",
+        config.socket.display()
+    );
+    let mut reported = 0;
+    let tick = |waited: std::time::Duration| {
+        let secs = waited.as_secs();
+        if secs >= reported + 5 {
+            reported = secs;
+            eprintln!("crispd pull: still pulling {image} ({secs} s)");
+        }
+    };
+    let answer: std::io::Result<Result<cri::PullImageResponse, _>> =
+        client.unary("/runtime.v1.ImageService/PullImage", &req, tick);
+    match answer {
+        Ok(Ok(resp)) => {
+            eprintln!("crispd pull: pulled {image}");
+            println!("{}", resp.image_ref);
+            ExitCode::SUCCESS
+        }
+        Ok(Err(status)) => {
+            eprintln!("crispd pull: {:?}: {}", status.code, status.message);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "crispd pull: the call to crispd on {} failed: {e}",
+                config.socket.display()
+            );
             ExitCode::FAILURE
         }
     }
