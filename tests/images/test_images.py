@@ -567,4 +567,15 @@ def test_pull_from_the_command_line_without_crispd(make_crispd, registry, images
     pulled = d.run("pull", f"{registry.host}/test/layers:1")
     assert pulled.stdout.strip() == images.layered.id
     assert "no crispd serves on" in pulled.stderr and "directly" in pulled.stderr
+    # Not a terminal: plain progress lines, every layer done.
+    layers = len(images.layered.layers)
+    assert f"{layers} layers," in pulled.stderr
+    assert f"done ({layers}/{layers})" in pulled.stderr
     assert "test/layers" in d.run("images").stdout
+    # On a terminal (script(1) gives it one): a bar per layer and overall.
+    tty = subprocess.run(
+        ["script", "-qec", " ".join(d.base_args() + ["--socket", str(d.socket), "pull", f"{registry.host}/test/busybox:1.0"]), "/dev/null"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )
+    assert tty.returncode == 0, tty.stdout
+    assert "(1/1 layers)" in tty.stdout and "sha256:" in tty.stdout, tty.stdout

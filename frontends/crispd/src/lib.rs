@@ -27,6 +27,7 @@ pub mod oci_spec;
 pub mod persist;
 pub mod pods;
 pub mod policy;
+pub mod pull_bars;
 pub mod streaming;
 pub mod tls;
 pub mod workers;

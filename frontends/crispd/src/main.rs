@@ -256,7 +256,16 @@ fn pull(config: &Config, image: &str, creds: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match crisp_image::pull_cli(&config.image_settings(), image, &credentials) {
+    let progress = Arc::new(crispd::pull_bars::PullProgress::for_stderr());
+    let observer: Arc<dyn crisp_image::PullObserver> = progress.clone();
+    let pulled = crisp_image::pull_cli_observed(
+        &config.image_settings(),
+        image,
+        &credentials,
+        Some(observer),
+    );
+    progress.finish();
+    match pulled {
         Ok(id) => {
             println!("{id}");
             ExitCode::SUCCESS

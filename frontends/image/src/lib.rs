@@ -221,6 +221,20 @@ pub struct ImageService {
     /// A GC was skipped because a pull or import was running.
     gc_deferred: AtomicBool,
     in_use: InUse,
+    /// Told of every pull's layer downloads (`crispd pull`'s bars).
+    observer: Option<Arc<dyn PullObserver>>,
+}
+
+/// Watches pulls' downloads as they go, from the pull's threads: the
+/// command line's progress bars. The daemon has none (it logs progress).
+pub trait PullObserver: Send + Sync {
+    /// A pull fetches these layers (digest, compressed size), those
+    /// already in the store included.
+    fn pull_started(&self, image: &str, layers: &[(String, u64)]);
+    /// `n` more compressed bytes of `layer` arrived.
+    fn layer_bytes(&self, layer: &str, n: u64);
+    /// `layer` is in the store (fetched, or there already).
+    fn layer_done(&self, layer: &str);
 }
 
 /// Why the [`ImageService`] cannot start.
@@ -276,9 +290,15 @@ impl ImageService {
             downloads: pull::Downloads::new(settings.max_concurrent_downloads),
             gc_deferred: AtomicBool::new(false),
             in_use: Box::new(|_| None),
+            observer: None,
         };
         svc.collect_garbage();
         Ok(svc)
+    }
+
+    /// Install the watcher of pulls' downloads.
+    pub fn set_observer(&mut self, observer: Arc<dyn PullObserver>) {
+        self.observer = Some(observer);
     }
 
     /// Install the check RemoveImage asks before deleting an image.
@@ -552,7 +572,20 @@ pub fn pull_cli(
     image: &str,
     credentials: &registry::Credentials,
 ) -> Result<String, String> {
-    let svc = ImageService::new(settings).map_err(|e| e.to_string())?;
+    pull_cli_observed(settings, image, credentials, None)
+}
+
+/// [`pull_cli`], its downloads told to `observer`.
+pub fn pull_cli_observed(
+    settings: &Settings,
+    image: &str,
+    credentials: &registry::Credentials,
+    observer: Option<Arc<dyn PullObserver>>,
+) -> Result<String, String> {
+    let mut svc = ImageService::new(settings).map_err(|e| e.to_string())?;
+    if let Some(o) = observer {
+        svc.set_observer(o);
+    }
     svc.pull(image, credentials, &Stop::never())
         .map_err(|e| e.message)
 }

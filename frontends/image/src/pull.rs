@@ -351,7 +351,15 @@ impl ImageService {
             layers_done: AtomicUsize::new(0),
             started: Instant::now(),
             last: Mutex::new(Instant::now()),
+            observer: self.observer.clone(),
         });
+        if let Some(o) = &self.observer {
+            let layers: Vec<(String, u64)> = wanted
+                .iter()
+                .map(|(d, _)| (d.digest.clone(), d.size.max(0) as u64))
+                .collect();
+            o.pull_started(&reference.to_string(), &layers);
+        }
         let next = AtomicUsize::new(0);
         let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
         let threads = self
@@ -378,6 +386,9 @@ impl ImageService {
                     self.ensure_layer(&mut session, reference, desc, diff_id, &layers_stop, budget);
                 if fetched.is_ok() {
                     progress.layers_done.fetch_add(1, Ordering::SeqCst);
+                    if let Some(o) = &progress.observer {
+                        o.layer_done(&desc.digest);
+                    }
                 }
                 if let Err(e) = fetched {
                     let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -635,7 +646,6 @@ pub(super) struct ImageBudget {
 
 /// One pull's downloaded bytes over all its layers, logged at info every
 /// [`PROGRESS_EVERY`].
-#[derive(Debug)]
 pub(super) struct PullProgress {
     image: String,
     /// Compressed bytes of the pull's layers (those present included).
@@ -645,6 +655,17 @@ pub(super) struct PullProgress {
     layers_done: AtomicUsize,
     started: Instant,
     last: Mutex<Instant>,
+    observer: Option<Arc<dyn crate::PullObserver>>,
+}
+
+impl std::fmt::Debug for PullProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullProgress")
+            .field("image", &self.image)
+            .field("total", &self.total)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PullProgress {
@@ -883,6 +904,9 @@ impl Read for Progress {
         let n = self.inner.read(buf)?;
         self.done += n as u64;
         self.pull.add(n as u64);
+        if let Some(o) = self.pull.observer.as_ref().filter(|_| n > 0) {
+            o.layer_bytes(&self.layer, n as u64);
+        }
         if self.last.elapsed() >= PROGRESS_EVERY {
             self.last = Instant::now();
             let secs = self.started.elapsed().as_secs_f64();
