@@ -130,10 +130,10 @@ class Crispd:
 
     def run(self, *args, check=True):
         """`crispd ARGS` on this instance's config and state directory."""
-        # --socket: `crispd pull` goes through this instance, never through
-        # a crispd on the default socket.
+        # --socket, --runtime-dir: `crispd pull` goes through this
+        # instance (and reads its progress files), never the default's.
         proc = subprocess.run(
-            self.base_args() + ["--socket", str(self.socket)] + list(args),
+            self.base_args() + ["--socket", str(self.socket), "--runtime-dir", str(self.runtime_dir)] + list(args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

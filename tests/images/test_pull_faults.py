@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import grpc
@@ -332,3 +333,40 @@ def test_a_full_disk_fails_the_pull_and_keeps_the_store_consistent(
     # Space is back (the failed layer's files are gone): a small image pulls.
     fake.layout = images.layout
     assert d.client.pull(f"{fake.host}/any/busybox:busybox") == images.busybox.id
+
+
+def test_crispd_pull_shows_the_daemons_progress(start_crispd, fake, images):
+    """`crispd pull` through the daemon follows the pull's progress file:
+    while a layer is held mid-blob it has printed the image's layers and
+    the layers done, and the file is gone once the pull is over."""
+    layer = images.layered.layers[1]["digest"]
+    fake.hold[layer] = 10
+    d = start_crispd("[images]\nread_timeout_secs = 3600\n")
+    ref = f"{fake.host}/test/layers:layered"
+    cli = subprocess.Popen(
+        d.base_args() + ["--socket", str(d.socket), "--runtime-dir", str(d.runtime_dir), "pull", ref],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines = []
+
+    def read_stderr():
+        for line in cli.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        it.wait_until("the pull to reach the held layer", fake.held.is_set)
+        layers = len(images.layered.layers)
+        # The others are done, the held one is not.
+        wait_until("the CLI showing the layers done", lambda: any(f"done ({layers - 1}/{layers})" in l for l in lines))
+        assert any(f"{layers} layers," in l for l in lines), lines
+        assert list((d.runtime_dir / "pulls").iterdir()) != []
+    finally:
+        fake.release.set()
+    assert cli.wait(120) == 0, "".join(lines)
+    reader.join(10)
+    assert cli.stdout.read().strip() == images.layered.id
+    assert f"done ({layers}/{layers})" in "".join(lines)
+    assert f"through crispd on {d.socket}" in "".join(lines)
+    assert list((d.runtime_dir / "pulls").iterdir()) == []

@@ -13,7 +13,7 @@ use crisp_core::grpc::Status;
 
 /// How long a read waits before the caller's `tick` runs (and the client's
 /// timers: HTTP/2 pings, deadlines).
-const TICK: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(250);
 
 pub struct CliClient {
     sock: UnixStream,
@@ -46,7 +46,7 @@ impl CliClient {
     }
 
     /// One unary call with no deadline: the decoded answer or the call's
-    /// status. `tick` runs about every second while the answer is awaited,
+    /// status. `tick` runs about every 250 ms while the answer is awaited,
     /// with the time since the call started.
     pub fn unary<Req: prost::Message, Resp: prost::Message + Default>(
         &mut self,

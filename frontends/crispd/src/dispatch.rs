@@ -93,6 +93,9 @@ impl Dispatcher {
             let users = users.lock().ok()?;
             users.contains(&r.id).then(|| "a container".to_owned())
         }));
+        images.set_observer(Arc::new(crate::pull_bars::PullFiles::new(
+            &config.runtime_dir,
+        )));
         let images = Arc::new(images);
         let host = Arc::new(Host::new(Arc::clone(&config), Arc::clone(&images))?);
         let discovery = Discovery::new().map_err(StartError::Reflection)?;

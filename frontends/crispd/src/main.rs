@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
     /// Directory of runtime files [default: /run/crisp]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     runtime_dir: Option<PathBuf>,
     /// Also listen on TCP, e.g. tcp://127.0.0.1:10010 (loopback only unless the config allows more)
     #[arg(long, value_name = "ADDR")]
@@ -56,8 +56,8 @@ enum Command {
         name: Option<String>,
     },
     /// Pull an image, printing its ID: through the crispd serving on the
-    /// socket (PullImage, status lines on stderr), else into the store
-    /// directly (progress logged to stderr). Safe while crispd runs.
+    /// socket (PullImage), else into the store directly; progress bars on
+    /// stderr (lines when not a terminal). Safe while crispd runs.
     Pull {
         /// The image (busybox, registry.k8s.io/pause:3.10, ...)
         image: String,
@@ -277,9 +277,8 @@ fn pull(config: &Config, image: &str, creds: Option<&str>) -> ExitCode {
     }
 }
 
-/// PullImage on the running crispd. Its progress stays in the daemon
-/// (logged there every few seconds): the CRI has no call that reports it,
-/// so the command prints the phases and the time waited.
+/// PullImage on the running crispd, showing the pull's progress from the
+/// daemon's progress file (the CRI has no call that reports it).
 fn pull_through_daemon(
     mut client: crispd::cli_client::CliClient,
     config: &Config,
@@ -304,16 +303,21 @@ fn pull_through_daemon(
         "crispd pull: pulling {image} through crispd on {}",
         config.socket.display()
     );
-    let mut reported = 0;
-    let tick = |waited: std::time::Duration| {
-        let secs = waited.as_secs();
-        if secs >= reported + 5 {
-            reported = secs;
-            eprintln!("crispd pull: still pulling {image} ({secs} s)");
+    // The daemon's progress for this pull, from its progress file.
+    let progress = crispd::pull_bars::PullProgress::for_stderr();
+    let file = crispd::pull_bars::progress_file(&config.runtime_dir, image);
+    let mut follower = crispd::pull_bars::FileFollower::default();
+    let tick = |_waited: std::time::Duration| {
+        if let Some(f) = &file {
+            follower.look(f, &progress);
         }
     };
     let answer: std::io::Result<Result<cri::PullImageResponse, _>> =
         client.unary("/runtime.v1.ImageService/PullImage", &req, tick);
+    if matches!(answer, Ok(Ok(_))) {
+        follower.complete(&progress);
+    }
+    progress.finish();
     match answer {
         Ok(Ok(resp)) => {
             eprintln!("crispd pull: pulled {image}");

@@ -1,14 +1,18 @@
-//! `crispd pull`'s progress on the store directly: on a terminal a bar per
-//! layer and one for the whole image (bytes, rate, ETA) with indicatif;
-//! otherwise plain lines, the whole image's bytes every few seconds.
+//! `crispd pull`'s progress: on a terminal a bar per layer and one for the
+//! whole image (bytes, rate, ETA) with indicatif; otherwise plain lines,
+//! the whole image's bytes every few seconds. Pulling through the daemon,
+//! the command follows the daemon's progress files ([`PullFiles`]).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crisp_image::PullObserver;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// How often the plain lines report the bytes so far.
 const LINE_EVERY: Duration = Duration::from_secs(2);
@@ -179,6 +183,189 @@ impl PullObserver for PullProgress {
                     l.layers_done,
                     l.layers
                 );
+            }
+        }
+    }
+}
+
+/// The daemon's pulls in progress, for `crispd pull` through the daemon
+/// to show (the CRI has no call that reports a pull's progress): one JSON
+/// file per pulled reference under `<runtime_dir>/pulls/`, named by the
+/// SHA-256 of the normalised reference ([`progress_file`]), rewritten at
+/// most every [`FILE_EVERY`] and removed when the pull ends.
+pub struct PullFiles {
+    dir: PathBuf,
+    pulls: Mutex<HashMap<String, FilePull>>,
+}
+
+/// How often a pull's progress file is rewritten while bytes arrive.
+const FILE_EVERY: Duration = Duration::from_millis(250);
+
+struct FilePull {
+    layers: Vec<LayerProgress>,
+    written: Instant,
+}
+
+/// One layer in a progress file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LayerProgress {
+    pub digest: String,
+    pub total: u64,
+    pub done: u64,
+    pub finished: bool,
+}
+
+/// A progress file's content.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PullFile {
+    pub image: String,
+    pub layers: Vec<LayerProgress>,
+}
+
+/// Where the daemon keeps the progress of pulling `image` (as PullImage
+/// names it: normalised here the way the daemon does), if it parses.
+pub fn progress_file(runtime_dir: &Path, image: &str) -> Option<PathBuf> {
+    let reference = crisp_core::cri::reference::Reference::parse_normalized(image.trim()).ok()?;
+    Some(progress_path(
+        &runtime_dir.join("pulls"),
+        &reference.to_string(),
+    ))
+}
+
+fn progress_path(dir: &Path, image: &str) -> PathBuf {
+    let hash = Sha256::digest(image.as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}.json"))
+}
+
+impl PullFiles {
+    /// Under `runtime_dir`; progress files a crash left are removed.
+    pub fn new(runtime_dir: &Path) -> Self {
+        let dir = runtime_dir.join("pulls");
+        let _ = std::fs::remove_dir_all(&dir);
+        Self {
+            dir,
+            pulls: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn write(&self, image: &str, layers: &[LayerProgress]) {
+        let file = PullFile {
+            image: image.to_owned(),
+            layers: layers.to_vec(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&file) else {
+            return;
+        };
+        if let Err(e) = crate::persist::write_runtime(&progress_path(&self.dir, image), &bytes) {
+            tracing::debug!(image, error = %e, "cannot write the pull's progress file");
+        }
+    }
+}
+
+impl PullObserver for PullFiles {
+    fn pull_started(&self, image: &str, layers: &[(String, u64)]) {
+        let layers: Vec<LayerProgress> = layers
+            .iter()
+            .map(|(digest, total)| LayerProgress {
+                digest: digest.clone(),
+                total: *total,
+                ..LayerProgress::default()
+            })
+            .collect();
+        self.write(image, &layers);
+        lock(&self.pulls).insert(
+            image.to_owned(),
+            FilePull {
+                layers,
+                written: Instant::now(),
+            },
+        );
+    }
+
+    fn layer_bytes(&self, layer: &str, n: u64) {
+        let mut pulls = lock(&self.pulls);
+        for (image, p) in pulls.iter_mut() {
+            let Some(l) = p.layers.iter_mut().find(|l| l.digest == layer) else {
+                continue;
+            };
+            l.done += n;
+            if p.written.elapsed() >= FILE_EVERY {
+                p.written = Instant::now();
+                self.write(image, &p.layers);
+            }
+        }
+    }
+
+    fn layer_done(&self, layer: &str) {
+        let mut pulls = lock(&self.pulls);
+        for (image, p) in pulls.iter_mut() {
+            let Some(l) = p.layers.iter_mut().find(|l| l.digest == layer) else {
+                continue;
+            };
+            l.finished = true;
+            p.written = Instant::now();
+            self.write(image, &p.layers);
+        }
+    }
+
+    fn pull_finished(&self, image: &str) {
+        lock(&self.pulls).remove(image);
+        let _ = std::fs::remove_file(progress_path(&self.dir, image));
+    }
+}
+
+/// Shows a progress file's changes through a [`PullProgress`]: what is
+/// new since the last look, as the daemon's pull reported it.
+#[derive(Default)]
+pub struct FileFollower {
+    started: bool,
+    /// By layer: (total, done, finished) as last shown.
+    seen: HashMap<String, (u64, u64, bool)>,
+}
+
+impl FileFollower {
+    pub fn look(&mut self, path: &Path, show: &PullProgress) {
+        let Some(file) = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PullFile>(&b).ok())
+        else {
+            return;
+        };
+        if !self.started {
+            self.started = true;
+            let layers: Vec<(String, u64)> = file
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.total))
+                .collect();
+            show.pull_started(&file.image, &layers);
+        }
+        for l in &file.layers {
+            let (total, done, finished) = self.seen.entry(l.digest.clone()).or_default();
+            *total = l.total;
+            if l.done > *done {
+                show.layer_bytes(&l.digest, l.done - *done);
+                *done = l.done;
+            }
+            if l.finished && !*finished {
+                *finished = true;
+                show.layer_done(&l.digest);
+            }
+        }
+    }
+
+    /// The daemon answered the pull OK: the layers the file last showed
+    /// unfinished are done (the file goes when the pull ends, which may
+    /// be between two looks).
+    pub fn complete(&mut self, show: &PullProgress) {
+        for (digest, (total, done, finished)) in &mut self.seen {
+            if !*finished {
+                if *total > *done {
+                    show.layer_bytes(digest, *total - *done);
+                }
+                *finished = true;
+                show.layer_done(digest);
             }
         }
     }

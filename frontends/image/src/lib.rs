@@ -235,6 +235,8 @@ pub trait PullObserver: Send + Sync {
     fn layer_bytes(&self, layer: &str, n: u64);
     /// `layer` is in the store (fetched, or there already).
     fn layer_done(&self, layer: &str);
+    /// The pull of `image` is over, done or failed.
+    fn pull_finished(&self, _image: &str) {}
 }
 
 /// Why the [`ImageService`] cannot start.

@@ -44,7 +44,11 @@ impl ImageService {
         // Pulls with different credentials must not share an outcome.
         let key = format!("pull {reference} as {}", credentials.fingerprint());
         let result = self.flights.run(&key, stop, |shared| {
-            self.pull_now(&reference, credentials, shared)
+            let pulled = self.pull_now(&reference, credentials, shared);
+            if let Some(o) = &self.observer {
+                o.pull_finished(&reference.to_string());
+            }
+            pulled
         });
         self.collect_deferred_garbage();
         result
