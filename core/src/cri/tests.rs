@@ -1755,11 +1755,13 @@ fn a_failed_record_write_fails_the_call_and_is_retried() {
     // The sandbox exists; its record is written again on demand.
     assert!(h.actions.is_empty());
     let pod = h.pods(None).remove(0);
+    assert!(h.rt.has_failed_records());
     h.rt.retry_records();
     h.drain();
     h.take(|x| matches!(x, Action::WriteRecord(_)));
     h.persist();
     assert!(h.store.contains_key(&RecordKey::Pod(pod.clone())));
+    assert!(!h.rt.has_failed_records());
     // A call needing the record writes it too.
     let id = h.create(&pod, "a");
     let (sid, _) = {
