@@ -579,3 +579,5 @@ def test_pull_from_the_command_line_without_crispd(make_crispd, registry, images
     )
     assert tty.returncode == 0, tty.stdout
     assert "(1/1 layers)" in tty.stdout and "sha256:" in tty.stdout, tty.stdout
+    # No info log lines between the bars.
+    assert "INFO" not in tty.stdout, tty.stdout

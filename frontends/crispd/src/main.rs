@@ -164,6 +164,12 @@ fn main() -> ExitCode {
     }
     if let Some(v) = cli.log_level {
         config.log.level = v;
+    } else if matches!(cli.command, Some(Command::Pull { .. }))
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        // The progress bars say what the pull's info lines would, and
+        // lines between them would break their drawing.
+        config.log.level = "warn".to_owned();
     }
     if let Some(v) = cli.log_format {
         config.log.format = v;
