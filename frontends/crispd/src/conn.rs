@@ -770,18 +770,11 @@ pub(crate) mod tests {
                 CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(mio::Waker::new(poll.registry(), Token(usize::MAX)).unwrap());
-            let workers = Workers::new(
-                crate::workers::PoolSize {
-                    threads: 1,
-                    queue: 4,
-                },
-                crate::workers::PoolSize {
-                    threads: 1,
-                    queue: 4,
-                },
-                waker,
-            )
-            .unwrap();
+            let one = crate::workers::PoolSize {
+                threads: 1,
+                queue: 4,
+            };
+            let workers = Workers::new(one, one, waker).unwrap();
             let (server_end, client_end) = UnixStream::pair().unwrap();
             let conn = Conn::new(7, Socket::Unix(server_end), peer, ServerConfig::default());
             Self {
@@ -798,15 +791,21 @@ pub(crate) mod tests {
             }
         }
 
-        /// Let the connection read and answer what the socket holds.
-        fn serve(&mut self, read_closed: bool) {
+        /// Runs `f` on the connection with a `Ctx` over the harness's parts,
+        /// as the event loop calls it.
+        fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Conn, &mut Ctx) -> R) -> R {
             let mut ctx = Ctx {
                 dispatcher: &self.dispatcher,
                 cri: &mut self.cri,
                 workers: &self.workers,
                 read_buf: &mut self.read_buf,
             };
-            self.conn.on_readable(&mut ctx, Instant::now(), read_closed);
+            f(&mut self.conn, &mut ctx)
+        }
+
+        /// Let the connection read and answer what the socket holds.
+        fn serve(&mut self, read_closed: bool) {
+            self.with_ctx(|conn, ctx| conn.on_readable(ctx, Instant::now(), read_closed));
             self.conn.flush();
         }
 
@@ -1036,14 +1035,10 @@ pub(crate) mod tests {
         h.conn.out.extend_from_slice(&vec![0; HIGH_WATER]);
         let id = h.start(VERSION, &cri::VersionRequest::default().encode_to_vec());
         h.client_send();
-        let mut ctx = Ctx {
-            dispatcher: &h.dispatcher,
-            cri: &mut h.cri,
-            workers: &h.workers,
-            read_buf: &mut h.read_buf,
-        };
-        h.conn.on_readable(&mut ctx, Instant::now(), false);
-        assert!(!h.conn.read_now(&mut ctx, Instant::now()));
+        h.with_ctx(|conn, ctx| {
+            conn.on_readable(ctx, Instant::now(), false);
+            assert!(!conn.read_now(ctx, Instant::now()));
+        });
         assert!(h.conn.calls.is_empty());
         assert!(h.conn.grpc.poll_event().is_none(), "the request was read");
         // Only writability is asked for until the output drains.
@@ -1241,16 +1236,8 @@ pub(crate) mod tests {
         h.tcp(Some((&acceptor, client)));
         let deadline = h.conn.poll_timeout().unwrap();
         assert!(!h.conn.is_done());
-        let mut ctx = Ctx {
-            dispatcher: &h.dispatcher,
-            cri: &mut h.cri,
-            workers: &h.workers,
-            read_buf: &mut h.read_buf,
-        };
-        h.conn.handle_timeout(
-            &mut ctx,
-            deadline.max(Instant::now() + acceptor.handshake_timeout),
-        );
+        let at = deadline.max(Instant::now() + acceptor.handshake_timeout);
+        h.with_ctx(|conn, ctx| conn.handle_timeout(ctx, at));
         assert!(h.conn.is_done());
     }
 }
