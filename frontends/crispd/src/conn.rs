@@ -319,18 +319,12 @@ impl Conn {
                     if call.deadline.is_some_and(|at| at <= Instant::now()) {
                         let status =
                             Status::deadline_exceeded("deadline exceeded before the call started");
-                        let _ = self.grpc.finish(call.id, &status);
-                        log_call(self.peer, call.method.path, status.code, now);
+                        self.refuse(&call, &status, now);
                         continue;
                     }
                     // Who calls, before anything of the request is read.
-                    let peer = match self.caller(ctx.dispatcher.policy(), &call) {
-                        Ok(peer) => peer,
-                        Err(status) => {
-                            let _ = self.grpc.finish(call.id, &status);
-                            log_call(self.peer, call.method.path, status.code, now);
-                            continue;
-                        }
+                    let Some(peer) = self.admit(ctx.dispatcher.policy(), &call, now) else {
+                        continue;
                     };
                     let outcome = ctx.dispatcher.dispatch(
                         &mut self.grpc,
@@ -352,13 +346,8 @@ impl Conn {
                     }
                 }
                 Event::StreamStarted { call } => {
-                    let peer = match self.caller(ctx.dispatcher.policy(), &call) {
-                        Ok(peer) => peer,
-                        Err(status) => {
-                            let _ = self.grpc.finish(call.id, &status);
-                            log_call(self.peer, call.method.path, status.code, now);
-                            continue;
-                        }
+                    let Some(peer) = self.admit(ctx.dispatcher.policy(), &call, now) else {
+                        continue;
                     };
                     // Server reflection; the dispatcher refuses the rest.
                     if let Some(stream) = ctx.dispatcher.open_stream(&mut self.grpc, peer, &call) {
@@ -441,6 +430,25 @@ impl Conn {
         Err(Status::permission_denied(format!(
             "caller {peer} may not call {method} (see [access] in crispd's config)"
         )))
+    }
+
+    /// The caller of `call` if the policy lets it in; otherwise the call is
+    /// refused here.
+    fn admit(&mut self, policy: &Policy, call: &CallInfo, now: Instant) -> Option<Peer> {
+        match self.caller(policy, call) {
+            Ok(peer) => Some(peer),
+            Err(status) => {
+                self.refuse(call, &status, now);
+                None
+            }
+        }
+    }
+
+    /// Answers `call` with `status` before any of its work starts, and logs
+    /// it.
+    fn refuse(&mut self, call: &CallInfo, status: &Status, started: Instant) {
+        let _ = self.grpc.finish(call.id, status);
+        log_call(self.peer, call.method.path, status.code, started);
     }
 
     /// A worker finished a call of this connection.
