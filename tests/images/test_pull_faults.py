@@ -219,11 +219,16 @@ def test_too_little_free_space_refuses_the_pull(start_crispd, fake):
     no_partial_image(d)
 
 
-def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, images):
-    layer = images.layered.layers[1]["digest"]
-    fake.hold[layer] = 10
+def slow_second_layer(start_crispd, fake, images, slow):
+    """crispd, and the reference of the layered image whose second layer
+    the fake registry holds back (`slow` is `fake.hold` or `fake.stall`)."""
+    slow[images.layered.layers[1]["digest"]] = 10
     d = start_crispd("[images]\nread_timeout_secs = 3600\n")
-    ref = f"{fake.host}/test/layers:layered"
+    return d, f"{fake.host}/test/layers:layered"
+
+
+def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, images):
+    d, ref = slow_second_layer(start_crispd, fake, images, fake.hold)
     patient = d.client.pull_future(ref, timeout=600)
     it.wait_until("the pull to reach the held layer", fake.held.is_set)
     # A second caller of the same image, with a short deadline, gives up...
@@ -240,10 +245,7 @@ def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, 
 
 
 def test_a_shared_pull_stops_when_its_last_caller_goes(start_crispd, fake, images):
-    layer = images.layered.layers[1]["digest"]
-    fake.stall[layer] = 10
-    d = start_crispd("[images]\nread_timeout_secs = 3600\n")
-    ref = f"{fake.host}/test/layers:layered"
+    d, ref = slow_second_layer(start_crispd, fake, images, fake.stall)
     first = d.client.pull_future(ref, timeout=600)
     second = d.client.pull_future(ref, timeout=600)
     it.wait_until("both callers waiting", lambda: "waiting for the same work in progress" in d.log_path.read_text())
