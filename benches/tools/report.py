@@ -26,6 +26,21 @@ def load(name, default=None):
         return default
 
 
+def error_tail(name):
+    """The end of a failed run's error output, for the report."""
+    p = os.path.join(RES, name)
+    err = open(p).read().strip() if os.path.exists(p) else ""
+    return err[-300:] or "no output"
+
+
+def not_run_notes(results, what, err_name):
+    """A note for each runtime (crispd, containerd) that left no results."""
+    for name, d in zip(("crispd", "containerd"), results):
+        if not d:
+            w("")
+            w(f"{name}{what}: failed or not run ({error_tail(err_name.format(name))}).")
+
+
 def crit(group, fn):
     p = os.path.join(RES, "criterion", group, fn, "new", "estimates.json")
     if not os.path.exists(p):
@@ -340,8 +355,7 @@ for label, k in [(s_, s_) for s_ in steps_] + [("**CreateContainer + StartContai
 w("")
 for name, d in [("crispd", lc), ("containerd", lce)]:
     if not d:
-        err = open(os.path.join(RES, f"lifecycle-{name}.err")).read().strip() if os.path.exists(os.path.join(RES, f"lifecycle-{name}.err")) else ""
-        w(f"{name}: failed or not run ({err[-300:] or 'no output'}).")
+        w(f"{name}: failed or not run ({error_tail(f'lifecycle-{name}.err')}).")
         w("")
 cs = ratio(msv(lce, "create_start"), msv(lc, "create_start"))
 tot = ratio(msv(lce, "total"), msv(lc, "total"))
@@ -381,12 +395,7 @@ for label, k in [("CreateContainer", "CreateContainer"), ("StartContainer", "Sta
                  ("**CreateContainer + StartContainer**", "create_start"), ("**whole lifecycle (7 calls)**", "total")]:
     a, b = msv(sc, k), msv(sce, k)
     w(f"| {label} | {msf(a)} | {msf(b)} | {x(ratio(b, a), 2)} |")
-for name, d in [("crispd", sc), ("containerd", sce)]:
-    if not d:
-        e = os.path.join(RES, f"lifecycle-{name}-seccomp.err")
-        err = open(e).read().strip() if os.path.exists(e) else ""
-        w("")
-        w(f"{name} with RuntimeDefault: failed or not run ({err[-300:] or 'no output'}).")
+not_run_notes((sc, sce), " with RuntimeDefault", "lifecycle-{}-seccomp.err")
 w("")
 st, ste = load("streaming-crispd.json"), load("streaming-containerd.json")
 w("**Exec and port forwarding** (`bench-client streaming`): in one pod with a sleeping container, the Exec call")
@@ -404,12 +413,7 @@ for label, k, higher in [("exec of `true`, round trip (median)", "exec_true_ms",
     w(f"| {label} | {msf(a)} | {msf(b)} | {x(ratio(b, a), 2)} faster |")
 a, b = (st or {}).get("portforward_mib_s"), (ste or {}).get("portforward_mib_s")
 w(f"| port-forward throughput (median of 3) | {a if a is not None else 'n/a'} MiB/s | {b if b is not None else 'n/a'} MiB/s | {x(ratio(a, b), 2)} |")
-for name, d in [("crispd", st), ("containerd", ste)]:
-    if not d:
-        e = os.path.join(RES, f"streaming-{name}.err")
-        err = open(e).read().strip() if os.path.exists(e) else ""
-        w("")
-        w(f"{name} streaming: failed or not run ({err[-300:] or 'no output'}).")
+not_run_notes((st, ste), " streaming", "streaming-{}.err")
 w("")
 w("**StartContainer → first instruction.** The container runs `/bin/stamp` (`benches/stamp/stamp.rs`): a static")
 w("binary without libc whose entry point reads `CLOCK_MONOTONIC` with a raw system call before anything else and")

@@ -606,13 +606,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn statuses_are_what_client_go_reads() {
         assert_eq!(
@@ -641,53 +634,6 @@ mod tests {
         assert!(error_stream_message(Version::V2, Some(0), "").is_empty());
         assert_eq!(error_stream_message(Version::V2, None, "boom"), b"boom");
         assert_eq!(crate::json::string("\u{1}"), "\"\\u0001\"");
-    }
-
-    #[test]
-    fn exec_streams_as_kubelet_counts_them() {
-        let all = StreamOptions {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            tty: false,
-        };
-        let mut s = ExecStreams::new(Version::V4, all);
-        assert_eq!(s.expected(), 4);
-        assert_eq!(s.add(1, &h(&[("streamtype", "error")])), Ok(false));
-        assert_eq!(s.add(3, &h(&[("streamtype", "stdin")])), Ok(false));
-        assert_eq!(s.add(5, &h(&[("streamtype", "stdout")])), Ok(false));
-        assert_eq!(
-            s.add(7, &h(&[("streamtype", "stdout")])),
-            Err(StreamRejection::Duplicate(StreamType::Stdout))
-        );
-        assert_eq!(s.add(9, &h(&[("streamtype", "stderr")])), Ok(true));
-        assert_eq!(s.get(StreamType::Stdin), Some(3));
-        assert_eq!(s.role(9), Some(StreamType::Stderr));
-
-        let tty = StreamOptions {
-            stdin: true,
-            stdout: true,
-            stderr: false,
-            tty: true,
-        };
-        assert_eq!(ExecStreams::new(Version::V4, tty).expected(), 4);
-        assert_eq!(ExecStreams::new(Version::V2, tty).expected(), 3);
-        let mut v2 = ExecStreams::new(Version::V2, tty);
-        assert_eq!(
-            v2.add(1, &h(&[("streamtype", "resize")])),
-            Err(StreamRejection::Unexpected(StreamType::Resize))
-        );
-        assert_eq!(
-            v2.add(1, &h(&[("streamtype", "bogus")])),
-            Err(StreamRejection::UnknownType(Some("bogus".into())))
-        );
-        assert_eq!(v2.add(1, &h(&[])), Err(StreamRejection::UnknownType(None)));
-        assert_eq!(
-            Version::from_protocol(Some("v4.channel.k8s.io")),
-            Some(Version::V4)
-        );
-        assert_eq!(Version::from_protocol(None), Some(Version::V1));
-        assert_eq!(StreamType::Resize.channel(), Some(4));
     }
 
     #[test]

@@ -207,6 +207,16 @@ pub enum Output {
     Stderr,
 }
 
+impl Output {
+    /// The SPDY stream type that carries this output.
+    fn stream_type(self) -> StreamType {
+        match self {
+            Output::Stdout => StreamType::Stdout,
+            Output::Stderr => StreamType::Stderr,
+        }
+    }
+}
+
 /// Why a session cannot start: the HTTP status and text to answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -427,10 +437,7 @@ impl Session {
         if data.is_empty() || self.finished {
             return;
         }
-        let role = match which {
-            Output::Stdout => StreamType::Stdout,
-            Output::Stderr => StreamType::Stderr,
-        };
+        let role = which.stream_type();
         match &mut self.wire {
             Wire::Spdy(spdy) => {
                 if let Some(id) = self.exec.as_ref().and_then(|e| e.get(role)) {
@@ -449,10 +456,7 @@ impl Session {
 
     /// The output stream ended (EOF on the process's pipe).
     pub fn close_output(&mut self, which: Output) {
-        let role = match which {
-            Output::Stdout => StreamType::Stdout,
-            Output::Stderr => StreamType::Stderr,
-        };
+        let role = which.stream_type();
         match &mut self.wire {
             Wire::Spdy(spdy) => {
                 if let Some(id) = self.exec.as_ref().and_then(|e| e.get(role)) {

@@ -271,26 +271,19 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, Rejection> {
             Endpoint::PortForward => PORTFORWARD_PROTOCOLS,
             Endpoint::Exec | Endpoint::Attach => REMOTECOMMAND_PROTOCOLS,
         };
-        let protocol = if offered.is_empty() {
-            None
-        } else {
-            match negotiate(&offered, supported) {
-                Some(p) => Some(p),
-                None => {
-                    let mut r = Rejection::new(
-                        403,
-                        format!(
-                            "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {supported:?}"
-                        ),
-                    );
-                    for p in supported {
-                        r.headers
-                            .push((ACCEPTED_PROTOCOLS_HEADER, (*p).to_string()));
-                    }
-                    return Err(r);
-                }
+        let protocol = negotiate(&offered, supported, || {
+            let mut r = Rejection::new(
+                403,
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {supported:?}"
+                ),
+            );
+            for p in supported {
+                r.headers
+                    .push((ACCEPTED_PROTOCOLS_HEADER, (*p).to_string()));
             }
-        };
+            r
+        })?;
         Transport::Spdy { protocol }
     } else if request.has_token("upgrade", "websocket") {
         websocket_transport(&request, endpoint)?
@@ -337,21 +330,14 @@ fn websocket_transport(request: &Headers<'_>, endpoint: Endpoint) -> Result<Tran
         Endpoint::PortForward => WEBSOCKET_PORTFORWARD_PROTOCOLS,
         Endpoint::Exec | Endpoint::Attach => WEBSOCKET_REMOTECOMMAND_PROTOCOLS,
     };
-    let protocol = if offered.is_empty() {
-        None
-    } else {
-        match negotiate(&offered, supported) {
-            Some(p) => Some(p),
-            None => {
-                return Err(Rejection::new(
-                    400,
-                    format!(
-                        "none of the requested subprotocols {offered:?} is supported; supported: {supported:?}"
-                    ),
-                ))
-            }
-        }
-    };
+    let protocol = negotiate(&offered, supported, || {
+        Rejection::new(
+            400,
+            format!(
+                "none of the requested subprotocols {offered:?} is supported; supported: {supported:?}"
+            ),
+        )
+    })?;
     Ok(Transport::WebSocket {
         protocol,
         accept: websocket_accept(key),
@@ -367,11 +353,21 @@ pub fn websocket_accept(key: &str) -> String {
     BASE64.encode(sha.digest().bytes())
 }
 
-/// The first of the client's offers (in its order) that we support.
-fn negotiate(offered: &[&str], supported: &[&'static str]) -> Option<&'static str> {
+/// The first of the client's offers (in its order) that we support; `None`
+/// when the client offers none, `refuse()` when we support none of them.
+fn negotiate(
+    offered: &[&str],
+    supported: &[&'static str],
+    refuse: impl FnOnce() -> Rejection,
+) -> Result<Option<&'static str>, Rejection> {
+    if offered.is_empty() {
+        return Ok(None);
+    }
     offered
         .iter()
         .find_map(|o| supported.iter().find(|s| **s == *o).copied())
+        .map(Some)
+        .ok_or_else(refuse)
 }
 
 fn parse_path(path: &str, limits: &Limits) -> Result<(Endpoint, String), Rejection> {

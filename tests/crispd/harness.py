@@ -15,6 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import hpack
 
 
@@ -276,16 +279,53 @@ def header_block(headers) -> bytes:
     return b"".join(literal(n, v) for n, v in headers)
 
 
-def grpc_request_headers(path=VERSION_PATH, extra=()):
+def grpc_request_headers(path=VERSION_PATH, extra=(), content_type="application/grpc"):
     return [
         (":method", "POST"),
         (":scheme", "http"),
         (":path", path),
         (":authority", "localhost"),
-        ("content-type", "application/grpc"),
+        ("content-type", content_type),
         ("te", "trailers"),
         *extra,
     ]
+
+
+def h2_unary(socket_path, headers, body):
+    """One call through python-hyper's h2 on a fresh connection: `headers`,
+    then `body` (already gRPC-framed) ending the stream. Returns (response
+    headers, raw response body, trailers or None); a reset fails the test."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(IO_TIMEOUT)
+    sock.connect(str(socket_path))
+    try:
+        sock.sendall(conn.data_to_send())
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, headers, end_stream=False)
+        conn.send_data(sid, body, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        got, body, trailers, ended = None, b"", None, False
+        while not ended:
+            data = sock.recv(65536)
+            assert data, "crispd closed the connection"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    got = dict(ev.headers)
+                elif isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trailers = dict(ev.headers)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended = ev.stream_id == sid
+                elif isinstance(ev, h2.events.StreamReset):
+                    raise AssertionError(f"stream reset: {ev.error_code}")
+            sock.sendall(conn.data_to_send())
+    finally:
+        sock.close()
+    return got, body, trailers
 
 
 class Frame:

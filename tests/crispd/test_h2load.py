@@ -3,13 +3,9 @@ python-hyper's h2. Throughput is printed, never asserted."""
 
 import re
 import shutil
-import socket
 import subprocess
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 
 import harness
 
@@ -63,36 +59,9 @@ def test_trailers_carry_grpc_status_python_h2(crispd, cri):
     """h2load ignores grpc-status; python-hyper's h2 shows the whole
     response: headers, one message, trailers with grpc-status 0."""
     pb2, _ = cri
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(harness.IO_TIMEOUT)
-    sock.connect(str(crispd.socket))
-    try:
-        sock.sendall(conn.data_to_send())
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, harness.grpc_request_headers(), end_stream=False)
-        conn.send_data(sid, version_request(pb2), end_stream=True)
-        sock.sendall(conn.data_to_send())
-        headers, body, trailers, ended = None, b"", None, False
-        while not ended:
-            data = sock.recv(65536)
-            assert data, "crispd closed the connection"
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.ResponseReceived):
-                    headers = dict(ev.headers)
-                elif isinstance(ev, h2.events.DataReceived):
-                    body += ev.data
-                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                elif isinstance(ev, h2.events.TrailersReceived):
-                    trailers = dict(ev.headers)
-                elif isinstance(ev, h2.events.StreamEnded):
-                    ended = True
-                elif isinstance(ev, h2.events.StreamReset):
-                    raise AssertionError(f"stream reset: {ev.error_code}")
-            sock.sendall(conn.data_to_send())
-    finally:
-        sock.close()
+    headers, body, trailers = harness.h2_unary(
+        crispd.socket, harness.grpc_request_headers(), version_request(pb2)
+    )
     assert headers[b":status"] == b"200"
     assert headers[b"content-type"] == b"application/grpc"
     assert trailers is not None, "no trailers"

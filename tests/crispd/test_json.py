@@ -5,12 +5,8 @@ into JSON by protobuf's own json_format (the reference proto3 JSON
 mapping: camelCase names, enums by name, 64-bit integers as strings)."""
 
 import json
-import socket
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -20,44 +16,11 @@ import harness
 def h2_call(crispd, path, messages, content_type="application/grpc+json"):
     """One call with `messages` (bytes each, framed here); returns
     (response headers, response messages, trailers or None)."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(harness.IO_TIMEOUT)
-    sock.connect(str(crispd.socket))
-    try:
-        sock.sendall(conn.data_to_send())
-        sid = conn.get_next_available_stream_id()
-        headers = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", path),
-            (":authority", "localhost"),
-            ("content-type", content_type),
-            ("te", "trailers"),
-        ]
-        conn.send_headers(sid, headers, end_stream=False)
-        conn.send_data(sid, b"".join(harness.grpc_frame(m) for m in messages), end_stream=True)
-        sock.sendall(conn.data_to_send())
-        got, body, trailers, ended = None, b"", None, False
-        while not ended:
-            data = sock.recv(65536)
-            assert data, "crispd closed the connection"
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.ResponseReceived):
-                    got = dict(ev.headers)
-                elif isinstance(ev, h2.events.DataReceived):
-                    body += ev.data
-                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                elif isinstance(ev, h2.events.TrailersReceived):
-                    trailers = dict(ev.headers)
-                elif isinstance(ev, h2.events.StreamEnded):
-                    ended = ev.stream_id == sid
-                elif isinstance(ev, h2.events.StreamReset):
-                    raise AssertionError(f"stream reset: {ev.error_code}")
-            sock.sendall(conn.data_to_send())
-    finally:
-        sock.close()
+    got, body, trailers = harness.h2_unary(
+        crispd.socket,
+        harness.grpc_request_headers(path, content_type=content_type),
+        b"".join(harness.grpc_frame(m) for m in messages),
+    )
     if got.get(b":status") != b"200":
         return got, body, trailers  # not gRPC: a plain-text body
     return got, harness.grpc_unframe(body), trailers

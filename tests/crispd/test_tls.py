@@ -337,6 +337,15 @@ def der(path):
     return ssl.PEM_cert_to_DER_cert(path.read_text())
 
 
+def sighup_until(d, line):
+    """Sends crispd SIGHUP and waits until its log says `line`."""
+    d.signal(signal.SIGHUP)
+    deadline = time.monotonic() + harness.IO_TIMEOUT
+    while line not in d.stderr():
+        assert time.monotonic() < deadline, d.stderr()
+        time.sleep(0.05)
+
+
 def test_sighup_reloads_certificates(make_crispd, cri, pki, crispd_bin, tmp_path):
     for name in ("server.pem", "server.key"):
         (tmp_path / name).write_bytes((pki / name).read_bytes())
@@ -348,20 +357,12 @@ def test_sighup_reloads_certificates(make_crispd, cri, pki, crispd_bin, tmp_path
         assert call(cri, before, "Version") == ("OK", "")
         for name in ("pem", "key"):
             (tmp_path / f"server.{name}").write_bytes((pki / f"server2.{name}").read_bytes())
-        d.signal(signal.SIGHUP)
-        deadline = time.monotonic() + harness.IO_TIMEOUT
-        while "TLS certificates reloaded" not in d.stderr():
-            assert time.monotonic() < deadline, d.stderr()
-            time.sleep(0.05)
+        sighup_until(d, "TLS certificates reloaded")
         assert served_certificate(d, pki) == der(pki / "server2.pem")
         # The connection made before keeps serving.
         assert call(cri, before, "Version") == ("OK", "")
     # A reload that fails keeps the certificates in use.
     (tmp_path / "server.key").write_text("not a key\n")
-    d.signal(signal.SIGHUP)
-    deadline = time.monotonic() + harness.IO_TIMEOUT
-    while "TLS reload failed" not in d.stderr():
-        assert time.monotonic() < deadline, d.stderr()
-        time.sleep(0.05)
+    sighup_until(d, "TLS reload failed")
     assert served_certificate(d, pki) == der(pki / "server2.pem")
     assert d.proc.poll() is None

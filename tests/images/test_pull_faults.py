@@ -60,6 +60,28 @@ def no_partial_image(d):
     assert not layers.exists() or list(layers.iterdir()) == []
 
 
+def mirrors_only(*hosts):
+    """Config: registry.k8s.io only through these mirrors, in order, each
+    given up after 2 s without a byte."""
+    mirrors = ", ".join(f'"http://{h}"' for h in hosts)
+    return f"""
+[images]
+read_timeout_secs = 2
+[[images.registries]]
+host = "registry.k8s.io"
+mirrors = [{mirrors}]
+mirrors_only = true
+"""
+
+
+def pull_fails(d, ref, code, **kw):
+    """Pulls `ref`, which must fail with `code`; returns the error's text."""
+    with pytest.raises(grpc.RpcError) as e:
+        d.client.pull(ref, **kw)
+    assert e.value.code() == code, e.value.details()
+    return e.value.details()
+
+
 def test_stuck_pulls_do_not_starve_other_calls(start_crispd, hanging, cri):
     # Five pulls from a registry that never answers, with a no-progress
     # timeout far beyond the test: all four pull workers are stuck.
@@ -95,9 +117,7 @@ def test_stuck_pulls_do_not_starve_other_calls(start_crispd, hanging, cri):
 
 def test_a_pull_ends_by_its_callers_deadline(start_crispd, hanging):
     d = start_crispd("[images]\nread_timeout_secs = 3600\n")
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(f"{hanging.host}/slow/image:1", timeout=2)
-    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    pull_fails(d, f"{hanging.host}/slow/image:1", grpc.StatusCode.DEADLINE_EXCEEDED, timeout=2)
     # The pull itself stopped: its connection is closed long before the
     # hour-long no-progress timeout.
     wait_until("crispd to close the pull's connection", lambda: (lambda a, c: a >= 1 and c == a)(*hanging.counts()))
@@ -112,25 +132,14 @@ def test_a_pull_stalled_mid_blob_stops_at_the_deadline(start_crispd, fake, image
     layer = images.busybox.layers[0]["digest"]
     fake.stall[layer] = 1000
     d = start_crispd("[images]\nread_timeout_secs = 3600\n")
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(f"{fake.host}/any/busybox:busybox", timeout=3)
-    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    pull_fails(d, f"{fake.host}/any/busybox:busybox", grpc.StatusCode.DEADLINE_EXCEEDED, timeout=3)
     assert fake.stall_closed.wait(60), "crispd kept the stalled download open"
     wait_until("the pull's stop in the log", lambda: "pull stopped" in d.log_path.read_text())
     no_partial_image(d)
 
 
 def test_a_hanging_mirror_is_skipped_for_the_next(start_crispd, hanging, registry, images):
-    d = start_crispd(
-        f"""
-[images]
-read_timeout_secs = 2
-[[images.registries]]
-host = "registry.k8s.io"
-mirrors = ["http://{hanging.host}", "http://{registry.host}"]
-mirrors_only = true
-"""
-    )
+    d = start_crispd(mirrors_only(hanging.host, registry.host))
     ref = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
     assert d.client.pull(ref, timeout=120) == images.busybox.id
     log = d.log_path.read_text()
@@ -141,20 +150,8 @@ mirrors_only = true
 
 def test_mirrors_only_error_names_every_place_tried(start_crispd, hanging):
     closed = it.free_port()
-    d = start_crispd(
-        f"""
-[images]
-read_timeout_secs = 2
-[[images.registries]]
-host = "registry.k8s.io"
-mirrors = ["http://{hanging.host}", "http://127.0.0.1:{closed}"]
-mirrors_only = true
-"""
-    )
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull("registry.k8s.io/pause:3.10", timeout=120)
-    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-    msg = e.value.details()
+    d = start_crispd(mirrors_only(hanging.host, f"127.0.0.1:{closed}"))
+    msg = pull_fails(d, "registry.k8s.io/pause:3.10", grpc.StatusCode.UNAVAILABLE, timeout=120)
     assert "tried 2 places" in msg, msg
     assert hanging.host in msg and "timeout" in msg, msg
     assert f"127.0.0.1:{closed}" in msg, msg
@@ -188,10 +185,7 @@ def test_a_corrupt_resume_fails_on_the_digest(start_crispd, fake, images):
     fake.cut[layer["digest"]] = layer["size"] // 2
     fake.corrupt.add(layer["digest"])
     d = start_crispd("")
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(f"{fake.host}/any/busybox:busybox")
-    assert e.value.code() == grpc.StatusCode.DATA_LOSS
-    assert "digest mismatch" in e.value.details()
+    assert "digest mismatch" in pull_fails(d, f"{fake.host}/any/busybox:busybox", grpc.StatusCode.DATA_LOSS)
     no_partial_image(d)
 
 
@@ -202,10 +196,7 @@ def test_a_gzip_bomb_is_stopped_by_the_layer_cap(start_crispd, work, fake):
     fake.layout = lay
     assert bomb.layers[0]["size"] < (1 << 20)
     d = start_crispd("[images]\nmax_layer_bytes = 1048576\n")
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(f"{fake.host}/any/bomb:bomb")
-    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    msg = e.value.details()
+    msg = pull_fails(d, f"{fake.host}/any/bomb:bomb", grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert bomb.layers[0]["digest"] in msg and "max_layer_bytes" in msg, msg
     no_partial_image(d)
 
@@ -217,10 +208,7 @@ def test_the_image_cap_counts_every_layer(start_crispd, work, fake):
     lay.tag(img.desc, "big")
     fake.layout = lay
     d = start_crispd("[images]\nmax_layer_bytes = 4194304\nmax_image_bytes = 5242880\n")
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(f"{fake.host}/any/big:big")
-    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    msg = e.value.details()
+    msg = pull_fails(d, f"{fake.host}/any/big:big", grpc.StatusCode.RESOURCE_EXHAUSTED)
     # Layers unpack in parallel: either may be the one that crosses it.
     assert any(l["digest"] in msg for l in img.layers) and "max_image_bytes" in msg, msg
     assert d.client.list() == []
@@ -228,24 +216,24 @@ def test_the_image_cap_counts_every_layer(start_crispd, work, fake):
 
 def test_too_little_free_space_refuses_the_pull(start_crispd, fake):
     d = start_crispd("[images]\nmin_free_bytes = 9223372036854775807\n")
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(f"{fake.host}/any/busybox:busybox")
-    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "min_free_bytes" in e.value.details()
+    assert "min_free_bytes" in pull_fails(d, f"{fake.host}/any/busybox:busybox", grpc.StatusCode.RESOURCE_EXHAUSTED)
     no_partial_image(d)
 
 
-def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, images):
-    layer = images.layered.layers[1]["digest"]
-    fake.hold[layer] = 10
+def slow_second_layer(start_crispd, fake, images, slow):
+    """crispd, and the reference of the layered image whose second layer
+    the fake registry holds back (`slow` is `fake.hold` or `fake.stall`)."""
+    slow[images.layered.layers[1]["digest"]] = 10
     d = start_crispd("[images]\nread_timeout_secs = 3600\n")
-    ref = f"{fake.host}/test/layers:layered"
+    return d, f"{fake.host}/test/layers:layered"
+
+
+def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, images):
+    d, ref = slow_second_layer(start_crispd, fake, images, fake.hold)
     patient = d.client.pull_future(ref, timeout=600)
     it.wait_until("the pull to reach the held layer", fake.held.is_set)
     # A second caller of the same image, with a short deadline, gives up...
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(ref, timeout=2)
-    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    pull_fails(d, ref, grpc.StatusCode.DEADLINE_EXCEEDED, timeout=2)
     # ...and the first caller's pull is untouched by it.
     fake.release.set()
     assert patient.result().image_ref == images.layered.id
@@ -258,10 +246,7 @@ def test_a_shared_pull_goes_on_while_one_caller_still_waits(start_crispd, fake, 
 
 
 def test_a_shared_pull_stops_when_its_last_caller_goes(start_crispd, fake, images):
-    layer = images.layered.layers[1]["digest"]
-    fake.stall[layer] = 10
-    d = start_crispd("[images]\nread_timeout_secs = 3600\n")
-    ref = f"{fake.host}/test/layers:layered"
+    d, ref = slow_second_layer(start_crispd, fake, images, fake.stall)
     first = d.client.pull_future(ref, timeout=600)
     second = d.client.pull_future(ref, timeout=600)
     it.wait_until("both callers waiting", lambda: "waiting for the same work in progress" in d.log_path.read_text())
@@ -323,10 +308,7 @@ def test_a_full_disk_fails_the_pull_and_keeps_the_store_consistent(
     lay.tag(large.desc, "large")
     d = start_crispd(f"[images]\nmin_free_bytes = {min_free}\n", state_dir=small_disk / "state")
     fake.layout = lay
-    with pytest.raises(grpc.RpcError) as e:
-        d.client.pull(f"{fake.host}/any/large:large")
-    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    msg = e.value.details()
+    msg = pull_fails(d, f"{fake.host}/any/large:large", grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert large.layers[0]["digest"] in msg, msg
     assert ("min_free_bytes" if min_free else "the disk is full") in msg, msg
     no_partial_image(d)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from common.channels import ws_read_all
 from common.pods import create, log_lines, running_pod, start, status, wait_exited
 from common.wait import wait_until
 
@@ -352,22 +353,6 @@ def attach_ws(client, cid, protocol="v5.channel.k8s.io", **kw):
     req = client.pb.AttachRequest(container_id=cid, **kw)
     u = urlparse(client.rt.Attach(req, timeout=10).url)
     return websocket.create_connection(f"ws://{u.netloc}{u.path}", subprotocols=[protocol], timeout=30)
-
-
-def ws_read_all(ws):
-    import websocket
-
-    got = {}
-    while True:
-        try:
-            op, data = ws.recv_data(control_frame=False)
-        except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            break
-        if op == websocket.ABNF.OPCODE_CLOSE:
-            break
-        if data:
-            got.setdefault(data[0], bytearray()).extend(data[1:])
-    return got
 
 
 def test_attach_through_crispd_over_websocket(client, pod):

@@ -21,6 +21,7 @@ import grpc
 import pytest
 import websocket
 
+from common.channels import ws_read_all
 from common.pods import running_pod, start_until_ready, status
 from common.wait import wait_until
 
@@ -65,21 +66,6 @@ def exec_url(client, cid, cmd, stdin=False, stdout=True, stderr=True, tty=False)
 def ws_connect(url, protocol, query=""):
     u = urlparse(url)
     return websocket.create_connection(f"ws://{u.netloc}{u.path}{query}", subprotocols=[protocol], timeout=10)
-
-
-def ws_read_all(ws):
-    """Every binary message until the server closes, by channel."""
-    got = {}
-    while True:
-        try:
-            op, data = ws.recv_data(control_frame=False)
-        except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            break
-        if op == websocket.ABNF.OPCODE_CLOSE:
-            break
-        if data:
-            got.setdefault(data[0], bytearray()).extend(data[1:])
-    return got
 
 
 def test_urls_point_at_the_loopback_streaming_server(crispd, server):

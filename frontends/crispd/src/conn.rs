@@ -319,18 +319,12 @@ impl Conn {
                     if call.deadline.is_some_and(|at| at <= Instant::now()) {
                         let status =
                             Status::deadline_exceeded("deadline exceeded before the call started");
-                        let _ = self.grpc.finish(call.id, &status);
-                        log_call(self.peer, call.method.path, status.code, now);
+                        self.refuse(&call, &status, now);
                         continue;
                     }
                     // Who calls, before anything of the request is read.
-                    let peer = match self.caller(ctx.dispatcher.policy(), &call) {
-                        Ok(peer) => peer,
-                        Err(status) => {
-                            let _ = self.grpc.finish(call.id, &status);
-                            log_call(self.peer, call.method.path, status.code, now);
-                            continue;
-                        }
+                    let Some(peer) = self.admit(ctx.dispatcher.policy(), &call, now) else {
+                        continue;
                     };
                     let outcome = ctx.dispatcher.dispatch(
                         &mut self.grpc,
@@ -352,13 +346,8 @@ impl Conn {
                     }
                 }
                 Event::StreamStarted { call } => {
-                    let peer = match self.caller(ctx.dispatcher.policy(), &call) {
-                        Ok(peer) => peer,
-                        Err(status) => {
-                            let _ = self.grpc.finish(call.id, &status);
-                            log_call(self.peer, call.method.path, status.code, now);
-                            continue;
-                        }
+                    let Some(peer) = self.admit(ctx.dispatcher.policy(), &call, now) else {
+                        continue;
                     };
                     // Server reflection; the dispatcher refuses the rest.
                     if let Some(stream) = ctx.dispatcher.open_stream(&mut self.grpc, peer, &call) {
@@ -441,6 +430,25 @@ impl Conn {
         Err(Status::permission_denied(format!(
             "caller {peer} may not call {method} (see [access] in crispd's config)"
         )))
+    }
+
+    /// The caller of `call` if the policy lets it in; otherwise the call is
+    /// refused here.
+    fn admit(&mut self, policy: &Policy, call: &CallInfo, now: Instant) -> Option<Peer> {
+        match self.caller(policy, call) {
+            Ok(peer) => Some(peer),
+            Err(status) => {
+                self.refuse(call, &status, now);
+                None
+            }
+        }
+    }
+
+    /// Answers `call` with `status` before any of its work starts, and logs
+    /// it.
+    fn refuse(&mut self, call: &CallInfo, status: &Status, started: Instant) {
+        let _ = self.grpc.finish(call.id, status);
+        log_call(self.peer, call.method.path, status.code, started);
     }
 
     /// A worker finished a call of this connection.
@@ -770,18 +778,11 @@ pub(crate) mod tests {
                 CriHost::restore(Arc::clone(&dispatcher.host), Arc::clone(&dispatcher.in_use));
             let poll = mio::Poll::new().unwrap();
             let waker = Arc::new(mio::Waker::new(poll.registry(), Token(usize::MAX)).unwrap());
-            let workers = Workers::new(
-                crate::workers::PoolSize {
-                    threads: 1,
-                    queue: 4,
-                },
-                crate::workers::PoolSize {
-                    threads: 1,
-                    queue: 4,
-                },
-                waker,
-            )
-            .unwrap();
+            let one = crate::workers::PoolSize {
+                threads: 1,
+                queue: 4,
+            };
+            let workers = Workers::new(one, one, waker).unwrap();
             let (server_end, client_end) = UnixStream::pair().unwrap();
             let conn = Conn::new(7, Socket::Unix(server_end), peer, ServerConfig::default());
             Self {
@@ -798,15 +799,21 @@ pub(crate) mod tests {
             }
         }
 
-        /// Let the connection read and answer what the socket holds.
-        fn serve(&mut self, read_closed: bool) {
+        /// Runs `f` on the connection with a `Ctx` over the harness's parts,
+        /// as the event loop calls it.
+        fn with_ctx<R>(&mut self, f: impl FnOnce(&mut Conn, &mut Ctx) -> R) -> R {
             let mut ctx = Ctx {
                 dispatcher: &self.dispatcher,
                 cri: &mut self.cri,
                 workers: &self.workers,
                 read_buf: &mut self.read_buf,
             };
-            self.conn.on_readable(&mut ctx, Instant::now(), read_closed);
+            f(&mut self.conn, &mut ctx)
+        }
+
+        /// Let the connection read and answer what the socket holds.
+        fn serve(&mut self, read_closed: bool) {
+            self.with_ctx(|conn, ctx| conn.on_readable(ctx, Instant::now(), read_closed));
             self.conn.flush();
         }
 
@@ -1036,14 +1043,10 @@ pub(crate) mod tests {
         h.conn.out.extend_from_slice(&vec![0; HIGH_WATER]);
         let id = h.start(VERSION, &cri::VersionRequest::default().encode_to_vec());
         h.client_send();
-        let mut ctx = Ctx {
-            dispatcher: &h.dispatcher,
-            cri: &mut h.cri,
-            workers: &h.workers,
-            read_buf: &mut h.read_buf,
-        };
-        h.conn.on_readable(&mut ctx, Instant::now(), false);
-        assert!(!h.conn.read_now(&mut ctx, Instant::now()));
+        h.with_ctx(|conn, ctx| {
+            conn.on_readable(ctx, Instant::now(), false);
+            assert!(!conn.read_now(ctx, Instant::now()));
+        });
         assert!(h.conn.calls.is_empty());
         assert!(h.conn.grpc.poll_event().is_none(), "the request was read");
         // Only writability is asked for until the output drains.
@@ -1241,16 +1244,8 @@ pub(crate) mod tests {
         h.tcp(Some((&acceptor, client)));
         let deadline = h.conn.poll_timeout().unwrap();
         assert!(!h.conn.is_done());
-        let mut ctx = Ctx {
-            dispatcher: &h.dispatcher,
-            cri: &mut h.cri,
-            workers: &h.workers,
-            read_buf: &mut h.read_buf,
-        };
-        h.conn.handle_timeout(
-            &mut ctx,
-            deadline.max(Instant::now() + acceptor.handshake_timeout),
-        );
+        let at = deadline.max(Instant::now() + acceptor.handshake_timeout);
+        h.with_ctx(|conn, ctx| conn.handle_timeout(ctx, at));
         assert!(h.conn.is_done());
     }
 }

@@ -548,19 +548,13 @@ mod tests {
         // A pool that works, but no thread can be started beside it.
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let workers = Workers::new(
-            crate::workers::PoolSize {
-                threads: 1,
-                queue: 8,
-            },
-            crate::workers::PoolSize {
-                threads: 1,
-                queue: 8,
-            },
-            waker,
-        )
-        .unwrap()
-        .with_spawn_stack(usize::MAX / 2);
+        let one = crate::workers::PoolSize {
+            threads: 1,
+            queue: 8,
+        };
+        let workers = Workers::new(one, one, waker)
+            .unwrap()
+            .with_spawn_stack(usize::MAX / 2);
         let stop = Request::StopContainer(cri::StopContainerRequest {
             container_id: ctr.clone(),
             timeout: 30,

@@ -254,16 +254,15 @@ impl Daemon {
                         self.exits.ready(id, self.poll.registry())
                     }
                     Token(id) => {
-                        if let Some(conn) = self.conns.get_mut(&id) {
-                            let mut ctx = Ctx {
-                                dispatcher: &self.dispatcher,
-                                cri: &mut self.cri,
-                                workers: &self.workers,
-                                read_buf: &mut read_buf,
-                            };
-                            let closed = event.is_read_closed() || event.is_error();
-                            if event.is_readable() || closed {
-                                conn.on_readable(&mut ctx, now, closed);
+                        let closed = event.is_read_closed() || event.is_error();
+                        let readable = event.is_readable() || closed;
+                        let open = self.with_conn(id, &mut read_buf, |conn, ctx| {
+                            if readable {
+                                conn.on_readable(ctx, now, closed);
+                            }
+                        });
+                        if open.is_some() {
+                            if readable {
                                 self.hot = Some(id);
                             }
                             touched.push(id);
@@ -313,14 +312,10 @@ impl Daemon {
                 }
                 self.timers.pop_first();
                 self.scheduled.remove(&id);
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    let mut ctx = Ctx {
-                        dispatcher: &self.dispatcher,
-                        cri: &mut self.cri,
-                        workers: &self.workers,
-                        read_buf: &mut read_buf,
-                    };
-                    conn.handle_timeout(&mut ctx, now);
+                let open = self.with_conn(id, &mut read_buf, |conn, ctx| {
+                    conn.handle_timeout(ctx, now);
+                });
+                if open.is_some() {
                     touched.push(id);
                 }
             }
@@ -356,6 +351,24 @@ impl Daemon {
         }
     }
 
+    /// Runs `f` on connection `id`, with a `Ctx` over the loop's parts;
+    /// `None` when the connection is gone.
+    fn with_conn<R>(
+        &mut self,
+        id: usize,
+        read_buf: &mut [u8],
+        f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let conn = self.conns.get_mut(&id)?;
+        let mut ctx = Ctx {
+            dispatcher: &self.dispatcher,
+            cri: &mut self.cri,
+            workers: &self.workers,
+            read_buf,
+        };
+        Some(f(conn, &mut ctx))
+    }
+
     /// Wait for events: first poll without sleeping for up to `spin` (see
     /// `event_loop.spin_us`), stopping early at the next timer, then block
     /// until an event or the next timer.
@@ -383,19 +396,14 @@ impl Daemon {
                 }
                 round = round.wrapping_add(1);
                 if let Some(id) = self.hot {
-                    match self.conns.get_mut(&id) {
-                        Some(conn) => {
-                            let mut ctx = Ctx {
-                                dispatcher: &self.dispatcher,
-                                cri: &mut self.cri,
-                                workers: &self.workers,
-                                read_buf,
-                            };
-                            if conn.read_now(&mut ctx, Instant::now()) {
-                                events.clear();
-                                return Ok(Woke::Hot(id));
-                            }
+                    match self
+                        .with_conn(id, read_buf, |conn, ctx| conn.read_now(ctx, Instant::now()))
+                    {
+                        Some(true) => {
+                            events.clear();
+                            return Ok(Woke::Hot(id));
                         }
+                        Some(false) => {}
                         None => self.hot = None,
                     }
                 }

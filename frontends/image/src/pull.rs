@@ -386,8 +386,13 @@ impl ImageService {
                     max: self.limits.max_image_bytes,
                     progress: Arc::clone(&progress),
                 };
-                let fetched =
-                    self.ensure_layer(&mut session, reference, desc, diff_id, &layers_stop, budget);
+                let layer = LayerPull {
+                    reference,
+                    desc,
+                    diff_id,
+                    budget,
+                };
+                let fetched = self.ensure_layer(&mut session, layer, &layers_stop);
                 if fetched.is_ok() {
                     progress.layers_done.fetch_add(1, Ordering::SeqCst);
                     if let Some(o) = &progress.observer {
@@ -438,14 +443,12 @@ impl ImageService {
     fn ensure_layer(
         &self,
         session: &mut Session,
-        reference: &Reference,
-        desc: &Descriptor,
-        diff_id: &Digest,
+        layer: LayerPull<'_>,
         stop: &Stop,
-        budget: ImageBudget,
     ) -> Result<(), ImageError> {
+        let diff_id = layer.diff_id;
         if self.store.has_layer(diff_id) {
-            tracing::debug!(image = %reference, layer = %desc.digest, "layer already present");
+            tracing::debug!(image = %layer.reference, layer = %layer.desc.digest, "layer already present");
             return Ok(());
         }
         let key = format!("layer {diff_id}");
@@ -454,13 +457,11 @@ impl ImageService {
                 if self.store.has_layer(diff_id) {
                     return Ok(String::new());
                 }
-                let _slot = self.downloads.acquire(shared).map_err(|code| {
-                    ImageError::stopped(
-                        code,
-                        &format!("pull of {reference} (layer {})", desc.digest),
-                    )
-                })?;
-                self.fetch_layer(session, reference, desc, diff_id, shared, budget)
+                let _slot = self
+                    .downloads
+                    .acquire(shared)
+                    .map_err(|code| layer_stopped(code, layer.reference, layer.desc))?;
+                self.fetch_layer(session, layer, shared)
                     .map(|_| String::new())
             })
             .map(|_| ())
@@ -469,14 +470,18 @@ impl ImageService {
     fn fetch_layer(
         &self,
         session: &mut Session,
-        reference: &Reference,
-        desc: &Descriptor,
-        diff_id: &Digest,
+        layer: LayerPull<'_>,
         stop: &Stop,
-        budget: ImageBudget,
     ) -> Result<u64, ImageError> {
+        let LayerPull {
+            reference,
+            desc,
+            diff_id,
+            budget,
+        } = layer;
         let blob_digest = parse_digest(reference, "layer", &desc.digest)?;
         let from = session.endpoint().base.clone();
+        let source = format!("layer {} of {reference} from {from}", desc.digest);
         let fetched = session
             .blob(&desc.digest, u64::try_from(desc.size).ok())
             .map_err(ImageError::from)?;
@@ -516,16 +521,10 @@ impl ImageService {
         };
         let outcome = unpack_stream(&mut buf, tmp.path(), diff_id, &guard);
         if let Some(code) = stop.reason() {
-            return Err(ImageError::stopped(
-                code,
-                &format!("pull of {reference} (layer {})", desc.digest),
-            ));
+            return Err(layer_stopped(code, reference, desc));
         }
         if let Err(LayerError::Exhausted(why)) = &outcome {
-            return Err(ImageError::exhausted(format!(
-                "layer {} of {reference} from {from}: {why}",
-                desc.digest
-            )));
+            return Err(ImageError::exhausted(format!("{source}: {why}")));
         }
         // Hash what is left of the blob, whatever happened: a wrong
         // digest explains a broken archive better than the archive error.
@@ -536,10 +535,7 @@ impl ImageService {
             Ok(v) => v,
             Err(e) => {
                 if let Some(code) = stop.reason() {
-                    return Err(ImageError::stopped(
-                        code,
-                        &format!("pull of {reference} (layer {})", desc.digest),
-                    ));
+                    return Err(layer_stopped(code, reference, desc));
                 }
                 return Err(ImageError::unavailable(format!(
                     "layer {} of {reference}: download from {from} failed: {e}",
@@ -549,41 +545,28 @@ impl ImageService {
         };
         if got != blob_digest {
             return Err(ImageError::corrupt(format!(
-                "layer {} of {reference} from {from}: digest mismatch: expected {blob_digest}, got {got}",
-                desc.digest
+                "{source}: digest mismatch: expected {blob_digest}, got {got}"
             )));
         }
         if size != desc.size.max(0) as u64 {
             return Err(ImageError::corrupt(format!(
-                "layer {} of {reference} from {from}: size mismatch: expected {} bytes, got {size}",
-                desc.digest, desc.size
+                "{source}: size mismatch: expected {} bytes, got {size}",
+                desc.size
             )));
         }
         let (stats, unpacked) = outcome.map_err(|e| match e {
-            LayerError::Unpack(u) if u.is_no_space() => ImageError::exhausted(format!(
-                "layer {} of {reference} from {from}: the disk is full: {u}",
-                desc.digest
-            )),
-            LayerError::Exhausted(why) => ImageError::exhausted(format!(
-                "layer {} of {reference} from {from}: {why}",
-                desc.digest
-            )),
-            LayerError::Unpack(u) if u.is_escape() => ImageError::corrupt(format!(
-                "layer {} of {reference} from {from} is unsafe: {u}",
-                desc.digest
-            )),
-            LayerError::Unpack(u) => ImageError::corrupt(format!(
-                "layer {} of {reference} from {from}: {u}",
-                desc.digest
-            )),
+            LayerError::Unpack(u) if u.is_no_space() => {
+                ImageError::exhausted(format!("{source}: the disk is full: {u}"))
+            }
+            LayerError::Exhausted(why) => ImageError::exhausted(format!("{source}: {why}")),
+            LayerError::Unpack(u) if u.is_escape() => {
+                ImageError::corrupt(format!("{source} is unsafe: {u}"))
+            }
+            LayerError::Unpack(u) => ImageError::corrupt(format!("{source}: {u}")),
             LayerError::DiffId(got) => ImageError::corrupt(format!(
-                "layer {} of {reference} from {from}: uncompressed content does not match the config's diff ID: expected {diff_id}, got {got}",
-                desc.digest
+                "{source}: uncompressed content does not match the config's diff ID: expected {diff_id}, got {got}"
             )),
-            LayerError::Io(e) => ImageError::corrupt(format!(
-                "layer {} of {reference} from {from}: {e}",
-                desc.digest
-            )),
+            LayerError::Io(e) => ImageError::corrupt(format!("{source}: {e}")),
         })?;
         self.store
             .commit_layer(tmp, diff_id)
@@ -637,6 +620,22 @@ pub(super) struct Guard {
     pub image: Option<ImageBudget>,
     pub min_free_bytes: u64,
     pub store_dir: std::path::PathBuf,
+}
+
+/// One layer of a pull, as `ensure_layer` and `fetch_layer` take it.
+struct LayerPull<'a> {
+    reference: &'a Reference,
+    desc: &'a Descriptor,
+    diff_id: &'a Digest,
+    budget: ImageBudget,
+}
+
+/// The error for a layer's fetch stopped with `code`.
+fn layer_stopped(code: Code, reference: &Reference, desc: &Descriptor) -> ImageError {
+    ImageError::stopped(
+        code,
+        &format!("pull of {reference} (layer {})", desc.digest),
+    )
 }
 
 /// The decompressed bytes of one pull's layers, against `max_image_bytes`,

@@ -316,23 +316,14 @@ impl Connection {
             RecvState::Open => BlockKind::Trailers,
         };
         if too_large {
-            return self.stream_error(
-                StreamError::new(id, ErrorCode::PROTOCOL_ERROR, "header list too large"),
-                now,
-            );
+            return self.malformed(id, "header list too large", now);
         }
         if kind == BlockKind::Trailers && !end_stream {
-            return self.stream_error(
-                StreamError::new(id, ErrorCode::PROTOCOL_ERROR, "trailers without END_STREAM"),
-                now,
-            );
+            return self.malformed(id, "trailers without END_STREAM", now);
         }
         let info = match message::check(&headers, kind) {
             Ok(info) => info,
-            Err(reason) => {
-                return self
-                    .stream_error(StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason), now)
-            }
+            Err(reason) => return self.malformed(id, reason, now),
         };
         if kind == BlockKind::Trailers {
             self.on_trailers(id, headers, now)
@@ -352,14 +343,7 @@ impl Connection {
     ) -> Result<(), ConnectionError> {
         if info.informational {
             if end_stream {
-                return self.stream_error(
-                    StreamError::new(
-                        id,
-                        ErrorCode::PROTOCOL_ERROR,
-                        "1xx response with END_STREAM",
-                    ),
-                    now,
-                );
+                return self.malformed(id, "1xx response with END_STREAM", now);
             }
             self.recycle_headers(headers);
             return Ok(());
@@ -370,14 +354,7 @@ impl Connection {
         stream.recv = RecvState::after_headers(end_stream);
         stream.content_length = info.content_length;
         if end_stream && info.content_length.is_some_and(|n| n != 0) {
-            return self.stream_error(
-                StreamError::new(
-                    id,
-                    ErrorCode::PROTOCOL_ERROR,
-                    "DATA shorter than content-length",
-                ),
-                now,
-            );
+            return self.malformed(id, "DATA shorter than content-length", now);
         }
         self.events.push_back(Event::Headers {
             stream_id: id,
@@ -405,14 +382,7 @@ impl Connection {
             .content_length
             .is_some_and(|n| n != stream.data_received)
         {
-            return self.stream_error(
-                StreamError::new(
-                    id,
-                    ErrorCode::PROTOCOL_ERROR,
-                    "DATA shorter than content-length",
-                ),
-                now,
-            );
+            return self.malformed(id, "DATA shorter than content-length", now);
         }
         self.events.push_back(Event::Trailers {
             stream_id: id,
@@ -515,20 +485,10 @@ impl Connection {
         }
         let info = match message::check(&headers, BlockKind::Request) {
             Ok(info) => info,
-            Err(reason) => {
-                return self
-                    .stream_error(StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason), now)
-            }
+            Err(reason) => return self.malformed(id, reason, now),
         };
         if end_stream && info.content_length.is_some_and(|n| n != 0) {
-            return self.stream_error(
-                StreamError::new(
-                    id,
-                    ErrorCode::PROTOCOL_ERROR,
-                    "DATA shorter than content-length",
-                ),
-                now,
-            );
+            return self.malformed(id, "DATA shorter than content-length", now);
         }
         if let Some(s) = self.streams.get_mut(&id) {
             s.content_length = info.content_length;
@@ -726,6 +686,17 @@ impl Connection {
         }
         self.schedule(id);
         Ok(())
+    }
+
+    /// A stream error PROTOCOL_ERROR on `id`: a malformed message (RFC 9113
+    /// §8.1.1).
+    fn malformed(
+        &mut self,
+        id: StreamId,
+        reason: &'static str,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        self.stream_error(StreamError::new(id, ErrorCode::PROTOCOL_ERROR, reason), now)
     }
 
     /// Reset one stream for the peer's error; the connection carries on.

@@ -49,12 +49,7 @@ mod tests {
     use crate::h2::error::ErrorCode;
 
     fn head(flags: u8, stream_id: u32) -> Head {
-        Head {
-            length: 1,
-            kind: kind::CONTINUATION,
-            flags,
-            stream_id: StreamId::new(stream_id),
-        }
+        Head::for_test(kind::CONTINUATION, flags, stream_id, 1)
     }
 
     #[test]

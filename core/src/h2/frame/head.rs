@@ -56,6 +56,19 @@ impl Head {
 }
 
 #[cfg(test)]
+impl Head {
+    /// A frame header for the frame parsers' tests.
+    pub(crate) fn for_test(kind: u8, flags: u8, stream_id: u32, length: usize) -> Head {
+        Head {
+            length: length as u32,
+            kind,
+            flags,
+            stream_id: StreamId::new(stream_id),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

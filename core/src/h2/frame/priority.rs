@@ -102,12 +102,7 @@ mod tests {
     use crate::h2::error::ConnectionError;
 
     fn head(stream_id: u32, len: usize) -> Head {
-        Head {
-            length: len as u32,
-            kind: kind::PRIORITY,
-            flags: 0,
-            stream_id: StreamId::new(stream_id),
-        }
+        Head::for_test(kind::PRIORITY, 0, stream_id, len)
     }
 
     #[test]

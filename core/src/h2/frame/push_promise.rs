@@ -64,12 +64,7 @@ mod tests {
     use crate::h2::error::ErrorCode;
 
     fn head(flags: u8, stream_id: u32, len: usize) -> Head {
-        Head {
-            length: len as u32,
-            kind: kind::PUSH_PROMISE,
-            flags,
-            stream_id: StreamId::new(stream_id),
-        }
+        Head::for_test(kind::PUSH_PROMISE, flags, stream_id, len)
     }
 
     #[test]

@@ -49,12 +49,7 @@ mod tests {
     use super::*;
 
     fn head(stream_id: u32, len: usize) -> Head {
-        Head {
-            length: len as u32,
-            kind: kind::RST_STREAM,
-            flags: 0,
-            stream_id: StreamId::new(stream_id),
-        }
+        Head::for_test(kind::RST_STREAM, 0, stream_id, len)
     }
 
     #[test]

@@ -157,12 +157,7 @@ mod tests {
     use super::*;
 
     fn head(flags: u8, stream_id: u32, len: usize) -> Head {
-        Head {
-            length: len as u32,
-            kind: kind::SETTINGS,
-            flags,
-            stream_id: StreamId::new(stream_id),
-        }
+        Head::for_test(kind::SETTINGS, flags, stream_id, len)
     }
 
     fn entries(e: &[(u16, u32)]) -> Bytes {

@@ -63,12 +63,7 @@ mod tests {
     use super::*;
 
     fn head(stream_id: u32, len: usize) -> Head {
-        Head {
-            length: len as u32,
-            kind: kind::WINDOW_UPDATE,
-            flags: 0,
-            stream_id: StreamId::new(stream_id),
-        }
+        Head::for_test(kind::WINDOW_UPDATE, 0, stream_id, len)
     }
 
     #[test]

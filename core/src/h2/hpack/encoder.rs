@@ -150,9 +150,8 @@ fn values_rarely_repeat(name: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::decoder::tests::{
-        hex, C3, C4, C5, C6, REQ1, REQ2, REQ3, RESP1, RESP2, RESP3,
-    };
+    use super::super::decoder::tests::{hex, REQ1, REQ2, REQ3, RESP1, RESP2, RESP3};
+    use super::super::rfc7541::{C3, C4, C5, C6};
     use super::super::Decoder;
     use super::*;
 

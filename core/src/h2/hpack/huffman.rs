@@ -458,6 +458,20 @@ pub fn max_decoded_len(encoded_len: usize) -> usize {
     encoded_len.saturating_mul(8) / 5 + 1
 }
 
+/// Stores a decoded symbol at `dst[n]`. EOS inside a string is an error
+/// (RFC 7541 §5.2); so is a `dst` too short, rather than a panic.
+#[inline]
+fn store_symbol(dst: &mut [u8], n: usize, sym: u16) -> Result<(), HuffmanError> {
+    if sym == EOS {
+        return Err(HuffmanError::Eos);
+    }
+    let Some(slot) = dst.get_mut(n) else {
+        return Err(HuffmanError::Padding);
+    };
+    *slot = sym as u8;
+    Ok(())
+}
+
 /// Decodes `src` into `dst`, which must hold `max_decoded_len(src.len())`
 /// bytes, and returns the decoded length.
 pub fn decode(src: &[u8], dst: &mut [u8]) -> Result<usize, HuffmanError> {
@@ -515,13 +529,7 @@ pub fn decode(src: &[u8], dst: &mut [u8]) -> Result<usize, HuffmanError> {
                     // too much for padding.
                     return Err(HuffmanError::Padding);
                 }
-                if sym == EOS {
-                    return Err(HuffmanError::Eos);
-                }
-                let Some(slot) = dst.get_mut(n) else {
-                    return Err(HuffmanError::Padding);
-                };
-                *slot = sym as u8;
+                store_symbol(dst, n, sym)?;
                 n += 1;
                 acc <<= len;
                 nbits -= len;
@@ -546,13 +554,7 @@ pub fn decode(src: &[u8], dst: &mut [u8]) -> Result<usize, HuffmanError> {
                 Err(HuffmanError::Padding)
             };
         }
-        if sym == EOS {
-            return Err(HuffmanError::Eos);
-        }
-        let Some(slot) = dst.get_mut(n) else {
-            return Err(HuffmanError::Padding);
-        };
-        *slot = sym as u8;
+        store_symbol(dst, n, sym)?;
         n += 1;
         acc <<= len;
         nbits -= len;

@@ -13,6 +13,8 @@ mod decoder;
 mod encoder;
 mod huffman;
 mod integer;
+#[cfg(any(test, feature = "sim"))]
+pub mod rfc7541;
 mod table;
 
 use std::fmt;
