@@ -491,6 +491,12 @@ mod tests {
             .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // Until it has exec'd, the child's command line is still ours.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !crate::pods::process_matches(holder.id(), "p1") && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let meta = sandbox::Meta {
             pid: holder.id(),
             ..Default::default()
