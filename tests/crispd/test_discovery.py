@@ -5,6 +5,7 @@ DescriptorPool on top), plus raw reflection requests on both the v1 and the
 v1alpha service."""
 
 import threading
+import time
 
 import grpc
 import harness
@@ -68,7 +69,6 @@ def test_watch_sees_not_serving_on_sigterm(crispd, health):
     assert next(known).status == SERVING
     assert next(unknown).status == SERVICE_UNKNOWN
 
-    crispd.signal()
     seen, ended = [], []
 
     def drain(stream, out):
@@ -83,8 +83,12 @@ def test_watch_sees_not_serving_on_sigterm(crispd, health):
         threading.Thread(target=drain, args=(known, seen), daemon=True),
         threading.Thread(target=drain, args=(unknown, others), daemon=True),
     ]
+    # The readers wait before the signal: grpcio may drop a message that
+    # arrives together with a failing status when nobody was reading yet.
     for t in threads:
         t.start()
+    time.sleep(0.2)
+    crispd.signal()
     for t in threads:
         t.join(timeout=60)
         assert not t.is_alive(), "a Watch stream did not end after SIGTERM"
