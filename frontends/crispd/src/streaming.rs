@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -399,7 +399,8 @@ impl StreamServer {
                 let mut reg = |fd: Option<OwnedFd>, source: Source, interest: Interest| {
                     fd.and_then(|fd| self.watch(id, fd, source, interest, registry))
                 };
-                let pidfd = pidfd_open(e.pid)
+                let pidfd = crate::pods::pidfd_open(e.pid.as_raw())
+                    .ok()
                     .and_then(|fd| reg(Some(fd), Source::Pidfd, Interest::READABLE));
                 let process = Process {
                     pid: e.pid,
@@ -965,7 +966,7 @@ impl Conn {
                 // client types next may ask for the terminal's size.
                 if let (Some(size), true) = (self.resize.take(), p.tty) {
                     if let Some(fd) = p.stdout.as_ref() {
-                        set_window_size(fd.fd.as_raw_fd(), size);
+                        crate::pods::set_window_size(fd.fd.as_fd(), size.width, size.height);
                     }
                 }
                 progress |= pump_stdin(p.stdin.as_mut(), &mut self.stdin);
@@ -1306,29 +1307,6 @@ fn connect_in(netns: Option<PathBuf>, port: u16) -> Result<std::net::TcpStream, 
             .unwrap_or_else(|_| Err("the connecting thread panicked".into())),
         Err(e) => Err(format!("cannot start a thread: {e}")),
     }
-}
-
-fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if raw < 0 {
-        return None;
-    }
-    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
-    Some(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
-}
-
-fn set_window_size(fd: RawFd, size: TerminalSize) {
-    let ws = nix::libc::winsize {
-        ws_row: size.height,
-        ws_col: size.width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives
-    // for the call.
-    unsafe { nix::libc::ioctl(fd, nix::libc::TIOCSWINSZ, &ws) };
 }
 
 fn http_error(status: u16, reason: &str) -> Vec<u8> {

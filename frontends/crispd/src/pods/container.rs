@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -959,14 +959,7 @@ pub fn exec_streaming(
     if options.tty {
         let (master, replica) = container_pty(pid(host, id)?)?;
         if let Some((width, height)) = size {
-            let ws = nix::libc::winsize {
-                ws_row: height,
-                ws_col: width,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize that lives for the call.
-            unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
+            super::set_window_size(master.as_fd(), width, height);
         }
         let stdio = executor::Stdio {
             stdin: None,

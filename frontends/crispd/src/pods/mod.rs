@@ -484,14 +484,12 @@ pub fn remove_tree(path: &Path) -> Result<(), Status> {
 /// kernels without pidfds (before 5.3).
 pub fn kill_and_wait(pid: u32, needle: &str, timeout: std::time::Duration) {
     use nix::libc;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     use std::time::Instant;
     if pid == 0 || pid > i32::MAX as u32 {
         return;
     }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if raw < 0 {
+    let Ok(fd) = pidfd_open(pid as i32) else {
         if !process_matches(pid, needle) {
             return;
         }
@@ -504,9 +502,7 @@ pub fn kill_and_wait(pid: u32, needle: &str, timeout: std::time::Duration) {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         return;
-    }
-    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    };
     if !process_matches(pid, needle) {
         return;
     }
@@ -541,17 +537,11 @@ pub fn kill_and_wait(pid: u32, needle: &str, timeout: std::time::Duration) {
     }
 }
 
-/// A descriptor that becomes readable when the process `pid`, whose
-/// command line mentions `needle`, exits (a pidfd, for the event loop to
-/// poll); `None` when it is not alive, or is another process. The pidfd
-/// pins the process, so a reused pid is never taken for it. An error:
-/// no pidfds here (kernels before 5.3).
-pub fn exit_fd(pid: u32, needle: &str) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+/// A non-blocking pidfd of process `pid`: readable once it has exited,
+/// and it pins the pid (kernels from 5.3; an error before).
+pub fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     use nix::libc;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    if pid == 0 || pid > i32::MAX as u32 {
-        return Ok(None);
-    }
+    use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let raw = unsafe {
         libc::syscall(
@@ -561,14 +551,41 @@ pub fn exit_fd(pid: u32, needle: &str) -> std::io::Result<Option<std::os::fd::Ow
         )
     };
     if raw < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ESRCH) => Ok(None),
-            _ => Err(e),
-        };
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) })
+}
+
+/// Sets a terminal's window size (`TIOCSWINSZ` on a pty).
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, width: u16, height: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = nix::libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize that lives for the call.
+    unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
+}
+
+/// A descriptor that becomes readable when the process `pid`, whose
+/// command line mentions `needle`, exits (a pidfd, for the event loop to
+/// poll); `None` when it is not alive, or is another process. The pidfd
+/// pins the process, so a reused pid is never taken for it. An error:
+/// no pidfds here (kernels before 5.3).
+pub fn exit_fd(pid: u32, needle: &str) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use nix::libc;
+
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Ok(None);
+    }
+    let fd = match pidfd_open(pid as i32) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     // Checked once the pid is pinned: still the process we mean.
     Ok(process_matches(pid, needle).then_some(fd))
 }
